@@ -1,0 +1,72 @@
+# Waybill. `make test` and `make demo` are the two commands a newcomer needs; see README.md.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+GO ?= go
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+DIST := dist
+# Packages whose tests also run as linux/arm (GOARM=7) binaries under qemu-user: the code that ships to trucks.
+ARM_PKGS := ./store/... ./gps/... ./sdk/...
+# Debian package:command pairs the tests and the demo need (.ci/ensure-deps installs what is missing).
+TEST_DEPS := mosquitto:mosquitto mosquitto-clients:mosquitto_pub qemu-user-static:qemu-arm-static \
+	gpsd:gpsd gpsd-clients:gpsfake chromium:chromium
+TEST_TIMEOUT ?= 12m
+
+.PHONY: all build test test-native test-arm deps lint vet fmt cross bench demo clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/ ./cmd/...
+
+deps:
+	@.ci/ensure-deps $(TEST_DEPS)
+
+lint: vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null; git ls-files --others --exclude-standard '*.go' 2>/dev/null)); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+test: deps lint test-native test-arm
+
+test-native:
+	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+
+# Tests that start child processes read WAYBILL_TEST_EXEC to run them under the same emulator.
+test-arm:
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 WAYBILL_TEST_EXEC=qemu-arm-static \
+		$(GO) test -exec qemu-arm-static -timeout $(TEST_TIMEOUT) $(ARM_PKGS)
+
+# Static binaries for every architecture we ship to.
+cross:
+	@set -e; for t in linux/arm/6 linux/arm/7 linux/arm64/ linux/amd64/; do \
+		IFS=/ read -r os arch arm <<< "$$t"; \
+		suffix=$$os-$$arch$${arm:+v$$arm}; \
+		for cmd in waybill-agent waybill; do \
+			echo "build $(DIST)/$$cmd-$$suffix"; \
+			CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
+				-o $(DIST)/$$cmd-$$suffix ./cmd/$$cmd; \
+		done; \
+	done
+
+# Benchmarks: prints the table and writes dist/bench.json.
+BENCH ?= .
+BENCHTIME ?= 1x
+bench:
+	@mkdir -p $(DIST)
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem -timeout 30m ./... | tee $(DIST)/bench.txt
+	$(GO) run .ci/benchjson.go < $(DIST)/bench.txt > $(DIST)/bench.json
+	@echo "wrote $(DIST)/bench.json"
+
+demo:
+	@echo "make demo: not built yet. It needs the agent (issue 5) and the driver side (issue 6);" >&2
+	@echo "until then run 'make test' to see the parts that exist work." >&2
+	@exit 1
+
+clean:
+	rm -rf $(DIST)
