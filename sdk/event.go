@@ -1,0 +1,244 @@
+package sdk
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+)
+
+// EventKind is what happened to an order.
+type EventKind uint8
+
+const (
+	_              EventKind = iota
+	EventReceived            // the truck verified and stored the order revision
+	EventArrived             // the truck reached the destination's arrival radius
+	EventDelivered           // the driver confirmed delivery
+	EventFailed              // the driver could not deliver; Reason says why
+	EventProblem             // the driver reports a problem; Reason says what
+)
+
+var eventKindNames = [...]string{EventReceived: "received", EventArrived: "arrived", EventDelivered: "delivered",
+	EventFailed: "failed", EventProblem: "problem"}
+
+func (k EventKind) String() string {
+	if k >= EventReceived && k <= EventProblem {
+		return eventKindNames[k]
+	}
+	return fmt.Sprintf("event(%d)", uint8(k))
+}
+
+func (k EventKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+func (k *EventKind) UnmarshalText(b []byte) error {
+	for i, n := range eventKindNames {
+		if i > 0 && n == string(b) {
+			*k = EventKind(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("sdk: unknown event kind %q", b)
+}
+
+// Via is how the driver's action was given.
+type Via uint8
+
+const (
+	ViaAuto   Via = iota // by the agent itself (received, arrived)
+	ViaButton            // a hardware button
+	ViaScreen            // a tap on the driver page
+	ViaHTTP              // the agent's local HTTP hook
+)
+
+var viaNames = [...]string{ViaAuto: "auto", ViaButton: "button", ViaScreen: "screen", ViaHTTP: "http"}
+
+func (v Via) String() string {
+	if int(v) < len(viaNames) {
+		return viaNames[v]
+	}
+	return fmt.Sprintf("via(%d)", uint8(v))
+}
+
+func (v Via) MarshalText() ([]byte, error) { return []byte(v.String()), nil }
+
+func (v *Via) UnmarshalText(b []byte) error {
+	for i, n := range viaNames {
+		if n == string(b) {
+			*v = Via(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("sdk: unknown via %q", b)
+}
+
+// Epoch identifies one truck store's lifetime (8 random bytes made when the store is created). Together with
+// a record's sequence number in that store it names a fix or an event for good: re-sent after a crash, in a
+// differently cut batch or envelope, it keeps the same (truck, epoch, record seq).
+type Epoch [8]byte
+
+func (e Epoch) MarshalText() ([]byte, error) { return hexText(e[:]), nil }
+
+// Event is a delivery event from a truck: a signed proof of what the driver did, where and when.
+type Event struct {
+	Kind      EventKind `json:"kind"`
+	Epoch     Epoch     `json:"epoch"`      // the truck store's epoch
+	RecordSeq uint64    `json:"record_seq"` // the event's record sequence number in that store
+	Time      time.Time `json:"time"`       // when it happened (the envelope's time is when it was signed)
+	OrderID   string    `json:"order_id"`
+	Revision  uint32    `json:"revision"`
+	OrderHash OrderHash `json:"order_hash"`       // of the revision it answers
+	Reason    string    `json:"reason,omitempty"` // failed, problem: the driver's words or a code
+	Via       Via       `json:"via"`
+	Fix       *Fix      `json:"fix,omitempty"`      // the GPS fix at that moment; nil = none
+	OffSite   bool      `json:"off_site,omitempty"` // the fix was outside the order's arrival radius
+	Conflict  bool      `json:"conflict,omitempty"` // a cancellation arrived for an order already delivered
+}
+
+// fixWire is one fix in an event: integer keys, absent fields omitted.
+type fixWire struct {
+	Time   int64  `cbor:"1,keyasint"`
+	Lat    int64  `cbor:"2,keyasint"`
+	Lon    int64  `cbor:"3,keyasint"`
+	Alt    *int64 `cbor:"4,keyasint,omitempty"`
+	Speed  *int64 `cbor:"5,keyasint,omitempty"`
+	Course *int64 `cbor:"6,keyasint,omitempty"`
+	Mode   uint8  `cbor:"7,keyasint,omitempty"`
+	Sats   *int64 `cbor:"8,keyasint,omitempty"`
+	HDOP   *int64 `cbor:"9,keyasint,omitempty"`
+}
+
+type eventWire struct {
+	Kind      uint8    `cbor:"1,keyasint"`
+	Epoch     []byte   `cbor:"2,keyasint"`
+	RecordSeq uint64   `cbor:"3,keyasint"`
+	Time      int64    `cbor:"4,keyasint"`
+	OrderID   string   `cbor:"5,keyasint"`
+	Revision  uint32   `cbor:"6,keyasint"`
+	OrderHash []byte   `cbor:"7,keyasint"`
+	Reason    string   `cbor:"8,keyasint,omitempty"`
+	Via       uint8    `cbor:"9,keyasint,omitempty"`
+	Fix       *fixWire `cbor:"10,keyasint,omitempty"`
+	OffSite   bool     `cbor:"11,keyasint,omitempty"`
+	Conflict  bool     `cbor:"12,keyasint,omitempty"`
+}
+
+// Validate checks every field.
+func (e *Event) Validate() error {
+	switch {
+	case e.Kind < EventReceived || e.Kind > EventProblem:
+		return fmt.Errorf("sdk: unknown event kind %d", e.Kind)
+	case int(e.Via) >= len(viaNames):
+		return fmt.Errorf("sdk: unknown event via %d", e.Via)
+	case e.Time.IsZero():
+		return fmt.Errorf("sdk: event time is required")
+	case e.Revision == 0:
+		return fmt.Errorf("sdk: event revision must be at least 1")
+	case len(e.Reason) > maxOrderText:
+		return fmt.Errorf("sdk: event reason over %d bytes", maxOrderText)
+	}
+	if err := ValidateOrderID(e.OrderID); err != nil {
+		return err
+	}
+	if e.Fix != nil {
+		if err := e.Fix.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// MessageID is the event's stable message id: its epoch and record sequence number, so a re-sent event
+// carries the same id.
+func (e *Event) MessageID() MsgID {
+	var id MsgID
+	copy(id[:8], e.Epoch[:])
+	binary.BigEndian.PutUint64(id[8:], e.RecordSeq)
+	return id
+}
+
+// MarshalBody returns the event's CBOR body.
+func (e *Event) MarshalBody() ([]byte, error) {
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	w := eventWire{
+		Kind: uint8(e.Kind), Epoch: e.Epoch[:], RecordSeq: e.RecordSeq, Time: e.Time.UnixMilli(),
+		OrderID: e.OrderID, Revision: e.Revision, OrderHash: e.OrderHash[:], Reason: e.Reason,
+		Via: uint8(e.Via), OffSite: e.OffSite, Conflict: e.Conflict,
+	}
+	if e.Fix != nil {
+		w.Fix = fixToWire(e.Fix)
+	}
+	return encMode.Marshal(w)
+}
+
+// UnmarshalEvent decodes and validates an event body.
+func UnmarshalEvent(body []byte) (*Event, error) {
+	var w eventWire
+	if err := decMode.Unmarshal(body, &w); err != nil {
+		return nil, fmt.Errorf("sdk: event body: %w", err)
+	}
+	if len(w.Epoch) != len(Epoch{}) || len(w.OrderHash) != len(OrderHash{}) {
+		return nil, fmt.Errorf("sdk: event body: epoch must be 8 bytes and order hash 32")
+	}
+	e := &Event{
+		Kind: EventKind(w.Kind), RecordSeq: w.RecordSeq, Time: time.UnixMilli(w.Time).UTC(),
+		OrderID: w.OrderID, Revision: w.Revision, Reason: w.Reason, Via: Via(w.Via),
+		OffSite: w.OffSite, Conflict: w.Conflict,
+	}
+	copy(e.Epoch[:], w.Epoch)
+	copy(e.OrderHash[:], w.OrderHash)
+	if w.Fix != nil {
+		e.Fix = fixFromWire(w.Fix)
+	}
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func fixToWire(f *Fix) *fixWire {
+	opt := func(has FixFields, v, scale float64) *int64 {
+		if f.Has&has == 0 {
+			return nil
+		}
+		x := q(v, scale)
+		return &x
+	}
+	w := &fixWire{
+		Time: f.Time.UnixMilli(), Lat: q(f.Lat, eventScale), Lon: q(f.Lon, eventScale), Mode: f.Mode,
+		Alt: opt(FixAlt, f.Alt, altScale), Speed: opt(FixSpeed, f.Speed, speedScale),
+		Course: opt(FixCourse, f.Course, courseScale), HDOP: opt(FixHDOP, f.HDOP, hdopScale),
+	}
+	if f.Has&FixSats != 0 {
+		s := int64(f.Sats)
+		w.Sats = &s
+	}
+	return w
+}
+
+func fixFromWire(w *fixWire) *Fix {
+	f := &Fix{Time: time.UnixMilli(w.Time).UTC(), Lat: float64(w.Lat) / eventScale,
+		Lon: float64(w.Lon) / eventScale, Mode: w.Mode}
+	if w.Alt != nil {
+		f.Alt, f.Has = float64(*w.Alt)/altScale, f.Has|FixAlt
+	}
+	if w.Speed != nil {
+		f.Speed, f.Has = float64(*w.Speed)/speedScale, f.Has|FixSpeed
+	}
+	if w.Course != nil {
+		f.Course, f.Has = float64(*w.Course)/courseScale, f.Has|FixCourse
+	}
+	if w.Sats != nil {
+		// out of range values fail Validate; clamp so the int conversion itself is harmless
+		s := *w.Sats
+		if s < -1 || s > 1000 {
+			s = -1
+		}
+		f.Sats, f.Has = int(s), f.Has|FixSats
+	}
+	if w.HDOP != nil {
+		f.HDOP, f.Has = float64(*w.HDOP)/hdopScale, f.Has|FixHDOP
+	}
+	return f
+}

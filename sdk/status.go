@@ -1,0 +1,128 @@
+package sdk
+
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
+// State is a truck's connection state as published on its retained status topic.
+type State uint8
+
+const (
+	_            State = iota
+	StateOnline        // published after each connect
+	StateOffline       // the MQTT will (signed at connect time) or a clean shutdown
+)
+
+func (s State) String() string {
+	switch s {
+	case StateOnline:
+		return "online"
+	case StateOffline:
+		return "offline"
+	}
+	return fmt.Sprintf("state(%d)", uint8(s))
+}
+
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Health is the agent's health summary. Zero values are encoded as absent and decode back to zero. New
+// fields take new CBOR keys; older decoders ignore them.
+type Health struct {
+	FixAge       time.Duration `json:"fix_age,omitempty"`        // age of the last GPS fix; negative: no fix yet
+	Sats         int           `json:"sats,omitempty"`           // satellites used in the last fix
+	QueueDepth   int           `json:"queue_depth,omitempty"`    // records waiting for upload
+	OldestAge    time.Duration `json:"oldest_age,omitempty"`     // age of the oldest waiting record
+	Link         string        `json:"link,omitempty"`           // e.g. "lte", "wifi", "eth"
+	CertDaysLeft int           `json:"cert_days_left,omitempty"` // days until the truck certificate expires
+	DiskFree     uint64        `json:"disk_free,omitempty"`      // bytes free where the store lives
+	Version      string        `json:"version,omitempty"`        // agent version
+}
+
+// Status is what a truck publishes, retained, on its status topic.
+type Status struct {
+	State  State             `json:"state"`
+	Time   time.Time         `json:"time"`             // when the state was true (for the will: when it was set)
+	Health *Health           `json:"health,omitempty"` // nil: no summary in this message
+	Extra  map[string]string `json:"extra,omitempty"`  // integrator-defined, small
+}
+
+type healthWire struct {
+	FixAge       int64  `cbor:"1,keyasint,omitempty"` // milliseconds
+	Sats         int64  `cbor:"2,keyasint,omitempty"`
+	QueueDepth   int64  `cbor:"3,keyasint,omitempty"`
+	OldestAge    int64  `cbor:"4,keyasint,omitempty"` // milliseconds
+	Link         string `cbor:"5,keyasint,omitempty"`
+	CertDaysLeft int64  `cbor:"6,keyasint,omitempty"`
+	DiskFree     uint64 `cbor:"7,keyasint,omitempty"`
+	Version      string `cbor:"8,keyasint,omitempty"`
+}
+
+type statusWire struct {
+	State  uint8             `cbor:"1,keyasint"`
+	Time   int64             `cbor:"2,keyasint"`
+	Health *healthWire       `cbor:"3,keyasint,omitempty"`
+	Extra  map[string]string `cbor:"4,keyasint,omitempty"`
+}
+
+const maxStatusExtra = 32
+
+// Validate checks every field.
+func (s *Status) Validate() error {
+	if s.State != StateOnline && s.State != StateOffline {
+		return fmt.Errorf("sdk: unknown status state %d", s.State)
+	}
+	if s.Time.IsZero() {
+		return fmt.Errorf("sdk: status time is required")
+	}
+	if len(s.Extra) > maxStatusExtra {
+		return fmt.Errorf("sdk: status has %d extra fields, at most %d", len(s.Extra), maxStatusExtra)
+	}
+	if h := s.Health; h != nil && (len(h.Link) > 64 || len(h.Version) > 64) {
+		return fmt.Errorf("sdk: status health link or version over 64 bytes")
+	}
+	return nil
+}
+
+// MarshalBody returns the status's CBOR body.
+func (s *Status) MarshalBody() ([]byte, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	w := statusWire{State: uint8(s.State), Time: s.Time.UnixMilli(), Extra: s.Extra}
+	if h := s.Health; h != nil {
+		w.Health = &healthWire{
+			FixAge: h.FixAge.Milliseconds(), Sats: int64(h.Sats), QueueDepth: int64(h.QueueDepth),
+			OldestAge: h.OldestAge.Milliseconds(), Link: h.Link, CertDaysLeft: int64(h.CertDaysLeft),
+			DiskFree: h.DiskFree, Version: h.Version,
+		}
+	}
+	return encMode.Marshal(w)
+}
+
+// UnmarshalStatus decodes and validates a status body.
+func UnmarshalStatus(body []byte) (*Status, error) {
+	var w statusWire
+	if err := decMode.Unmarshal(body, &w); err != nil {
+		return nil, fmt.Errorf("sdk: status body: %w", err)
+	}
+	s := &Status{State: State(w.State), Time: time.UnixMilli(w.Time).UTC(), Extra: w.Extra}
+	if h := w.Health; h != nil {
+		const maxMs = int64(100 * 365 * 24 * time.Hour / time.Millisecond) // keeps Duration from overflowing
+		if h.FixAge > maxMs || h.FixAge < -maxMs || h.OldestAge > maxMs || h.OldestAge < -maxMs ||
+			h.Sats < 0 || h.Sats > 1000 || h.QueueDepth < 0 || h.QueueDepth > math.MaxInt32 ||
+			h.CertDaysLeft < -1<<20 || h.CertDaysLeft > 1<<20 {
+			return nil, fmt.Errorf("sdk: status body: health values out of range")
+		}
+		s.Health = &Health{
+			FixAge: time.Duration(h.FixAge) * time.Millisecond, Sats: int(h.Sats), QueueDepth: int(h.QueueDepth),
+			OldestAge: time.Duration(h.OldestAge) * time.Millisecond, Link: h.Link,
+			CertDaysLeft: int(h.CertDaysLeft), DiskFree: h.DiskFree, Version: h.Version,
+		}
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
