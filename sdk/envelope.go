@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"time"
@@ -206,3 +207,10 @@ func DecodeEnvelope(b []byte) (*Envelope, error) {
 
 // SignedBytes returns the exact bytes the signature covers.
 func (e *Envelope) SignedBytes() []byte { return e.signed }
+
+func keyIDOfDER(der []byte) [8]byte {
+	sum := sha256.Sum256(der)
+	var id [8]byte
+	copy(id[:], sum[:8])
+	return id
+}

@@ -1,0 +1,408 @@
+package sdk
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/waybill-iot/waybill/sdk/pki"
+)
+
+// Defaults for VerifierConfig's zero values.
+const (
+	DefaultMaxMessageSize = 256 << 10
+	DefaultMaxClockSkew   = 5 * time.Minute
+	DefaultMaxCachedCerts = 10000
+	DefaultMaxAgeOrder    = 7 * 24 * time.Hour
+	DefaultMaxAgeEvent    = 7 * 24 * time.Hour
+	DefaultMaxAgeTelem    = 7 * 24 * time.Hour
+	// DefaultMaxAgeStatus is long because a truck's MQTT will is a status signed when it connected, and
+	// fires whenever the connection dies, possibly weeks later.
+	DefaultMaxAgeStatus = 60 * 24 * time.Hour
+)
+
+// MaxAge is the oldest envelope accepted, per message type, measured from the envelope's creation time.
+// Zero takes the type's default; a negative value means no limit. Senders sign when they send (the truck's
+// uploader signs at upload time, dispatch's outbox signs each re-send), so envelopes are normally fresh.
+type MaxAge struct {
+	Order, Event, Status, Telemetry time.Duration
+}
+
+func (a MaxAge) of(t MsgType) time.Duration {
+	d, def := time.Duration(0), time.Duration(0)
+	switch t {
+	case MsgOrder:
+		d, def = a.Order, DefaultMaxAgeOrder
+	case MsgEvent:
+		d, def = a.Event, DefaultMaxAgeEvent
+	case MsgStatus:
+		d, def = a.Status, DefaultMaxAgeStatus
+	case MsgTelemetry:
+		d, def = a.Telemetry, DefaultMaxAgeTelem
+	}
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// VerifierConfig configures a Verifier. Only CA is required.
+type VerifierConfig struct {
+	// CA holds the fleet CA certificate(s): the roots every signer's certificate must chain to, and the
+	// issuers a CRL must be signed by.
+	CA []*x509.Certificate
+	// CRL is the fleet's revocation list, or nil. Its signature is checked against CA. SetCRL replaces it.
+	CRL *x509.RevocationList
+	// Topics gives the topic prefix. Zero = DefaultPrefix.
+	Topics Topics
+	// Clock is the receiver's time, for expiry and certificate validity. Nil = time.Now. A truck without a
+	// real-time clock passes GPS time here until its system clock is plausible.
+	Clock func() time.Time
+	// MaxMessageSize is the largest message accepted, in bytes. Zero = DefaultMaxMessageSize.
+	MaxMessageSize int
+	// MaxClockSkew is how far in the future an envelope's creation time may be. Zero = DefaultMaxClockSkew.
+	MaxClockSkew time.Duration
+	// MaxAge bounds envelope age per type (zero fields take the defaults).
+	MaxAge MaxAge
+	// Replay remembers delivered messages. Nil = NewMemoryReplay(0, 0), lost at restart.
+	Replay ReplayState
+	// MaxCachedCerts bounds the certificates learnt from envelopes. Zero = DefaultMaxCachedCerts.
+	// Certificates added with AddCertificate are never evicted.
+	MaxCachedCerts int
+	// Logger gets one line per rejected message (Warn) and per duplicate (Debug). Nil = discard.
+	Logger *slog.Logger
+}
+
+// Verifier checks messages: structure, size, topic, signer certificate (fleet CA, clientAuth, CRL,
+// validity), signature, role, addressing, age and replays. It is safe for concurrent use.
+type Verifier struct {
+	cfg   VerifierConfig
+	roots *x509.CertPool
+	log   *slog.Logger
+
+	mu      sync.RWMutex
+	certs   map[pki.KeyID]*knownCert // guarded by mu
+	revoked map[string]bool          // serial numbers; guarded by mu
+
+	accepted atomic.Uint64
+	counts   [numReasons]atomic.Uint64
+}
+
+type knownCert struct {
+	cert   *x509.Certificate
+	chain  []*x509.Certificate // leaf first
+	id     pki.Identity
+	pinned bool // added by the caller: never evicted
+}
+
+// NewVerifier checks the configuration and applies defaults.
+func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
+	if len(cfg.CA) == 0 {
+		return nil, errors.New("sdk: verifier needs the fleet CA certificate")
+	}
+	if err := cfg.Topics.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.MaxMessageSize <= 0 {
+		cfg.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if cfg.MaxClockSkew <= 0 {
+		cfg.MaxClockSkew = DefaultMaxClockSkew
+	}
+	if cfg.Replay == nil {
+		cfg.Replay = NewMemoryReplay(0, 0)
+	}
+	if cfg.MaxCachedCerts <= 0 {
+		cfg.MaxCachedCerts = DefaultMaxCachedCerts
+	}
+	v := &Verifier{cfg: cfg, roots: x509.NewCertPool(), log: cfg.Logger, certs: make(map[pki.KeyID]*knownCert)}
+	if v.log == nil {
+		v.log = slog.New(slog.DiscardHandler)
+	}
+	for _, ca := range cfg.CA {
+		if ca == nil || !ca.IsCA {
+			return nil, errors.New("sdk: verifier: CA list holds a certificate that is not a CA")
+		}
+		v.roots.AddCert(ca)
+	}
+	if cfg.CRL != nil {
+		if err := v.SetCRL(cfg.CRL); err != nil {
+			return nil, err
+		}
+	}
+	return v, nil
+}
+
+// SetCRL replaces the revocation list after checking that a fleet CA signed it. A CRL past its NextUpdate
+// is still applied (revoked stays revoked) and logged: renew it.
+func (v *Verifier) SetCRL(crl *x509.RevocationList) error {
+	var err error = errors.New("no CA given")
+	for _, ca := range v.cfg.CA {
+		if err = crl.CheckSignatureFrom(ca); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("sdk: verifier: the CRL is not signed by the fleet CA: %w", err)
+	}
+	revoked := make(map[string]bool, len(crl.RevokedCertificateEntries))
+	for _, e := range crl.RevokedCertificateEntries {
+		revoked[e.SerialNumber.String()] = true
+	}
+	if !crl.NextUpdate.IsZero() && v.cfg.Clock().After(crl.NextUpdate) {
+		v.log.Warn("the fleet CRL is past its next update: issue a new one", "next_update", crl.NextUpdate)
+	}
+	v.mu.Lock()
+	v.revoked = revoked
+	v.mu.Unlock()
+	return nil
+}
+
+// AddCertificate makes a fleet certificate known, so that messages signed with it verify without carrying
+// it (telemetry). It must chain to the CA and allow clientAuth. Dispatch adds every issued certificate of its
+// PKI directory at start.
+func (v *Verifier) AddCertificate(cert *x509.Certificate) error {
+	kc, err := v.checkCert(cert)
+	if err != nil {
+		return fmt.Errorf("sdk: verifier: %s: %w", cert.Subject.CommonName, err)
+	}
+	kc.pinned = true
+	v.mu.Lock()
+	v.certs[pki.KeyIDOf(cert)] = kc
+	v.mu.Unlock()
+	return nil
+}
+
+// checkCert verifies a certificate's chain to the fleet CA at the receiver's time, its clientAuth usage and
+// its identity.
+func (v *Verifier) checkCert(cert *x509.Certificate) (*knownCert, error) {
+	if !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+		return nil, errors.New("certificate does not allow clientAuth")
+	}
+	chains, err := cert.Verify(x509.VerifyOptions{
+		Roots: v.roots, CurrentTime: v.cfg.Clock(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return nil, err
+	}
+	id, err := pki.IdentityOf(cert)
+	if err != nil {
+		return nil, err
+	}
+	return &knownCert{cert: cert, chain: chains[0], id: id}, nil
+}
+
+// signerCert finds the certificate for an envelope: the one it carries (verified and cached) or a known one.
+func (v *Verifier) signerCert(env *Envelope) (*knownCert, *RejectError) {
+	if len(env.Cert) > 0 {
+		if pki.KeyID(keyIDOfDER(env.Cert)) != env.KeyID {
+			return nil, reject(ReasonMalformed, "the carried certificate does not match the key id", nil)
+		}
+		v.mu.RLock()
+		kc := v.certs[env.KeyID]
+		v.mu.RUnlock()
+		if kc != nil && bytes.Equal(kc.cert.Raw, env.Cert) {
+			return kc, nil
+		}
+		cert, err := x509.ParseCertificate(env.Cert)
+		if err != nil {
+			return nil, reject(ReasonMalformed, "carried certificate", err)
+		}
+		kc, err = v.checkCert(cert)
+		if err != nil {
+			return nil, reject(ReasonUntrustedCert, "carried certificate", err)
+		}
+		v.cache(env.KeyID, kc)
+		return kc, nil
+	}
+	v.mu.RLock()
+	kc := v.certs[env.KeyID]
+	v.mu.RUnlock()
+	if kc == nil {
+		return nil, reject(ReasonUnknownSigner, fmt.Sprintf("no certificate known for key id %x", env.KeyID[:]), nil)
+	}
+	return kc, nil
+}
+
+func (v *Verifier) cache(id pki.KeyID, kc *knownCert) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.certs) >= v.cfg.MaxCachedCerts {
+		for k, c := range v.certs { // evict one learnt certificate, any
+			if !c.pinned {
+				delete(v.certs, k)
+				break
+			}
+		}
+		if len(v.certs) >= v.cfg.MaxCachedCerts {
+			return
+		}
+	}
+	v.certs[id] = kc
+}
+
+// Verify checks a message received on topic. It returns the decoded message, or a *RejectError. A
+// duplicate (a message whose id this stream delivered before) returns the message AND a *RejectError with
+// ReasonDuplicate: acknowledge it again, do not apply it twice. Every outcome is counted in Stats. ctx is
+// passed to the ReplayState (which may write to disk); an error from it is returned as is and not counted.
+func (v *Verifier) Verify(ctx context.Context, topic string, payload []byte) (*Message, error) {
+	m, rerr, err := v.verify(ctx, topic, payload)
+	if err != nil {
+		return nil, err // the replay state failed: not the message's fault, not counted
+	}
+	if rerr == nil {
+		v.accepted.Add(1)
+		return m, nil
+	}
+	rerr.Topic = topic
+	if m != nil {
+		rerr.Sender, rerr.Type, rerr.Seq = m.Sender, m.Type, m.Seq
+	}
+	v.counts[rerr.Reason].Add(1)
+	if rerr.Reason == ReasonDuplicate {
+		v.log.Debug("duplicate message", "topic", topic, "sender", rerr.Sender, "type", rerr.Type, "id", m.ID)
+		return m, rerr
+	}
+	v.log.Warn("message rejected", "reason", rerr.Reason.String(), "topic", topic, "sender", rerr.Sender,
+		"type", rerr.Type.String(), "seq", rerr.Seq, "err", rerr)
+	return nil, rerr
+}
+
+func (v *Verifier) verify(ctx context.Context, topic string, payload []byte) (*Message, *RejectError, error) {
+	if len(payload) > v.cfg.MaxMessageSize {
+		return nil, reject(ReasonTooLarge, fmt.Sprintf("%d bytes, limit %d", len(payload), v.cfg.MaxMessageSize), nil), nil
+	}
+	tp, err := v.cfg.Topics.Parse(topic)
+	if err != nil {
+		return nil, reject(ReasonBadTopic, "", err), nil
+	}
+	env, err := DecodeEnvelope(payload)
+	if err != nil {
+		var re *RejectError
+		if errors.As(err, &re) {
+			return nil, re, nil
+		}
+		return nil, reject(ReasonMalformed, "", err), nil
+	}
+	m := &Message{Envelope: *env, Topic: tp}
+	fail := func(r Reason, detail string, err error) (*Message, *RejectError, error) {
+		return m, reject(r, detail, err), nil
+	}
+	if env.Type != tp.Kind.MsgType() {
+		return fail(ReasonMisaddressed, fmt.Sprintf("a %s message on a %s topic", env.Type, tp.Kind), nil)
+	}
+
+	// Who signed it, and is the signature theirs?
+	kc, rerr := v.signerCert(env)
+	if rerr != nil {
+		return m, rerr, nil
+	}
+	now := v.cfg.Clock()
+	for _, c := range kc.chain {
+		if now.Before(c.NotBefore) || now.After(c.NotAfter) {
+			return fail(ReasonUntrustedCert, fmt.Sprintf("certificate %q is not valid at %v (valid %v to %v)",
+				c.Subject.CommonName, now.UTC().Format(time.RFC3339), c.NotBefore, c.NotAfter), nil)
+		}
+	}
+	v.mu.RLock()
+	revoked := v.revoked[kc.cert.SerialNumber.String()]
+	v.mu.RUnlock()
+	if revoked {
+		return fail(ReasonRevoked, fmt.Sprintf("certificate of %q (serial %s) is revoked", kc.id.Name, kc.cert.SerialNumber), nil)
+	}
+	if kc.id.Name != env.Sender {
+		return fail(ReasonWrongSender, fmt.Sprintf("envelope says %q, certificate is %q", env.Sender, kc.id.Name), nil)
+	}
+	if err := verifySig(env.Alg, kc.cert.PublicKey, env.signed, env.Sig); err != nil {
+		return fail(ReasonBadSignature, "", err)
+	}
+	m.Signer, m.Certificate = kc.id, kc.cert
+
+	// May this signer send this here?
+	if env.Type == MsgOrder {
+		if kc.id.Role != pki.RoleDispatch {
+			return fail(ReasonWrongRole, fmt.Sprintf("orders come from dispatch, %q is a %s", kc.id.Name, kc.id.Role), nil)
+		}
+	} else {
+		if kc.id.Role != pki.RoleTruck {
+			return fail(ReasonWrongRole, fmt.Sprintf("%s messages come from trucks, %q is a %s", env.Type, kc.id.Name, kc.id.Role), nil)
+		}
+		if kc.id.Name != tp.Truck {
+			return fail(ReasonWrongSender, fmt.Sprintf("%q sent on %q's topic", kc.id.Name, tp.Truck), nil)
+		}
+	}
+
+	// Is it current?
+	if env.Created.After(now.Add(v.cfg.MaxClockSkew)) {
+		return fail(ReasonFromFuture, fmt.Sprintf("created %v, now %v", env.Created.Format(time.RFC3339), now.UTC().Format(time.RFC3339)), nil)
+	}
+	if max := v.cfg.MaxAge.of(env.Type); max > 0 && now.Sub(env.Created) > max {
+		return fail(ReasonExpired, fmt.Sprintf("created %v, older than %v", env.Created.Format(time.RFC3339), max), nil)
+	}
+
+	if err := m.decodeBody(); err != nil {
+		return m, err.(*RejectError), nil
+	}
+	if o := m.Order; o != nil {
+		if o.Truck != tp.Truck || o.ID != tp.Order {
+			return fail(ReasonMisaddressed, fmt.Sprintf("order %s for %q on the topic of order %s for %q", o.ID, o.Truck, tp.Order, tp.Truck), nil)
+		}
+		if !now.Before(o.Expires) {
+			return fail(ReasonExpired, fmt.Sprintf("order %s rev %d expired at %v", o.ID, o.Revision, o.Expires.Format(time.RFC3339)), nil)
+		}
+	}
+
+	// Last, and only for a message that passed everything: has it been delivered before?
+	verdict, err := v.cfg.Replay.Check(ctx, StreamKey{Sender: env.Sender, Type: env.Type}, env.Seq, env.ID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sdk: verifier: replay state: %w", err)
+	}
+	switch verdict {
+	case ReplayDuplicate:
+		return fail(ReasonDuplicate, fmt.Sprintf("message %s seen before", env.ID), nil)
+	case ReplayReused:
+		return fail(ReasonReplayed, fmt.Sprintf("sequence number %d already used by another message", env.Seq), nil)
+	case ReplayTooOld:
+		return fail(ReasonReplayed, fmt.Sprintf("sequence number %d is behind the replay window", env.Seq), nil)
+	}
+	return m, nil, nil
+}
+
+// Stats counts a Verifier's outcomes.
+type Stats struct {
+	Accepted uint64            `json:"accepted"`
+	ByReason map[Reason]uint64 `json:"by_reason"` // rejections and duplicates, per reason; zero counts left out
+}
+
+// Rejected is the number of rejections, duplicates not included.
+func (s Stats) Rejected() uint64 {
+	var n uint64
+	for r, c := range s.ByReason {
+		if r != ReasonDuplicate {
+			n += c
+		}
+	}
+	return n
+}
+
+// Stats returns a snapshot of the counters.
+func (v *Verifier) Stats() Stats {
+	s := Stats{Accepted: v.accepted.Load(), ByReason: make(map[Reason]uint64)}
+	for r := Reason(1); r < numReasons; r++ {
+		if c := v.counts[r].Load(); c > 0 {
+			s.ByReason[r] = c
+		}
+	}
+	return s
+}
+
