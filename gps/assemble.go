@@ -57,8 +57,8 @@ func posRank(k kind) int {
 // flush (end of input, or silence on a live line: receivers send each epoch as one burst).
 type assembler struct {
 	cur      epoch
-	lastT    tod  // time of the last epoch flushed, to drop its stragglers
-	date     ymd  // last calendar date seen (RMC, ZDA)
+	lastT    tod   // time of the last epoch flushed, to drop its stragglers
+	date     ymd   // last calendar date seen (RMC, ZDA)
 	dateMS   int64 // time of day when date was seen
 	haveDate bool
 	noDate   uint64 // epochs with a position but no date yet (no Fix possible)
