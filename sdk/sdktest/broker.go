@@ -345,7 +345,10 @@ func (b *Broker) Issue(role pki.Role, name string, opts pki.IssueOptions) Client
 }
 
 // Truck issues a truck certificate valid now.
-func (b *Broker) Truck(name string) Client { b.t.Helper(); return b.Issue(pki.RoleTruck, name, pki.IssueOptions{}) }
+func (b *Broker) Truck(name string) Client {
+	b.t.Helper()
+	return b.Issue(pki.RoleTruck, name, pki.IssueOptions{})
+}
 
 // Dispatch issues a dispatch certificate valid now (and reloads Mosquitto's ACL).
 func (b *Broker) Dispatch(name string) Client {
