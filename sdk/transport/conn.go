@@ -1,0 +1,504 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/packets"
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
+	"github.com/eclipse/paho.golang/paho/session/state"
+)
+
+// packetTimeout is paho's per-request timeout. Publish is bounded by the caller's context instead: paho's
+// timeout also covers the wait for a free slot in the broker's receive window, which with many publishes
+// queued behind a small window on a slow link is legitimately long.
+const packetTimeout = 24 * time.Hour
+
+// State is the link's state, delivered on States.
+type State struct {
+	Connected bool
+	// Info describes the connection while Connected.
+	Info ConnectInfo
+	// Err is why the link is down: the error that ended the connection or the last failed attempt. nil while
+	// connected and after a clean stop.
+	Err error
+	// Closed is set once Run has ended; no further states follow.
+	Closed bool
+	// Since is when this state began, by Config.Clock.
+	Since time.Time
+}
+
+// Stats are counters since New.
+type Stats struct {
+	// WireBytesWritten and WireBytesRead count bytes at the TCP socket, under TLS: handshakes, TLS record
+	// overhead and MQTT framing included.
+	WireBytesWritten, WireBytesRead uint64
+	Connects                        uint64 // successful connections (CONNACK success)
+	ConnectFailures                 uint64 // failed attempts, one per broker tried
+	TLSResumptions                  uint64 // handshakes that resumed a TLS session
+	HandlerErrors                   uint64 // OnPublish calls that returned an error (or panicked); those messages were not acknowledged
+	StatesDropped                   uint64 // states discarded because the States reader fell behind
+}
+
+// Conn is one MQTT v5 client connection, kept up by Run. Its methods are safe for concurrent use.
+type Conn struct {
+	cfg          Config
+	brokers      []brokerURL
+	sessionCache tls.ClientSessionCache
+	session      *sessionState
+	states       chan State
+	stopped      chan struct{} // closed when Run ends
+
+	wireRead, wireWritten                 atomic.Uint64
+	connects, connectFailures, resumed    atomic.Uint64
+	handlerErrors, statesDropped, penalty atomic.Uint64
+	everConnected, running                atomic.Bool
+
+	wg sync.WaitGroup // OnConnect goroutines
+
+	// mu guards the fields below it.
+	mu         sync.Mutex
+	runCtx     context.Context
+	cm         *autopaho.ConnectionManager
+	cur        *link // the newest network connection (paho keeps at most one open)
+	sessCtx    context.Context
+	sessCancel context.CancelCauseFunc
+	state      State
+	up         chan struct{} // closed while connected
+	closed     bool
+}
+
+// New checks cfg and returns a Conn. It does not touch the network (a truck boots in dead zones): Run connects.
+func New(cfg Config) (*Conn, error) {
+	cfg, brokers, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	c := &Conn{
+		cfg:          cfg,
+		brokers:      brokers,
+		sessionCache: tls.NewLRUClientSessionCache(8),
+		states:       make(chan State, 32),
+		stopped:      make(chan struct{}),
+		up:           make(chan struct{}),
+	}
+	c.session = &sessionState{State: state.NewInMemory(), onConnack: c.onConnack}
+	c.sessCtx, c.sessCancel = context.WithCancelCause(context.Background())
+	c.state = State{Since: cfg.Clock()}
+	return c, nil
+}
+
+// Run connects and keeps the connection up until ctx ends, then disconnects cleanly (bounded by
+// Config.DisconnectTimeout) and returns nil once every goroutine it started has ended. It returns an error
+// only if it cannot start. Run may be called once.
+func (c *Conn) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return errors.New("transport: Run called more than once")
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer c.finish()
+
+	urls := make([]*url.URL, len(c.brokers))
+	for i, b := range c.brokers {
+		urls[i] = b.url
+	}
+	warn := pahoLogger{l: c.cfg.Logger, level: slog.LevelWarn, source: "paho"}
+	var dbg pahoLogger
+	if c.cfg.LogPahoDebug {
+		dbg = pahoLogger{l: c.cfg.Logger, level: slog.LevelDebug, source: "paho"}
+	} else {
+		dbg = pahoLogger{l: c.cfg.Logger, level: slog.LevelError + 100} // never enabled
+	}
+	acfg := autopaho.ClientConfig{
+		ServerUrls:                    urls,
+		KeepAlive:                     uint16(seconds(c.cfg.KeepAlive, 65535)),
+		CleanStartOnInitialConnection: c.cfg.CleanStart,
+		SessionExpiryInterval:         uint32(seconds(c.cfg.SessionExpiry, 0xFFFFFFFE)),
+		ReconnectBackoff:              c.backoff,
+		ConnectTimeout:                c.cfg.ConnectTimeout,
+		AttemptConnection:             c.attempt,
+		OnConnectionUp:                c.onConnectionUp,
+		OnConnectionDown:              c.onConnectionDown,
+		OnConnectError:                c.onConnectError,
+		Debug:                         dbg,
+		Errors:                        warn,
+		PahoDebug:                     dbg,
+		PahoErrors:                    warn,
+		ConnectUsername:               c.cfg.Username,
+		ConnectPassword:               c.cfg.Password,
+		ClientConfig: paho.ClientConfig{
+			ClientID:                   c.cfg.ClientID,
+			Session:                    c.session,
+			OnPublishReceived:          []func(paho.PublishReceived) (bool, error){c.onPublish},
+			PacketTimeout:              packetTimeout,
+			EnableManualAcknowledgment: true,
+		},
+	}
+	if w := c.cfg.Will; w != nil {
+		acfg.WillMessage = &paho.WillMessage{Topic: w.Topic, Payload: w.Payload, Retain: w.Retain, QoS: 1}
+		acfg.WillProperties = &paho.WillProperties{}
+		if d := uint32(seconds(w.Delay, 0xFFFFFFFF)); d > 0 {
+			acfg.WillProperties.WillDelayInterval = &d
+		}
+		// A clean stop still means we are gone: reason 0x04 asks the broker to publish the will.
+		acfg.DisconnectPacketBuilder = func() *paho.Disconnect { return &paho.Disconnect{ReasonCode: 0x04} }
+	}
+
+	c.mu.Lock()
+	c.runCtx = runCtx
+	c.mu.Unlock()
+	cm, err := autopaho.NewConnection(runCtx, acfg)
+	if err != nil {
+		return fmt.Errorf("transport: %w", err)
+	}
+	c.mu.Lock()
+	c.cm = cm
+	c.mu.Unlock()
+
+	<-runCtx.Done()
+	// autopaho now writes DISCONNECT and closes. Over a black-holed link that write could block for good,
+	// so bound it, and close the link outright if paho is still not done after the timeout.
+	c.mu.Lock()
+	cur := c.cur
+	c.mu.Unlock()
+	if cur != nil {
+		_ = cur.SetWriteDeadline(time.Now().Add(c.cfg.DisconnectTimeout))
+	}
+	select {
+	case <-cm.Done():
+	case <-time.After(c.cfg.DisconnectTimeout):
+		c.mu.Lock()
+		cur = c.cur
+		c.mu.Unlock()
+		if cur != nil {
+			_ = cur.closeWith(errors.New("disconnect timed out"))
+		}
+		<-cm.Done()
+	}
+	return nil
+}
+
+// finish runs when Run returns: waits for OnConnect goroutines, fails waiting publishes, sends the last state.
+func (c *Conn) finish() {
+	c.mu.Lock()
+	if cur := c.cur; cur != nil {
+		_ = cur.closeWith(ErrClosed) // normally closed already by paho; this ends the link's context
+	}
+	c.mu.Unlock()
+	c.wg.Wait()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	c.sessCancel(ErrClosed)
+	c.emitLocked(State{Closed: true, Since: c.cfg.Clock()})
+	close(c.stopped)
+}
+
+// attempt is autopaho's AttemptConnection: it dials the broker u refers to.
+func (c *Conn) attempt(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+	for _, b := range c.brokers {
+		if b.url == u {
+			return c.dial(ctx, b)
+		}
+	}
+	return nil, fmt.Errorf("transport: unknown broker URL %s", u)
+}
+
+// linkParent is the context new links derive from: Run's.
+func (c *Conn) linkParent() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.runCtx == nil {
+		return context.Background()
+	}
+	return c.runCtx
+}
+
+// onConnack runs inside paho's Connect, before any publish can use the new connection.
+func (c *Conn) onConnack(sessionPresent bool) {
+	if sessionPresent {
+		return
+	}
+	// paho is about to forget every unacknowledged publish without answering their callers: fail them now.
+	c.mu.Lock()
+	old := c.sessCancel
+	c.sessCtx, c.sessCancel = context.WithCancelCause(context.Background())
+	c.mu.Unlock()
+	old(ErrSessionLost)
+}
+
+func (c *Conn) onConnectionUp(cm *autopaho.ConnectionManager, ca *paho.Connack) {
+	c.connects.Add(1)
+	c.everConnected.Store(true)
+	c.mu.Lock()
+	l := c.cur
+	c.mu.Unlock()
+	info := l.info
+	info.SessionPresent = ca.SessionPresent
+	info.ReceiveMaximum = 65535 // MQTT default when the property is absent
+	if ca.Properties != nil && ca.Properties.ReceiveMaximum != nil {
+		info.ReceiveMaximum = *ca.Properties.ReceiveMaximum
+	}
+	c.cfg.Logger.Info("connected", "broker", info.Broker, "session_present", info.SessionPresent,
+		"receive_maximum", info.ReceiveMaximum, "tls_resumed", info.TLSResumed)
+	// autopaho's callback must not block; subscribing and OnConnect wait for the broker.
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.afterConnect(l, cm, info)
+	}()
+}
+
+func (c *Conn) afterConnect(l *link, cm *autopaho.ConnectionManager, info ConnectInfo) {
+	if len(c.cfg.Subscriptions) > 0 {
+		s := &paho.Subscribe{}
+		for _, sub := range c.cfg.Subscriptions {
+			s.Subscriptions = append(s.Subscriptions, paho.SubscribeOptions{Topic: sub.Topic, QoS: sub.QoS})
+		}
+		ctx, cancel := context.WithTimeout(l.ctx, c.cfg.ConnectTimeout)
+		suback, err := cm.Subscribe(ctx, s)
+		cancel()
+		if err != nil {
+			if suback != nil {
+				for i, code := range suback.Reasons {
+					if code >= 0x80 && i < len(s.Subscriptions) {
+						err = fmt.Errorf("transport: subscription to %q refused: reason code %d (%s)",
+							s.Subscriptions[i].Topic, code, ReasonName(code))
+						break
+					}
+				}
+			}
+			c.cfg.Logger.Error("subscribe failed", "err", err)
+		}
+	}
+	c.mu.Lock()
+	if l.ctx.Err() != nil { // already gone again: onConnectionDown has reported it
+		c.mu.Unlock()
+		return
+	}
+	c.emitLocked(State{Connected: true, Info: info, Since: c.cfg.Clock()})
+	close(c.up)
+	c.mu.Unlock()
+	if c.cfg.OnConnect != nil {
+		c.cfg.OnConnect(l.ctx, info)
+	}
+}
+
+func (c *Conn) onConnectionDown() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var reason error
+	if c.cur != nil {
+		reason = c.cur.Reason()
+	}
+	if reason == nil || errors.Is(reason, io.EOF) {
+		reason = errors.New("connection closed by the broker or the network")
+	}
+	c.cfg.Logger.Warn("disconnected", "err", reason)
+	c.setDownLocked(reason)
+	return true // keep reconnecting
+}
+
+func (c *Conn) onConnectError(err error) {
+	c.connectFailures.Add(1)
+	c.cfg.Logger.Warn("connection attempt failed", "err", err)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.setDownLocked(err)
+}
+
+// setDownLocked records a down state. c.mu must be held.
+func (c *Conn) setDownLocked(err error) {
+	if c.closed {
+		return
+	}
+	select {
+	case <-c.up:
+		c.up = make(chan struct{})
+	default:
+	}
+	c.emitLocked(State{Err: err, Since: c.cfg.Clock()})
+}
+
+// emitLocked records s and sends it, dropping the oldest queued state if the reader is behind. c.mu must be held.
+func (c *Conn) emitLocked(s State) {
+	c.state = s
+	for {
+		select {
+		case c.states <- s:
+			return
+		default:
+		}
+		select {
+		case <-c.states:
+			c.statesDropped.Add(1)
+		default:
+		}
+	}
+}
+
+// States returns the channel of link states: connected, disconnected with the reason, failed attempts, and a
+// final Closed state when Run ends. It is the same channel on every call, meant for one reader; if the reader
+// falls behind, the oldest states are dropped and the newest is kept.
+func (c *Conn) States() <-chan State { return c.states }
+
+// Current returns the latest state.
+func (c *Conn) Current() State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state
+}
+
+// Connected reports whether the link is up (connected and subscribed).
+func (c *Conn) Connected() bool { return c.Current().Connected }
+
+// Wait returns nil once the link is up (connected and subscribed), ctx's error if ctx ends first, or
+// ErrClosed if Run has ended.
+func (c *Conn) Wait(ctx context.Context) error {
+	c.mu.Lock()
+	up := c.up
+	c.mu.Unlock()
+	select {
+	case <-up:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.stopped:
+		return ErrClosed
+	}
+}
+
+// Stats returns the counters.
+func (c *Conn) Stats() Stats {
+	return Stats{
+		WireBytesWritten: c.wireWritten.Load(),
+		WireBytesRead:    c.wireRead.Load(),
+		Connects:         c.connects.Load(),
+		ConnectFailures:  c.connectFailures.Load(),
+		TLSResumptions:   c.resumed.Load(),
+		HandlerErrors:    c.handlerErrors.Load(),
+		StatesDropped:    c.statesDropped.Load(),
+	}
+}
+
+// Publish sends one message. With QoS 1 it returns after the broker's PUBACK; a PUBACK with a reason code
+// >= 128 (135: not authorized by the ACL, ...) is a *PublishError. It does not wait for the link: when the
+// link is down it returns ErrNotConnected at once (wait with Wait; the caller's durable queue is the offline
+// buffer). Many Publish calls may run concurrently: up to the broker's receive maximum are in flight at once,
+// the others wait in paho for a slot. If the link drops after the message was sent, Publish keeps waiting:
+// paho sends it again on the next connection and the PUBACK answers this call, unless the broker lost our
+// session (ErrSessionLost) or Run ends (ErrClosed). Bound the wait with ctx; a message whose ctx ended after
+// it was sent may still be delivered.
+func (c *Conn) Publish(ctx context.Context, topic string, payload []byte, o PublishOptions) error {
+	if topic == "" {
+		return errors.New("transport: publish with an empty topic")
+	}
+	if o.QoS > 2 {
+		return fmt.Errorf("transport: publish QoS %d: want 0, 1 or 2", o.QoS)
+	}
+	c.mu.Lock()
+	cm, sess, closed := c.cm, c.sessCtx, c.closed
+	c.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if cm == nil {
+		return ErrNotConnected
+	}
+	pctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(sess, func() { cancel(context.Cause(sess)) })
+	defer stop()
+
+	resp, err := cm.Publish(pctx, &paho.Publish{QoS: o.QoS, Retain: o.Retain, Topic: topic, Payload: payload})
+	if resp != nil && resp.ReasonCode >= 0x80 { // paho returns a failed PUBREC without an error
+		pe := &PublishError{Topic: topic, ReasonCode: resp.ReasonCode}
+		if resp.Properties != nil {
+			pe.Reason = resp.Properties.ReasonString
+		}
+		return pe
+	}
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, autopaho.ConnectionDownError), errors.Is(err, session.ErrNoConnection):
+		return ErrNotConnected
+	case ctx.Err() != nil:
+		return fmt.Errorf("transport: publish to %q: %w", topic, ctx.Err())
+	}
+	if cause := context.Cause(pctx); errors.Is(cause, ErrSessionLost) || errors.Is(cause, ErrClosed) {
+		return cause
+	}
+	return fmt.Errorf("transport: publish to %q: %w", topic, err)
+}
+
+// onPublish is paho's OnPublishReceived handler (set in ClientConfig, so it survives reconnects, unlike
+// AddOnPublishReceived: paho #326). It acknowledges the PUBLISH only if OnPublish returns nil.
+func (c *Conn) onPublish(pr paho.PublishReceived) (bool, error) {
+	p := pr.Packet
+	if c.cfg.OnPublish == nil {
+		c.cfg.Logger.Warn("message received without an OnPublish handler; not acknowledged", "topic", p.Topic)
+		return true, nil
+	}
+	c.mu.Lock()
+	l := c.cur
+	c.mu.Unlock()
+	// While paho delivers, its connection is the newest: autopaho dials again only after this client's
+	// delivery goroutine has returned.
+	ctx := context.Background()
+	if l != nil {
+		ctx = l.ctx
+	}
+	err := c.callHandler(ctx, Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retained: p.Retain})
+	if err != nil {
+		c.handlerErrors.Add(1)
+		c.penalty.Add(1)
+		c.cfg.Logger.Error("message handler failed: not acknowledged; dropping the connection so the broker "+
+			"delivers it again", "topic", p.Topic, "err", err)
+		// Acknowledgements go out in order, so every later one would wait behind this message until the
+		// connection ends anyway; ending it now gets the message redelivered.
+		if l != nil {
+			_ = l.closeWith(fmt.Errorf("message handler failed for %q: %w", p.Topic, err))
+		}
+		return true, nil
+	}
+	c.penalty.Store(0)
+	if err := pr.Client.Ack(p); err != nil && !errors.Is(err, paho.ErrPacketNotFound) {
+		c.cfg.Logger.Warn("acknowledging message", "topic", p.Topic, "err", err)
+	}
+	return true, nil
+}
+
+// callHandler runs OnPublish, turning a panic into an error: a panic on paho's goroutine would kill the process.
+func (c *Conn) callHandler(ctx context.Context, m Message) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handler panicked: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return c.cfg.OnPublish(ctx, m)
+}
+
+// sessionState is paho's in-memory session state with a hook on CONNACK.
+type sessionState struct {
+	*state.State
+	onConnack func(sessionPresent bool)
+}
+
+func (s *sessionState) ConAckReceived(w io.Writer, cp *packets.Connect, ca *packets.Connack) error {
+	s.onConnack(ca.SessionPresent)
+	return s.State.ConAckReceived(w, cp, ca)
+}
