@@ -405,4 +405,3 @@ func (v *Verifier) Stats() Stats {
 	}
 	return s
 }
-
