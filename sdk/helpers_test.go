@@ -1,6 +1,7 @@
 package sdk
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -24,7 +25,7 @@ var t0 = time.Date(2026, 3, 2, 9, 30, 0, 0, time.UTC)
 
 type testCA struct {
 	cert   *x509.Certificate
-	key    *ecdsa.PrivateKey
+	key    crypto.Signer
 	serial atomic.Int64
 }
 
@@ -34,6 +35,13 @@ func newTestCA(tb testing.TB, cn string) *testCA {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return newTestCAKey(tb, cn, key)
+}
+
+// newTestCAKey makes a CA with the given key: with an Ed25519 key from a fixed seed, the CA and every
+// certificate it issues from fixed seeds are the same bytes in every process (fuzz workers).
+func newTestCAKey(tb testing.TB, cn string, key crypto.Signer) *testCA {
+	tb.Helper()
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: cn},
@@ -58,6 +66,7 @@ func newTestCA(tb testing.TB, cn string) *testCA {
 
 type certOpts struct {
 	ed25519   bool
+	seed      byte // with ed25519: the key is derived from this seed byte (deterministic)
 	notBefore time.Time
 	notAfter  time.Time
 	usage     []x509.ExtKeyUsage
@@ -68,7 +77,9 @@ func (ca *testCA) issue(tb testing.TB, name string, role pki.Role, o certOpts) (
 	tb.Helper()
 	var key crypto.Signer
 	var err error
-	if o.ed25519 {
+	if o.ed25519 && o.seed != 0 {
+		key = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{o.seed}, ed25519.SeedSize))
+	} else if o.ed25519 {
 		_, key, err = ed25519.GenerateKey(rand.Reader)
 	} else {
 		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
