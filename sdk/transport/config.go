@@ -169,8 +169,11 @@ type ConnectInfo struct {
 	ReceiveMaximum uint16
 	TLSVersion     uint16 // tls.VersionTLS12 or tls.VersionTLS13; 0 over plaintext
 	TLSResumed     bool   // the TLS session was resumed (shorter handshake)
-	// CertSerial is the serial number of the client certificate presented in this handshake (nil if none).
+	// CertSerial is the serial number of the client certificate presented in this handshake ("" if none).
 	CertSerial string
+	// SubscribeErr is why a Config.Subscriptions entry was refused (a SUBACK reason code >= 128, or the
+	// SUBSCRIBE failed); nil when all were granted. The connection stays up either way.
+	SubscribeErr error
 }
 
 type brokerURL struct {

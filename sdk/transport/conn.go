@@ -17,6 +17,7 @@ import (
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
+	paholog "github.com/eclipse/paho.golang/paho/log"
 	"github.com/eclipse/paho.golang/paho/session"
 	"github.com/eclipse/paho.golang/paho/session/state"
 )
@@ -64,6 +65,7 @@ type Conn struct {
 	wireRead, wireWritten                 atomic.Uint64
 	connects, connectFailures, resumed    atomic.Uint64
 	handlerErrors, statesDropped, penalty atomic.Uint64
+	maxPacket                             atomic.Uint32 // broker's Maximum Packet Size, 0: no limit
 	everConnected, running                atomic.Bool
 
 	wg sync.WaitGroup // OnConnect goroutines
@@ -116,11 +118,9 @@ func (c *Conn) Run(ctx context.Context) error {
 		urls[i] = b.url
 	}
 	warn := pahoLogger{l: c.cfg.Logger, level: slog.LevelWarn, source: "paho"}
-	var dbg pahoLogger
+	var dbg paholog.Logger = paholog.NOOPLogger{}
 	if c.cfg.LogPahoDebug {
 		dbg = pahoLogger{l: c.cfg.Logger, level: slog.LevelDebug, source: "paho"}
-	} else {
-		dbg = pahoLogger{l: c.cfg.Logger, level: slog.LevelError + 100} // never enabled
 	}
 	acfg := autopaho.ClientConfig{
 		ServerUrls:                    urls,
@@ -145,6 +145,7 @@ func (c *Conn) Run(ctx context.Context) error {
 			OnPublishReceived:          []func(paho.PublishReceived) (bool, error){c.onPublish},
 			PacketTimeout:              packetTimeout,
 			EnableManualAcknowledgment: true,
+			PingHandler:                &pinger{debug: dbg},
 		},
 	}
 	if w := c.cfg.Will; w != nil {
@@ -228,8 +229,13 @@ func (c *Conn) linkParent() context.Context {
 }
 
 // onConnack runs inside paho's Connect, before any publish can use the new connection.
-func (c *Conn) onConnack(sessionPresent bool) {
-	if sessionPresent {
+func (c *Conn) onConnack(ca *packets.Connack) {
+	var maxPacket uint32
+	if ca.Properties != nil && ca.Properties.MaximumPacketSize != nil {
+		maxPacket = *ca.Properties.MaximumPacketSize
+	}
+	c.maxPacket.Store(maxPacket)
+	if ca.SessionPresent {
 		return
 	}
 	// paho is about to forget every unacknowledged publish without answering their callers: fail them now.
@@ -282,6 +288,7 @@ func (c *Conn) afterConnect(l *link, cm *autopaho.ConnectionManager, info Connec
 				}
 			}
 			c.cfg.Logger.Error("subscribe failed", "err", err)
+			info.SubscribeErr = err
 		}
 	}
 	c.mu.Lock()
@@ -409,6 +416,14 @@ func (c *Conn) Publish(ctx context.Context, topic string, payload []byte, o Publ
 	if o.QoS > 2 {
 		return fmt.Errorf("transport: publish QoS %d: want 0, 1 or 2", o.QoS)
 	}
+	// A packet over the broker's limit would make it drop the connection, and paho would send the packet
+	// again after every reconnect: refuse it here.
+	if limit := c.maxPacket.Load(); limit > 0 {
+		if size := publishSize(topic, len(payload), o.QoS); size > uint64(limit) {
+			return fmt.Errorf("%w: publish to %q is %d bytes, the broker accepts at most %d", ErrTooLarge, topic,
+				size, limit)
+		}
+	}
 	c.mu.Lock()
 	cm, sess, closed := c.cm, c.sessCtx, c.closed
 	c.mu.Unlock()
@@ -443,6 +458,19 @@ func (c *Conn) Publish(ctx context.Context, topic string, payload []byte, o Publ
 		return cause
 	}
 	return fmt.Errorf("transport: publish to %q: %w", topic, err)
+}
+
+// publishSize is the size on the wire of a PUBLISH without properties.
+func publishSize(topic string, payload int, qos byte) uint64 {
+	remaining := uint64(2+len(topic)) + 1 + uint64(payload) // topic, empty properties, payload
+	if qos > 0 {
+		remaining += 2 // packet identifier
+	}
+	header := uint64(2)
+	for r := remaining; r >= 128; r /= 128 {
+		header++
+	}
+	return header + remaining
 }
 
 // onPublish is paho's OnPublishReceived handler (set in ClientConfig, so it survives reconnects, unlike
@@ -495,10 +523,10 @@ func (c *Conn) callHandler(ctx context.Context, m Message) (err error) {
 // sessionState is paho's in-memory session state with a hook on CONNACK.
 type sessionState struct {
 	*state.State
-	onConnack func(sessionPresent bool)
+	onConnack func(*packets.Connack)
 }
 
 func (s *sessionState) ConAckReceived(w io.Writer, cp *packets.Connect, ca *packets.Connack) error {
-	s.onConnack(ca.SessionPresent)
+	s.onConnack(ca)
 	return s.State.ConAckReceived(w, cp, ca)
 }

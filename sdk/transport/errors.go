@@ -20,6 +20,11 @@ var (
 	// taken over): the broker will never acknowledge it, and the message may or may not have arrived. Publish
 	// it again; receivers drop duplicates by id.
 	ErrSessionLost = errors.New("transport: broker lost the session: publish again")
+
+	// ErrTooLarge is returned by Publish for a message larger than the broker's maximum packet size (from
+	// its CONNACK). Nothing was sent: the broker would drop the connection, and paho would resend the packet
+	// after every reconnect.
+	ErrTooLarge = errors.New("transport: message too large for the broker")
 )
 
 // PublishError is a publish the broker refused: its acknowledgement carried a reason code >= 128. The message
@@ -72,6 +77,47 @@ func ReasonName(code byte) string {
 		return "subscription identifiers not supported"
 	case 0xA2:
 		return "wildcard subscriptions not supported"
+	}
+	return "unknown reason code"
+}
+
+// disconnectReason names an MQTT v5 DISCONNECT reason code sent by a broker.
+func disconnectReason(code byte) string {
+	switch code {
+	case 0x00:
+		return "normal disconnection"
+	case 0x80:
+		return "unspecified error"
+	case 0x81:
+		return "malformed packet"
+	case 0x82:
+		return "protocol error"
+	case 0x83:
+		return "implementation specific error"
+	case 0x87:
+		return "not authorized"
+	case 0x89:
+		return "server busy"
+	case 0x8B:
+		return "server shutting down"
+	case 0x8D:
+		return "keep alive timeout"
+	case 0x8E:
+		return "session taken over"
+	case 0x93:
+		return "receive maximum exceeded"
+	case 0x95:
+		return "packet too large"
+	case 0x96:
+		return "message rate too high"
+	case 0x97:
+		return "quota exceeded"
+	case 0x98:
+		return "administrative action"
+	case 0x9C:
+		return "use another server"
+	case 0x9D:
+		return "server moved"
 	}
 	return "unknown reason code"
 }

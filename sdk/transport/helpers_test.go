@@ -149,8 +149,9 @@ type mosquitto struct {
 }
 
 type brokerOpts struct {
-	maxInflight int       // max_inflight_messages; 0: Mosquitto's default (20)
-	serverCert  *identity // nil: a valid one is issued
+	maxInflight   int       // max_inflight_messages; 0: Mosquitto's default (20)
+	maxPacketSize int       // max_packet_size; 0: unlimited
+	serverCert    *identity // nil: a valid one is issued
 }
 
 func startMosquitto(t testing.TB, p *testPKI, o brokerOpts) *mosquitto {
@@ -178,6 +179,9 @@ func startMosquitto(t testing.TB, p *testPKI, o brokerOpts) *mosquitto {
 	fmt.Fprintf(&conf, "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n")
 	if u, err := user.Current(); err == nil {
 		fmt.Fprintf(&conf, "user %s\n", u.Username) // as root Mosquitto would switch to "mosquitto" and lose our files
+	}
+	if o.maxPacketSize > 0 {
+		fmt.Fprintf(&conf, "max_packet_size %d\n", o.maxPacketSize)
 	}
 	if o.maxInflight > 0 {
 		fmt.Fprintf(&conf, "max_inflight_messages %d\n", o.maxInflight)

@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -49,6 +50,9 @@ type link struct {
 	// Guarded by Mutex (paho writes only while holding it):
 	buf []byte
 	fr  framer
+	// rfr follows the packets paho reads (only paho's reader goroutine calls Read), to catch the reason code
+	// of a DISCONNECT from the broker.
+	rfr framer
 
 	info ConnectInfo // set by dial before the link is handed to paho; read-only afterwards
 
@@ -60,6 +64,9 @@ type link struct {
 func newLink(parent context.Context, c net.Conn, coalesce bool) *link {
 	l := &link{Conn: c, coalesce: coalesce}
 	l.ctx, l.cancel = context.WithCancelCause(parent)
+	l.rfr.onDisconnect = func(code byte) {
+		l.note(fmt.Errorf("broker sent DISCONNECT with reason code %d (%s)", code, disconnectReason(code)))
+	}
 	return l
 }
 
@@ -80,6 +87,10 @@ func (l *link) Reason() error {
 
 func (l *link) Read(p []byte) (int, error) {
 	n, err := l.Conn.Read(p)
+	for rest := p[:n]; len(rest) > 0; {
+		k, _ := l.rfr.advance(rest)
+		rest = rest[k:]
+	}
 	l.note(err)
 	return n, err
 }
@@ -156,10 +167,16 @@ func (l *link) closeWith(reason error) error {
 // byte integer of 1-4 bytes giving the remaining length, then that many bytes.
 type framer struct {
 	state     uint8 // 0: expecting the type byte; 1: in the length; 2: in the body
+	typ       byte  // packet type of the current packet
 	remaining int
 	mul       int
 	lenBytes  int
+	// onDisconnect, if set, gets the reason code of each DISCONNECT packet passing through.
+	onDisconnect func(code byte)
+	wantReason   bool
 }
+
+const packetDisconnect = 14
 
 // advance consumes p up to and including the end of the current packet. It returns how many bytes it
 // consumed and whether a packet ended there.
@@ -168,6 +185,7 @@ func (f *framer) advance(p []byte) (int, bool) {
 	for i < len(p) {
 		switch f.state {
 		case 0:
+			f.typ = p[i] >> 4
 			i++
 			f.state, f.remaining, f.mul, f.lenBytes = 1, 0, 1, 0
 		case 1:
@@ -177,13 +195,21 @@ func (f *framer) advance(p []byte) (int, bool) {
 			f.mul *= 128
 			f.lenBytes++
 			if b&0x80 == 0 || f.lenBytes == 4 {
+				isDisconnect := f.typ == packetDisconnect && f.onDisconnect != nil
 				if f.remaining == 0 {
+					if isDisconnect {
+						f.onDisconnect(0) // no reason code: normal disconnection
+					}
 					f.state = 0
 					return i, true
 				}
-				f.state = 2
+				f.state, f.wantReason = 2, isDisconnect
 			}
 		case 2:
+			if f.wantReason {
+				f.wantReason = false
+				f.onDisconnect(p[i])
+			}
 			k := min(f.remaining, len(p)-i)
 			i += k
 			f.remaining -= k
