@@ -2,6 +2,8 @@ package sdk
 
 import (
 	"encoding/binary"
+	"maps"
+	"slices"
 	"testing"
 )
 
@@ -93,8 +95,8 @@ func TestTelemetryColumnCosts(t *testing.T) {
 		total["sats"] += columnBytes(fixes, func(f *Fix) float64 { return float64(f.Sats) }, 1, false)
 		total["hdop"] += columnBytes(fixes, func(f *Fix) float64 { return f.HDOP }, hdopScale, false)
 	}
-	for k, v := range total {
-		t.Logf("%-22s %5.2f bytes per fix", k, float64(v)/runs/60)
+	for _, k := range slices.Sorted(maps.Keys(total)) {
+		t.Logf("%-22s %5.2f bytes per fix", k, float64(total[k])/runs/60)
 	}
 	if total["lat+lon 1e-6 2nd diff"] >= total["lat+lon 1e-7 2nd diff"] ||
 		total["lat+lon 1e-6 2nd diff"] >= total["lat+lon 1e-6 1st diff"] {
