@@ -1,7 +1,120 @@
 package main
 
-import "context"
+import (
+	"context"
+	"fmt"
+	"log/slog"
 
-func runBroker(_ context.Context, _ streams, _ []string) error {
-	return notBuilt("waybill broker", "issue 4")
+	"github.com/waybill-iot/waybill/sdk/brokerconf"
+	"github.com/waybill-iot/waybill/sdk/devbroker"
+)
+
+const brokerUsage = `Usage: waybill broker COMMAND [flags]
+
+  config --out DIR      write mosquitto.conf, acl and the broker's certificates from the PKI
+  run                   run the development broker (same mutual TLS and ACL as the Mosquitto config)
+
+Both take --dir DIR (the PKI; default $WAYBILL_PKI, else ./pki).
+`
+
+func runBroker(ctx context.Context, s streams, args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(s.err, brokerUsage)
+		return usageError{"missing command"}
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprint(s.out, brokerUsage)
+		return nil
+	case "config":
+		return brokerConfig(s, args[1:])
+	case "run":
+		return brokerRun(ctx, s, args[1:])
+	}
+	fmt.Fprint(s.err, brokerUsage)
+	return usageError{fmt.Sprintf("unknown broker command %q", args[0])}
+}
+
+func brokerConfig(s streams, args []string) error {
+	const usage = "Usage: waybill broker config [--dir PKI] --out DIR [--port N] [flags]\n\n" +
+		"Writes DIR/mosquitto.conf, DIR/acl, DIR/certs/ (CA, CRL, broker certificate and key) and DIR/data/.\n" +
+		"Start Mosquitto with: mosquitto -c DIR/mosquitto.conf. Run again after every issue or revoke and send\n" +
+		"Mosquitto SIGHUP (dispatch identities are ACL user blocks; the CRL is a copy).\n\n"
+	fs := pkiFlagSet("config")
+	dir := fs.String("dir", pkiDirDefault(), "PKI directory")
+	out := fs.String("out", "", "output directory (required)")
+	port := fs.Int("port", brokerconf.DefaultPort, "TLS listener port")
+	bind := fs.String("bind", "", "listen address (default: every interface)")
+	prefix := fs.String("prefix", brokerconf.DefaultPrefix, "topic prefix")
+	name := fs.String("broker", "", "broker certificate name (default: the only one)")
+	install := fs.String("install-dir", "", "where DIR will live on the broker host (default: DIR)")
+	user := fs.String("user", "", "user Mosquitto runs as after starting as root (default: Mosquitto's, \"mosquitto\")")
+	inflight := fs.Int("max-inflight", brokerconf.DefaultMaxInflight, "max_inflight_messages: the receive maximum clients get")
+	queued := fs.Int("max-queued", brokerconf.DefaultMaxQueued, "max_queued_messages per offline client")
+	pos, err := parseSubcommandFlags(s, fs, usage, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 || *out == "" {
+		return usageError{"broker config needs --out DIR and no arguments"}
+	}
+	p, err := openPKI(*dir)
+	if err != nil {
+		return err
+	}
+	warnCRL(s, p)
+	res, err := brokerconf.Write(p, *out, brokerconf.Config{
+		Port: *port, Bind: *bind, ACL: brokerconf.ACL{Prefix: *prefix}, BrokerName: *name,
+		InstallDir: *install, User: *user, MaxInflight: *inflight, MaxQueued: *queued,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(s.out, "wrote %s and %s (broker certificate %s, %d dispatch identities)\n", res.ConfPath, res.ACLPath, res.Broker, len(res.Dispatch))
+	fmt.Fprintf(s.out, "start: mosquitto -c %s   (reload after changes: kill -HUP $(pidof mosquitto))\n", res.ConfPath)
+	return nil
+}
+
+func brokerRun(ctx context.Context, s streams, args []string) error {
+	const usage = "Usage: waybill broker run [--dir PKI] [--listen ADDR] [flags]\n\n" +
+		"Runs the development MQTT v5 broker: mutual TLS with the fleet CA and CRL, the certificate CN as\n" +
+		"username and client id, the same ACL as the Mosquitto configuration. Nothing is kept on disk.\n\n"
+	fs := pkiFlagSet("run")
+	dir := fs.String("dir", pkiDirDefault(), "PKI directory")
+	listen := fs.String("listen", devbroker.DefaultAddr, "TCP listen address")
+	prefix := fs.String("prefix", brokerconf.DefaultPrefix, "topic prefix")
+	name := fs.String("broker", "", "broker certificate name (default: the only one)")
+	verbose := fs.Bool("v", false, "log every connection")
+	pos, err := parseSubcommandFlags(s, fs, usage, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usageError{"broker run takes no arguments"}
+	}
+	p, err := openPKI(*dir)
+	if err != nil {
+		return err
+	}
+	warnCRL(s, p)
+	cfg, err := devbroker.FromPKI(p, *name)
+	if err != nil {
+		return err
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	cfg.Addr = *listen
+	cfg.ACL = brokerconf.ACL{Prefix: *prefix}
+	cfg.Logger = slog.New(slog.NewTextHandler(s.err, &slog.HandlerOptions{Level: level}))
+	b, err := devbroker.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := b.Listen(); err != nil {
+		return err
+	}
+	fmt.Fprintf(s.out, "development broker listening on %s (mutual TLS, prefix %q); Ctrl-C stops it\n", b.Addr(), *prefix)
+	return b.Serve(ctx)
 }

@@ -1,7 +1,268 @@
 package main
 
-import "context"
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
 
-func runPKI(_ context.Context, _ streams, _ []string) error {
-	return notBuilt("waybill pki", "issue 4")
+	"github.com/waybill-iot/waybill/sdk/pki"
+)
+
+const pkiUsage = `Usage: waybill pki COMMAND [flags] [NAME]
+
+  init                  create the fleet CA in --dir
+  issue --role ROLE NAME issue a key and certificate (ROLE: truck, dispatch, broker)
+  revoke NAME           revoke every certificate of NAME and rewrite the CRL
+  crl                   re-sign the CRL with a fresh next update (run monthly)
+  list                  list issued certificates and the CRL's freshness
+
+Every command takes --dir DIR (default $WAYBILL_PKI, else ./pki). After issue or revoke, run
+"waybill broker config" again and send Mosquitto SIGHUP.
+`
+
+// pkiDirDefault is --dir's default: $WAYBILL_PKI, else ./pki.
+func pkiDirDefault() string {
+	if d := os.Getenv("WAYBILL_PKI"); d != "" {
+		return d
+	}
+	return "pki"
+}
+
+func runPKI(_ context.Context, s streams, args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(s.err, pkiUsage)
+		return usageError{"missing command"}
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprint(s.out, pkiUsage)
+		return nil
+	case "init":
+		return pkiInit(s, args[1:])
+	case "issue":
+		return pkiIssue(s, args[1:])
+	case "revoke":
+		return pkiRevoke(s, args[1:])
+	case "crl":
+		return pkiCRL(s, args[1:])
+	case "list":
+		return pkiList(s, args[1:])
+	}
+	fmt.Fprint(s.err, pkiUsage)
+	return usageError{fmt.Sprintf("unknown pki command %q", args[0])}
+}
+
+// pkiFlagSet returns a FlagSet that reports errors instead of exiting.
+func pkiFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return fs
+}
+
+// parseSubcommandFlags parses flags placed before or after positional arguments and returns the positionals.
+// --help prints usage and the flags to stdout; a bad flag is a usageError.
+func parseSubcommandFlags(s streams, fs *flag.FlagSet, usage string, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprint(s.out, usage)
+				fs.SetOutput(s.out)
+				fs.PrintDefaults()
+				return nil, err
+			}
+			return nil, usageError{err.Error() + " (see --help)"}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func openPKI(dir string) (*pki.PKI, error) { return pki.Open(pki.Config{Dir: dir}) }
+
+// warnCRL prints the CRL freshness warning, if any: a stale CRL locks every client out of Mosquitto.
+func warnCRL(s streams, p *pki.PKI) {
+	if err := pki.CheckCRLFile(p.CRLPath(), time.Now(), 0); err != nil {
+		fmt.Fprintf(s.err, "warning: %v\n", err)
+	}
+}
+
+func pkiInit(s streams, args []string) error {
+	const usage = "Usage: waybill pki init [--dir DIR] [--fleet NAME]\n\nCreates the fleet CA (ECDSA P-256), an empty CRL and the index.\n\n"
+	fs := pkiFlagSet("init")
+	dir := fs.String("dir", pkiDirDefault(), "PKI directory")
+	fleet := fs.String("fleet", "waybill", "fleet name, the Organization of every certificate")
+	years := fs.Int("years", 10, "CA validity in years")
+	pos, err := parseSubcommandFlags(s, fs, usage, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageError{"pki init takes no arguments"}
+	}
+	p, err := pki.Init(pki.Config{Dir: *dir}, pki.CAOptions{Fleet: *fleet, Validity: time.Duration(*years) * 365 * 24 * time.Hour})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(s.out, "created fleet CA %q in %s (valid until %s)\n", p.CACert().Subject.CommonName, p.Dir(),
+		p.CACert().NotAfter.UTC().Format(time.DateOnly))
+	fmt.Fprintf(s.out, "next: waybill pki issue --role broker NAME --host HOST\n")
+	return nil
+}
+
+type hostList []string
+
+func (l *hostList) String() string     { return strings.Join(*l, ",") }
+func (l *hostList) Set(v string) error { *l = append(*l, v); return nil }
+
+func pkiIssue(s streams, args []string) error {
+	const usage = "Usage: waybill pki issue --role truck|dispatch|broker [--host HOST]... [--dir DIR] NAME\n\n" +
+		"Writes issued/NAME.crt and private/NAME.key (0600). NAME: 1-63 of a-z, 0-9, '-'.\n\n"
+	fs := pkiFlagSet("issue")
+	dir := fs.String("dir", pkiDirDefault(), "PKI directory")
+	role := fs.String("role", "", "truck, dispatch or broker (required)")
+	days := fs.Int("days", 730, "validity in days")
+	key := fs.String("key", string(pki.ECDSAP256), "key type: ecdsa-p256 or ed25519")
+	var hosts hostList
+	fs.Var(&hosts, "host", "broker only: an extra DNS name or IP address (repeatable); localhost and 127.0.0.1 are always included")
+	pos, err := parseSubcommandFlags(s, fs, usage, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageError{"pki issue needs exactly one NAME"}
+	}
+	if *role == "" {
+		return usageError{"pki issue needs --role truck, dispatch or broker"}
+	}
+	if *days < 1 {
+		return usageError{"--days must be at least 1"}
+	}
+	p, err := openPKI(*dir)
+	if err != nil {
+		return err
+	}
+	e, err := p.Issue(pki.Role(*role), pos[0], pki.IssueOptions{
+		Validity: time.Duration(*days) * 24 * time.Hour, Hosts: hosts, KeyType: pki.KeyType(*key),
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(s.out, "issued %s %s (serial %s, valid until %s)\n  certificate %s\n  key         %s\n",
+		e.Role, e.Name, e.Serial, e.NotAfter.Format(time.DateOnly), p.CertPath(e.Name), p.KeyPath(e.Name))
+	if e.Role == pki.RoleDispatch {
+		fmt.Fprintln(s.out, "Mosquitto learns dispatch identities from its ACL: run `waybill broker config` again and send it SIGHUP.")
+	}
+	warnCRL(s, p)
+	return nil
+}
+
+func pkiRevoke(s streams, args []string) error {
+	const usage = "Usage: waybill pki revoke [--dir DIR] NAME\n\nRevokes every certificate of NAME and rewrites crl.pem.\n\n"
+	fs := pkiFlagSet("revoke")
+	dir := fs.String("dir", pkiDirDefault(), "PKI directory")
+	pos, err := parseSubcommandFlags(s, fs, usage, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageError{"pki revoke needs exactly one NAME"}
+	}
+	p, err := openPKI(*dir)
+	if err != nil {
+		return err
+	}
+	revoked, err := p.Revoke(pos[0])
+	if err != nil {
+		return err
+	}
+	for _, e := range revoked {
+		fmt.Fprintf(s.out, "revoked %s %s (serial %s)\n", e.Role, e.Name, e.Serial)
+	}
+	fmt.Fprintf(s.out, "wrote %s: run `waybill broker config` again and send Mosquitto SIGHUP; a connected client keeps its session until it reconnects\n", p.CRLPath())
+	return nil
+}
+
+func pkiCRL(s streams, args []string) error {
+	const usage = "Usage: waybill pki crl [--dir DIR] [--days N]\n\nRe-signs crl.pem with a next update N days ahead. A CRL past its next update locks every client\nout of Mosquitto: run this monthly, then `waybill broker config` and SIGHUP.\n\n"
+	fs := pkiFlagSet("crl")
+	dir := fs.String("dir", pkiDirDefault(), "PKI directory")
+	days := fs.Int("days", int(pki.DefaultCRLValidity/(24*time.Hour)), "days until the CRL's next update")
+	pos, err := parseSubcommandFlags(s, fs, usage, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usageError{"pki crl takes no arguments"}
+	}
+	if *days < 1 {
+		return usageError{"--days must be at least 1"}
+	}
+	p, err := pki.Open(pki.Config{Dir: *dir, CRLValidity: time.Duration(*days) * 24 * time.Hour})
+	if err != nil {
+		return err
+	}
+	if err := p.RefreshCRL(); err != nil {
+		return err
+	}
+	crl, err := p.CRL()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(s.out, "wrote %s: next update %s\n", p.CRLPath(), crl.NextUpdate.UTC().Format(time.RFC3339))
+	warnCRL(s, p)
+	return nil
+}
+
+func pkiList(s streams, args []string) error {
+	const usage = "Usage: waybill pki list [--dir DIR]\n\nLists every certificate issued, and the CRL's next update.\n\n"
+	fs := pkiFlagSet("list")
+	dir := fs.String("dir", pkiDirDefault(), "PKI directory")
+	pos, err := parseSubcommandFlags(s, fs, usage, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usageError{"pki list takes no arguments"}
+	}
+	p, err := openPKI(*dir)
+	if err != nil {
+		return err
+	}
+	entries, err := p.List()
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tROLE\tSERIAL\tNOT AFTER\tSTATUS")
+	for _, e := range entries {
+		status := "valid"
+		switch {
+		case e.Revoked():
+			status = "revoked " + e.RevokedAt.Format(time.DateOnly)
+		case !now.Before(e.NotAfter):
+			status = "expired"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Name, e.Role, e.Serial, e.NotAfter.Format(time.DateOnly), status)
+	}
+	tw.Flush()
+	crl, err := p.CRL()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(s.out, "CRL: %d revoked, next update %s\n", len(crl.RevokedCertificateEntries), crl.NextUpdate.UTC().Format(time.RFC3339))
+	warnCRL(s, p)
+	return nil
 }

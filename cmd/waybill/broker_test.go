@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/waybill-iot/waybill/sdk/pki"
+)
+
+func newCmdPKI(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "pki")
+	for _, args := range [][]string{
+		{"pki", "init", "--dir", dir},
+		{"pki", "issue", "--dir", dir, "--role", "broker", "mqtt"},
+		{"pki", "issue", "--dir", dir, "--role", "dispatch", "office"},
+		{"pki", "issue", "--dir", dir, "--role", "truck", "truck-1"},
+	} {
+		if code, _, errOut := runCmd(t, args...); code != 0 {
+			t.Fatalf("%v: %s", args, errOut)
+		}
+	}
+	return dir
+}
+
+func TestBrokerConfig(t *testing.T) {
+	dir := newCmdPKI(t)
+	out := filepath.Join(t.TempDir(), "broker")
+	code, stdout, stderr := runCmd(t, "broker", "config", "--dir", dir, "--out", out, "--port", "18883", "--prefix", "acme")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stdout, "1 dispatch identities") {
+		t.Errorf("stdout: %s", stdout)
+	}
+	conf, _ := os.ReadFile(filepath.Join(out, "mosquitto.conf"))
+	acl, _ := os.ReadFile(filepath.Join(out, "acl"))
+	if !regexp.MustCompile(`(?m)^listener 18883$`).Match(conf) || !strings.Contains(string(acl), "user office\ntopic write acme/trucks/+/orders/#") {
+		t.Errorf("conf:\n%s\nacl:\n%s", conf, acl)
+	}
+	if err := pki.CheckKeyFile(filepath.Join(out, "certs", "broker.key")); err != nil {
+		t.Error(err)
+	}
+	for _, args := range [][]string{
+		{"broker", "config", "--dir", dir},
+		{"broker", "config", "--dir", dir, "--out", out, "--port", "99999"},
+		{"broker", "nope"},
+	} {
+		if code, _, _ := runCmd(t, args...); code == 0 {
+			t.Errorf("%v succeeded", args)
+		}
+	}
+	if code, stdout, _ := runCmd(t, "broker", "config", "--help"); code != 0 || !strings.Contains(stdout, "-max-inflight") {
+		t.Errorf("help: %d %s", code, stdout)
+	}
+}
+
+// lockedBuffer lets the test read what the running command writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+func TestBrokerRun(t *testing.T) {
+	dir := newCmdPKI(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb lockedBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, streams{strings.NewReader(""), &out, &errb}, []string{"broker", "run", "--dir", dir, "--listen", "127.0.0.1:0"})
+	}()
+	re := regexp.MustCompile(`listening on (\S+)`)
+	var addr string
+	for deadline := time.Now().Add(5 * time.Second); addr == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if m := re.FindStringSubmatch(out.String()); m != nil {
+			addr = m[1]
+		}
+	}
+	if addr == "" {
+		cancel()
+		t.Fatalf("not listening; stderr: %s (exit %d)", errb.String(), <-done)
+	}
+	pair, err := pki.LoadKeyPair(filepath.Join(dir, "issued", "truck-1.crt"), filepath.Join(dir, "private", "truck-1.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, err := pki.LoadCertPool(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}, ServerName: "localhost"})
+	if err != nil {
+		t.Fatalf("mutual TLS to the development broker: %v", err)
+	}
+	conn.Close()
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("exit %d: %s", code, errb.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("broker run did not stop")
+	}
+}
