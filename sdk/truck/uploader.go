@@ -1,0 +1,342 @@
+package truck
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/waybill-iot/waybill/sdk"
+	"github.com/waybill-iot/waybill/sdk/transport"
+	"github.com/waybill-iot/waybill/store"
+)
+
+// Link is what the uploader needs of the connection; *transport.Conn implements it.
+type Link interface {
+	Publish(ctx context.Context, topic string, payload []byte, o transport.PublishOptions) error
+	Wait(ctx context.Context) error
+	Current() transport.State
+}
+
+var _ Link = (*transport.Conn)(nil)
+
+// UploaderConfig configures an Uploader. Zero values are documented per field.
+type UploaderConfig struct {
+	Store  *store.Store // required: the truck's durable queue
+	Link   Link         // required: the connection
+	Signer *sdk.Signer  // required: the truck's identity; the topics name Signer.Identity().Name
+	Topics sdk.Topics   // zero: prefix "fleet"
+
+	// BatchFixes is the most fixes per telemetry message. Zero means 60 (a minute at 1 Hz: about 12 bytes a
+	// fix on the wire, against several hundred for one fix per message).
+	BatchFixes int
+	// MaxInFlight is the most messages waiting for their PUBACK at once. Zero means 64. The transport also
+	// holds publishes beyond the broker's receive maximum; through a 100 ms round trip, throughput is about
+	// MaxInFlight x BatchFixes / 0.1 s fixes per second.
+	MaxInFlight int
+	// PublishTimeout bounds the wait for one PUBACK; the records are then released and sent again. Zero
+	// means 2 minutes.
+	PublishTimeout time.Duration
+	// RetryDelay is the pause after a failed publish before taking records again. Zero means 2 s.
+	RetryDelay time.Duration
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// Uploader drains a store to the broker. Create it with NewUploader and run it with Run.
+type Uploader struct {
+	cfg   UploaderConfig
+	truck string
+	telem string // telemetry topic
+	event string // events topic
+
+	stats    uploaderStats
+	certSent atomic.Bool // a telemetry message with the certificate went out on this connection
+}
+
+type uploaderStats struct {
+	messages, fixes, events, failures, quarantined, live atomic.Uint64
+}
+
+// UploaderStats counts what the uploader did since it started.
+type UploaderStats struct {
+	Messages    uint64 // messages acknowledged by the broker
+	Fixes       uint64 // fixes in them
+	Events      uint64 // delivery events in them
+	Failures    uint64 // publishes that failed (their records were released and sent again)
+	Quarantined uint64 // records that could not be encoded and were quarantined
+	LiveFirst   uint64 // newest fixes sent ahead of the backlog after a (re)connect
+}
+
+// NewUploader checks cfg and applies defaults. It does not touch the network.
+func NewUploader(cfg UploaderConfig) (*Uploader, error) {
+	if cfg.Store == nil || cfg.Link == nil || cfg.Signer == nil {
+		return nil, errors.New("truck: uploader needs a Store, a Link and a Signer")
+	}
+	if cfg.BatchFixes <= 0 {
+		cfg.BatchFixes = 60
+	}
+	cfg.BatchFixes = min(cfg.BatchFixes, sdk.MaxTelemetryFixes)
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 64
+	}
+	if cfg.PublishTimeout <= 0 {
+		cfg.PublishTimeout = 2 * time.Minute
+	}
+	if cfg.RetryDelay <= 0 {
+		cfg.RetryDelay = 2 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	u := &Uploader{cfg: cfg, truck: cfg.Signer.Identity().Name}
+	var err error
+	if u.telem, err = cfg.Topics.Telemetry(u.truck); err != nil {
+		return nil, err
+	}
+	if u.event, err = cfg.Topics.Events(u.truck); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// Stats returns the counters.
+func (u *Uploader) Stats() UploaderStats {
+	return UploaderStats{u.stats.messages.Load(), u.stats.fixes.Load(), u.stats.events.Load(),
+		u.stats.failures.Load(), u.stats.quarantined.Load(), u.stats.live.Load()}
+}
+
+// message is one publish and the records it carries.
+type message struct {
+	topic   string
+	payload []byte
+	seqs    []uint64
+	fixes   int
+	events  int
+}
+
+// Run drains the store until ctx ends. It returns only after every publish it started has finished.
+func (u *Uploader) Run(ctx context.Context) error {
+	slots := make(chan struct{}, u.cfg.MaxInFlight)
+	failed := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	var connectedSince time.Time
+	for {
+		if err := u.cfg.Link.Wait(ctx); err != nil {
+			return ctxErr(ctx, err)
+		}
+		if st := u.cfg.Link.Current(); st.Connected && !st.Since.Equal(connectedSince) {
+			connectedSince = st.Since
+			// The first telemetry on each connection carries the certificate, so a consumer that has not
+			// seen this truck yet can verify it (later batches carry only the key id).
+			u.certSent.Store(false)
+			if err := u.sendLiveFix(ctx, slots, &wg, failed); err != nil {
+				return ctxErr(ctx, err)
+			}
+		}
+		if err := u.cfg.Store.Wait(ctx); err != nil {
+			return ctxErr(ctx, err)
+		}
+		// Take no more than there are free slots for, so records are not held out of the store needlessly.
+		free := u.cfg.MaxInFlight - len(slots)
+		if free == 0 {
+			if err := acquire(ctx, slots); err != nil {
+				return ctxErr(ctx, err)
+			}
+			<-slots
+			continue
+		}
+		recs, err := u.cfg.Store.Peek(ctx, free*u.cfg.BatchFixes)
+		if err != nil {
+			return ctxErr(ctx, err)
+		}
+		for _, m := range u.compose(ctx, recs) {
+			if err := acquire(ctx, slots); err != nil {
+				u.cfg.Store.Release(m.seqs...)
+				return ctxErr(ctx, err)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-slots }()
+				u.publish(ctx, m, failed)
+			}()
+		}
+		select {
+		case <-failed:
+			// Something failed: pause before taking records again (the link is probably down).
+			select {
+			case <-time.After(u.cfg.RetryDelay):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		default:
+		}
+	}
+}
+
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+func acquire(ctx context.Context, slots chan struct{}) error {
+	select {
+	case slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// sendLiveFix sends the newest fix alone, ahead of the backlog.
+func (u *Uploader) sendLiveFix(ctx context.Context, slots chan struct{}, wg *sync.WaitGroup, failed chan struct{}) error {
+	rec, err := u.cfg.Store.PeekNewest(ctx, store.Normal)
+	if err != nil || rec == nil {
+		return err
+	}
+	msgs := u.compose(ctx, []store.Record{*rec})
+	for _, m := range msgs {
+		if err := acquire(ctx, slots); err != nil {
+			u.cfg.Store.Release(m.seqs...)
+			return err
+		}
+		u.stats.live.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			u.publish(ctx, m, failed)
+		}()
+	}
+	return nil
+}
+
+// compose turns records into signed messages: one per delivery event, telemetry batches of up to
+// BatchFixes fixes. A record that cannot be decoded or signed is quarantined with the reason.
+func (u *Uploader) compose(ctx context.Context, recs []store.Record) []message {
+	epoch := epochBytes(u.cfg.Store.Epoch())
+	var out []message
+	var batch sdk.Telemetry
+	var batchSeqs []uint64
+	flush := func() {
+		if len(batch.Fixes) == 0 {
+			return
+		}
+		batch.Epoch = epoch
+		payload, err := u.signTelemetry(&batch)
+		if err != nil {
+			for _, s := range batchSeqs {
+				u.quarantine(ctx, s, fmt.Sprintf("sign telemetry: %v", err))
+			}
+		} else {
+			out = append(out, message{topic: u.telem, payload: payload, seqs: batchSeqs, fixes: len(batch.Fixes)})
+		}
+		batch, batchSeqs = sdk.Telemetry{}, nil
+	}
+	for _, r := range recs {
+		switch r.Kind {
+		case KindFix:
+			f, err := DecodeFix(r.Data)
+			if err != nil {
+				u.quarantine(ctx, r.Seq, fmt.Sprintf("decode fix: %v", err))
+				continue
+			}
+			batch.Fixes = append(batch.Fixes, sdk.TelemetryFix{Seq: r.Seq, Fix: f})
+			batchSeqs = append(batchSeqs, r.Seq)
+			if len(batch.Fixes) == u.cfg.BatchFixes {
+				flush()
+			}
+		case KindEvent:
+			e, err := DecodeEvent(r.Data, u.cfg.Store.Epoch(), r.Seq)
+			if err != nil {
+				u.quarantine(ctx, r.Seq, fmt.Sprintf("decode event: %v", err))
+				continue
+			}
+			payload, err := u.cfg.Signer.SignEvent(e)
+			if err != nil {
+				u.quarantine(ctx, r.Seq, fmt.Sprintf("sign event: %v", err))
+				continue
+			}
+			out = append(out, message{topic: u.event, payload: payload, seqs: []uint64{r.Seq}, events: 1})
+		default:
+			u.quarantine(ctx, r.Seq, fmt.Sprintf("unknown record kind %d", r.Kind))
+		}
+	}
+	flush()
+	return out
+}
+
+// signTelemetry signs a batch, with the certificate if none went out on this connection yet.
+func (u *Uploader) signTelemetry(t *sdk.Telemetry) ([]byte, error) {
+	if u.certSent.Load() {
+		return u.cfg.Signer.SignTelemetry(t)
+	}
+	body, err := t.MarshalBody()
+	if err != nil {
+		return nil, err
+	}
+	var id sdk.MsgID
+	if _, err := rand.Read(id[:]); err != nil {
+		return nil, err
+	}
+	payload, err := u.cfg.Signer.Sign(sdk.MsgTelemetry, id, body, true)
+	if err == nil {
+		u.certSent.Store(true)
+	}
+	return payload, err
+}
+
+func (u *Uploader) quarantine(ctx context.Context, seq uint64, reason string) {
+	u.stats.quarantined.Add(1)
+	u.cfg.Logger.Error("truck: record cannot be sent; quarantined", "seq", seq, "reason", reason)
+	if err := u.cfg.Store.Quarantine(ctx, seq, reason); err != nil {
+		u.cfg.Logger.Error("truck: quarantine failed", "seq", seq, "err", err)
+	}
+}
+
+// publish sends one message and settles its records: acked after the PUBACK, released on any failure.
+func (u *Uploader) publish(ctx context.Context, m message, failed chan<- struct{}) {
+	pctx, cancel := context.WithTimeout(ctx, u.cfg.PublishTimeout)
+	err := u.cfg.Link.Publish(pctx, m.topic, m.payload, transport.PublishOptions{QoS: 1})
+	cancel()
+	if err == nil {
+		// The ack outlives a cancelled ctx: the broker has the message, and a lost ack only means a duplicate.
+		actx, acancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		err = u.cfg.Store.Ack(actx, m.seqs...)
+		acancel()
+		if err != nil {
+			u.cfg.Logger.Warn("truck: ack in the store failed; the records will be sent again", "err", err)
+			u.cfg.Store.Release(m.seqs...)
+			return
+		}
+		u.stats.messages.Add(1)
+		u.stats.fixes.Add(uint64(m.fixes))
+		u.stats.events.Add(uint64(m.events))
+		return
+	}
+	u.cfg.Store.Release(m.seqs...)
+	if ctx.Err() != nil {
+		return
+	}
+	u.stats.failures.Add(1)
+	var pe *transport.PublishError
+	if errors.As(err, &pe) {
+		u.cfg.Logger.Error("truck: broker refused a message; it stays queued", "topic", m.topic,
+			"reason_code", pe.ReasonCode, "err", err)
+	} else {
+		u.cfg.Logger.Warn("truck: publish failed; records released", "topic", m.topic, "records", len(m.seqs), "err", err)
+	}
+	select {
+	case failed <- struct{}{}:
+	default:
+	}
+}
