@@ -2,8 +2,8 @@ package truck
 
 import (
 	"context"
-	"errors"
 	"crypto"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
