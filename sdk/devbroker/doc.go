@@ -24,5 +24,5 @@
 //     re-read without SIGHUP; MQTT 3.1.1 clients are disconnected on a denied QoS 1 publish (Mosquitto
 //     acknowledges and drops). Dispatch rights come from the certificate's role, so no ACL regeneration is
 //     needed after issuing a dispatch certificate.
-//   - mochi logs a TLS handshake failure only at Info on Config.Logger.
+//   - Refused TLS handshakes are logged at Info on Config.Logger, ACL denials of publishes at Info.
 package devbroker
