@@ -203,6 +203,11 @@ func (c *Conn) finish() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
+	select {
+	case <-c.up:
+		c.up = make(chan struct{}) // Wait now reports ErrClosed
+	default:
+	}
 	c.sessCancel(ErrClosed)
 	c.emitLocked(State{Closed: true, Since: c.cfg.Clock()})
 	close(c.stopped)
