@@ -135,6 +135,10 @@ type Will struct {
 	// Delay postpones the will (MQTT v5 Will Delay Interval, whole seconds): a reconnect within it cancels
 	// the will. Zero: published at once.
 	Delay time.Duration
+	// Refresh, if set, is called before every connection attempt and its result replaces Payload: a signed
+	// will carries its creation time and a sequence number, which receivers check, so it must be signed anew
+	// for each connection rather than once at start-up. An error fails that attempt (retried with backoff).
+	Refresh func() ([]byte, error)
 }
 
 // Subscription is one topic filter subscribed at every connect.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -259,7 +260,12 @@ func TestWillPublishedOnAbruptDropAndCleanStop(t *testing.T) {
 
 	var truck *Conn
 	tcfg := clientConfig(t, p, p.valid(t, "truck-1", "truck-1", "truck", false), "truck-1", "mqtts://"+proxy.Addr())
-	tcfg.Will = &Will{Topic: status, Payload: []byte("offline"), Retain: true}
+	// Refresh signs the will anew for each connection: the first connection's will says offline-1, the
+	// second's offline-2.
+	var refreshes atomic.Int32
+	tcfg.Will = &Will{Topic: status, Payload: []byte("stale"), Retain: true, Refresh: func() ([]byte, error) {
+		return []byte(fmt.Sprintf("offline-%d", refreshes.Add(1))), nil
+	}}
 	onlineErr := make(chan error, 4)
 	tcfg.OnConnect = func(ctx context.Context, _ ConnectInfo) {
 		onlineErr <- truck.Publish(ctx, status, []byte("online"), PublishOptions{QoS: 1, Retain: true})
@@ -271,10 +277,10 @@ func TestWillPublishedOnAbruptDropAndCleanStop(t *testing.T) {
 		t.Fatalf("online status: %v", err)
 	}
 	proxy.DropAll() // power cut, dead zone: no DISCONNECT
-	in.expect(t, status, "offline")
+	in.expect(t, status, "offline-1")
 	in.expect(t, status, "online") // reconnected, status restored from OnConnect
 	stop()                         // clean stop: DISCONNECT with reason 0x04 publishes the will too
-	in.expect(t, status, "offline")
+	in.expect(t, status, "offline-2")
 }
 
 func TestClockHookAcceptsCertificateValidInTheFuture(t *testing.T) {
