@@ -2,8 +2,6 @@ package truck
 
 import (
 	"context"
-	"crypto"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -16,117 +14,7 @@ import (
 	"github.com/waybill-iot/waybill/sdk/sdktest/faultproxy"
 	"github.com/waybill-iot/waybill/sdk/transport"
 	"github.com/waybill-iot/waybill/store"
-	"go.uber.org/goleak"
 )
-
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// consumer is a dispatch-side subscriber that verifies every message and drops duplicate fixes and events
-// by (truck, epoch, record seq).
-type consumer struct {
-	mu       sync.Mutex
-	fixes    map[string]sdk.Fix // "epoch/seq"
-	events   map[string]*sdk.Event
-	dups     int
-	rejected int
-	order    []uint64 // fix seqs in arrival order
-	changed  chan struct{}
-}
-
-func (c *consumer) handle(v *sdk.Verifier) func(ctx context.Context, m transport.Message) error {
-	return func(ctx context.Context, m transport.Message) error {
-		msg, err := v.Verify(ctx, m.Topic, m.Payload)
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		defer func() {
-			select {
-			case c.changed <- struct{}{}:
-			default:
-			}
-		}()
-		if errors.Is(err, sdk.ReasonDuplicate) {
-			c.dups++
-			return nil
-		}
-		if err != nil {
-			c.rejected++
-			return nil // acknowledged: a bad message is not retried
-		}
-		switch {
-		case msg.Telemetry != nil:
-			for _, f := range msg.Telemetry.Fixes {
-				k := fmt.Sprintf("%x/%d", msg.Telemetry.Epoch, f.Seq)
-				if _, ok := c.fixes[k]; ok {
-					c.dups++
-					continue
-				}
-				c.fixes[k] = f.Fix
-				c.order = append(c.order, f.Seq)
-			}
-		case msg.Event != nil:
-			k := fmt.Sprintf("%x/%d", msg.Event.Epoch, msg.Event.RecordSeq)
-			if _, ok := c.events[k]; ok {
-				c.dups++
-			}
-			c.events[k] = msg.Event
-		}
-		return nil
-	}
-}
-
-func (c *consumer) counts() (fixes, events int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.fixes), len(c.events)
-}
-
-func signerFor(t *testing.T, cl sdktest.Client, st *store.Store) *sdk.Signer {
-	t.Helper()
-	pair, err := pki.LoadKeyPair(cl.CertFile, cl.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := pki.LoadCertificate(cl.CertFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seq, err := NewStoreSequencer(context.Background(), st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := sdk.NewSigner(sdk.SignerConfig{Certificate: cert, Key: pair.PrivateKey.(crypto.Signer), Sequencer: seq})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func testFix(i int) sdk.Fix {
-	return sdk.Fix{
-		Time: time.Now().UTC().Add(time.Duration(i-5000) * time.Second).Truncate(time.Millisecond),
-		Lat:  52.52 + float64(i)*0.0001, Lon: 13.40 + float64(i)*0.00005, Mode: 3,
-		Speed: 12.5, Course: 45, Sats: 9, HDOP: 0.9,
-		Has: sdk.FixSpeed | sdk.FixCourse | sdk.FixSats | sdk.FixHDOP,
-	}
-}
-
-func startLink(t *testing.T, ctx context.Context, wg *sync.WaitGroup, addr string, cl sdktest.Client, cfg transport.Config) *transport.Conn {
-	t.Helper()
-	cfg.Brokers = []string{"mqtts://" + addr}
-	cfg.ClientID = cl.Name
-	cfg.CertFile, cfg.KeyFile, cfg.CAFile = cl.CertFile, cl.KeyFile, cl.CAFile
-	cfg.BackoffMin, cfg.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
-	c, err := transport.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c.Run(ctx)
-	}()
-	return c
-}
 
 // TestUploaderDeliversEverythingAcrossLinkDrops drains 3,000 fixes and 20 delivery events through real
 // Mosquitto with mutual TLS, drops the truck's connection mid-publish three times (through a fault proxy)
@@ -151,7 +39,7 @@ func TestUploaderDeliversEverythingAcrossLinkDrops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cons := &consumer{fixes: map[string]sdk.Fix{}, events: map[string]*sdk.Event{}, changed: make(chan struct{}, 1)}
+	cons := newConsumer()
 	var topics sdk.Topics
 	office := startLink(t, ctx, &wg, b.Addr, officeCl, transport.Config{
 		Subscriptions: []transport.Subscription{{Topic: topics.FleetFilter(sdk.KindTelemetry), QoS: 1}, {Topic: topics.FleetFilter(sdk.KindEvents), QoS: 1}},
@@ -276,5 +164,3 @@ func TestUploaderDeliversEverythingAcrossLinkDrops(t *testing.T) {
 	t.Logf("delivered %d fixes and %d events through 3 link drops and a broker restart; %d duplicates dropped; uploader %+v",
 		len(cons.fixes), len(cons.events), cons.dups, us)
 }
-
-func ptr[T any](v T) *T { return &v }
