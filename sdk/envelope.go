@@ -72,6 +72,18 @@ func hexText(b []byte) []byte {
 	return out
 }
 
+// unhexText decodes text made by hexText into dst, which it must fill exactly.
+func unhexText(dst, text []byte) error {
+	if hex.DecodedLen(len(text)) != len(dst) {
+		return fmt.Errorf("sdk: %d hex digits, want %d", len(text), 2*len(dst))
+	}
+	_, err := hex.Decode(dst, text)
+	return err
+}
+
+// UnmarshalText reads the hex form MarshalText writes.
+func (id *MsgID) UnmarshalText(b []byte) error { return unhexText(id[:], b) }
+
 // sigLen is the length of both algorithms' signatures.
 const sigLen = 64
 

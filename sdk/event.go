@@ -78,6 +78,9 @@ type Epoch [8]byte
 
 func (e Epoch) MarshalText() ([]byte, error) { return hexText(e[:]), nil }
 
+// UnmarshalText reads the hex form MarshalText writes.
+func (e *Epoch) UnmarshalText(b []byte) error { return unhexText(e[:], b) }
+
 // Event is a delivery event from a truck: a signed proof of what the driver did, where and when.
 type Event struct {
 	Kind      EventKind `json:"kind"`

@@ -165,6 +165,9 @@ func (o *Order) Hash() (OrderHash, error) {
 
 func (h OrderHash) MarshalText() ([]byte, error) { return hexText(h[:]), nil }
 
+// UnmarshalText reads the hex form MarshalText writes.
+func (h *OrderHash) UnmarshalText(b []byte) error { return unhexText(h[:], b) }
+
 // MessageID is the stable message id of one order revision: re-sending the same revision (even signed
 // again with a new sequence number) is reported to the truck as a duplicate while it remembers the id.
 func (o *Order) MessageID() MsgID {

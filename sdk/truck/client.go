@@ -1,0 +1,215 @@
+package truck
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/waybill-iot/waybill/sdk"
+	"github.com/waybill-iot/waybill/sdk/pki"
+	"github.com/waybill-iot/waybill/sdk/transport"
+	"github.com/waybill-iot/waybill/store"
+)
+
+// ClientConfig configures the truck's side of the SDK. Zero values are documented per field.
+type ClientConfig struct {
+	// Transport is the connection's configuration: Brokers, CertFile, KeyFile, CAFile, CRLFile and the
+	// tuning fields. The client sets ClientID (the certificate's name), Will, Subscriptions, OnPublish and
+	// OnConnect itself; Clock and Logger default to the ones below.
+	Transport transport.Config
+	// Store is the truck's durable queue and order book. Required.
+	Store *store.Store
+	// Topics gives the topic prefix. Zero: "fleet".
+	Topics sdk.Topics
+	// Clock is the time for signatures, verification and TLS checks. Nil = time.Now. A unit without a
+	// real-time clock passes GPS time until its system clock is plausible.
+	Clock func() time.Time
+	// Health returns the agent's health summary for the status topic. Nil: status carries no summary.
+	Health func() sdk.Health
+	// StatusInterval is how often the retained status is refreshed while connected. Zero means 5 minutes.
+	StatusInterval time.Duration
+	// OnOrder is called after an order changed in the order book. It must not block for long.
+	OnOrder func(Entry)
+	// Uploader tuning: BatchFixes, MaxInFlight, PublishTimeout, RetryDelay (Store, Link, Signer, Topics and
+	// Logger are set by the client).
+	Uploader UploaderConfig
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// Client is a truck's connection to the fleet: it uploads the store, receives and stores orders, and keeps
+// the retained status (online, with a health summary; offline by the MQTT will).
+type Client struct {
+	cfg      ClientConfig
+	name     string
+	signer   *sdk.Signer
+	conn     *transport.Conn
+	uploader *Uploader
+	book     *Book
+	status   string
+}
+
+// NewClient loads the truck's certificate and key (refusing a key file readable by others), builds the
+// verifier from the fleet CA, and prepares the connection. It does not touch the network.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("truck: ClientConfig.Store is required")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = 5 * time.Minute
+	}
+	tc := cfg.Transport
+	if tc.CertFile == "" || tc.KeyFile == "" || tc.CAFile == "" {
+		return nil, errors.New("truck: Transport.CertFile, KeyFile and CAFile are required")
+	}
+	pair, err := pki.LoadKeyPair(tc.CertFile, tc.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("truck: %w", err)
+	}
+	key, ok := pair.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("truck: key in %s cannot sign", tc.KeyFile)
+	}
+	seq, err := NewStoreSequencer(context.Background(), cfg.Store)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := sdk.NewSigner(sdk.SignerConfig{Certificate: pair.Leaf, Key: key, Sequencer: seq, Clock: cfg.Clock})
+	if err != nil {
+		return nil, err
+	}
+	id := signer.Identity()
+	if id.Role != pki.RoleTruck {
+		return nil, fmt.Errorf("truck: certificate %s is for a %s, not a truck", tc.CertFile, id.Role)
+	}
+	ca, err := pki.LoadCertificates(tc.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("truck: %w", err)
+	}
+	vcfg := sdk.VerifierConfig{CA: ca, Topics: cfg.Topics, Clock: cfg.Clock, Logger: cfg.Logger}
+	if tc.CRLFile != "" {
+		if vcfg.CRL, err = pki.LoadCRL(tc.CRLFile); err != nil {
+			return nil, fmt.Errorf("truck: %w", err)
+		}
+	}
+	verifier, err := sdk.NewVerifier(vcfg)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{cfg: cfg, name: id.Name, signer: signer}
+	if c.book, err = NewBook(BookConfig{Store: cfg.Store, Verifier: verifier, Truck: id.Name, Clock: cfg.Clock,
+		OnChange: cfg.OnOrder, Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	if c.status, err = cfg.Topics.Status(id.Name); err != nil {
+		return nil, err
+	}
+	orders, err := cfg.Topics.TruckOrdersFilter(id.Name)
+	if err != nil {
+		return nil, err
+	}
+	tc.ClientID = id.Name
+	tc.Subscriptions = []transport.Subscription{{Topic: orders, QoS: 1}}
+	tc.OnPublish = c.book.Handle
+	tc.OnConnect = c.onConnect
+	tc.Will = &transport.Will{Topic: c.status, Retain: true, Refresh: func() ([]byte, error) {
+		return c.signStatus(sdk.StateOffline)
+	}}
+	if tc.Clock == nil {
+		tc.Clock = cfg.Clock
+	}
+	if tc.Logger == nil {
+		tc.Logger = cfg.Logger
+	}
+	if c.conn, err = transport.New(tc); err != nil {
+		return nil, err
+	}
+	ucfg := cfg.Uploader
+	ucfg.Store, ucfg.Link, ucfg.Signer, ucfg.Topics, ucfg.Logger = cfg.Store, c.conn, signer, cfg.Topics, cfg.Logger
+	if c.uploader, err = NewUploader(ucfg); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Name is the truck's identity.
+func (c *Client) Name() string { return c.name }
+
+// Book is the truck's order book.
+func (c *Client) Book() *Book { return c.book }
+
+// Conn is the connection, for its state and statistics.
+func (c *Client) Conn() *transport.Conn { return c.conn }
+
+// Uploader is the store's uploader, for its statistics.
+func (c *Client) Uploader() *Uploader { return c.uploader }
+
+// Run connects, uploads, receives orders and refreshes the status until ctx ends, then disconnects (the
+// broker publishes the offline will) and returns after every goroutine it started has finished.
+func (c *Client) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	for _, run := range []func(context.Context) error{c.conn.Run, c.uploader.Run, c.refreshStatus} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(ctx); err != nil && ctx.Err() == nil {
+				errs <- err
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs // nil when ctx ended
+}
+
+func (c *Client) signStatus(s sdk.State) ([]byte, error) {
+	st := sdk.Status{State: s, Time: c.cfg.Clock().UTC()}
+	if s == sdk.StateOnline && c.cfg.Health != nil {
+		h := c.cfg.Health()
+		st.Health = &h
+	}
+	return c.signer.SignStatus(&st)
+}
+
+func (c *Client) publishStatus(ctx context.Context) {
+	payload, err := c.signStatus(sdk.StateOnline)
+	if err != nil {
+		c.cfg.Logger.Error("truck: sign status", "err", err)
+		return
+	}
+	if err := c.conn.Publish(ctx, c.status, payload, transport.PublishOptions{QoS: 1, Retain: true}); err != nil &&
+		ctx.Err() == nil {
+		c.cfg.Logger.Warn("truck: publish status", "err", err)
+	}
+}
+
+func (c *Client) onConnect(ctx context.Context, _ transport.ConnectInfo) { c.publishStatus(ctx) }
+
+func (c *Client) refreshStatus(ctx context.Context) error {
+	t := time.NewTicker(c.cfg.StatusInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if c.conn.Connected() {
+				c.publishStatus(ctx)
+			}
+		}
+	}
+}
