@@ -6,13 +6,13 @@
 // Sources deliver fixes on a channel; each has the same shape, so the agent can declare a one-method
 // interface for whichever it runs:
 //
-//	Run(ctx context.Context, out chan<- gps.Fix) error // closes out when it returns
-//	Health() gps.Health                                 // "no GPS since ...", counters
+//		Run(ctx context.Context, out chan<- gps.Fix) error // closes out when it returns
+//		Health() gps.Health                                 // "no GPS since ...", counters
 //
-//   - Serial (NewSerial): a serial port via go.bug.st/serial (the only file importing it), fixed or
-//     automatic baud rate, reopened with backoff when it fails or disappears.
-//   - GPSD (NewGPSD): gpsd's JSON on TCP 2947, for units where gpsd owns the receiver.
-//   - Replay (NewReplay): a capture file at the receiver's pace (or faster), or as fast as possible.
+//	  - Serial (NewSerial): a serial port via go.bug.st/serial (the only file importing it), fixed or
+//	    automatic baud rate, reopened with backoff when it fails or disappears.
+//	  - GPSD (NewGPSD): gpsd's JSON on TCP 2947, for units where gpsd owns the receiver.
+//	  - Replay (NewReplay): a capture file at the receiver's pace (or faster), or as fast as possible.
 //
 // Underneath, Reader does the work on any io.Reader: Framer cuts sentences (resynchronising on '$',
 // bounding the line length, verifying checksums, skipping NULs and binary), go-nmea decodes them with
