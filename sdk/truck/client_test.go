@@ -198,7 +198,7 @@ func TestTruckClientOrdersReceiptsProofAndStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() }) // after the client goroutines have ended
 	proxy, err := faultproxy.Start(faultproxy.Config{Target: b.Addr})
 	if err != nil {
 		t.Fatal(err)

@@ -147,6 +147,10 @@ func TestUploaderFaults(t *testing.T) {
 			if d := r.proxy.Stats().Dropped; d < 6 {
 				t.Errorf("%d connections dropped, want 6", d)
 			}
+			// Dropped mid-publish: messages whose PUBACK was lost came again (or failed and were re-sent).
+			if r.cons.dups == 0 && r.up.Stats().Failures == 0 {
+				t.Error("no publish was in flight at any of the drops")
+			}
 		},
 	}, {
 		name:  "black hole without FIN, lifted before the keep-alive notices",
@@ -355,6 +359,14 @@ func runFaultScenario(t *testing.T, sc faultScenario, nFixes, nEvents int) {
 				}
 			}
 			r.midAhead = append(r.midAhead, fixesBefore-before)
+		}
+	}
+	// Critical first, as the uploader takes records: an event appended while fixes are queued overtakes every
+	// fix not yet handed out. Only fixes already taken (in flight at the append, or taken by a Peek racing it)
+	// and live fixes sent ahead on a new connection may reach the consumer between its append and its arrival.
+	for i, ahead := range r.midAhead {
+		if bound := r.inFlight[i] + orDefault(sc.inFlight, 16)*orDefault(sc.batch, 10) + int(us.LiveFirst); ahead > bound {
+			t.Errorf("an event appended mid-drain arrived after %d more fixes, more than the %d that could have been taken before it", ahead, bound)
 		}
 	}
 	t.Logf("in %v: delivered %d fixes and %d events in %d messages; %d duplicates dropped; uploader %+v; link %d connections",

@@ -107,7 +107,8 @@ type orderStats struct {
 	// Displaced is the fewest records that must be taken out for the rest to be in store order (records minus
 	// the longest increasing run of sequence numbers): each live fix sent ahead of the backlog counts one.
 	Displaced int
-	// Late counts records that arrived after a record of the same lane with a higher sequence number.
+	// Late counts records that arrived after a record of the same lane with a higher sequence number, not
+	// counting fixes that came alone in a message (the live fix sent ahead of the backlog on each connection).
 	Late int
 }
 
@@ -118,23 +119,28 @@ func (o orderStats) String() string {
 // laneOrder measures the arrival order of one lane's records (event true: critical lane).
 func laneOrder(arrivals []arrival, event bool) orderStats {
 	var seqs []uint64
+	var alone []bool
 	for _, a := range arrivals {
 		if a.event == event {
 			seqs = append(seqs, a.seq)
+			alone = append(alone, a.single)
 		}
 	}
-	return seqOrder(seqs)
+	return seqOrder(seqs, alone)
 }
 
-func seqOrder(seqs []uint64) orderStats {
+// seqOrder measures seqs in arrival order; alone[i] marks a fix that came in a one-fix message (nil: none).
+func seqOrder(seqs []uint64, alone []bool) orderStats {
 	s := orderStats{Records: len(seqs)}
 	var tails []uint64 // tails[i]: smallest tail of an increasing run of length i+1
 	var highest uint64
 	for i, q := range seqs {
-		if i > 0 && q < highest {
+		if q < highest {
 			s.Late++
 		}
-		highest = max(highest, q)
+		if alone == nil || !alone[i] {
+			highest = max(highest, q)
+		}
 		j := sort.Search(len(tails), func(i int) bool { return tails[i] >= q })
 		if j == len(tails) {
 			tails = append(tails, q)

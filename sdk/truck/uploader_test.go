@@ -56,7 +56,7 @@ func TestUploaderDeliversEverythingAcrossLinkDrops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() }) // after the client goroutines have ended
 	const nFixes, nEvents = 3000, 20
 	var entries []store.Entry
 	for i := range nFixes {
