@@ -1,0 +1,228 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/waybill-iot/waybill/sdk"
+	"github.com/waybill-iot/waybill/sdk/transport"
+)
+
+// Defaults for ConsumerConfig's zero values.
+const (
+	DefaultMaxRanges = 64 // remembered runs of record sequence numbers per truck and epoch
+	DefaultMaxEpochs = 4  // remembered store epochs per truck
+)
+
+// Fix is one verified fix from a truck, identified for good by (Truck, Epoch, Seq).
+type Fix struct {
+	Truck string    `json:"truck"`
+	Epoch sdk.Epoch `json:"epoch"`
+	Seq   uint64    `json:"seq"`
+	Fix   sdk.Fix   `json:"fix"`
+}
+
+// Event is one verified delivery event from a truck.
+type Event struct {
+	Truck string    `json:"truck"`
+	ID    sdk.MsgID `json:"id"`   // (epoch, record seq): the same event re-sent keeps it
+	Sent  time.Time `json:"sent"` // when the truck signed this copy
+	Event sdk.Event `json:"event"`
+}
+
+// Status is a verified status message from a truck.
+type Status struct {
+	Truck    string     `json:"truck"`
+	Status   sdk.Status `json:"status"`
+	Changed  bool       `json:"changed"`  // the state differs from the last one known (or none was)
+	Retained bool       `json:"retained"` // delivered from the broker's retained store, not live
+}
+
+// Rejection is a message the verifier refused.
+type Rejection struct {
+	Topic  string     `json:"topic"`
+	Sender string     `json:"sender,omitempty"` // the envelope's sender, when it decoded
+	Reason sdk.Reason `json:"reason"`
+	Err    error      `json:"-"`
+}
+
+// Update is what the consumer hands over: exactly one field is set.
+type Update struct {
+	Fixes     []Fix      `json:"fixes,omitempty"` // the new fixes of one telemetry message, duplicates removed
+	Event     *Event     `json:"event,omitempty"`
+	Status    *Status    `json:"status,omitempty"`
+	Rejection *Rejection `json:"rejection,omitempty"`
+}
+
+// ConsumerConfig configures a Consumer. Verifier is required.
+type ConsumerConfig struct {
+	// Verifier checks every message. Give it the fleet CA and, so that telemetry (which carries no
+	// certificate) verifies from the first message, every issued truck certificate (AddCertificate).
+	Verifier *sdk.Verifier
+	// Handle receives each verified, de-duplicated update, one at a time. Returning an error leaves the
+	// message unacknowledged (the broker delivers it again) and its records unmarked. Nil: updates are only
+	// counted.
+	Handle func(ctx context.Context, u Update) error
+	// MaxRanges and MaxEpochs bound the duplicate memory per truck (see doc.go). Zero: DefaultMaxRanges
+	// (64) and DefaultMaxEpochs (4).
+	MaxRanges, MaxEpochs int
+	// Logger gets rejections (Warn). Nil: discard.
+	Logger *slog.Logger
+}
+
+// ConsumerStats counts what a Consumer did.
+type ConsumerStats struct {
+	Fixes           uint64                `json:"fixes"`            // new fixes handed over
+	DuplicateFixes  uint64                `json:"duplicate_fixes"`  // fixes dropped as seen before
+	Events          uint64                `json:"events"`           // new events handed over
+	DuplicateEvents uint64                `json:"duplicate_events"` // events dropped as seen before
+	Statuses        uint64                `json:"statuses"`         // status messages handed over
+	Rejected        map[sdk.Reason]uint64 `json:"rejected"`         // refused messages by reason
+}
+
+// Consumer verifies messages from trucks, drops duplicates and hands over typed updates. Use
+// HandleMessage as a transport.Config.OnPublish handler (Client does). It is safe for concurrent use; updates
+// are handed over one at a time.
+type Consumer struct {
+	cfg ConsumerConfig
+	log *slog.Logger
+
+	// mu guards the fields below it, and serialises Handle calls.
+	mu       sync.Mutex
+	fixes    *dedup
+	events   *dedup
+	statuses map[string]Status
+	stats    ConsumerStats
+}
+
+// NewConsumer checks cfg.
+func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
+	if cfg.Verifier == nil {
+		return nil, errors.New("dispatch: consumer needs a Verifier")
+	}
+	if cfg.MaxRanges <= 0 {
+		cfg.MaxRanges = DefaultMaxRanges
+	}
+	if cfg.MaxEpochs <= 0 {
+		cfg.MaxEpochs = DefaultMaxEpochs
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Consumer{cfg: cfg, log: log, fixes: newDedup(cfg.MaxRanges, cfg.MaxEpochs),
+		events: newDedup(cfg.MaxRanges, cfg.MaxEpochs), statuses: map[string]Status{},
+		stats: ConsumerStats{Rejected: map[sdk.Reason]uint64{}}}, nil
+}
+
+// Subscriptions returns the subscriptions a consumer needs: telemetry and events of every truck (shared in
+// group when it is not empty, so that the processes of the group split them) and status of every truck
+// (never shared: every process needs to know who is online).
+func Subscriptions(t sdk.Topics, group string) []transport.Subscription {
+	share := ""
+	if group != "" {
+		share = "$share/" + group + "/"
+	}
+	return []transport.Subscription{
+		{Topic: share + t.FleetFilter(sdk.KindTelemetry), QoS: 1},
+		{Topic: share + t.FleetFilter(sdk.KindEvents), QoS: 1},
+		{Topic: t.FleetFilter(sdk.KindStatus), QoS: 1},
+	}
+}
+
+// HandleMessage verifies one message and hands over what is new. It returns nil (acknowledge) for
+// rejected and duplicate messages too: they must not come back forever. It returns an error only when
+// Handle or the verifier's replay state fails, so the broker delivers the message again.
+func (c *Consumer) HandleMessage(ctx context.Context, m transport.Message) error {
+	msg, err := c.cfg.Verifier.Verify(ctx, m.Topic, m.Payload)
+	dup := errors.Is(err, sdk.ReasonDuplicate)
+	var rej *sdk.RejectError
+	if err != nil && !dup {
+		if !errors.As(err, &rej) {
+			return err // the replay state failed: not the message's fault
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.stats.Rejected[rej.Reason]++
+		return c.handle(ctx, Update{Rejection: &Rejection{Topic: m.Topic, Sender: rej.Sender, Reason: rej.Reason, Err: rej}})
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	truck := msg.Signer.Name
+	switch {
+	case msg.Telemetry != nil:
+		t := msg.Telemetry
+		var fresh []Fix
+		for _, f := range t.Fixes {
+			if c.fixes.seen(truck, t.Epoch, f.Seq) {
+				c.stats.DuplicateFixes++
+				continue
+			}
+			fresh = append(fresh, Fix{Truck: truck, Epoch: t.Epoch, Seq: f.Seq, Fix: f.Fix})
+		}
+		if len(fresh) == 0 {
+			return nil
+		}
+		if err := c.handle(ctx, Update{Fixes: fresh}); err != nil {
+			return err
+		}
+		for _, f := range fresh {
+			c.fixes.mark(truck, t.Epoch, f.Seq)
+		}
+		c.stats.Fixes += uint64(len(fresh))
+	case msg.Event != nil:
+		ev := msg.Event
+		if c.events.seen(truck, ev.Epoch, ev.RecordSeq) {
+			c.stats.DuplicateEvents++
+			return nil
+		}
+		if err := c.handle(ctx, Update{Event: &Event{Truck: truck, ID: msg.ID, Sent: msg.Created, Event: *ev}}); err != nil {
+			return err
+		}
+		c.events.mark(truck, ev.Epoch, ev.RecordSeq)
+		c.stats.Events++
+	case msg.Status != nil:
+		if dup {
+			return nil // the retained status again, after a reconnect
+		}
+		prev, known := c.statuses[truck]
+		st := Status{Truck: truck, Status: *msg.Status, Retained: m.Retained,
+			Changed: !known || prev.Status.State != msg.Status.State}
+		if err := c.handle(ctx, Update{Status: &st}); err != nil {
+			return err
+		}
+		c.statuses[truck] = st
+		c.stats.Statuses++
+	}
+	return nil
+}
+
+func (c *Consumer) handle(ctx context.Context, u Update) error {
+	if r := u.Rejection; r != nil {
+		c.log.Warn("dispatch: message rejected", "topic", r.Topic, "reason", r.Reason.String(), "err", r.Err)
+	}
+	if c.cfg.Handle == nil {
+		return nil
+	}
+	return c.cfg.Handle(ctx, u)
+}
+
+// Stats returns a snapshot of the counters.
+func (c *Consumer) Stats() ConsumerStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.stats
+	s.Rejected = maps.Clone(c.stats.Rejected)
+	return s
+}
+
+// Statuses returns the last status of every truck heard from.
+func (c *Consumer) Statuses() map[string]Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.statuses)
+}

@@ -1,0 +1,94 @@
+// Package dispatch is the dispatch side of the Waybill SDK: a durable outbox that sends signed orders until
+// each truck confirms them, and a consumer that verifies the fleet's telemetry, events and status, drops
+// duplicates and hands over typed Go values. Client ties both to one MQTT connection.
+//
+// # Basics
+//
+//	ob, err := dispatch.NewOutbox(dispatch.OutboxConfig{Path: "dispatch/outbox.db", Certificate: cert, Key: key})
+//	e, err := ob.Create(ctx, sdk.Order{ID: "o-1001", Truck: "truck-17", Expires: time.Now().Add(48 * time.Hour),
+//		Recipient: "A. Jones", Address: "1 Quay St", Lat: 51.5, Lon: -0.1, RadiusM: 80})
+//	// e.State == dispatch.StatePending: on disk (fsync'd), not yet confirmed
+//	c, err := dispatch.New(dispatch.Config{Transport: transport.Config{Brokers: ..., CertFile: ..., KeyFile: ...,
+//		CAFile: ...}, CA: fleetCA, Certificates: trucks, Outbox: ob, Handle: show})
+//	err = c.Run(ctx) // consumes, confirms orders from received events, re-sends what is unconfirmed
+//
+// # Why the outbox is the guarantee
+//
+// An order is on its way only when the truck says so: the truck verifies an order, stores it, and only then
+// acknowledges the PUBLISH and queues a signed received event carrying the order id, revision and OrderHash.
+// Everything between dispatch and that event can lose the order. Mosquitto keeps at most
+// max_queued_messages per offline client (1000 by default; our brokerconf sets 10000) and drops the rest;
+// its persistence is a periodic snapshot, so after a kill -9 an acknowledged QoS 1 message to an offline
+// client was lost in our own test (design.md); a truck whose session expired, or that starts clean, has no
+// queue at all. So every revision is written to the outbox (a store, fsync'd) before Create, Revise or Cancel
+// return, and the re-sender publishes each revision that has no matching received event yet:
+//
+//   - at once when it is new;
+//   - then on a per-order timer, BackoffMin (30 s) doubling to BackoffMax (30 min), each wait random in
+//     [d/2, d] so a fleet's orders do not move in lock-step;
+//   - when the truck's retained status turns online (Kick), after OnlineGrace (15 s): the broker delivers
+//     its queue first, and most confirmations arrive within the grace; what is still unconfirmed then is
+//     sent again, which covers a broker that lost its queue;
+//   - when a re-sender starts, for orders an earlier run sent more than BackoffMin ago.
+//
+// Each send is signed anew (new envelope time and sequence number, same message id and body, so the same
+// OrderHash). A received event confirms a revision when its order id and revision match and its OrderHash
+// is the revision's; a received event for a newer revision than the outbox holds also stops the re-sending
+// (the truck keeps the newest). Orders that expire unconfirmed are marked expired and no longer sent.
+// Duplicates are expected and harmless: the truck applies an order revision once and acknowledges repeats.
+//
+// Orders' envelope sequence numbers come from the outbox's store: each round reserves a block of at most
+// MaxBatch (500) numbers in the same store, the first one starting at the clock in microseconds. Trucks
+// keep a replay window of 1024 numbers per sender, so numbers must not jump around between processes
+// signing as the same identity: only one process signs with a dispatch identity at a time (the one running
+// the re-sender of its outbox).
+//
+// # Sharing an outbox between processes
+//
+// With OutboxConfig.Path the store is opened for each operation and closed right after (bbolt locks the
+// file exclusively; others wait up to StoreOptions.LockTimeout), so a command-line tool can create orders
+// while a long-running process sends them: the re-sender looks at the store every Poll (1 s). Run only
+// one re-sender per outbox; the waybill command uses a lock file for that. With OutboxConfig.Store one
+// process owns the outbox.
+//
+// # The consumer
+//
+// Consumer.HandleMessage verifies every message with an sdk.Verifier (fleet CA, optionally every issued
+// certificate so telemetry, which carries only a key id, verifies from its first message) and hands over
+// Updates: the new fixes of a telemetry message (Fix: truck, epoch, record seq, sdk.Fix), an Event, a Status
+// (with Changed when the online/offline state differs from the last known) or a Rejection with its reason;
+// rejections are counted by reason in Stats. Rejected and duplicate messages are acknowledged; only a
+// failing Handle leaves a message unacknowledged.
+//
+// Duplicates are dropped by identity, not by message: a fix by (truck, epoch, record seq), an event by
+// (truck, epoch, record seq), which is its message id. Memory is bounded: per truck the consumer keeps the
+// MaxEpochs (4) most recent store epochs, and per epoch the delivered sequence numbers as at most
+// MaxRanges (64) runs [a, b]. A truck sends its newest fix first and then the backlog oldest first, a few
+// batches in flight, so the delivered numbers form a few growing runs: a high-water mark with a small
+// window, generalised to numbers that arrive below it. Past MaxRanges the two lowest runs are merged, which
+// marks the gap between them as seen; at 64 runs of 16 bytes that is about 1 KB per truck and epoch, twice
+// (fixes and events).
+//
+// Statuses are not de-duplicated by identity: each verified status message is handed over once, the retained
+// copy delivered again after a reconnect is dropped by the verifier as a duplicate.
+//
+// # Scaling out
+//
+// Config.ShareGroup subscribes telemetry and events as $share/<group>/..., so the processes of a group split
+// the fleet's messages (MQTT v5 shared subscriptions; nothing assumes one broker process). Status is never
+// shared: every process must know who is online to Kick its outbox. Each event reaches one process of the
+// group only, so processes that split events must share their outbox (one Path on one host) or each run an
+// outbox-owning process without ShareGroup.
+//
+// # Caveats
+//
+//   - Events are applied to the outbox in batches after the message was acknowledged; a process that dies
+//     in between loses those confirmations, and the re-sender recovers them: the truck answers a re-sent
+//     order with another received event (at most once a minute per order).
+//   - Entries are never pruned: a dispatch that creates many orders per day should archive old ones.
+//   - The verifier's replay state is in memory; after a restart the consumer hands over fixes and events the
+//     broker delivers again (its duplicate memory is in memory too): consumers that persist must be
+//     idempotent by (truck, epoch, record seq).
+//   - A dispatch identity must not be connected from two processes at once: with the fleet's Mosquitto
+//     configuration the client id is the certificate's name, and the second connection takes over the first.
+package dispatch
