@@ -1,0 +1,404 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/waybill-iot/waybill/gps"
+	"github.com/waybill-iot/waybill/sdk"
+	"github.com/waybill-iot/waybill/sdk/pki"
+	"github.com/waybill-iot/waybill/sdk/transport"
+	"github.com/waybill-iot/waybill/sdk/truck"
+	"github.com/waybill-iot/waybill/store"
+)
+
+// StopTimeout bounds the shutdown after the context ends (ignition off): the GPS source stops, pending fixes
+// are committed, the connection closes with its will, the store closes.
+const StopTimeout = 10 * time.Second
+
+// Options are the agent's run-time parameters that do not come from the configuration file.
+type Options struct {
+	Version string       // reported in status and metrics
+	Logger  *slog.Logger // nil: built from Config.Log on stderr
+	// Now is the system clock; nil means time.Now (tests inject a clock without RTC).
+	Now func() time.Time
+	// ClockFloor: a system time before it is implausible (no RTC). Zero: gps.DefaultRolloverFloor.
+	ClockFloor time.Time
+	// Ready, if set, is called once everything runs (tests); systemd gets READY=1 either way.
+	Ready func(*Agent)
+}
+
+// Agent is the running daemon. Run creates and runs one.
+type Agent struct {
+	cfg   Config
+	opts  Options
+	log   *slog.Logger
+	clock *clock
+
+	store  *store.Store
+	client *truck.Client
+	source fixSource
+	http   *http.Server
+	addr   string // the HTTP listener's address, once listening
+
+	latest atomic.Pointer[gps.Fix]
+	fixes  fixCounters
+
+	mu        sync.Mutex
+	listeners []func(truck.Entry)     // guarded by mu: order-change listeners (driver page, LED)
+	mounts    map[string]http.Handler // guarded by mu: extra handlers on the local listener
+}
+
+// fixSource is what the agent needs of a GPS source (gps.Serial, gps.GPSD, gps.Replay).
+type fixSource interface {
+	Run(ctx context.Context, out chan<- gps.Fix) error
+	Health() gps.Health
+}
+
+type fixCounters struct {
+	seen, reported, stored, storeErrors, pending atomic.Uint64
+}
+
+// Run runs the agent until ctx ends, then stops within StopTimeout. It returns an error when it cannot
+// start (bad key permissions, unusable store, port in use) or when a component fails for good.
+func Run(ctx context.Context, cfg Config, opts Options) error {
+	a, err := newAgent(cfg, opts)
+	if err != nil {
+		return err
+	}
+	return a.run(ctx)
+}
+
+func newAgent(cfg Config, opts Options) (*Agent, error) {
+	if opts.Logger == nil {
+		opts.Logger = NewLogger(cfg.Log, os.Stderr)
+	}
+	if opts.ClockFloor.IsZero() {
+		opts.ClockFloor = gps.DefaultRolloverFloor
+	}
+	a := &Agent{cfg: cfg, opts: opts, log: opts.Logger, clock: newClock(opts.ClockFloor, opts.Now)}
+	if err := pki.CheckKeyFile(cfg.Identity.Key); err != nil {
+		return nil, fmt.Errorf("identity.key: %w", err)
+	}
+	if cfg.Identity.CRL != "" {
+		if err := pki.CheckCRLFile(cfg.Identity.CRL, a.clock.Now(), 0); err != nil {
+			a.log.Warn("CRL", "err", err) // stale: the broker will refuse everyone; say so, keep queueing
+		}
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data_dir: %w", err)
+	}
+	st, err := store.Open(filepath.Join(cfg.DataDir, "queue.db"), store.Options{
+		MaxBytes: int64(cfg.Store.MaxMB) << 20, Clock: a.clock.Now, Logger: a.log})
+	if err != nil {
+		return nil, err
+	}
+	a.store = st
+	a.client, err = truck.NewClient(truck.ClientConfig{
+		Transport: transport.Config{Brokers: cfg.Broker.URLs, CertFile: cfg.Identity.Cert, KeyFile: cfg.Identity.Key,
+			CAFile: cfg.Identity.CA, CRLFile: cfg.Identity.CRL, KeepAlive: cfg.Broker.KeepAlive,
+			AllowPlaintext: cfg.Broker.AllowPlaintext},
+		Store:          st,
+		Topics:         sdk.Topics{Prefix: cfg.Broker.TopicPrefix},
+		Clock:          a.clock.Now,
+		Health:         a.health,
+		StatusInterval: cfg.Status.Interval,
+		OnOrder:        a.orderChanged,
+		Logger:         a.log,
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	a.source = newSource(cfg.GPS, a.log)
+	return a, nil
+}
+
+func newSource(c GPSConfig, log *slog.Logger) fixSource {
+	decode := gps.Config{RolloverFloor: c.RolloverFloor, Logger: log}
+	switch c.Source {
+	case "gpsd":
+		return gps.NewGPSD(gps.GPSDConfig{Addr: c.GPSDAddr, Decode: decode, Logger: log})
+	case "replay":
+		return gps.NewReplay(gps.ReplayConfig{Path: c.ReplayFile, Speed: c.ReplaySpeed, Decode: decode})
+	}
+	baud, _ := strconv.Atoi(c.Baud) // "auto" -> 0
+	return gps.NewSerial(gps.SerialConfig{Device: c.Device, Baud: baud, Decode: decode, Logger: log})
+}
+
+// OnOrder registers a listener for order changes (the driver page, the LED). Call before Run.
+func (a *Agent) OnOrder(f func(truck.Entry)) {
+	a.mu.Lock()
+	a.listeners = append(a.listeners, f)
+	a.mu.Unlock()
+}
+
+func (a *Agent) orderChanged(e truck.Entry) {
+	a.mu.Lock()
+	ls := slices.Clone(a.listeners)
+	a.mu.Unlock()
+	for _, f := range ls {
+		f(e)
+	}
+}
+
+// Book is the truck's order book.
+func (a *Agent) Book() *truck.Book { return a.client.Book() }
+
+// Store is the truck's store.
+func (a *Agent) Store() *store.Store { return a.store }
+
+// HTTPAddr is the local listener's address ("" when off).
+func (a *Agent) HTTPAddr() string { return a.addr }
+
+// LatestFix returns the newest fix from the receiver, converted for the SDK.
+func (a *Agent) LatestFix() (sdk.Fix, bool) {
+	f := a.latest.Load()
+	if f == nil {
+		return sdk.Fix{}, false
+	}
+	return toSDKFix(*f), true
+}
+
+func (a *Agent) run(ctx context.Context) error {
+	defer a.store.Close()
+	log := a.log
+	id := a.client.Name()
+	log.Info("waybill-agent starting", "version", a.opts.Version, "truck", id, "data_dir", a.cfg.DataDir,
+		"brokers", a.cfg.Broker.URLs, "gps", a.cfg.GPS.Source)
+	if !a.clock.plausible() {
+		log.Warn("system clock is before the build date: using GPS time for certificates and messages once a fix arrives",
+			"system_time", a.opts.now())
+	}
+
+	var httpLn net.Listener
+	if a.cfg.HTTP.Listen != "off" {
+		ln, err := net.Listen("tcp", a.cfg.HTTP.Listen)
+		if err != nil {
+			return fmt.Errorf("http.listen %s: %w (another program on that port? change http.listen)", a.cfg.HTTP.Listen, err)
+		}
+		httpLn, a.addr = ln, ln.Addr().String()
+		a.http = &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}
+	}
+
+	// Start back to front: the client (uploader) first, the GPS source last; stop front to back.
+	clientCtx, stopClient := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopClient()
+	var wg sync.WaitGroup
+	failed := make(chan error, 4)
+	goRun := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, http.ErrServerClosed) {
+				log.Error(name+" stopped", "err", err)
+				select {
+				case failed <- fmt.Errorf("%s: %w", name, err):
+				default:
+				}
+			}
+		}()
+	}
+	goRun("connection", func() error { return a.client.Run(clientCtx) })
+	if a.http != nil {
+		goRun("http", func() error { return a.http.Serve(httpLn) })
+		log.Info("local HTTP listener", "addr", a.addr)
+	}
+	gpsCtx, stopGPS := context.WithCancel(ctx)
+	defer stopGPS()
+	fixes := make(chan gps.Fix, 16)
+	pipelineDone := make(chan struct{})
+	goRun("gps", func() error { return a.source.Run(gpsCtx, fixes) })
+	go func() {
+		defer close(pipelineDone)
+		a.runFixes(fixes)
+	}()
+
+	_ = sdNotify("READY=1")
+	if a.opts.Ready != nil {
+		a.opts.Ready(a)
+	}
+	var runErr error
+	wd := watchdogInterval()
+	var tick <-chan time.Time
+	if wd > 0 {
+		t := time.NewTicker(wd)
+		defer t.Stop()
+		tick = t.C
+	}
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case runErr = <-failed:
+			break wait
+		case <-tick:
+			_ = sdNotify("WATCHDOG=1")
+		}
+	}
+
+	// Stop: GPS first; the pipeline commits what it holds; then the connection; then HTTP; the store last.
+	_ = sdNotify("STOPPING=1")
+	log.Info("stopping", "reason", stopReason(ctx, runErr))
+	deadline := time.NewTimer(StopTimeout)
+	defer deadline.Stop()
+	stopGPS()
+	select {
+	case <-pipelineDone:
+	case <-deadline.C:
+		log.Error("GPS pipeline did not stop in time")
+	}
+	stopClient()
+	if a.http != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = a.http.Shutdown(sctx)
+		cancel()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-deadline.C:
+		log.Error("components did not stop in time; closing the store anyway")
+	}
+	log.Info("stopped")
+	return runErr
+}
+
+func stopReason(ctx context.Context, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	if ctx.Err() != nil {
+		return "signal"
+	}
+	return "done"
+}
+
+func (o Options) now() time.Time {
+	if o.Now != nil {
+		return o.Now()
+	}
+	return time.Now()
+}
+
+// runFixes takes every fix from the source: it keeps the latest (driver page, status, clock), checks order
+// arrival, and passes the fixes the reporting filter wants to the store in groups (Store.FixBatch or
+// Store.FixDelay, whichever comes first). It returns when fixes is closed, after committing what it holds.
+func (a *Agent) runFixes(fixes <-chan gps.Fix) {
+	filter := gps.NewFilter(a.filterConfig())
+	var pending []store.Entry
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	flush := func() {
+		if len(pending) == 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := a.store.Append(ctx, pending...); err != nil {
+			a.fixes.storeErrors.Add(uint64(len(pending)))
+			a.log.Error("store fixes", "fixes", len(pending), "err", err)
+		} else {
+			a.fixes.stored.Add(uint64(len(pending)))
+		}
+		pending = pending[:0]
+		a.fixes.pending.Store(0)
+		timer.Stop()
+	}
+	defer flush()
+	for {
+		select {
+		case f, ok := <-fixes:
+			if !ok {
+				return
+			}
+			a.fixes.seen.Add(1)
+			fix := f
+			a.latest.Store(&fix)
+			a.clock.observe(f.Time)
+			sf := toSDKFix(f)
+			if len(a.activeOrders()) > 0 {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				if _, err := a.client.Book().CheckArrival(ctx, sf); err != nil {
+					a.log.Error("check arrival", "err", err)
+				}
+				cancel()
+			}
+			report, why := filter.Next(f)
+			if !report {
+				continue
+			}
+			e, err := truck.EncodeFix(sf)
+			if err != nil {
+				a.log.Warn("fix cannot be encoded; skipped", "reason", why, "err", err)
+				continue
+			}
+			a.fixes.reported.Add(1)
+			if len(pending) == 0 {
+				timer.Reset(a.cfg.Store.FixDelay)
+			}
+			pending = append(pending, e)
+			a.fixes.pending.Store(uint64(len(pending)))
+			if len(pending) >= a.cfg.Store.FixBatch {
+				flush()
+			}
+		case <-timer.C:
+			flush()
+		}
+	}
+}
+
+func (a *Agent) activeOrders() []truck.Entry {
+	entries, err := a.client.Book().Orders()
+	if err != nil {
+		return nil
+	}
+	var out []truck.Entry
+	for _, e := range entries {
+		if e.State == truck.StateActive {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (a *Agent) filterConfig() gps.FilterConfig {
+	f := a.cfg.GPS.Filter
+	return gps.FilterConfig{Period: f.Period, StoppedPeriod: f.StoppedPeriod, MinInterval: f.MinInterval,
+		MinDistance: f.MinDistance, MinHeading: f.MinHeading, MinSpeedChange: f.MinSpeedChange, MaxHDOP: f.MaxHDOP}
+}
+
+// toSDKFix converts a receiver's fix to the SDK's: NaN (absent) becomes an unset Has bit.
+func toSDKFix(f gps.Fix) sdk.Fix {
+	s := sdk.Fix{Time: f.Time.UTC(), Lat: f.Lat, Lon: f.Lon, Mode: uint8(f.Mode)}
+	if !math.IsNaN(f.Alt) {
+		s.Alt, s.Has = f.Alt, s.Has|sdk.FixAlt
+	}
+	if !math.IsNaN(f.Speed) {
+		s.Speed, s.Has = f.Speed, s.Has|sdk.FixSpeed
+	}
+	if !math.IsNaN(f.Course) {
+		s.Course, s.Has = math.Mod(f.Course, 360), s.Has|sdk.FixCourse
+	}
+	if f.Sats > 0 {
+		s.Sats, s.Has = f.Sats, s.Has|sdk.FixSats
+	}
+	if !math.IsNaN(f.HDOP) {
+		s.HDOP, s.Has = f.HDOP, s.Has|sdk.FixHDOP
+	}
+	return s
+}

@@ -1,0 +1,274 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/waybill-iot/waybill/gps"
+	"github.com/waybill-iot/waybill/sdk/pki"
+	"github.com/waybill-iot/waybill/store"
+)
+
+// Severity of a check result.
+type Severity string
+
+const (
+	OK   Severity = "ok"
+	Warn Severity = "warn"
+	Fail Severity = "FAIL"
+)
+
+// CheckResult is one line of `waybill-agent check`.
+type CheckResult struct {
+	Name     string
+	Severity Severity
+	Detail   string
+	Fix      string // what to do, when not OK
+}
+
+// CheckOptions selects the checks.
+type CheckOptions struct {
+	Offline     bool             // skip the broker and the GPS receiver
+	GPSTimeout  time.Duration    // how long to wait for valid sentences; zero: 5 s
+	Now         func() time.Time // nil: time.Now
+	BrokerProbe time.Duration    // TLS handshake timeout; zero: 10 s
+}
+
+// Check validates the configuration and its environment: files, key permissions, certificate and CRL
+// dates, the data directory and store, and (unless offline) a mutual-TLS handshake with each broker and
+// valid sentences from the GPS receiver. It never connects over MQTT, so running it beside a running agent
+// does not take over the agent's session.
+func Check(ctx context.Context, cfg Config, o CheckOptions) []CheckResult {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.GPSTimeout <= 0 {
+		o.GPSTimeout = 5 * time.Second
+	}
+	if o.BrokerProbe <= 0 {
+		o.BrokerProbe = 10 * time.Second
+	}
+	now := o.Now()
+	var out []CheckResult
+	add := func(name string, sev Severity, detail, fix string) {
+		out = append(out, CheckResult{name, sev, detail, fix})
+	}
+
+	// Identity.
+	keyErr := pki.CheckKeyFile(cfg.Identity.Key)
+	if keyErr != nil {
+		add("truck key", Fail, keyErr.Error(), "")
+	} else {
+		add("truck key", OK, cfg.Identity.Key+" (owner-only)", "")
+	}
+	roots, caErr := pki.LoadCertPool(cfg.Identity.CA)
+	if caErr != nil {
+		add("fleet CA", Fail, caErr.Error(), "copy ca.crt from the fleet PKI (waybill pki init) to "+cfg.Identity.CA)
+	} else {
+		add("fleet CA", OK, cfg.Identity.CA, "")
+	}
+	var pair tls.Certificate
+	cert, certErr := pki.LoadCertificate(cfg.Identity.Cert)
+	switch {
+	case certErr != nil:
+		add("truck certificate", Fail, certErr.Error(), "issue one: waybill pki issue --role truck NAME")
+	default:
+		id, err := pki.IdentityOf(cert)
+		days := int(cert.NotAfter.Sub(now).Hours() / 24)
+		switch {
+		case err != nil:
+			add("truck certificate", Fail, err.Error(), "issue a truck certificate from the fleet PKI")
+		case id.Role != pki.RoleTruck:
+			add("truck certificate", Fail, fmt.Sprintf("%s is a %s certificate", id.Name, id.Role), "use a truck certificate")
+		case now.After(cert.NotAfter):
+			add("truck certificate", Fail, fmt.Sprintf("%s expired on %s", id.Name, cert.NotAfter.Format(time.DateOnly)),
+				"renew: waybill pki issue --role truck "+id.Name+", then put the new files in place (no restart needed)")
+		case now.Before(cert.NotBefore):
+			add("truck certificate", Fail, fmt.Sprintf("%s is valid only from %s (is the clock right?)", id.Name, cert.NotBefore),
+				"check the system clock, or wait for a GPS fix: the agent uses GPS time when the clock is implausible")
+		case days < 30:
+			add("truck certificate", Warn, fmt.Sprintf("%s expires in %d days", id.Name, days), "renew it soon: waybill pki issue --role truck "+id.Name)
+		default:
+			add("truck certificate", OK, fmt.Sprintf("%s, %d days left", id.Name, days), "")
+		}
+		if caErr == nil {
+			if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now,
+				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil && !now.After(cert.NotAfter) {
+				add("certificate chain", Fail, err.Error(), "the certificate and the CA file come from different fleets")
+			}
+		}
+		if keyErr == nil {
+			if pair, err = pki.LoadKeyPair(cfg.Identity.Cert, cfg.Identity.Key); err != nil {
+				add("key matches certificate", Fail, err.Error(), "install the key that belongs to this certificate")
+			}
+		}
+	}
+	if cfg.Identity.CRL != "" {
+		if err := pki.CheckCRLFile(cfg.Identity.CRL, now, 0); err != nil {
+			sev := Warn
+			if errors.Is(err, pki.ErrCRLStale) {
+				sev = Fail
+			}
+			add("CRL", sev, err.Error(), "on the PKI host: waybill pki crl, then copy crl.pem to the broker and the truck")
+		} else {
+			add("CRL", OK, cfg.Identity.CRL, "")
+		}
+	}
+
+	// Data directory and store.
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		add("data directory", Fail, err.Error(), "create "+cfg.DataDir+" writable by the agent's user")
+	} else if f, err := os.CreateTemp(cfg.DataDir, ".check-*"); err != nil {
+		add("data directory", Fail, err.Error(), "make "+cfg.DataDir+" writable by the agent's user")
+	} else {
+		f.Close()
+		os.Remove(f.Name())
+		free := diskFree(cfg.DataDir)
+		if free < uint64(cfg.Store.MaxMB)<<20 {
+			add("data directory", Warn, fmt.Sprintf("%s: %d MiB free, store may grow to about %d MiB", cfg.DataDir, free>>20, 2*cfg.Store.MaxMB),
+				"free space or lower store.max_mb")
+		} else {
+			add("data directory", OK, fmt.Sprintf("%s: %d MiB free", cfg.DataDir, free>>20), "")
+		}
+		st, err := store.Open(filepath.Join(cfg.DataDir, "queue.db"), store.Options{LockTimeout: 500 * time.Millisecond})
+		switch {
+		case errors.Is(err, store.ErrLocked):
+			add("store", OK, "in use by the running agent", "")
+		case err != nil:
+			add("store", Fail, err.Error(), "")
+		default:
+			s := st.Stats()
+			st.Close()
+			add("store", OK, fmt.Sprintf("%d critical and %d normal records queued", s.Critical.Records, s.Normal.Records), "")
+		}
+	}
+
+	if o.Offline {
+		return out
+	}
+	// Brokers: a mutual-TLS handshake and one read, which surfaces a TLS 1.3 client-certificate refusal.
+	for _, raw := range cfg.Broker.URLs {
+		out = append(out, probeBroker(ctx, strings.TrimSpace(raw), roots, pair, now, o.BrokerProbe))
+	}
+	// GPS.
+	out = append(out, probeGPS(ctx, cfg.GPS, o.GPSTimeout))
+	return out
+}
+
+func probeBroker(ctx context.Context, raw string, roots *x509.CertPool, pair tls.Certificate, now time.Time, timeout time.Duration) CheckResult {
+	name := "broker " + raw
+	u, err := url.Parse(raw)
+	if err != nil {
+		return CheckResult{name, Fail, err.Error(), "fix broker.urls"}
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "8883")
+	}
+	if u.Scheme == "mqtt" || u.Scheme == "tcp" {
+		return CheckResult{name, Warn, "plaintext (development only): not probed", ""}
+	}
+	if roots == nil || pair.Certificate == nil {
+		return CheckResult{name, Fail, "not probed: the certificate, key or CA is unusable (see above)", ""}
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	d := tls.Dialer{Config: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}, ServerName: u.Hostname(),
+		MinVersion: tls.VersionTLS12, Time: func() time.Time { return now }}}
+	conn, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return CheckResult{name, Fail, err.Error(), brokerFix(err)}
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+	_, err = conn.Read(make([]byte, 1))
+	var ne net.Error
+	if err != nil && !(errors.As(err, &ne) && ne.Timeout()) && !errors.Is(err, io.EOF) {
+		return CheckResult{name, Fail, "broker refused the truck certificate: " + err.Error(), brokerFix(err)}
+	}
+	return CheckResult{name, OK, "mutual TLS accepted", ""}
+}
+
+func brokerFix(err error) string {
+	s := err.Error()
+	switch {
+	case strings.Contains(s, "revoked"):
+		return "this truck's certificate is revoked: issue a new one"
+	case strings.Contains(s, "expired"):
+		return "a certificate or the broker's CRL expired: renew it (waybill pki issue / waybill pki crl)"
+	case strings.Contains(s, "unknown authority"), strings.Contains(s, "unknown certificate authority"):
+		return "the broker and the truck trust different CAs: install the fleet's ca.crt on both"
+	case strings.Contains(s, "connection refused"), strings.Contains(s, "no such host"), strings.Contains(s, "timeout"):
+		return "is the broker running, the address right, and the network up?"
+	}
+	return "see the broker's log"
+}
+
+func probeGPS(ctx context.Context, c GPSConfig, timeout time.Duration) CheckResult {
+	name := "gps (" + c.Source + ")"
+	switch c.Source {
+	case "replay":
+		if _, err := os.Stat(c.ReplayFile); err != nil {
+			return CheckResult{name, Fail, err.Error(), "fix gps.replay_file"}
+		}
+		return CheckResult{name, OK, c.ReplayFile, ""}
+	case "serial":
+		if _, err := os.Stat(c.Device); err != nil {
+			return CheckResult{name, Fail, err.Error(), "is the receiver plugged in? check gps.device (ls /dev/serial/by-id/)"}
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	src := newSource(c, nil)
+	fixes := make(chan gps.Fix, 4)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = src.Run(ctx, fixes)
+	}()
+	var got *gps.Fix
+	for f := range fixes {
+		got = &f
+		cancel()
+	}
+	<-done
+	h := src.Health()
+	switch {
+	case got != nil:
+		return CheckResult{name, OK, fmt.Sprintf("fix at %.5f,%.5f (%d sats)", got.Lat, got.Lon, got.Sats), ""}
+	case h.Stats.Sentences > 0:
+		return CheckResult{name, Warn, fmt.Sprintf("%d valid sentences but no fix yet (receiver without sky view?)", h.Stats.Sentences),
+			"give the antenna a view of the sky"}
+	default:
+		detail := "no valid NMEA sentences within " + timeout.String()
+		if h.LastError != "" {
+			detail += ": " + h.LastError
+		}
+		return CheckResult{name, Fail, detail, "check gps.device and gps.baud (auto tries 4800-115200), and the wiring"}
+	}
+}
+
+// FormatCheck writes the report, one line per check with the fix under it, and reports whether all passed.
+func FormatCheck(w io.Writer, results []CheckResult) bool {
+	ok := true
+	for _, r := range results {
+		fmt.Fprintf(w, "%-5s %-28s %s\n", r.Severity, r.Name, r.Detail)
+		if r.Fix != "" && r.Severity != OK {
+			fmt.Fprintf(w, "      %-28s fix: %s\n", "", r.Fix)
+		}
+		if r.Severity == Fail {
+			ok = false
+		}
+	}
+	return ok
+}

@@ -1,0 +1,369 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/waybill-iot/waybill/boards"
+)
+
+// Config is the agent's configuration: one TOML file, with environment overrides for secrets and paths
+// (see Env). Every field documents its zero value; Defaults fills them.
+type Config struct {
+	// Board names a profile in boards/ whose facts (serial device, baud, GPIO lines, data directory) fill
+	// the fields left empty. "" means none.
+	Board string `toml:"board"`
+	// DataDir holds the store (queue.db). Zero: the board's, else /var/lib/waybill. Env WAYBILL_DATA_DIR.
+	DataDir string `toml:"data_dir"`
+
+	Identity IdentityConfig `toml:"identity"`
+	Broker   BrokerConfig   `toml:"broker"`
+	GPS      GPSConfig      `toml:"gps"`
+	Store    StoreConfig    `toml:"store"`
+	HTTP     HTTPConfig     `toml:"http"`
+	Button   ButtonConfig   `toml:"button"`
+	Status   StatusConfig   `toml:"status"`
+	Log      LogConfig      `toml:"log"`
+}
+
+// IdentityConfig names the truck's certificate files. The truck's name is the certificate's CN.
+type IdentityConfig struct {
+	Cert string `toml:"cert"` // required; env WAYBILL_CERT_FILE
+	Key  string `toml:"key"`  // required, mode 0600 or stricter; env WAYBILL_KEY_FILE
+	CA   string `toml:"ca"`   // the fleet CA; required; env WAYBILL_CA_FILE
+	CRL  string `toml:"crl"`  // the fleet CRL, optional; env WAYBILL_CRL_FILE
+}
+
+// BrokerConfig is the MQTT connection.
+type BrokerConfig struct {
+	URLs []string `toml:"urls"` // tried in order, mqtts://host:port; required; env WAYBILL_BROKERS (comma-separated)
+	// TopicPrefix zero: "fleet".
+	TopicPrefix string `toml:"topic_prefix"`
+	// KeepAlive zero: 60 s (see sdk/transport).
+	KeepAlive time.Duration `toml:"keep_alive"`
+	// AllowPlaintext allows mqtt:// for local development only.
+	AllowPlaintext bool `toml:"allow_plaintext"`
+}
+
+// GPSConfig is the receiver.
+type GPSConfig struct {
+	// Source: "serial" (default), "gpsd" or "replay".
+	Source string `toml:"source"`
+	// Device is the serial port. Zero: the board's. Env WAYBILL_GPS_DEVICE.
+	Device string `toml:"device"`
+	// Baud: "auto" (default: try 4800, 9600, 38400, 115200) or a rate.
+	Baud string `toml:"baud"`
+	// GPSDAddr zero: localhost:2947.
+	GPSDAddr string `toml:"gpsd_addr"`
+	// ReplayFile is a capture for Source "replay"; ReplaySpeed 1 = real time (default), 0 = as fast as possible.
+	ReplayFile  string  `toml:"replay_file"`
+	ReplaySpeed float64 `toml:"replay_speed"`
+	// RolloverFloor corrects receivers with the GPS week-rollover bug: dates before it are moved forward by
+	// 1024 weeks. Zero: gps.DefaultRolloverFloor.
+	RolloverFloor time.Time `toml:"rollover_floor"`
+	// Filter overrides the reporting filter's thresholds; zero fields keep gps's documented defaults.
+	Filter FilterConfig `toml:"filter"`
+}
+
+// FilterConfig mirrors gps.FilterConfig's thresholds.
+type FilterConfig struct {
+	Period         time.Duration `toml:"period"`
+	StoppedPeriod  time.Duration `toml:"stopped_period"`
+	MinInterval    time.Duration `toml:"min_interval"`
+	MinDistance    float64       `toml:"min_distance_m"`
+	MinHeading     float64       `toml:"min_heading_deg"`
+	MinSpeedChange float64       `toml:"min_speed_change_mps"`
+	MaxHDOP        float64       `toml:"max_hdop"`
+}
+
+// StoreConfig is the durable queue.
+type StoreConfig struct {
+	// MaxMB bounds the queued records, in MiB. Zero: 64.
+	MaxMB int `toml:"max_mb"`
+	// FixBatch and FixDelay: reported fixes wait in memory until FixBatch are pending or the oldest has
+	// waited FixDelay, then go to disk in one commit (store/doc.go: 30 fixes per commit write 26x less than a
+	// commit per fix). Delivery events never wait. Zero: 30 and 30 s.
+	FixBatch int           `toml:"fix_batch"`
+	FixDelay time.Duration `toml:"fix_delay"`
+}
+
+// HTTPConfig is the local listener: the driver page, the HTTP hook, /healthz and /metrics.
+type HTTPConfig struct {
+	// Listen zero: 127.0.0.1:8080. "off" disables the listener.
+	Listen string `toml:"listen"`
+	// Token is required by every request when Listen is not a loopback address. Env WAYBILL_HTTP_TOKEN.
+	Token string `toml:"token"`
+}
+
+// ButtonConfig is the driver's hardware button and LED on the GPIO character device.
+type ButtonConfig struct {
+	Chip    string `toml:"chip"`     // e.g. gpiochip0; zero: the board's
+	Line    *int   `toml:"line"`     // nil: the board's; -1: no button
+	LEDChip string `toml:"led_chip"` // zero: Chip
+	LEDLine *int   `toml:"led_line"` // nil: the board's; -1: no LED
+	// LongPress zero: 2 s.
+	LongPress time.Duration `toml:"long_press"`
+}
+
+// StatusConfig is the retained status message.
+type StatusConfig struct {
+	// Interval zero: 5 minutes.
+	Interval time.Duration `toml:"interval"`
+}
+
+// LogConfig is the log output (stderr; journald adds the time).
+type LogConfig struct {
+	Level  string `toml:"level"`  // debug, info (default), warn, error
+	Format string `toml:"format"` // text (default) or json
+}
+
+// ParseConfig reads a TOML configuration. Unknown keys are errors (a typo must not silently do nothing).
+func ParseConfig(r io.Reader) (Config, error) {
+	var c Config
+	md, err := toml.NewDecoder(r).Decode(&c)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	if un := md.Undecoded(); len(un) > 0 {
+		keys := make([]string, len(un))
+		for i, k := range un {
+			keys[i] = k.String()
+		}
+		return Config{}, fmt.Errorf("config: unknown keys: %s (see the example configuration in README.md)",
+			strings.Join(keys, ", "))
+	}
+	return c, nil
+}
+
+// LoadConfig reads the file at path, applies the environment overrides and the defaults, and validates.
+func LoadConfig(path string, env func(string) string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w (pass the file with --config)", err)
+	}
+	defer f.Close()
+	c, err := ParseConfig(f)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	c.Env(env)
+	if err := c.Defaults(); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Env applies the environment overrides: WAYBILL_DATA_DIR, WAYBILL_CERT_FILE, WAYBILL_KEY_FILE,
+// WAYBILL_CA_FILE, WAYBILL_CRL_FILE, WAYBILL_BROKERS, WAYBILL_GPS_DEVICE, WAYBILL_HTTP_TOKEN. env nil means
+// os.Getenv.
+func (c *Config) Env(env func(string) string) {
+	if env == nil {
+		env = os.Getenv
+	}
+	set := func(dst *string, key string) {
+		if v := env(key); v != "" {
+			*dst = v
+		}
+	}
+	set(&c.DataDir, "WAYBILL_DATA_DIR")
+	set(&c.Identity.Cert, "WAYBILL_CERT_FILE")
+	set(&c.Identity.Key, "WAYBILL_KEY_FILE")
+	set(&c.Identity.CA, "WAYBILL_CA_FILE")
+	set(&c.Identity.CRL, "WAYBILL_CRL_FILE")
+	set(&c.GPS.Device, "WAYBILL_GPS_DEVICE")
+	set(&c.HTTP.Token, "WAYBILL_HTTP_TOKEN")
+	if v := env("WAYBILL_BROKERS"); v != "" {
+		c.Broker.URLs = strings.Split(v, ",")
+	}
+}
+
+// Defaults fills zero fields from the board profile and the documented defaults.
+func (c *Config) Defaults() error {
+	if c.Board != "" {
+		p, err := boards.Lookup(c.Board)
+		if err != nil {
+			return err
+		}
+		if c.DataDir == "" {
+			c.DataDir = p.DataDir
+		}
+		if c.GPS.Device == "" {
+			c.GPS.Device = p.SerialDevice
+		}
+		if c.GPS.Baud == "" {
+			c.GPS.Baud = p.Baud
+		}
+		if c.Button.Chip == "" {
+			c.Button.Chip = p.ButtonChip
+		}
+		if c.Button.Line == nil {
+			c.Button.Line = &p.ButtonLine
+		}
+		if c.Button.LEDChip == "" {
+			c.Button.LEDChip = p.LEDChip
+		}
+		if c.Button.LEDLine == nil {
+			c.Button.LEDLine = &p.LEDLine
+		}
+	}
+	none := -1
+	if c.Button.Line == nil {
+		c.Button.Line = &none
+	}
+	if c.Button.LEDLine == nil {
+		c.Button.LEDLine = &none
+	}
+	if c.Button.LEDChip == "" {
+		c.Button.LEDChip = c.Button.Chip
+	}
+	if c.Button.LongPress == 0 {
+		c.Button.LongPress = 2 * time.Second
+	}
+	if c.DataDir == "" {
+		c.DataDir = "/var/lib/waybill"
+	}
+	if c.GPS.Source == "" {
+		c.GPS.Source = "serial"
+	}
+	if c.GPS.Baud == "" {
+		c.GPS.Baud = "auto"
+	}
+	if c.GPS.GPSDAddr == "" {
+		c.GPS.GPSDAddr = "localhost:2947"
+	}
+	if c.GPS.Source == "replay" && c.GPS.ReplaySpeed == 0 {
+		c.GPS.ReplaySpeed = 1
+	}
+	if c.Store.MaxMB == 0 {
+		c.Store.MaxMB = 64
+	}
+	if c.Store.FixBatch == 0 {
+		c.Store.FixBatch = 30
+	}
+	if c.Store.FixDelay == 0 {
+		c.Store.FixDelay = 30 * time.Second
+	}
+	if c.HTTP.Listen == "" {
+		c.HTTP.Listen = "127.0.0.1:8080"
+	}
+	if c.Status.Interval == 0 {
+		c.Status.Interval = 5 * time.Minute
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	return nil
+}
+
+// Validate checks what can be checked without touching files or the network (Check does the rest). It
+// reports every problem at once.
+func (c *Config) Validate() error {
+	var p []string
+	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+	if !filepath.IsAbs(c.DataDir) {
+		add("data_dir %q must be an absolute path", c.DataDir)
+	}
+	for _, f := range []struct{ key, v string }{{"identity.cert", c.Identity.Cert}, {"identity.key", c.Identity.Key},
+		{"identity.ca", c.Identity.CA}} {
+		if f.v == "" {
+			add("%s is required (the file from `waybill pki issue --role truck NAME`)", f.key)
+		}
+	}
+	if len(c.Broker.URLs) == 0 {
+		add("broker.urls is required, e.g. [\"mqtts://mqtt.example.com:8883\"]")
+	}
+	for _, u := range c.Broker.URLs {
+		pu, err := url.Parse(strings.TrimSpace(u))
+		switch {
+		case err != nil || pu.Host == "":
+			add("broker.urls: %q is not a URL like mqtts://host:8883", u)
+		case pu.Scheme == "mqtt" || pu.Scheme == "tcp":
+			if !c.Broker.AllowPlaintext {
+				add("broker.urls: %q is plaintext: trucks talk to the broker over mutual TLS (mqtts://); "+
+					"set broker.allow_plaintext = true only for local development", u)
+			}
+		case pu.Scheme != "mqtts" && pu.Scheme != "ssl" && pu.Scheme != "tls":
+			add("broker.urls: %q has scheme %q, want mqtts", u, pu.Scheme)
+		}
+	}
+	switch c.GPS.Source {
+	case "serial":
+		if c.GPS.Device == "" {
+			add("gps.device is required for the serial source (or set board)")
+		}
+	case "gpsd":
+	case "replay":
+		if c.GPS.ReplayFile == "" {
+			add("gps.replay_file is required for the replay source")
+		}
+		if c.GPS.ReplaySpeed < 0 {
+			add("gps.replay_speed must not be negative")
+		}
+	default:
+		add("gps.source %q: want serial, gpsd or replay", c.GPS.Source)
+	}
+	if c.GPS.Baud != "auto" {
+		if n, err := strconv.Atoi(c.GPS.Baud); err != nil || n <= 0 {
+			add("gps.baud %q: want auto or a rate such as 9600", c.GPS.Baud)
+		}
+	}
+	if c.Store.MaxMB < 1 {
+		add("store.max_mb must be at least 1")
+	}
+	if c.Store.FixBatch < 1 || c.Store.FixBatch > 4096 {
+		add("store.fix_batch must be 1..4096")
+	}
+	if c.Store.FixDelay < 0 || c.Store.FixDelay > 10*time.Minute {
+		add("store.fix_delay must be 0..10m (fixes wait in memory that long; a power cut loses them)")
+	}
+	if c.HTTP.Listen != "off" {
+		host, _, err := net.SplitHostPort(c.HTTP.Listen)
+		if err != nil {
+			add("http.listen %q: want host:port, e.g. 127.0.0.1:8080, or \"off\"", c.HTTP.Listen)
+		} else if !isLoopback(host) && c.HTTP.Token == "" {
+			add("http.listen %q is reachable from the network: set http.token (or WAYBILL_HTTP_TOKEN) so only "+
+				"the cab's devices can act on orders", c.HTTP.Listen)
+		}
+	}
+	if *c.Button.Line >= 0 && c.Button.Chip == "" {
+		add("button.line %d needs button.chip, e.g. gpiochip0", *c.Button.Line)
+	}
+	if *c.Button.LEDLine >= 0 && c.Button.LEDChip == "" {
+		add("button.led_line %d needs button.led_chip", *c.Button.LEDLine)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level %q: want debug, info, warn or error", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		add("log.format %q: want text or json", c.Log.Format)
+	}
+	if len(p) > 0 {
+		return errors.New("config: " + strings.Join(p, "; "))
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,193 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/waybill-iot/waybill/sdk"
+	"github.com/waybill-iot/waybill/sdk/pki"
+)
+
+// handler serves /healthz and /metrics; Mount adds the driver page and hook.
+func (a *Agent) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", a.serveHealthz)
+	mux.HandleFunc("GET /metrics", a.serveMetrics)
+	a.mu.Lock()
+	for pattern, h := range a.mounts {
+		mux.Handle(pattern, h)
+	}
+	a.mu.Unlock()
+	return mux
+}
+
+// Mount adds a handler to the local listener (the driver page and hook at "/"). Call before Run.
+func (a *Agent) Mount(pattern string, h http.Handler) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.mounts == nil {
+		a.mounts = map[string]http.Handler{}
+	}
+	a.mounts[pattern] = h
+}
+
+// Status is the agent's state for /healthz and the driver page's status API.
+type Status struct {
+	Truck     string    `json:"truck"`
+	Version   string    `json:"version"`
+	Time      time.Time `json:"time"`
+	ClockGPS  bool      `json:"clock_from_gps"` // the system clock is implausible: GPS time in use
+	GPS       string    `json:"gps"`            // "ok (fix 2s ago)" or "no GPS since ..."
+	Link      string    `json:"link"`           // "connected to ..." or why not
+	Connected bool      `json:"connected"`
+	Queue     struct {
+		Critical  int64   `json:"critical"`
+		Normal    int64   `json:"normal"`
+		OldestAge float64 `json:"oldest_age_s"`
+		Thinned   uint64  `json:"thinned"`
+		Dropped   uint64  `json:"dropped"`
+	} `json:"queue"`
+	CertDaysLeft int    `json:"cert_days_left"`
+	DiskFree     uint64 `json:"disk_free_bytes"`
+}
+
+// Status reports the agent's state now.
+func (a *Agent) Status() Status {
+	now := a.clock.Now()
+	var s Status
+	s.Truck, s.Version, s.Time, s.ClockGPS = a.client.Name(), a.opts.Version, now, !a.clock.plausible()
+	s.GPS = a.source.Health().Status(a.opts.now(), 10*time.Second)
+	st := a.client.Conn().Current()
+	s.Connected = st.Connected
+	switch {
+	case st.Connected:
+		s.Link = "connected to " + st.Info.Broker
+	case st.Err != nil:
+		s.Link = "offline: " + st.Err.Error()
+	default:
+		s.Link = "connecting"
+	}
+	qs := a.store.Stats()
+	s.Queue.Critical, s.Queue.Normal = qs.Critical.Records, qs.Normal.Records
+	s.Queue.OldestAge = max(qs.Critical.OldestAge(now), qs.Normal.OldestAge(now)).Seconds()
+	s.Queue.Thinned, s.Queue.Dropped = qs.Thinned, qs.Dropped
+	s.CertDaysLeft = a.certDaysLeft(now)
+	s.DiskFree = diskFree(a.cfg.DataDir)
+	return s
+}
+
+// health is the summary in the retained status message.
+func (a *Agent) health() sdk.Health {
+	now := a.clock.Now()
+	h := sdk.Health{Version: a.opts.Version, CertDaysLeft: a.certDaysLeft(now), DiskFree: diskFree(a.cfg.DataDir), Link: "mqtt"}
+	if f := a.latest.Load(); f != nil {
+		h.FixAge, h.Sats = now.Sub(f.Time), f.Sats
+	} else {
+		h.FixAge = -1
+	}
+	qs := a.store.Stats()
+	h.QueueDepth = int(qs.Critical.Records + qs.Normal.Records)
+	h.OldestAge = max(qs.Critical.OldestAge(now), qs.Normal.OldestAge(now))
+	return h
+}
+
+func (a *Agent) certDaysLeft(now time.Time) int {
+	cert, err := pki.LoadCertificate(a.cfg.Identity.Cert)
+	if err != nil {
+		return 0
+	}
+	return int(cert.NotAfter.Sub(now).Hours() / 24)
+}
+
+func diskFree(dir string) uint64 {
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err != nil {
+		return 0
+	}
+	return fs.Bavail * uint64(fs.Bsize)
+}
+
+func (a *Agent) serveHealthz(w http.ResponseWriter, _ *http.Request) {
+	s := a.Status()
+	w.Header().Set("Content-Type", "application/json")
+	if strings.HasPrefix(s.GPS, "no GPS") && !s.Connected {
+		// Both eyes and voice gone: still alive and queueing, but worth a look.
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_ = json.NewEncoder(w).Encode(s)
+}
+
+// serveMetrics writes the Prometheus text format by hand: a dozen gauges and counters do not justify a
+// client library on the truck.
+func (a *Agent) serveMetrics(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	now := a.clock.Now()
+	m := func(name, typ, help string, v float64, labels ...string) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+		if len(labels) > 0 {
+			fmt.Fprintf(w, "%s{%s} %g\n", name, strings.Join(labels, ","), v)
+		} else {
+			fmt.Fprintf(w, "%s %g\n", name, v)
+		}
+	}
+	b2f := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	qs := a.store.Stats()
+	fmt.Fprintf(w, "# HELP waybill_queue_records Records waiting for upload.\n# TYPE waybill_queue_records gauge\n")
+	fmt.Fprintf(w, "waybill_queue_records{lane=\"critical\"} %d\nwaybill_queue_records{lane=\"normal\"} %d\n",
+		qs.Critical.Records, qs.Normal.Records)
+	m("waybill_queue_oldest_age_seconds", "gauge", "Age of the oldest waiting record.",
+		max(qs.Critical.OldestAge(now), qs.Normal.OldestAge(now)).Seconds())
+	m("waybill_queue_bytes", "gauge", "Bytes counted against the store limit.", float64(qs.Bytes))
+	m("waybill_queue_thinned_total", "counter", "Old fixes thinned because the store was full.", float64(qs.Thinned))
+	m("waybill_queue_dropped_total", "counter", "Old fixes dropped because the store was full.", float64(qs.Dropped))
+	m("waybill_queue_quarantined_total", "counter", "Records quarantined (damaged or unsendable).", float64(qs.Quarantined))
+	m("waybill_store_commit_seconds", "gauge", "Mean store commit latency, fsync included.", qs.CommitMean.Seconds())
+	m("waybill_store_file_bytes", "gauge", "Size of the store file.", float64(qs.FileBytes))
+	m("waybill_gps_fixes_total", "counter", "Fixes from the receiver.", float64(a.fixes.seen.Load()))
+	m("waybill_gps_fixes_reported_total", "counter", "Fixes the reporting filter kept.", float64(a.fixes.reported.Load()))
+	m("waybill_gps_fixes_stored_total", "counter", "Fixes committed to the store.", float64(a.fixes.stored.Load()))
+	m("waybill_gps_fixes_store_errors_total", "counter", "Fixes that could not be stored.", float64(a.fixes.storeErrors.Load()))
+	age := -1.0
+	if f := a.latest.Load(); f != nil {
+		age = now.Sub(f.Time).Seconds()
+	}
+	m("waybill_gps_fix_age_seconds", "gauge", "Age of the latest fix; -1 before the first.", age)
+	m("waybill_gps_connected", "gauge", "The receiver is open and read.", b2f(a.source.Health().Connected))
+	st := a.client.Conn().Current()
+	m("waybill_link_up", "gauge", "Connected to a broker.", b2f(st.Connected))
+	ts := a.client.Conn().Stats()
+	m("waybill_link_wire_bytes_written_total", "counter", "Bytes written at the TCP socket.", float64(ts.WireBytesWritten))
+	m("waybill_link_wire_bytes_read_total", "counter", "Bytes read at the TCP socket.", float64(ts.WireBytesRead))
+	m("waybill_link_connects_total", "counter", "Successful connections.", float64(ts.Connects))
+	us := a.client.Uploader().Stats()
+	m("waybill_upload_messages_total", "counter", "Messages acknowledged by the broker.", float64(us.Messages))
+	m("waybill_upload_fixes_total", "counter", "Fixes delivered.", float64(us.Fixes))
+	m("waybill_upload_events_total", "counter", "Delivery events delivered.", float64(us.Events))
+	m("waybill_upload_failures_total", "counter", "Publishes that failed and were retried.", float64(us.Failures))
+	bs := a.client.Book().Stats()
+	m("waybill_orders_applied_total", "counter", "Orders and revisions stored.", float64(bs.Applied))
+	m("waybill_orders_conflicts_total", "counter", "Cancellations of delivered orders.", float64(bs.Conflicts))
+	vs := a.client.Book().VerifierStats()
+	fmt.Fprintf(w, "# HELP waybill_orders_rejected_total Orders refused, by reason.\n# TYPE waybill_orders_rejected_total counter\n")
+	var reasons []string
+	for r, n := range vs.ByReason {
+		reasons = append(reasons, fmt.Sprintf("waybill_orders_rejected_total{reason=%q} %d\n", r.String(), n))
+	}
+	sort.Strings(reasons)
+	for _, l := range reasons {
+		fmt.Fprint(w, l)
+	}
+	m("waybill_cert_days_left", "gauge", "Days until the truck certificate expires.", float64(a.certDaysLeft(now)))
+	m("waybill_disk_free_bytes", "gauge", "Free bytes where the store lives.", float64(diskFree(a.cfg.DataDir)))
+	m("waybill_clock_from_gps", "gauge", "The system clock is implausible and GPS time is used.", b2f(!a.clock.plausible()))
+}
