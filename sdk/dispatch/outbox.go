@@ -349,14 +349,24 @@ func (o *Outbox) Get(ctx context.Context, truck, id string) (Entry, error) {
 func (o *Outbox) List(ctx context.Context) ([]Entry, error) {
 	var out []Entry
 	err := o.with(func(st *store.Store) error {
-		return st.ForEach(ordersBucket, func(_, v []byte) error {
-			e, err := decodeEntry(v)
-			if err != nil {
-				return err
-			}
-			out = append(out, *e)
-			return ctx.Err()
-		})
+		var err error
+		out, err = ListStore(ctx, st)
+		return err
+	})
+	return out, err
+}
+
+// ListStore lists the outbox entries kept in st, oldest created first, without an Outbox (and so without
+// a signing identity): for tools that only read.
+func ListStore(ctx context.Context, st *store.Store) ([]Entry, error) {
+	var out []Entry
+	err := st.ForEach(ordersBucket, func(_, v []byte) error {
+		e, err := decodeEntry(v)
+		if err != nil {
+			return err
+		}
+		out = append(out, *e)
+		return ctx.Err()
 	})
 	sort.SliceStable(out, func(i, j int) bool {
 		if !out[i].Order.Created.Equal(out[j].Order.Created) {
