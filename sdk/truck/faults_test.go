@@ -29,10 +29,11 @@ type faultRun struct {
 
 	// Events appended while the drain runs (critical records queued behind a fix backlog).
 	mu       sync.Mutex
-	midSeqs  map[uint64]int // event seq -> fixes delivered when it was appended
-	midAhead []int          // per mid-drain event: fixes that reached the consumer after its append, before it
-	inFlight []int          // per mid-drain event: normal records handed out when it was appended
-	downErr  error          // why the link went down, when a scenario waits for it
+	lastFix  uint64            // the newest fix's record seq
+	slack    int               // fixes one Peek may take: MaxInFlight x BatchFixes
+	midSeqs  map[uint64]uint64 // event seq -> the lowest fix seq certainly not handed out when it was appended
+	midAhead []int             // per mid-drain event: such fixes that reached the consumer before it
+	downErr  error             // why the link went down, when a scenario waits for it
 }
 
 // progress waits until the consumer has frac of the fixes, or the scenario's deadline.
@@ -98,8 +99,11 @@ func (r *faultRun) appendEvents(n int) {
 		}
 		entries = append(entries, ev)
 	}
-	fixes, _ := r.cons.counts()
-	inFlight := r.st.Stats().Normal.InFlight
+	// Fixes still stored and never handed out are the newest ones: the stored records not in flight, less
+	// those released by a failure (at most one window) and those a Peek racing this append may take (one
+	// more window).
+	ns := r.st.Stats().Normal
+	notTaken := int(ns.Records) - ns.InFlight - 2*r.slack
 	seqs, err := r.st.Append(context.Background(), entries...)
 	if err != nil {
 		r.t.Error(err)
@@ -108,8 +112,7 @@ func (r *faultRun) appendEvents(n int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, s := range seqs {
-		r.midSeqs[s] = fixes
-		r.inFlight = append(r.inFlight, inFlight)
+		r.midSeqs[s] = r.lastFix + 1 - uint64(max(notTaken, 0))
 	}
 }
 
@@ -269,11 +272,18 @@ func runFaultScenario(t *testing.T, sc faultScenario, nFixes, nEvents int) {
 	}
 
 	st := openStore(t)
-	backlog, err := st.Append(ctx, backlogEntries(t, nFixes, nEvents)...)
+	entries := backlogEntries(t, nFixes, nEvents)
+	backlog, err := st.Append(ctx, entries...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	inBacklog := func(seq uint64) bool { return seq >= backlog[0] && seq <= backlog[len(backlog)-1] }
+	var lastFix uint64
+	for i, e := range entries {
+		if e.Lane == store.Normal {
+			lastFix = backlog[i]
+		}
+	}
 
 	proxy, err := faultproxy.Start(faultproxy.Config{Target: b.Addr, Seed: 7})
 	if err != nil {
@@ -300,7 +310,8 @@ func runFaultScenario(t *testing.T, sc faultScenario, nFixes, nEvents int) {
 	}()
 
 	r := &faultRun{t: t, proxy: proxy, link: link, st: st, up: up, cons: cons, nFixes: nFixes,
-		deadline: time.Now().Add(30 * time.Second), midSeqs: map[uint64]int{}}
+		deadline: time.Now().Add(30 * time.Second), midSeqs: map[uint64]uint64{}, lastFix: lastFix,
+		slack: orDefault(sc.inFlight, 16) * orDefault(sc.batch, 10)}
 	if sc.during != nil {
 		sc.during(r)
 	}
@@ -350,30 +361,29 @@ func runFaultScenario(t *testing.T, sc faultScenario, nFixes, nEvents int) {
 	fixOrder, eventOrder := laneOrder(cons.arrivals, false), laneOrder(cons.arrivals, true)
 	lateEvents, fixesAhead := criticalFirst(cons.arrivals, inBacklog)
 	r.mu.Lock()
-	for i, a := range cons.arrivals {
-		if before, ok := r.midSeqs[a.seq]; ok && a.event {
-			fixesBefore := 0
-			for _, b := range cons.arrivals[:i] {
-				if !b.event {
-					fixesBefore++
-				}
-			}
-			r.midAhead = append(r.midAhead, fixesBefore-before)
-		}
-	}
 	// Critical first, as the uploader takes records: an event appended while fixes are queued overtakes every
-	// fix not yet handed out. Only fixes already taken (in flight at the append, or taken by a Peek racing it)
-	// and live fixes sent ahead on a new connection may reach the consumer between its append and its arrival.
-	for i, ahead := range r.midAhead {
-		if bound := r.inFlight[i] + orDefault(sc.inFlight, 16)*orDefault(sc.batch, 10) + int(us.LiveFirst); ahead > bound {
-			t.Errorf("an event appended mid-drain arrived after %d more fixes, more than the %d that could have been taken before it", ahead, bound)
+	// fix not yet handed out at that moment (live fixes, sent alone on a new connection, aside).
+	for i, a := range cons.arrivals {
+		from, ok := r.midSeqs[a.seq]
+		if !ok || !a.event {
+			continue
+		}
+		ahead := 0
+		for _, f := range cons.arrivals[:i] {
+			if !f.event && !f.single && f.seq >= from && f.seq <= r.lastFix {
+				ahead++
+			}
+		}
+		r.midAhead = append(r.midAhead, ahead)
+		if ahead > 0 {
+			t.Errorf("event %d, appended mid-drain, arrived after %d fixes (seq >= %d) that were still queued when it was appended", a.seq, ahead, from)
 		}
 	}
 	t.Logf("in %v: delivered %d fixes and %d events in %d messages; %d duplicates dropped; uploader %+v; link %d connections",
 		elapsed.Round(time.Millisecond), len(cons.fixes), len(cons.events), cons.msgs, cons.dups, us, link.Stats().Connects)
 	t.Logf("order: fixes %v; events %v; backlog events behind a batched fix: %d of %d (%d batched fixes ahead of the last event); "+
-		"mid-drain events: fixes delivered between append and arrival %v (normal records in flight at append: %v)",
-		fixOrder, eventOrder, lateEvents, nEvents, fixesAhead, r.midAhead, r.inFlight)
+		"mid-drain events: queued fixes that overtook them %v (must be 0), fixes taken as queued: seq >= %v of %d",
+		fixOrder, eventOrder, lateEvents, nEvents, fixesAhead, r.midAhead, r.midSeqs, r.lastFix)
 	r.mu.Unlock()
 }
 
