@@ -1,0 +1,358 @@
+package driver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/waybill-iot/waybill/sdk"
+	"github.com/waybill-iot/waybill/sdk/truck"
+)
+
+// OrderView is one order as the hook and the page see it.
+type OrderView struct {
+	ID        string              `json:"id"`
+	Revision  uint32              `json:"revision"`
+	State     truck.State         `json:"state"` // active, delivered, failed, cancelled
+	Recipient string              `json:"recipient"`
+	Address   string              `json:"address"`
+	Notes     string              `json:"notes"`
+	Lat       float64             `json:"lat"`
+	Lon       float64             `json:"lon"`
+	RadiusM   int                 `json:"radius_m"`
+	Expires   time.Time           `json:"expires"`
+	Received  time.Time           `json:"received"` // when the current revision was stored
+	Arrived   bool                `json:"arrived"`  // the truck entered the arrival radius
+	Conflict  bool                `json:"conflict"` // dispatch cancelled it after the driver closed it
+	Problems  int                 `json:"problems"` // problem reports so far
+	Distance  *float64            `json:"distance_m"`
+	Bearing   *float64            `json:"bearing_deg"`
+	Action    *truck.ActionResult `json:"action"` // the driver's final action (delivered, failed), or null
+}
+
+// ordersBody is GET /api/orders and the page's snapshot.
+type ordersBody struct {
+	Position *sdk.Fix   `json:"position"` // null without a fix
+	Orders   []OrderView `json:"orders"`
+}
+
+// actionBody is what an action request may carry.
+type actionBody struct {
+	Reason string `json:"reason"`
+	Via    string `json:"via"`
+}
+
+// ActionResponse is the answer to an action: the proof of delivery queued for it.
+type ActionResponse struct {
+	OrderID string             `json:"order_id"`
+	State   truck.State        `json:"state"` // the order's state after the action
+	Event   truck.ActionResult `json:"event"`
+}
+
+// errorBody is every error answer.
+type errorBody struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"cannot encode the answer","code":"internal"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, errorBody{Error: msg, Code: code})
+}
+
+// view turns an entry into its OrderView, with distance and bearing from fix when there is one.
+func view(e truck.Entry, fix sdk.Fix, hasFix bool) OrderView {
+	o := e.Order
+	v := OrderView{ID: o.ID, Revision: o.Revision, State: e.State, Recipient: o.Recipient, Address: o.Address,
+		Notes: o.Notes, Lat: o.Lat, Lon: o.Lon, RadiusM: o.RadiusM, Expires: o.Expires, Received: e.Received,
+		Arrived: e.Arrived, Conflict: e.Conflict, Problems: e.Problems, Action: e.Action}
+	if hasFix {
+		d := math.Round(truck.Distance(fix.Lat, fix.Lon, o.Lat, o.Lon))
+		b := math.Round(truck.Bearing(fix.Lat, fix.Lon, o.Lat, o.Lon))
+		v.Distance, v.Bearing = &d, &b
+	}
+	return v
+}
+
+// sortViews puts active orders first, nearest first when there is a fix and oldest received first
+// otherwise (the order the button picks from), then closed orders, newest first.
+func sortViews(vs []OrderView) {
+	sort.SliceStable(vs, func(i, j int) bool {
+		a, b := vs[i], vs[j]
+		if (a.State == truck.StateActive) != (b.State == truck.StateActive) {
+			return a.State == truck.StateActive
+		}
+		if a.State != truck.StateActive {
+			return a.Received.After(b.Received)
+		}
+		if a.Distance != nil && b.Distance != nil && *a.Distance != *b.Distance {
+			return *a.Distance < *b.Distance
+		}
+		if !a.Received.Equal(b.Received) {
+			return a.Received.Before(b.Received)
+		}
+		return a.ID < b.ID
+	})
+}
+
+// list returns the orders that keep pass, sorted, with the fix they were measured from.
+func (s *Server) list(keep func(truck.Entry) bool) (ordersBody, error) {
+	entries, err := s.cfg.Orders.Orders()
+	if err != nil {
+		return ordersBody{}, err
+	}
+	fix, ok := s.cfg.Position()
+	body := ordersBody{Orders: []OrderView{}}
+	if ok {
+		body.Position = &fix
+	}
+	for _, e := range entries {
+		if keep(e) {
+			body.Orders = append(body.Orders, view(e, fix, ok))
+		}
+	}
+	sortViews(body.Orders)
+	return body, nil
+}
+
+// recent keeps active orders and those closed within cfg.Recent.
+func (s *Server) recent(e truck.Entry) bool {
+	if e.State == truck.StateActive {
+		return true
+	}
+	changed := e.Received
+	if e.Action != nil && e.Action.Time.After(changed) {
+		changed = e.Action.Time
+	}
+	return s.cfg.Clock().Sub(changed) < s.cfg.Recent
+}
+
+func (s *Server) handleOrders(w http.ResponseWriter, r *http.Request) {
+	if !allow(w, r, http.MethodGet, http.MethodHead) {
+		return
+	}
+	keep := func(truck.Entry) bool { return true }
+	if st := r.URL.Query().Get("state"); st != "" {
+		switch truck.State(st) {
+		case truck.StateActive, truck.StateDelivered, truck.StateFailed, truck.StateCancelled:
+		default:
+			writeError(w, http.StatusBadRequest, "bad_state", fmt.Sprintf("state %q is not one of active, delivered, failed, cancelled", st))
+			return
+		}
+		keep = func(e truck.Entry) bool { return string(e.State) == st }
+	}
+	body, err := s.list(keep)
+	if err != nil {
+		s.internal(w, "list orders", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+func (s *Server) handleOrder(w http.ResponseWriter, r *http.Request) {
+	if !allow(w, r, http.MethodGet, http.MethodHead) {
+		return
+	}
+	id := r.PathValue("id")
+	body, err := s.list(func(e truck.Entry) bool { return e.Order.ID == id })
+	if err != nil {
+		s.internal(w, "list orders", err)
+		return
+	}
+	if len(body.Orders) == 0 {
+		writeError(w, http.StatusNotFound, "unknown_order", fmt.Sprintf("no order %q on this truck", id))
+		return
+	}
+	writeJSON(w, http.StatusOK, body.Orders[0])
+}
+
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	if !allow(w, r, http.MethodGet, http.MethodHead) {
+		return
+	}
+	entries, err := s.cfg.Orders.Orders()
+	if err != nil {
+		s.internal(w, "list orders", err)
+		return
+	}
+	counts := map[truck.State]int{truck.StateActive: 0, truck.StateDelivered: 0, truck.StateFailed: 0, truck.StateCancelled: 0}
+	for _, e := range entries {
+		counts[e.State]++
+	}
+	var st struct {
+		Agent    any                 `json:"agent"`
+		Position *sdk.Fix            `json:"position"`
+		Orders   map[truck.State]int `json:"orders"`
+		Pages    int                 `json:"pages"` // driver pages connected to the event stream
+	}
+	if s.cfg.Status != nil {
+		st.Agent = s.cfg.Status()
+	}
+	if fix, ok := s.cfg.Position(); ok {
+		st.Position = &fix
+	}
+	st.Orders = counts
+	s.mu.Lock()
+	st.Pages = len(s.subs)
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, st)
+}
+
+var actionKinds = map[string]sdk.EventKind{
+	"delivered": sdk.EventDelivered,
+	"failed":    sdk.EventFailed,
+	"problem":   sdk.EventProblem,
+}
+
+func (s *Server) handleAction(w http.ResponseWriter, r *http.Request) {
+	kind, ok := actionKinds[r.PathValue("action")]
+	if !ok {
+		writeError(w, http.StatusNotFound, "unknown_action",
+			fmt.Sprintf("no action %q: use delivered, failed or problem", r.PathValue("action")))
+		return
+	}
+	if !allow(w, r, http.MethodPost) {
+		return
+	}
+	a, status, code, msg := s.parseAction(r, kind)
+	if status != 0 {
+		writeError(w, status, code, msg)
+		return
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if key == "" {
+		status, body := s.act(r.Context(), a)
+		writeRaw(w, status, body)
+		return
+	}
+	if len(key) > 255 || strings.IndexFunc(key, func(c rune) bool { return c < 0x21 || c > 0x7e }) >= 0 {
+		writeError(w, http.StatusBadRequest, "bad_idempotency_key", "Idempotency-Key must be 1 to 255 visible ASCII characters")
+		return
+	}
+	fp := fmt.Sprintf("%s\x00%s\x00%s\x00%d", a.OrderID, kind, a.Reason, a.Via)
+	status, body, err := s.idem.do(r.Context(), key, fp, s.cfg.Clock, func() (int, []byte) { return s.act(r.Context(), a) })
+	switch {
+	case errors.Is(err, errKeyReused):
+		writeError(w, http.StatusUnprocessableEntity, "idempotency_key_reused",
+			"this Idempotency-Key was used for a different request (order, action, reason or via)")
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, "canceled", "request ended while waiting for the same Idempotency-Key: "+err.Error())
+	default:
+		writeRaw(w, status, body)
+	}
+}
+
+func writeRaw(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
+// parseAction reads and checks an action request. A non-zero status is the error to answer.
+func (s *Server) parseAction(r *http.Request, kind sdk.EventKind) (a truck.Action, status int, code, msg string) {
+	if r.ContentLength > s.cfg.MaxBody {
+		return a, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("the body is over %d bytes", s.cfg.MaxBody)
+	}
+	raw, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, s.cfg.MaxBody))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return a, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("the body is over %d bytes", s.cfg.MaxBody)
+	case err != nil:
+		return a, http.StatusBadRequest, "bad_body", "reading the body: " + err.Error()
+	}
+	var b actionBody
+	if len(bytes.TrimSpace(raw)) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&b); err != nil {
+			return a, http.StatusBadRequest, "bad_json", "the body is not a JSON object {\"reason\": \"...\", \"via\": \"http\"|\"screen\"}: " + err.Error()
+		}
+		if dec.More() {
+			return a, http.StatusBadRequest, "bad_json", "the body has data after the JSON object"
+		}
+	}
+	a = truck.Action{OrderID: r.PathValue("id"), Kind: kind, Reason: strings.TrimSpace(b.Reason), Via: sdk.ViaHTTP}
+	switch b.Via {
+	case "", "http":
+	case "screen":
+		a.Via = sdk.ViaScreen
+	default:
+		return a, http.StatusUnprocessableEntity, "bad_via", fmt.Sprintf("via %q is not http or screen", b.Via)
+	}
+	switch {
+	case kind != sdk.EventDelivered && a.Reason == "":
+		return a, http.StatusUnprocessableEntity, "reason_required", fmt.Sprintf("a %s action needs a reason", kind)
+	case len(a.Reason) > s.cfg.MaxReason:
+		return a, http.StatusUnprocessableEntity, "reason_too_long", fmt.Sprintf("the reason is over %d bytes", s.cfg.MaxReason)
+	case !utf8.ValidString(a.Reason):
+		return a, http.StatusUnprocessableEntity, "bad_reason", "the reason is not valid UTF-8"
+	}
+	if fix, ok := s.cfg.Position(); ok {
+		a.Fix = &fix
+	}
+	return a, 0, "", ""
+}
+
+// act records the action and returns the answer. It answers only once Act has returned, so an OK means
+// the proof is on disk. The write is not cut short when the client hangs up.
+func (s *Server) act(ctx context.Context, a truck.Action) (int, []byte) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ActTimeout)
+	defer cancel()
+	res, err := s.cfg.Orders.Act(ctx, a)
+	var status int
+	var body any
+	switch {
+	case err == nil:
+		st := truck.StateActive
+		switch res.Kind {
+		case sdk.EventDelivered:
+			st = truck.StateDelivered
+		case sdk.EventFailed:
+			st = truck.StateFailed
+		}
+		s.cfg.Logger.Info("driver: action recorded", "order", a.OrderID, "kind", res.Kind, "via", res.Via,
+			"seq", res.Seq, "off_site", res.OffSite)
+		status, body = http.StatusOK, ActionResponse{OrderID: a.OrderID, State: st, Event: res}
+	case errors.Is(err, truck.ErrUnknownOrder):
+		status, body = http.StatusNotFound, errorBody{fmt.Sprintf("no order %q on this truck", a.OrderID), "unknown_order"}
+	case errors.Is(err, truck.ErrOrderCancelled):
+		status, body = http.StatusConflict, errorBody{fmt.Sprintf("order %q was cancelled by dispatch", a.OrderID), "order_cancelled"}
+	case errors.Is(err, truck.ErrOrderClosed):
+		status, body = http.StatusConflict, errorBody{strings.TrimPrefix(err.Error(), "truck: "), "order_closed"}
+	case errors.Is(err, context.DeadlineExceeded):
+		s.cfg.Logger.Error("driver: action timed out", "order", a.OrderID, "kind", a.Kind, "err", err)
+		status, body = http.StatusServiceUnavailable, errorBody{"the store did not record the action in time; try again", "store_timeout"}
+	default:
+		s.cfg.Logger.Error("driver: action failed", "order", a.OrderID, "kind", a.Kind, "err", err)
+		status, body = http.StatusInternalServerError, errorBody{"the action was not recorded: " + err.Error(), "internal"}
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		return http.StatusInternalServerError, []byte(`{"error":"cannot encode the answer","code":"internal"}` + "\n")
+	}
+	return status, append(b, '\n')
+}
+
+func (s *Server) internal(w http.ResponseWriter, what string, err error) {
+	s.cfg.Logger.Error("driver: "+what, "err", err)
+	writeError(w, http.StatusInternalServerError, "internal", what+": "+err.Error())
+}

@@ -1,0 +1,94 @@
+// Package driver is the driver's side of the agent's local HTTP listener: the in-cab page that lists the
+// truck's orders and takes the driver's taps, its live event stream, and the JSON hook for integrators.
+//
+// # Basics
+//
+//	srv, err := driver.New(driver.Config{Orders: client.Book(), Position: latestFix, Status: health,
+//		Token: cfg.Token, Logger: log})
+//	// truck.ClientConfig.OnOrder: srv.Notify
+//	mux.Handle("/", srv)                 // next to /healthz and /metrics
+//	httpServer.RegisterOnShutdown(func() { srv.Close() }) // ends the event streams
+//
+// Every acknowledgement goes through the order book's Act, which writes the signed proof of delivery to
+// the store's critical lane (fsync'd) before it returns; the page and the hook answer only after that, so
+// an OK means the proof is on disk. The event carries how it was given (screen for the page, http for the
+// hook) and the latest fix.
+//
+// # The page
+//
+// GET / is one embedded HTML file with its CSS and script inline: no build step and nothing fetched from
+// elsewhere (the cab may be offline). It lists the active orders, nearest first (the order the button acts
+// on is marked Next), with recipient, address, notes, distance and compass bearing from the latest fix,
+// arrival and problem badges, and three large buttons: Delivered (asks to confirm), Failed (asks why) and
+// Problem (asks what). A cancelled order leaves the list with a notice the driver must dismiss.
+//
+// GET /events is a server-sent event stream: "orders" (a snapshot: {"position", "orders"}) on connect,
+// "order" (one OrderView) after each change given to Notify, and "position" (a fix) at most every
+// PositionEvery when the fix changed. The snapshot holds active orders and those closed in the last
+// Config.Recent, so a page that reconnects still sees a cancellation it missed.
+//
+// # The HTTP hook
+//
+// JSON in and out. Errors are {"error": "human text", "code": "machine_code"}.
+//
+//	GET  /api/orders[?state=active|delivered|failed|cancelled]
+//	     200 {"position": fix|null, "orders": [OrderView...]}: the whole order book, active orders first
+//	     (nearest first), then closed ones, newest first. OrderView: id, revision, state, recipient,
+//	     address, notes, lat, lon, radius_m, expires, received, arrived, conflict, problems, distance_m and
+//	     bearing_deg (null without a fix), action (the driver's final action, or null).
+//	GET  /api/orders/{id}
+//	     200 OrderView, or 404 unknown_order.
+//	POST /api/orders/{id}/delivered|failed|problem
+//	     body (optional for delivered): {"reason": "...", "via": "http"|"screen"}; via defaults to http.
+//	     200 {"order_id", "state", "event": {"kind", "reason", "via", "time", "seq", "off_site", "fix"}}
+//	     once the proof is on disk. "seq" is the event's record number in the store; "off_site" says the
+//	     fix was outside the order's arrival radius.
+//	GET  /api/status
+//	     200 {"agent": <the agent's status>, "position": fix|null, "orders": {"active": n, "delivered": n,
+//	     "failed": n, "cancelled": n}, "pages": <connected driver pages>}
+//
+// Idempotency: delivering or failing an order again returns the first event unchanged (same seq, time
+// and via), whoever gave it. A problem may be reported many times, so a repeated problem request is a new
+// report unless it carries an Idempotency-Key header (1-255 visible ASCII characters): a request with a
+// key already used for the same order, action, reason and via gets the first answer again (a request
+// arriving while the first is still running waits for it); the same key with a different request is 422
+// idempotency_key_reused. Keys work for every action, are remembered for IdempotencyTTL (24 h,
+// IdempotencyKeys at most) in memory, and are forgotten when the agent restarts. 5xx answers are not
+// remembered, so a retry with the same key tries again. The page sends a key with every tap.
+//
+// Errors:
+//
+//	400 bad_json            the body is not one JSON object with only "reason" and "via"
+//	400 bad_idempotency_key
+//	400 bad_state           ?state= is not a state
+//	401 unauthorized        a token is configured and the request has none or a wrong one (WWW-Authenticate: Bearer)
+//	403 host_not_allowed    no token is configured and Host is not a loopback name or address
+//	403 cross_origin        a browser request from another site (net/http.CrossOriginProtection)
+//	404 unknown_order, unknown_action, not_found
+//	405 method_not_allowed  with an Allow header
+//	409 order_cancelled     dispatch cancelled the order
+//	409 order_closed        the order was already closed with the other action (failed vs delivered)
+//	413 body_too_large      over MaxBody (16 KiB)
+//	422 reason_required     failed and problem need a reason
+//	422 reason_too_long     over MaxReason (500 bytes); 422 bad_via; 422 idempotency_key_reused
+//	500 internal            the store failed: the action was not recorded
+//	503 store_timeout       the store did not record it within ActTimeout; 503 shutting_down (events)
+//
+// # Token
+//
+// With Config.Token set, every request needs it: "Authorization: Bearer <token>", or the cookie a browser
+// gets by opening any address once with ?token=<token> (HttpOnly, SameSite=Strict; the page redirects to
+// itself without the token so it leaves the address bar). Without a token, only requests naming a loopback
+// host are answered: the agent requires a token whenever it listens beyond loopback.
+//
+// # Caveats
+//
+//   - Close must run before http.Server.Shutdown (RegisterOnShutdown), or Shutdown waits for the open
+//     event streams until its context ends.
+//   - Idempotency keys live in memory: after a restart a repeated problem request with the same key is
+//     recorded again. Delivered and failed stay idempotent through the order book.
+//   - Unsafe methods from a browser on another site are refused (403), but the listener is plain HTTP: on
+//     the cab's network the token travels in clear text. Keep it on a network only the cab uses.
+//   - Notify must not be called before New returned: wire OnOrder to a variable set before the truck
+//     client runs.
+package driver
