@@ -35,6 +35,7 @@ const (
 type dispatchFlags struct {
 	data, pkiDir, name, cert, key, ca, crl, broker, prefix string
 	verbose                                                bool
+	onlineGrace                                            time.Duration
 }
 
 func (d *dispatchFlags) register(fs *flag.FlagSet) {
@@ -51,6 +52,7 @@ func (d *dispatchFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.crl, "crl", "", "fleet CRL (PEM or DER), optional (default with --pki: its crl.pem)")
 	fs.StringVar(&d.broker, "broker", os.Getenv("WAYBILL_BROKER"), "broker URL(s), comma-separated, e.g. mqtts://mqtt.example.com:8883 (default $WAYBILL_BROKER)")
 	fs.StringVar(&d.prefix, "prefix", sdk.DefaultPrefix, "topic prefix")
+	fs.DurationVar(&d.onlineGrace, "online-grace", dispatch.DefaultOnlineGrace, "when a truck comes online, send its unconfirmed orders again after this long (the broker's queue goes first)")
 	fs.BoolVar(&d.verbose, "v", false, "log connection and sending details to standard error")
 }
 
@@ -149,8 +151,17 @@ func (d *dispatchFlags) outbox(id *identity, log *slog.Logger) (*dispatch.Outbox
 	}
 	return dispatch.NewOutbox(dispatch.OutboxConfig{
 		Path: filepath.Join(d.data, outboxFile), StoreOptions: store.Options{LockTimeout: 10 * time.Second, Logger: log},
-		Certificate: id.cert, Key: id.key, Topics: id.topics, Logger: log,
+		Certificate: id.cert, Key: id.key, Topics: id.topics, Logger: log, OnlineGrace: onlineGrace(d.onlineGrace),
 	})
+}
+
+// onlineGrace maps the flag to OutboxConfig.OnlineGrace, where zero means the default: 0 on the command line
+// means at once.
+func onlineGrace(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }
 
 // client builds the connection of the process that holds the sender lock. Its session is not kept by the

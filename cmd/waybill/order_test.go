@@ -1,0 +1,236 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/waybill-iot/waybill/sdk"
+	"github.com/waybill-iot/waybill/sdk/pki"
+	"github.com/waybill-iot/waybill/sdk/sdktest"
+	"github.com/waybill-iot/waybill/sdk/transport"
+)
+
+// syncBuf is a bytes.Buffer safe for a command writing while the test reads.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// testTruck is a minimal truck for command tests: it verifies orders and answers each new revision with a
+// signed received event, publishes its online status, and can publish telemetry. Only sdk and transport.
+type testTruck struct {
+	conn   *transport.Conn
+	signer *sdk.Signer
+	topics sdk.Topics
+	events chan *sdk.Event
+	mu     sync.Mutex
+	seen   map[string]uint32
+	seq    uint64
+}
+
+func startTestTruck(t *testing.T, b *sdktest.Broker, cl sdktest.Client) *testTruck {
+	t.Helper()
+	cert, _ := pki.LoadCertificate(cl.CertFile)
+	key, err := pki.LoadPrivateKey(cl.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := sdk.NewSigner(sdk.SignerConfig{Certificate: cert, Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := pki.LoadCertificates(cl.CAFile)
+	v, err := sdk.NewVerifier(sdk.VerifierConfig{CA: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tt := &testTruck{signer: signer, events: make(chan *sdk.Event, 100), seen: map[string]uint32{}}
+	orders, _ := tt.topics.TruckOrdersFilter(cl.Name)
+	status, _ := tt.topics.Status(cl.Name)
+	tt.conn, err = transport.New(transport.Config{
+		Brokers: []string{"mqtts://" + b.Addr}, ClientID: cl.Name, CertFile: cl.CertFile, KeyFile: cl.KeyFile,
+		CAFile: cl.CAFile, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
+		Subscriptions: []transport.Subscription{{Topic: orders, QoS: 1}},
+		OnPublish: func(ctx context.Context, m transport.Message) error {
+			msg, err := v.Verify(ctx, m.Topic, m.Payload)
+			if err != nil && !errors.Is(err, sdk.ReasonDuplicate) {
+				return nil
+			}
+			tt.mu.Lock()
+			defer tt.mu.Unlock()
+			if tt.seen[msg.Order.ID] >= msg.Order.Revision {
+				return nil
+			}
+			tt.seen[msg.Order.ID] = msg.Order.Revision
+			tt.seq++
+			tt.events <- &sdk.Event{Kind: sdk.EventReceived, Epoch: sdk.Epoch{7}, RecordSeq: tt.seq, Time: time.Now(),
+				OrderID: msg.Order.ID, Revision: msg.Order.Revision, OrderHash: msg.BodyHash()}
+			return nil
+		},
+		OnConnect: func(ctx context.Context, _ transport.ConnectInfo) {
+			p, _ := signer.SignStatus(&sdk.Status{State: sdk.StateOnline, Time: time.Now()})
+			_ = tt.conn.Publish(ctx, status, p, transport.PublishOptions{QoS: 1, Retain: true})
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = tt.conn.Run(ctx) }()
+	go func() {
+		defer wg.Done()
+		topic, _ := tt.topics.Events(cl.Name)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-tt.events:
+				p, err := signer.SignEvent(ev)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for ctx.Err() == nil && tt.conn.Publish(ctx, topic, p, transport.PublishOptions{QoS: 1}) != nil {
+					sleep(ctx, 50*time.Millisecond)
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer wcancel()
+	if err := tt.conn.Wait(wctx); err != nil {
+		t.Fatal(err)
+	}
+	return tt
+}
+
+// TestOrderAndWatchCommands runs the commands in-process against real Mosquitto: an order for an offline
+// truck is stored and sent but not confirmed; `watch` shows the truck coming online, sends the order again
+// and shows its received event; `order create` while `watch` runs leaves the sending to watch and reports
+// the confirmation; a forged telemetry message shows up as refused; `order list` shows the states.
+func TestOrderAndWatchCommands(t *testing.T) {
+	b := sdktest.StartMosquitto(t, sdktest.Options{Dispatch: []string{"office"}})
+	b.Truck("truck-1")
+	data := filepath.Join(t.TempDir(), "dispatch")
+	common := []string{"--online-grace", "200ms", "--data", data, "--pki", b.PKI.Dir(), "--broker", "mqtts://" + b.Addr}
+	order := func(args ...string) []string {
+		return append(append([]string{"order", "create", "--lat", "51.5", "--lon", "-0.12", "--truck", "truck-1"}, common...), args...)
+	}
+
+	code, out, errOut := runCmd(t, order("--id", "o-1", "--recipient", "A. Jones", "--wait", "2s")...)
+	if code != 0 || !strings.Contains(out, "not confirmed by truck-1 yet") {
+		t.Fatalf("order for an offline truck: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if code, _, errOut := runCmd(t, order("--id", "o-1", "--recipient", "B. Other")...); code != 1 || !strings.Contains(errOut, "exists") {
+		t.Fatalf("conflicting create: exit %d: %s", code, errOut)
+	}
+	for _, args := range [][]string{
+		{"order", "create", "--id", "x"},
+		{"order", "nope"},
+		append([]string{"order", "create", "--truck", "truck-1", "--id", "a/b", "--lat", "1", "--lon", "1"}, common...),
+		{"watch", "--data", data},
+	} {
+		if code, _, _ := runCmd(t, args...); code == 0 {
+			t.Errorf("%v succeeded", args)
+		}
+	}
+
+	// watch, then the truck comes online.
+	ctx, cancel := context.WithCancel(context.Background())
+	wout, werr := &syncBuf{}, &syncBuf{}
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, streams{strings.NewReader(""), wout, werr}, append([]string{"watch", "--json"}, common...))
+	}()
+	defer func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("watch exit %d: %s", code, werr.String())
+		}
+	}()
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; watch printed:\n%s\n%s", what, wout.String(), werr.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitUntil("watch connected", func() bool { return strings.Contains(wout.String(), `"connected":true`) })
+	tt := startTestTruck(t, b, b.ClientFiles("truck-1"))
+	waitUntil("the truck's status and its receipt of o-1", func() bool {
+		s := wout.String()
+		return strings.Contains(s, `"type":"status"`) && strings.Contains(s, `"order_id":"o-1"`)
+	})
+
+	// An order command while watch runs: watch sends it, the command reports the confirmation.
+	code, out, errOut = runCmd(t, order("--id", "o-2", "--wait", "20s")...)
+	if code != 0 || !strings.Contains(out, "another waybill process") || !strings.Contains(out, "confirmed: truck-1 received revision 1") {
+		t.Fatalf("order while watch runs: exit %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, errOut = runCmd(t, append([]string{"order", "cancel", "--truck", "truck-1", "--id", "o-1", "--reason", "moved"}, common...)...)
+	if code != 0 || !strings.Contains(out, "confirmed: truck-1 received revision 2") {
+		t.Fatalf("cancel: exit %d\n%s\n%s", code, out, errOut)
+	}
+
+	// Telemetry, and a forged copy (one bit flipped).
+	topic, _ := tt.topics.Telemetry("truck-1")
+	p, err := tt.signer.SignTelemetry(&sdk.Telemetry{Epoch: sdk.Epoch{7}, Fixes: []sdk.TelemetryFix{{Seq: 100,
+		Fix: sdk.Fix{Time: time.Now().UTC(), Lat: 51.5, Lon: -0.12, Mode: 3}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := append([]byte(nil), p...)
+	forged[len(forged)-1] ^= 1
+	for _, m := range [][]byte{p, p, forged} {
+		if err := tt.conn.Publish(ctx, topic, m, transport.PublishOptions{QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil("the fix and the refusal", func() bool {
+		s := wout.String()
+		return strings.Contains(s, `"type":"fix"`) && strings.Contains(s, `"reason":"bad_signature"`)
+	})
+	if n := strings.Count(wout.String(), `"type":"fix"`); n != 1 {
+		t.Errorf("the fix was shown %d times", n)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(wout.String()), "\n") {
+		if !json.Valid([]byte(line)) {
+			t.Errorf("watch --json printed a line that is not JSON: %s", line)
+		}
+	}
+
+	code, out, errOut = runCmd(t, "order", "list", "--data", data)
+	if code != 0 || !regexpMatch(`truck-1 +o-1 +2 +cancelled +rev 2`, out) || !regexpMatch(`truck-1 +o-2 +1 +received +rev 1`, out) {
+		t.Fatalf("order list: exit %d\n%s\n%s", code, out, errOut)
+	}
+}
+
+func regexpMatch(pattern, s string) bool {
+	return regexp.MustCompile(pattern).MatchString(s)
+}
