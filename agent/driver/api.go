@@ -41,7 +41,7 @@ type OrderView struct {
 
 // ordersBody is GET /api/orders and the page's snapshot.
 type ordersBody struct {
-	Position *sdk.Fix   `json:"position"` // null without a fix
+	Position *sdk.Fix    `json:"position"` // null without a fix
 	Orders   []OrderView `json:"orders"`
 }
 
