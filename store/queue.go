@@ -232,6 +232,10 @@ func (w *writeTx) ack(seqs []uint64) error {
 // Release returns handed-out records that were not delivered (a failed publish) so that Peek hands them
 // out again, in their original order.
 func (s *Store) Release(seqs ...uint64) {
+	// Serialised with Peek: a Peek that scanned before this rewind would otherwise move the cursor past the
+	// released records when it finishes, and they would not be handed out again until a restart.
+	s.peekMu.Lock()
+	defer s.peekMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, seq := range seqs {

@@ -445,3 +445,54 @@ func TestBadInputIsRefused(t *testing.T) {
 		t.Fatal("empty key accepted")
 	}
 }
+
+// TestReleaseDuringPeekIsNotLost: releases racing with peeks (the uploader's publish goroutines release
+// while its loop peeks) never strand a record: every record is handed out again until acked.
+func TestReleaseDuringPeekIsNotLost(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t, Options{})
+	const n = 2000
+	var entries []Entry
+	for i := range n {
+		entries = append(entries, entry(Normal, fmt.Sprint(i)))
+	}
+	if _, err := s.Append(ctx, entries...); err != nil {
+		t.Fatal(err)
+	}
+	acked := 0
+	var wg sync.WaitGroup
+	release := make(chan []uint64, 64)
+	wg.Add(1)
+	go func() { // releases every other batch, concurrently with the peeks
+		defer wg.Done()
+		for seqs := range release {
+			s.Release(seqs...)
+		}
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; acked < n; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("stranded: %d of %d acked, stats %+v", acked, n, s.Stats().Normal)
+		}
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := s.Wait(wctx)
+		cancel()
+		if err != nil {
+			continue // records still in flight at the releaser
+		}
+		recs, err := s.Peek(ctx, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			release <- seqs(recs)
+			continue
+		}
+		if err := s.Ack(ctx, seqs(recs)...); err != nil {
+			t.Fatal(err)
+		}
+		acked += len(recs)
+	}
+	close(release)
+	wg.Wait()
+}
