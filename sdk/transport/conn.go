@@ -70,6 +70,11 @@ type Conn struct {
 
 	wg sync.WaitGroup // OnConnect goroutines
 
+	// orderMu is held by Submit from its call until its PUBLISH is on the wire, so publishes leave in the
+	// order they were submitted; written is the channel the link closes when that happens.
+	orderMu sync.Mutex
+	written atomic.Pointer[chan struct{}]
+
 	// mu guards the fields below it.
 	mu         sync.Mutex
 	runCtx     context.Context
@@ -427,20 +432,90 @@ func (c *Conn) Stats() Stats {
 // session (ErrSessionLost) or Run ends (ErrClosed). Bound the wait with ctx; a message whose ctx ended after
 // it was sent may still be delivered.
 func (c *Conn) Publish(ctx context.Context, topic string, payload []byte, o PublishOptions) error {
+	p, err := c.Submit(ctx, topic, payload, o)
+	if err != nil {
+		return err
+	}
+	return p.Wait(ctx)
+}
+
+// Pending is a submitted publish waiting for its acknowledgement.
+type Pending struct {
+	done chan struct{}
+	err  error // set before done is closed
+}
+
+// Done is closed when the publish has finished; Err then says how.
+func (p *Pending) Done() <-chan struct{} { return p.done }
+
+// Err is the publish's result once Done is closed: nil after a successful PUBACK, else as for Publish.
+func (p *Pending) Err() error {
+	<-p.done
+	return p.err
+}
+
+// Wait waits for the result, or for ctx.
+func (p *Pending) Wait(ctx context.Context) error {
+	select {
+	case <-p.done:
+		return p.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Submit sends one message and returns once its PUBLISH packet is written to the connection (waiting for a
+// slot in the broker's receive window first), without waiting for the PUBACK: the Pending reports that.
+// Calls are served one at a time, so messages submitted one after the other leave in that order and, on
+// one connection, reach subscribers in that order. ctx bounds the whole publish, acknowledgement included.
+// An error from Submit means nothing was sent (ErrNotConnected, ErrTooLarge, ...).
+func (c *Conn) Submit(ctx context.Context, topic string, payload []byte, o PublishOptions) (*Pending, error) {
 	if topic == "" {
-		return errors.New("transport: publish with an empty topic")
+		return nil, errors.New("transport: publish with an empty topic")
 	}
 	if o.QoS > 2 {
-		return fmt.Errorf("transport: publish QoS %d: want 0, 1 or 2", o.QoS)
+		return nil, fmt.Errorf("transport: publish QoS %d: want 0, 1 or 2", o.QoS)
 	}
 	// A packet over the broker's limit would make it drop the connection, and paho would send the packet
 	// again after every reconnect: refuse it here.
 	if limit := c.maxPacket.Load(); limit > 0 {
 		if size := publishSize(topic, len(payload), o.QoS); size > uint64(limit) {
-			return fmt.Errorf("%w: publish to %q is %d bytes, the broker accepts at most %d", ErrTooLarge, topic,
+			return nil, fmt.Errorf("%w: publish to %q is %d bytes, the broker accepts at most %d", ErrTooLarge, topic,
 				size, limit)
 		}
 	}
+	c.orderMu.Lock()
+	defer c.orderMu.Unlock()
+	written := make(chan struct{})
+	c.written.Store(&written)
+	defer c.written.CompareAndSwap(&written, nil)
+	p := &Pending{done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		p.err = c.publish(ctx, topic, payload, o)
+	}()
+	select {
+	case <-written:
+		return p, nil
+	case <-p.done:
+		if p.err != nil && (errors.Is(p.err, ErrNotConnected) || errors.Is(p.err, ErrClosed)) {
+			return nil, p.err // refused before anything was sent
+		}
+		return p, nil
+	case <-ctx.Done():
+		return p, nil // p reports ctx's error; the message may or may not have been sent
+	}
+}
+
+// publishWritten is the link's signal that a first-time PUBLISH is on the wire.
+func (c *Conn) publishWritten() {
+	if ch := c.written.Swap(nil); ch != nil {
+		close(*ch)
+	}
+}
+
+// publish does the work of one publish: hand it to paho and wait for the acknowledgement.
+func (c *Conn) publish(ctx context.Context, topic string, payload []byte, o PublishOptions) error {
 	c.mu.Lock()
 	cm, sess, closed := c.cm, c.sessCtx, c.closed
 	c.mu.Unlock()

@@ -46,6 +46,7 @@ func (c *Conn) dial(ctx context.Context, b brokerURL) (*link, error) {
 		nc = tc
 	}
 	l := newLink(c.linkParent(), nc, !c.cfg.DisableCoalescing)
+	l.published = c.publishWritten
 	l.info = info
 	c.mu.Lock()
 	c.cur = l

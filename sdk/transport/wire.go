@@ -55,6 +55,9 @@ type link struct {
 	rfr framer
 
 	info ConnectInfo // set by dial before the link is handed to paho; read-only afterwards
+	// published, if set, is called when a first-time PUBLISH packet has been written: Conn.Submit waits for
+	// it to keep publishes in order on the wire. Set by dial before the link is handed to paho.
+	published func()
 
 	ctx    context.Context // ends when the link is closed
 	cancel context.CancelCauseFunc
@@ -99,6 +102,13 @@ func (l *link) Write(p []byte) (int, error) {
 	if !l.coalesce {
 		n, err := l.Conn.Write(p)
 		l.note(err)
+		for rest := p[:n]; len(rest) > 0; {
+			k, end := l.fr.advance(rest)
+			rest = rest[k:]
+			if end {
+				l.packetWritten()
+			}
+		}
 		return n, err
 	}
 	total := len(p)
@@ -114,6 +124,9 @@ func (l *link) Write(p []byte) (int, error) {
 					return total - len(p), err
 				}
 				p = p[n:]
+				if end {
+					l.packetWritten()
+				}
 				continue
 			}
 		}
@@ -123,9 +136,17 @@ func (l *link) Write(p []byte) (int, error) {
 			if err := l.flush(); err != nil {
 				return total - len(p), err
 			}
+			l.packetWritten()
 		}
 	}
 	return total, nil
+}
+
+// packetWritten is called at the end of every packet written.
+func (l *link) packetWritten() {
+	if l.published != nil && l.fr.firstPublish() {
+		l.published()
+	}
 }
 
 func (l *link) flush() error {
@@ -168,6 +189,7 @@ func (l *link) closeWith(reason error) error {
 type framer struct {
 	state     uint8 // 0: expecting the type byte; 1: in the length; 2: in the body
 	typ       byte  // packet type of the current packet
+	flags     byte  // the low four bits of its first byte (for PUBLISH: DUP, QoS, RETAIN)
 	remaining int
 	mul       int
 	lenBytes  int
@@ -176,7 +198,15 @@ type framer struct {
 	wantReason   bool
 }
 
-const packetDisconnect = 14
+const (
+	packetPublish    = 3
+	packetDisconnect = 14
+	publishDUP       = 0x08
+)
+
+// firstPublish reports whether the packet that just ended is a PUBLISH sent for the first time (not a
+// retransmission with DUP set after a reconnect).
+func (f *framer) firstPublish() bool { return f.typ == packetPublish && f.flags&publishDUP == 0 }
 
 // advance consumes p up to and including the end of the current packet. It returns how many bytes it
 // consumed and whether a packet ended there.
@@ -185,7 +215,7 @@ func (f *framer) advance(p []byte) (int, bool) {
 	for i < len(p) {
 		switch f.state {
 		case 0:
-			f.typ = p[i] >> 4
+			f.typ, f.flags = p[i]>>4, p[i]&0x0f
 			i++
 			f.state, f.remaining, f.mul, f.lenBytes = 1, 0, 1, 0
 		case 1:
