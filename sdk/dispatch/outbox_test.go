@@ -18,7 +18,7 @@ import (
 )
 
 // officeIdentity makes a PKI with one dispatch identity, without a broker.
-func officeIdentity(t *testing.T) (sdktest.Client, []byte) { // second result unused
+func officeIdentity(t *testing.T) sdktest.Client {
 	t.Helper()
 	p, err := pki.Init(pki.Config{Dir: filepath.Join(t.TempDir(), "pki")}, pki.CAOptions{Fleet: "test"})
 	if err != nil {
@@ -27,11 +27,11 @@ func officeIdentity(t *testing.T) (sdktest.Client, []byte) { // second result un
 	if _, err := p.Issue(pki.RoleDispatch, "office", pki.IssueOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	return sdktest.Client{Name: "office", CAFile: p.CAPath(), CertFile: p.CertPath("office"), KeyFile: p.KeyPath("office")}, nil
+	return sdktest.Client{Name: "office", CAFile: p.CAPath(), CertFile: p.CertPath("office"), KeyFile: p.KeyPath("office")}
 }
 
 func TestOutboxCreateReviseCancel(t *testing.T) {
-	office, _ := officeIdentity(t)
+	office := officeIdentity(t)
 	ob := newOutbox(t, office, OutboxConfig{})
 	ctx := context.Background()
 	o := testOrder("truck-1", "o-1")
@@ -88,7 +88,7 @@ func event(kind sdk.EventKind, e Entry, at time.Time) *sdk.Event {
 }
 
 func TestOutboxApplyEvents(t *testing.T) {
-	office, _ := officeIdentity(t)
+	office := officeIdentity(t)
 	ob := newOutbox(t, office, OutboxConfig{})
 	ctx := context.Background()
 	e, err := ob.Create(ctx, testOrder("truck-1", "o-1"))
@@ -169,7 +169,7 @@ func (f *failingPublisher) Wait(context.Context) error { return nil }
 // the first runs its re-sender; a failed publish is recorded and retried after RetryDelay, without counting
 // as a send; sequence numbers are reserved in the store and never go back.
 func TestOutboxSharedPathAndFailures(t *testing.T) {
-	office, _ := officeIdentity(t)
+	office := officeIdentity(t)
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	runner := newOutbox(t, office, OutboxConfig{Path: path, Poll: fast, RetryDelay: 100 * time.Millisecond})
 	other := newOutbox(t, office, OutboxConfig{Path: path})
@@ -211,7 +211,7 @@ func TestOutboxSharedPathAndFailures(t *testing.T) {
 }
 
 func TestOutboxExpiresUnconfirmed(t *testing.T) {
-	office, _ := officeIdentity(t)
+	office := officeIdentity(t)
 	now := time.Now()
 	clock := func() time.Time { return now }
 	ob := newOutbox(t, office, OutboxConfig{Clock: clock})
@@ -236,7 +236,7 @@ func TestOutboxExpiresUnconfirmed(t *testing.T) {
 }
 
 func TestBackoff(t *testing.T) {
-	office, _ := officeIdentity(t)
+	office := officeIdentity(t)
 	ob := newOutbox(t, office, OutboxConfig{})
 	for n, want := range map[int]time.Duration{1: 30 * time.Second, 2: time.Minute, 3: 2 * time.Minute, 10: 30 * time.Minute, 100: 30 * time.Minute} {
 		for range 50 {
