@@ -46,7 +46,9 @@
 // # Sharing an outbox between processes
 //
 // With OutboxConfig.Path the store is opened for each operation and closed right after (bbolt locks the
-// file exclusively; others wait up to StoreOptions.LockTimeout), so a command-line tool can create orders
+// file exclusively; others wait up to StoreOptions.LockTimeout; a PATH.lock file is locked around each open,
+// because the store moves a zero-length file aside as damaged and a file another process is just creating is
+// zero-length for a moment), so a command-line tool can create orders
 // while a long-running process sends them: the re-sender looks at the store every Poll (1 s). Run only
 // one re-sender per outbox; the waybill command uses a lock file for that. With OutboxConfig.Store one
 // process owns the outbox.

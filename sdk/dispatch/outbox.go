@@ -178,6 +178,11 @@ func (o *Outbox) with(fn func(st *store.Store) error) error {
 	}
 	o.openMu.Lock()
 	defer o.openMu.Unlock()
+	unlock, err := lockPath(o.cfg.Path+".lock", o.cfg.StoreOptions.LockTimeout)
+	if err != nil {
+		return fmt.Errorf("dispatch: outbox: %w", err)
+	}
+	defer unlock()
 	st, err := store.Open(o.cfg.Path, o.cfg.StoreOptions)
 	if err != nil {
 		return fmt.Errorf("dispatch: outbox: %w", err)
