@@ -297,7 +297,7 @@ func runFaultScenario(t *testing.T, sc faultScenario, nFixes, nEvents int) {
 	lc.BackoffMin, lc.BackoffMax = 50*time.Millisecond, 300*time.Millisecond
 	link := startLink(t, ctx, &wg, proxy.Addr(), truckCl, lc)
 	up, err := NewUploader(UploaderConfig{Store: st, Link: link, Signer: signerFor(t, truckCl, st),
-		BatchFixes: orDefault(sc.batch, 10), MaxInFlight: orDefault(sc.inFlight, 16),
+		BatchFixes: orDefault(sc.batch, 10), BacklogBatchFixes: orDefault(sc.batch, 10), MaxInFlight: orDefault(sc.inFlight, 16),
 		RetryDelay: 100 * time.Millisecond, PublishTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -17,7 +17,7 @@ import (
 
 // Link is what the uploader needs of the connection; *transport.Conn implements it.
 type Link interface {
-	Publish(ctx context.Context, topic string, payload []byte, o transport.PublishOptions) error
+	Submit(ctx context.Context, topic string, payload []byte, o transport.PublishOptions) (*transport.Pending, error)
 	Wait(ctx context.Context) error
 	Current() transport.State
 }
@@ -31,12 +31,17 @@ type UploaderConfig struct {
 	Signer *sdk.Signer  // required: the truck's identity; the topics name Signer.Identity().Name
 	Topics sdk.Topics   // zero: prefix "fleet"
 
-	// BatchFixes is the most fixes per telemetry message. Zero means 60 (a minute at 1 Hz: about 12 bytes a
-	// fix on the wire, against several hundred for one fix per message).
+	// BatchFixes is the most fixes per telemetry message. Zero means 60 (a minute at 1 Hz: about 10 bytes a
+	// fix on the wire, against about 250 for one fix per message).
 	BatchFixes int
-	// MaxInFlight is the most messages waiting for their PUBACK at once. Zero means 64. The transport also
-	// holds publishes beyond the broker's receive maximum; through a 100 ms round trip, throughput is about
-	// MaxInFlight x BatchFixes / 0.1 s fixes per second.
+	// BacklogBatchFixes is the batch size while a backlog drains (more than 4 x BatchFixes fixes queued):
+	// bigger batches need fewer round trips through a small in-flight window. Zero means 240.
+	BacklogBatchFixes int
+	// MaxInFlight is the most messages waiting for their PUBACK at once. Zero means the broker's receive
+	// maximum, at most 128: through a 100 ms round trip throughput is about MaxInFlight x batch / 0.1 s
+	// fixes per second, and receivers remember the ids of the last 128 messages per sender
+	// (sdk.DefaultReplayIDs), so a re-sent duplicate further back than that is refused as a replay rather
+	// than recognised as a duplicate.
 	MaxInFlight int
 	// PublishTimeout bounds the wait for one PUBACK; the records are then released and sent again. Zero
 	// means 2 minutes.
@@ -81,9 +86,10 @@ func NewUploader(cfg UploaderConfig) (*Uploader, error) {
 		cfg.BatchFixes = 60
 	}
 	cfg.BatchFixes = min(cfg.BatchFixes, sdk.MaxTelemetryFixes)
-	if cfg.MaxInFlight <= 0 {
-		cfg.MaxInFlight = 64
+	if cfg.BacklogBatchFixes <= 0 {
+		cfg.BacklogBatchFixes = 240
 	}
+	cfg.BacklogBatchFixes = min(max(cfg.BacklogBatchFixes, cfg.BatchFixes), sdk.MaxTelemetryFixes)
 	if cfg.PublishTimeout <= 0 {
 		cfg.PublishTimeout = 2 * time.Minute
 	}
@@ -119,65 +125,133 @@ type message struct {
 	events  int
 }
 
-// Run drains the store until ctx ends. It returns only after every publish it started has finished.
+// Run drains the store until ctx ends. It submits messages one at a time in store order (so they reach
+// the broker in that order) and settles each when its PUBACK arrives, with up to MaxInFlight waiting at
+// once. It returns only after every publish it started has finished.
 func (u *Uploader) Run(ctx context.Context) error {
-	slots := make(chan struct{}, u.cfg.MaxInFlight)
-	failed := make(chan struct{}, 1)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-
+	win := &window{freed: make(chan struct{}, 1)}
+	failed := make(chan struct{}, 1)
 	var connectedSince time.Time
 	for {
 		if err := u.cfg.Link.Wait(ctx); err != nil {
 			return ctxErr(ctx, err)
 		}
-		if st := u.cfg.Link.Current(); st.Connected && !st.Since.Equal(connectedSince) {
+		st := u.cfg.Link.Current()
+		limit := u.inFlight(st)
+		var msgs []message
+		if st.Connected && !st.Since.Equal(connectedSince) {
 			connectedSince = st.Since
 			// The first telemetry on each connection carries the certificate, so a consumer that has not
 			// seen this truck yet can verify it (later batches carry only the key id).
 			u.certSent.Store(false)
-			if err := u.sendLiveFix(ctx, slots, &wg, failed); err != nil {
+			rec, err := u.cfg.Store.PeekNewest(ctx, store.Normal)
+			if err != nil {
 				return ctxErr(ctx, err)
 			}
+			if rec != nil {
+				// Live position first: the newest fix alone, ahead of the backlog.
+				msgs = u.compose(ctx, []store.Record{*rec}, u.cfg.BatchFixes)
+				u.stats.live.Add(uint64(len(msgs)))
+			}
 		}
-		if err := u.cfg.Store.Wait(ctx); err != nil {
-			return ctxErr(ctx, err)
-		}
-		// Take no more than there are free slots for, so records are not held out of the store needlessly.
-		free := u.cfg.MaxInFlight - len(slots)
-		if free == 0 {
-			if err := acquire(ctx, slots); err != nil {
+		if len(msgs) == 0 {
+			if err := u.cfg.Store.Wait(ctx); err != nil {
 				return ctxErr(ctx, err)
 			}
-			<-slots
-			continue
-		}
-		recs, err := u.cfg.Store.Peek(ctx, free*u.cfg.BatchFixes)
-		if err != nil {
-			return ctxErr(ctx, err)
-		}
-		for _, m := range u.compose(ctx, recs) {
-			if err := acquire(ctx, slots); err != nil {
-				u.cfg.Store.Release(m.seqs...)
+			if err := win.wait(ctx, limit); err != nil { // the window is full: wait for a PUBACK
+				return err
+			}
+			batch := u.cfg.BatchFixes
+			if qs := u.cfg.Store.Stats(); qs.Normal.Records-int64(qs.Normal.InFlight) > int64(4*u.cfg.BatchFixes) {
+				batch = u.cfg.BacklogBatchFixes
+			}
+			recs, err := u.cfg.Store.Peek(ctx, max(limit-win.used(), 1)*batch)
+			if err != nil {
 				return ctxErr(ctx, err)
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-slots }()
-				u.publish(ctx, m, failed)
-			}()
+			if len(recs) == 0 {
+				// Wait said records are available but none could be handed out (all being quarantined):
+				// do not spin.
+				if err := sleep(ctx, 100*time.Millisecond); err != nil {
+					return err
+				}
+				continue
+			}
+			msgs = u.compose(ctx, recs, batch)
+		}
+		for i, m := range msgs {
+			if err := u.submit(ctx, m, win, limit, &wg, failed); err != nil {
+				for _, rest := range msgs[i:] {
+					u.cfg.Store.Release(rest.seqs...)
+				}
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				break // the link went down: release the rest and start over
+			}
 		}
 		select {
 		case <-failed:
 			// Something failed: pause before taking records again (the link is probably down).
-			select {
-			case <-time.After(u.cfg.RetryDelay):
-			case <-ctx.Done():
-				return ctx.Err()
+			if err := sleep(ctx, u.cfg.RetryDelay); err != nil {
+				return err
 			}
 		default:
 		}
+	}
+}
+
+// inFlight is the current in-flight limit: MaxInFlight, or the broker's receive maximum capped at 128.
+func (u *Uploader) inFlight(st transport.State) int {
+	if u.cfg.MaxInFlight > 0 {
+		return u.cfg.MaxInFlight
+	}
+	if rm := int(st.Info.ReceiveMaximum); rm > 0 {
+		return min(rm, 128)
+	}
+	return 20 // Mosquitto's default window
+}
+
+// window counts the messages waiting for their PUBACK.
+type window struct {
+	n     atomic.Int64
+	freed chan struct{} // signalled (non-blocking) whenever a message settles
+}
+
+func (w *window) used() int { return int(w.n.Load()) }
+
+// wait blocks until fewer than limit messages are in flight.
+func (w *window) wait(ctx context.Context, limit int) error {
+	for w.used() >= limit {
+		select {
+		case <-w.freed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func (w *window) take() { w.n.Add(1) }
+
+func (w *window) put() {
+	w.n.Add(-1)
+	select {
+	case w.freed <- struct{}{}:
+	default:
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -188,41 +262,33 @@ func ctxErr(ctx context.Context, err error) error {
 	return err
 }
 
-func acquire(ctx context.Context, slots chan struct{}) error {
-	select {
-	case slots <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// sendLiveFix sends the newest fix alone, ahead of the backlog.
-func (u *Uploader) sendLiveFix(ctx context.Context, slots chan struct{}, wg *sync.WaitGroup, failed chan struct{}) error {
-	rec, err := u.cfg.Store.PeekNewest(ctx, store.Normal)
-	if err != nil || rec == nil {
+// submit puts one message on the wire (in order) and settles it in a goroutine when its PUBACK arrives.
+func (u *Uploader) submit(ctx context.Context, m message, win *window, limit int, wg *sync.WaitGroup, failed chan<- struct{}) error {
+	if err := win.wait(ctx, limit); err != nil {
 		return err
 	}
-	msgs := u.compose(ctx, []store.Record{*rec})
-	for _, m := range msgs {
-		if err := acquire(ctx, slots); err != nil {
-			u.cfg.Store.Release(m.seqs...)
-			return err
-		}
-		u.stats.live.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-slots }()
-			u.publish(ctx, m, failed)
-		}()
+	win.take()
+	pctx, cancel := context.WithTimeout(ctx, u.cfg.PublishTimeout)
+	p, err := u.cfg.Link.Submit(pctx, m.topic, m.payload, transport.PublishOptions{QoS: 1})
+	if err != nil {
+		cancel()
+		win.put()
+		u.settle(ctx, m, err, failed)
+		return err
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer win.put()
+		defer cancel()
+		u.settle(ctx, m, p.Wait(pctx), failed)
+	}()
 	return nil
 }
 
 // compose turns records into signed messages: one per delivery event, telemetry batches of up to
 // BatchFixes fixes. A record that cannot be decoded or signed is quarantined with the reason.
-func (u *Uploader) compose(ctx context.Context, recs []store.Record) []message {
+func (u *Uploader) compose(ctx context.Context, recs []store.Record, batchFixes int) []message {
 	epoch := epochBytes(u.cfg.Store.Epoch())
 	var out []message
 	var batch sdk.Telemetry
@@ -252,7 +318,7 @@ func (u *Uploader) compose(ctx context.Context, recs []store.Record) []message {
 			}
 			batch.Fixes = append(batch.Fixes, sdk.TelemetryFix{Seq: r.Seq, Fix: f})
 			batchSeqs = append(batchSeqs, r.Seq)
-			if len(batch.Fixes) == u.cfg.BatchFixes {
+			if len(batch.Fixes) == batchFixes {
 				flush()
 			}
 		case KindEvent:
@@ -303,11 +369,8 @@ func (u *Uploader) quarantine(ctx context.Context, seq uint64, reason string) {
 	}
 }
 
-// publish sends one message and settles its records: acked after the PUBACK, released on any failure.
-func (u *Uploader) publish(ctx context.Context, m message, failed chan<- struct{}) {
-	pctx, cancel := context.WithTimeout(ctx, u.cfg.PublishTimeout)
-	err := u.cfg.Link.Publish(pctx, m.topic, m.payload, transport.PublishOptions{QoS: 1})
-	cancel()
+// settle acks a message's records after its PUBACK, or releases them after any failure.
+func (u *Uploader) settle(ctx context.Context, m message, err error, failed chan<- struct{}) {
 	if err == nil {
 		// The ack outlives a cancelled ctx: the broker has the message, and a lost ack only means a duplicate.
 		actx, acancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)

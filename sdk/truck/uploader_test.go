@@ -84,7 +84,7 @@ func TestUploaderDeliversEverythingAcrossLinkDrops(t *testing.T) {
 	}
 	defer proxy.Close(context.Background())
 	link := startLink(t, ctx, &wg, proxy.Addr(), truckCl, transport.Config{})
-	up, err := NewUploader(UploaderConfig{Store: st, Link: link, Signer: signerFor(t, truckCl, st), BatchFixes: 10, MaxInFlight: 8,
+	up, err := NewUploader(UploaderConfig{Store: st, Link: link, Signer: signerFor(t, truckCl, st), BatchFixes: 10, BacklogBatchFixes: 10, MaxInFlight: 8,
 		RetryDelay: 100 * time.Millisecond, PublishTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
