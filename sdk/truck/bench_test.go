@@ -46,7 +46,7 @@ func BenchmarkWireBytesPerFix(b *testing.B) {
 			defer cancel()
 			st := openStore(b)
 			link := startLink(b, ctx, &wg, br.Addr, cl, transport.Config{})
-			up, err := NewUploader(UploaderConfig{Store: st, Link: link, Signer: signerFor(b, cl, st), BatchFixes: mode.batch})
+			up, err := NewUploader(UploaderConfig{Store: st, Link: link, Signer: signerFor(b, cl, st), BatchFixes: mode.batch, BacklogBatchFixes: mode.batch})
 			if err != nil {
 				b.Fatal(err)
 			}
