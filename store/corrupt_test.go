@@ -67,6 +67,8 @@ func TestUnopenableFilesAreMovedAsideAndReplaced(t *testing.T) {
 	cases := map[string]func(t *testing.T, path string){
 		"zero length": func(t *testing.T, path string) {
 			os.WriteFile(path, nil, 0o600)
+			old := time.Now().Add(-time.Minute) // not a file another process is creating right now
+			os.Chtimes(path, old, old)
 		},
 		"garbage": func(t *testing.T, path string) {
 			os.WriteFile(path, bytes.Repeat([]byte("not a database "), 2000), 0o600)
@@ -247,5 +249,44 @@ func TestLockedFileTimesOut(t *testing.T) {
 	}
 	if got := asideFiles(t, path); len(got) != 0 {
 		t.Fatalf("a locked file was moved aside: %v", got)
+	}
+}
+
+// TestConcurrentCreatorsShareOneFile: two stores opening the same new path at once (two processes creating
+// it) must not take the other's brand-new, still empty file for damage.
+func TestConcurrentCreatorsShareOneFile(t *testing.T) {
+	for range 20 {
+		path := filepath.Join(t.TempDir(), "queue.db")
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for i := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s, err := Open(path, Options{LockTimeout: 10 * time.Second})
+				if err == nil {
+					_, err = s.Append(context.Background(), entry(Critical, fmt.Sprint(i)))
+					s.Close()
+				}
+				errs[i] = err
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if aside := asideFiles(t, path); len(aside) != 0 {
+			t.Fatalf("a new file was moved aside as damaged: %v", aside)
+		}
+		s, err := Open(path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := s.Stats().Critical.Records; n != 2 {
+			t.Fatalf("%d records, want both creators' records in one file", n)
+		}
+		s.Close()
 	}
 }

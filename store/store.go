@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -108,7 +109,7 @@ func boltOptions(o Options, readOnly bool) *bolt.Options {
 func (s *Store) open() error {
 	st, err := os.Stat(s.path)
 	switch {
-	case err == nil && st.Size() == 0:
+	case err == nil && st.Size() == 0 && !beingCreated(s.path, st):
 		// bbolt would happily initialise a zero-length file; but a file that was a database and is now
 		// empty lost its data (a truncating crash, a failed copy), and that must not pass in silence.
 		if _, err := s.moveAside("the file is empty (zero length)"); err != nil {
@@ -187,6 +188,25 @@ func (s *Store) finishOpen() error {
 		return err
 	}
 	return nil
+}
+
+// beingCreated reports whether a zero-length database file is another process's database in the making:
+// bbolt creates the file, then locks it, then writes its first pages. Such a file is locked, or only just
+// created; it is not damage, and bbolt.Open waits for the lock and finds it initialised.
+func beingCreated(path string, st os.FileInfo) bool {
+	if time.Since(st.ModTime()) < 5*time.Second {
+		return true
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		return true // held by the process creating it
+	}
+	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false
 }
 
 // openBolt calls bolt.Open, turning a panic on a garbage file into an error.
