@@ -12,7 +12,7 @@ TEST_DEPS := mosquitto:mosquitto mosquitto-clients:mosquitto_pub qemu-user-stati
 	gpsd:gpsd gpsd-clients:gpsfake chromium:chromium
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all build test test-native test-arm deps lint vet fmt cross bench demo clean
+.PHONY: all build test test-native test-arm deps lint vet fmt cross bench demo dist clean
 
 all: build
 
@@ -70,3 +70,20 @@ demo:
 
 clean:
 	rm -rf $(DIST)
+
+# A tarball for one board: the agent built for its CPU, a configuration, the service file, an install note.
+# make dist BOARD=rpi4   (boards: ls boards/*/profile.toml)
+dist:
+	@test -n "$(BOARD)" -a -f boards/$(BOARD)/profile.toml || \
+		{ echo "usage: make dist BOARD=name   (one of: $$(ls -d boards/*/ | xargs -n1 basename | tr '\n' ' '))" >&2; exit 2; }
+	@set -e; p=boards/$(BOARD)/profile.toml; \
+	arch=$$(sed -n 's/^goarch *= *"\(.*\)".*/\1/p' $$p); arm=$$(sed -n 's/^goarm *= *\([0-9]\).*/\1/p' $$p); \
+	svc=$$(sed -n 's/^service *= *"\(.*\)".*/\1/p' $$p); out=$(DIST)/waybill-agent-$(BOARD); \
+	rm -rf $$out && mkdir -p $$out; \
+	echo "build waybill-agent for linux/$$arch$${arm:+ GOARM=$$arm} ($(BOARD))"; \
+	CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$out/waybill-agent ./cmd/waybill-agent; \
+	sed 's/"BOARD"/"$(BOARD)"/' boards/agent.example.toml > $$out/agent.toml; \
+	if [ "$$svc" = procd ]; then cp boards/waybill-agent.init $$out/; else cp boards/waybill-agent.service $$out/; fi; \
+	sed "s/BOARD/$(BOARD)/g" boards/INSTALL.md > $$out/INSTALL.md; \
+	tar -C $(DIST) -czf $$out.tar.gz waybill-agent-$(BOARD); \
+	echo "wrote $$out.tar.gz"
