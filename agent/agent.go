@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/waybill-iot/waybill/agent/button"
+	"github.com/waybill-iot/waybill/agent/driver"
 	"github.com/waybill-iot/waybill/gps"
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/pki"
@@ -52,6 +54,10 @@ type Agent struct {
 	source fixSource
 	http   *http.Server
 	addr   string // the HTTP listener's address, once listening
+
+	driver  *driver.Server // nil when the listener is off
+	button  *button.Button // nil without a button
+	closers []func() error // GPIO lines, closed at the end
 
 	latest atomic.Pointer[gps.Fix]
 	fixes  fixCounters
@@ -123,7 +129,51 @@ func newAgent(cfg Config, opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.source = newSource(cfg.GPS, a.log)
+	if cfg.HTTP.Listen != "off" {
+		drv, err := driver.New(driver.Config{Orders: a.client.Book(), Position: a.LatestFix,
+			Status: func() any { return a.Status() }, Token: cfg.HTTP.Token, Logger: a.log})
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		a.driver = drv
+		a.Mount("/", drv)
+		a.OnOrder(drv.Notify)
+	}
+	a.button = a.openButton()
 	return a, nil
+}
+
+// openButton opens the driver's GPIO button and LED. A unit whose GPIO cannot be opened keeps running
+// without them (the page and the HTTP hook still work), and says so.
+func (a *Agent) openButton() *button.Button {
+	c := a.cfg.Button
+	if *c.Line < 0 {
+		return nil
+	}
+	line, err := button.OpenLine(button.GPIOConfig{Chip: c.Chip, Line: *c.Line})
+	if err != nil {
+		a.log.Error("button unavailable; the driver page and HTTP hook still work", "err", err,
+			"fix", "check button.chip and button.line (gpioinfo lists them) and that the agent may open /dev/gpiochip*")
+		return nil
+	}
+	a.closers = append(a.closers, line.Close)
+	bc := button.Config{Line: line, Orders: a.client.Book(), Position: a.LatestFix, LongPress: c.LongPress, Logger: a.log}
+	if *c.LEDLine >= 0 {
+		if led, err := button.OpenLED(button.LEDConfig{Chip: c.LEDChip, Line: *c.LEDLine}); err != nil {
+			a.log.Error("LED unavailable", "err", err)
+		} else {
+			bc.LED = led
+			a.closers = append(a.closers, led.Close)
+		}
+	}
+	b, err := button.New(bc)
+	if err != nil {
+		a.log.Error("button", "err", err)
+		return nil
+	}
+	a.OnOrder(b.Notify)
+	return b
 }
 
 func newSource(c GPSConfig, log *slog.Logger) fixSource {
@@ -174,6 +224,11 @@ func (a *Agent) LatestFix() (sdk.Fix, bool) {
 
 func (a *Agent) run(ctx context.Context) error {
 	defer a.store.Close()
+	defer func() {
+		for _, c := range a.closers {
+			_ = c()
+		}
+	}()
 	log := a.log
 	id := a.client.Name()
 	log.Info("waybill-agent starting", "version", a.opts.Version, "truck", id, "data_dir", a.cfg.DataDir,
@@ -212,6 +267,9 @@ func (a *Agent) run(ctx context.Context) error {
 		}()
 	}
 	goRun("connection", func() error { return a.client.Run(clientCtx) })
+	if a.button != nil {
+		goRun("button", func() error { return a.button.Run(clientCtx) })
+	}
 	if a.http != nil {
 		goRun("http", func() error { return a.http.Serve(httpLn) })
 		log.Info("local HTTP listener", "addr", a.addr)
@@ -262,6 +320,9 @@ wait:
 		log.Error("GPS pipeline did not stop in time")
 	}
 	stopClient()
+	if a.driver != nil {
+		_ = a.driver.Close() // ends the pages' event streams, so Shutdown need not wait for them
+	}
 	if a.http != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = a.http.Shutdown(sctx)

@@ -20,7 +20,6 @@ import (
 	"github.com/waybill-iot/waybill/sdk/pki"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"github.com/waybill-iot/waybill/sdk/transport"
-	"github.com/waybill-iot/waybill/sdk/truck"
 	"go.uber.org/goleak"
 )
 
@@ -189,12 +188,25 @@ func TestAgentEndToEnd(t *testing.T) {
 		es, _ := a.Book().Orders()
 		return len(es) == 1
 	})
-	fix, ok := a.LatestFix()
-	if !ok {
-		t.Fatal("no latest fix")
-	}
-	if _, err := a.Book().Act(ctx, truckAction("o-1", &fix)); err != nil {
+	// The driver's delivery through the HTTP hook on the agent's listener: answered once the proof is on disk.
+	resp, err := http.Post("http://"+a.HTTPAddr()+"/api/orders/o-1/delivered", "application/json", strings.NewReader(`{"via":"http"}`))
+	if err != nil {
 		t.Fatal(err)
+	}
+	var res struct {
+		State string `json:"state"`
+		Event struct {
+			Kind string   `json:"kind"`
+			Fix  *sdk.Fix `json:"fix"`
+		} `json:"event"`
+	}
+	json.NewDecoder(resp.Body).Decode(&res)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || res.State != "delivered" || res.Event.Fix == nil {
+		t.Fatalf("hook answered %d %+v", resp.StatusCode, res)
+	}
+	if page := get(t, "http://"+a.HTTPAddr()+"/"); !strings.Contains(page, "<html") {
+		t.Fatalf("driver page not served: %.200s", page)
 	}
 	waitFor(t, 20*time.Second, "delivered event", func() bool {
 		view.mu.Lock()
@@ -248,10 +260,6 @@ func TestAgentEndToEnd(t *testing.T) {
 	if a.fixes.storeErrors.Load() != 0 {
 		t.Fatalf("%d fixes could not be stored", a.fixes.storeErrors.Load())
 	}
-}
-
-func truckAction(id string, f *sdk.Fix) truck.Action {
-	return truck.Action{OrderID: id, Kind: sdk.EventDelivered, Via: sdk.ViaHTTP, Fix: f}
 }
 
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
