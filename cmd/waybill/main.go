@@ -35,6 +35,7 @@ func commands() []command {
 		{"decode", "show any Waybill message as JSON", runDecode},
 		{"gps", "GPS tools: decode, sim", runGPS},
 		{"store", "inspect a store: inspect DIR", runStore},
+		{"demo", "run the whole system on this machine (make demo)", runDemo},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -1,0 +1,708 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/waybill-iot/waybill/gps/gpssim"
+	"github.com/waybill-iot/waybill/sdk"
+	"github.com/waybill-iot/waybill/sdk/brokerconf"
+	"github.com/waybill-iot/waybill/sdk/devbroker"
+	"github.com/waybill-iot/waybill/sdk/dispatch"
+	"github.com/waybill-iot/waybill/sdk/pki"
+	"github.com/waybill-iot/waybill/sdk/sdktest/faultproxy"
+	"github.com/waybill-iot/waybill/sdk/transport"
+	"github.com/waybill-iot/waybill/store"
+)
+
+const demoUsage = `Usage: waybill demo [--dir DIR] [--agent PATH] [--keep] [--timeout D]
+
+Runs the whole system on this machine: a fleet PKI, a broker (Mosquitto when installed, else the embedded
+development broker), three waybill-agent processes whose GPS receivers are simulators on pseudo-terminals,
+and dispatch. Dispatch sends an order to each truck and one more that it cancels; each driver confirms the
+delivery through the agent's HTTP hook when the truck arrives; one truck's link is cut for 30 s. It prints a
+live log and a summary, and exits 0 when everything was delivered, every proof verified and nothing lost.
+--keep (or DEMO_KEEP=1) keeps everything running, with the driver pages' addresses, until Ctrl-C.
+`
+
+// demoTruck is one simulated truck.
+type demoTruck struct {
+	name     string
+	start    gpssim.LatLon
+	seed     uint64
+	route    *gpssim.Route
+	pty      *gpssim.PTY
+	httpAddr string
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	order    string // its order id
+	arriveAt time.Duration
+}
+
+type demo struct {
+	s     streams
+	dir   string
+	t0    time.Time
+	mu    sync.Mutex // guards the fields below and output
+	fixes map[string]int
+	seen  map[string]bool // trucks seen online
+	proof map[string]bool // order id -> proof verified
+	acted map[string]bool // order id -> driver acted
+	notes []string        // problems for the summary
+
+	arrivals chan arrival // arrived events, for the drivers
+	quiet    bool         // the summary is being printed
+}
+
+func (d *demo) logf(format string, args ...any) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.quiet {
+		return
+	}
+	fmt.Fprintf(d.s.out, "[%5.1fs] %s\n", time.Since(d.t0).Seconds(), fmt.Sprintf(format, args...))
+}
+
+func runDemo(ctx context.Context, s streams, args []string) error {
+	fs := pkiFlagSet("demo")
+	dir := fs.String("dir", filepath.Join("dist", "demo"), "working directory (removed and created afresh)")
+	agentBin := fs.String("agent", "", "the waybill-agent binary (default: next to this one, else on PATH)")
+	keep := fs.Bool("keep", os.Getenv("DEMO_KEEP") == "1", "keep running until Ctrl-C")
+	timeout := fs.Duration("timeout", 110*time.Second, "give up after this long")
+	if _, err := parseSubcommandFlags(s, fs, demoUsage, args); err != nil {
+		return err
+	}
+	bin, err := findAgent(*agentBin)
+	if err != nil {
+		return err
+	}
+	if err := os.RemoveAll(*dir); err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(*dir)
+	if err != nil {
+		return err
+	}
+	d := &demo{s: s, dir: abs, t0: time.Now(), fixes: map[string]int{}, seen: map[string]bool{}, proof: map[string]bool{},
+		acted: map[string]bool{}}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	return d.run(ctx, &wg, bin, *keep, *timeout)
+}
+
+func findAgent(flagged string) (string, error) {
+	if flagged != "" {
+		return flagged, nil
+	}
+	if self, err := os.Executable(); err == nil {
+		if p := filepath.Join(filepath.Dir(self), "waybill-agent"); fileExists(p) {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath("waybill-agent"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("waybill-agent not found next to waybill or on PATH: run `make build` (or pass --agent)")
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func (d *demo) run(ctx context.Context, wg *sync.WaitGroup, bin string, keep bool, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	// 1. The fleet PKI.
+	p, err := pki.Init(pki.Config{Dir: filepath.Join(d.dir, "pki")}, pki.CAOptions{Fleet: "demo"})
+	if err != nil {
+		return err
+	}
+	trucks := []*demoTruck{
+		{name: "truck-01", start: gpssim.LatLon{Lat: 52.5200, Lon: 13.4050}, seed: 1},
+		{name: "truck-02", start: gpssim.LatLon{Lat: 52.5050, Lon: 13.3700}, seed: 2},
+		{name: "truck-03", start: gpssim.LatLon{Lat: 52.5350, Lon: 13.4300}, seed: 3},
+	}
+	for _, issue := range []struct {
+		role pki.Role
+		name string
+	}{{pki.RoleBroker, "mqtt"}, {pki.RoleDispatch, "office"}} {
+		if _, err := p.Issue(issue.role, issue.name, pki.IssueOptions{}); err != nil {
+			return err
+		}
+	}
+	for _, t := range trucks {
+		if _, err := p.Issue(pki.RoleTruck, t.name, pki.IssueOptions{}); err != nil {
+			return err
+		}
+	}
+	d.logf("fleet PKI in %s: CA, broker, dispatch office, %d trucks (ECDSA P-256)", filepath.Join(d.dir, "pki"), len(trucks))
+
+	// 2. The broker.
+	brokerAddr, err := d.startBroker(ctx, wg, p)
+	if err != nil {
+		return err
+	}
+	// truck-03 reaches the broker through a proxy that can cut its link.
+	proxy, err := faultproxy.Start(faultproxy.Config{Target: brokerAddr})
+	if err != nil {
+		return err
+	}
+	defer proxy.Close(context.Background())
+
+	// 3. GPS simulators and agents.
+	now := time.Now()
+	for i, t := range trucks {
+		t.route = gpssim.NewRoute(gpssim.RouteConfig{Start: t.start, Seed: t.seed, TunnelLen: -1})
+		if t.pty, err = gpssim.OpenPTY(); err != nil {
+			return err
+		}
+		sim := gpssim.New(gpssim.Config{Route: gpssim.RouteConfig{Start: t.start, Seed: t.seed, TunnelLen: -1}, Start: now})
+		wg.Add(1)
+		go func(t *demoTruck) {
+			defer wg.Done()
+			_ = sim.Run(ctx, t.pty.Master)
+		}(t)
+		t.httpAddr = freeAddr()
+		t.arriveAt = time.Duration(35+12*i) * time.Second
+		broker := brokerAddr
+		if t.name == "truck-03" {
+			broker = proxy.Addr()
+		}
+		if err := d.startAgent(ctx, wg, bin, p, t, broker); err != nil {
+			return err
+		}
+		d.logf("%s: GPS simulator on %s, agent pid %d, driver page http://%s/", t.name, t.pty.Path, t.cmd.Process.Pid, t.httpAddr)
+	}
+	defer d.stopAgents(trucks) // on errors; the summary stops them first
+
+	// 4. Dispatch: the outbox and the verified fleet view.
+	ob, dc, outboxStore, err := d.dispatchSide(p, brokerAddr, trucks)
+	if err != nil {
+		return err
+	}
+	defer outboxStore.Close()
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = dc.Run(ctx) }()
+	go func() { defer wg.Done(); d.actOnArrival(ctx, trucks, dc) }()
+	// The Handle callback records; the driver side reacts through channels set up in actOnArrival.
+
+	// 5. Orders: one per truck, to a point on its route, and one for truck-02 that dispatch cancels.
+	for i, t := range trucks {
+		dest := t.route.At(t.arriveAt).Pos
+		t.order = fmt.Sprintf("o-100%d", i+1)
+		o := sdk.Order{ID: t.order, Truck: t.name, Expires: time.Now().Add(2 * time.Hour),
+			Recipient: []string{"Ada Lovelace", "Alan Turing", "Grace Hopper"}[i],
+			Address:   []string{"Unter den Linden 1", "Friedrichstraße 43", "Alexanderplatz 7"}[i],
+			Lat:       dest.Lat, Lon: dest.Lon, RadiusM: 60, Notes: "demo parcel, leave with the concierge"}
+		if _, err := ob.Create(ctx, o); err != nil {
+			return err
+		}
+		d.logf("dispatch: order %s for %s (%s), destination %.5f,%.5f, about %s down the road", o.ID, t.name, o.Recipient,
+			o.Lat, o.Lon, t.arriveAt)
+	}
+	extra := sdk.Order{ID: "o-1004", Truck: "truck-02", Expires: time.Now().Add(2 * time.Hour), Recipient: "Edsger Dijkstra",
+		Address: "Karl-Marx-Allee 90", Lat: 52.5170, Lon: 13.4400, RadiusM: 60}
+	if _, err := ob.Create(ctx, extra); err != nil {
+		return err
+	}
+	d.logf("dispatch: order o-1004 for truck-02 (to be cancelled)")
+
+	// 6. The script: cancel o-1004 once confirmed; cut truck-03's link for 30 s; wait for the deliveries.
+	cancelled, cutDone := false, false
+	var cutAt time.Time
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	lastTally := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+		if !cancelled {
+			if e, err := ob.Get(ctx, "truck-02", "o-1004"); err == nil && e.Confirmed >= 1 {
+				if _, err := ob.Cancel(ctx, "truck-02", "o-1004", "customer not at home today"); err != nil {
+					return err
+				}
+				cancelled = true
+				d.logf("dispatch: cancels o-1004 (truck-02 had confirmed it)")
+			}
+		}
+		if cutAt.IsZero() && time.Since(d.t0) > 12*time.Second {
+			proxy.SetFailFraction(1)
+			n := proxy.DropAll()
+			cutAt = time.Now()
+			d.logf("truck-03: cellular link CUT for 30 s (%d connection dropped; reconnects refused). It keeps queueing on disk.", n)
+		}
+		if !cutDone && !cutAt.IsZero() && time.Since(cutAt) > 30*time.Second {
+			proxy.SetFailFraction(0)
+			cutDone = true
+			d.logf("truck-03: link RESTORED; its queue drains, newest fix first")
+		}
+		if time.Since(lastTally) > 10*time.Second {
+			lastTally = time.Now()
+			d.mu.Lock()
+			tally := fmt.Sprintf("fixes received: truck-01 %d, truck-02 %d, truck-03 %d", d.fixes["truck-01"], d.fixes["truck-02"], d.fixes["truck-03"])
+			d.mu.Unlock()
+			d.logf("%s", tally)
+		}
+		done, err := d.finished(ctx, ob, trucks)
+		if err != nil {
+			return err
+		}
+		if done && cancelled && cutDone {
+			break
+		}
+		if time.Now().After(deadline) {
+			d.note("gave up after %s: not every order was delivered", time.Since(d.t0).Round(time.Second))
+			break
+		}
+	}
+	if keep {
+		fmt.Fprintln(d.s.out, "\nDEMO_KEEP: everything keeps running. Driver pages:")
+		for _, t := range trucks {
+			fmt.Fprintf(d.s.out, "  %s  http://%s/\n", t.name, t.httpAddr)
+		}
+		fmt.Fprintln(d.s.out, "Ctrl-C for the summary.")
+		<-ctx.Done()
+	}
+	return d.summary(ob, trucks, proxy, func() { d.stopAgents(trucks) })
+}
+
+func (d *demo) note(format string, args ...any) {
+	d.mu.Lock()
+	d.notes = append(d.notes, fmt.Sprintf(format, args...))
+	d.mu.Unlock()
+}
+
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "127.0.0.1:0"
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startBroker runs Mosquitto with our configuration when it is installed, else the development broker.
+func (d *demo) startBroker(ctx context.Context, wg *sync.WaitGroup, p *pki.PKI) (string, error) {
+	addr := freeAddr()
+	_, portStr, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(portStr)
+	mosq, err := exec.LookPath("mosquitto")
+	if err != nil && fileExists("/usr/sbin/mosquitto") {
+		mosq, err = "/usr/sbin/mosquitto", nil
+	}
+	if err == nil {
+		cfg := brokerconf.Config{Port: port, Bind: "127.0.0.1"}
+		if os.Geteuid() == 0 {
+			cfg.User = "root" // Mosquitto would drop to "mosquitto", which may not read the demo directory
+		}
+		res, err := brokerconf.Write(p, filepath.Join(d.dir, "broker"), cfg)
+		if err != nil {
+			return "", err
+		}
+		logf, err := os.Create(filepath.Join(d.dir, "broker.log"))
+		if err != nil {
+			return "", err
+		}
+		cmd := exec.Command(mosq, "-c", res.ConfPath)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			return "", err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-ctx.Done()
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+			logf.Close()
+		}()
+		if err := waitTCP(addr, 10*time.Second); err != nil {
+			return "", fmt.Errorf("mosquitto did not start (see %s): %w", logf.Name(), err)
+		}
+		d.logf("broker: Mosquitto on %s with our hardened config and ACL (%s)", addr, res.ConfPath)
+		return addr, nil
+	}
+	cfg, err := devbroker.FromPKI(p, "mqtt")
+	if err != nil {
+		return "", err
+	}
+	cfg.Addr = addr
+	b, err := devbroker.New(cfg)
+	if err != nil {
+		return "", err
+	}
+	if err := b.Listen(); err != nil {
+		return "", err
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = b.Serve(ctx) }()
+	d.logf("broker: Mosquitto not installed; the embedded development broker on %s (same mutual TLS and ACL)", addr)
+	return addr, nil
+}
+
+func waitTCP(addr string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (d *demo) startAgent(ctx context.Context, wg *sync.WaitGroup, bin string, p *pki.PKI, t *demoTruck, broker string) error {
+	dir := filepath.Join(d.dir, t.name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	cfg := fmt.Sprintf(`data_dir = %q
+[identity]
+cert = %q
+key = %q
+ca = %q
+[broker]
+urls = ["mqtts://%s"]
+keep_alive = "5s"
+[gps]
+device = %q
+baud = "9600"
+[gps.filter]
+period = "5s"
+min_interval = "2s"
+[store]
+fix_batch = 5
+fix_delay = "2s"
+[http]
+listen = %q
+[status]
+interval = "10s"
+`, filepath.Join(dir, "data"), p.CertPath(t.name), p.KeyPath(t.name), p.CAPath(), broker, t.pty.Path, t.httpAddr)
+	path := filepath.Join(dir, "agent.toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		return err
+	}
+	logf, err := os.Create(filepath.Join(dir, "agent.log"))
+	if err != nil {
+		return err
+	}
+	t.cmd = exec.Command(bin, "run", "--config", path)
+	t.cmd.Stdout, t.cmd.Stderr = logf, logf
+	if err := t.cmd.Start(); err != nil {
+		return err
+	}
+	t.exited = make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer logf.Close()
+		t.cmd.Wait()
+		close(t.exited)
+	}()
+	return nil
+}
+
+func (d *demo) stopAgents(trucks []*demoTruck) {
+	for _, t := range trucks {
+		if t.cmd != nil && t.cmd.Process != nil {
+			t.cmd.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	for _, t := range trucks {
+		if t.exited == nil {
+			continue
+		}
+		select {
+		case <-t.exited:
+		case <-time.After(15 * time.Second):
+			t.cmd.Process.Kill()
+		}
+	}
+}
+
+// arrival is an arrived event the dispatch side saw.
+type arrival struct{ truck, order string }
+
+func (d *demo) dispatchSide(p *pki.PKI, broker string, trucks []*demoTruck) (*dispatch.Outbox, *dispatch.Client, *store.Store, error) {
+	pair, err := pki.LoadKeyPair(p.CertPath("office"), p.KeyPath("office"))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(d.dir, "dispatch"), 0o700); err != nil {
+		return nil, nil, nil, err
+	}
+	st, err := store.Open(filepath.Join(d.dir, "dispatch", "outbox.db"), store.Options{})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ob, err := dispatch.NewOutbox(dispatch.OutboxConfig{Store: st, Certificate: pair.Leaf, Key: pair.PrivateKey.(crypto.Signer),
+		OnlineGrace: 2 * time.Second, BackoffMin: 5 * time.Second, BackoffMax: 20 * time.Second})
+	if err != nil {
+		st.Close()
+		return nil, nil, nil, err
+	}
+	var certs []*x509.Certificate
+	for _, t := range trucks {
+		c, err := pki.LoadCertificate(p.CertPath(t.name))
+		if err != nil {
+			st.Close()
+			return nil, nil, nil, err
+		}
+		certs = append(certs, c)
+	}
+	d.arrivals = make(chan arrival, 16)
+	dc, err := dispatch.New(dispatch.Config{
+		Transport: transport.Config{Brokers: []string{"mqtts://" + broker}, CertFile: p.CertPath("office"),
+			KeyFile: p.KeyPath("office"), CAFile: p.CAPath()},
+		CA: []*x509.Certificate{p.CACert()}, Certificates: certs, Outbox: ob,
+		Handle: func(ctx context.Context, u dispatch.Update) error { d.handle(ctx, ob, u); return nil },
+	})
+	if err != nil {
+		st.Close()
+		return nil, nil, nil, err
+	}
+	return ob, dc, st, nil
+}
+
+// handle logs what the fleet says and checks every proof of delivery against the outbox.
+func (d *demo) handle(ctx context.Context, ob *dispatch.Outbox, u dispatch.Update) {
+	switch {
+	case len(u.Fixes) > 0:
+		d.mu.Lock()
+		d.fixes[u.Fixes[0].Truck] += len(u.Fixes)
+		d.mu.Unlock()
+	case u.Status != nil && u.Status.Changed:
+		d.logf("%s is %s", u.Status.Truck, u.Status.Status.State)
+	case u.Event != nil:
+		e := u.Event.Event
+		switch e.Kind {
+		case sdk.EventReceived:
+			what := "received"
+			if e.Conflict {
+				what = "reports a CONFLICT for"
+			}
+			d.logf("%s %s %s rev %d (signed receipt)", u.Event.Truck, what, e.OrderID, e.Revision)
+		case sdk.EventArrived:
+			d.logf("%s ARRIVED at %s (inside its radius, computed on the truck)", u.Event.Truck, e.OrderID)
+			select {
+			case d.arrivals <- arrival{u.Event.Truck, e.OrderID}:
+			default:
+			}
+		case sdk.EventDelivered:
+			entry, err := ob.Get(ctx, u.Event.Truck, e.OrderID)
+			ok := err == nil && entry.Hash == e.OrderHash && e.Fix != nil && !e.OffSite && e.Revision == entry.Order.Revision
+			d.mu.Lock()
+			d.proof[e.OrderID] = ok
+			d.mu.Unlock()
+			if ok {
+				d.logf("PROOF OF DELIVERY for %s verified: signed by %s, order hash matches, fix %.5f,%.5f on site, via %s",
+					e.OrderID, u.Event.Truck, e.Fix.Lat, e.Fix.Lon, e.Via)
+			} else {
+				d.logf("proof of delivery for %s does NOT check out: %+v (%v)", e.OrderID, e, err)
+			}
+		default:
+			d.logf("%s: %s %s", u.Event.Truck, e.Kind, e.OrderID)
+		}
+	case u.Rejection != nil:
+		d.logf("REFUSED a message on %s: %s", u.Rejection.Topic, u.Rejection.Reason)
+		d.note("a message was refused: %s", u.Rejection.Reason)
+	}
+}
+
+// actOnArrival plays the drivers: when a truck arrives at its order, its driver confirms the delivery
+// through the agent's HTTP hook.
+func (d *demo) actOnArrival(ctx context.Context, trucks []*demoTruck, _ *dispatch.Client) {
+	byName := map[string]*demoTruck{}
+	for _, t := range trucks {
+		byName[t.name] = t
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case a := <-d.arrivals:
+			t := byName[a.truck]
+			if t == nil || t.order != a.order {
+				continue
+			}
+			d.mu.Lock()
+			done := d.acted[a.order]
+			d.acted[a.order] = true
+			d.mu.Unlock()
+			if done {
+				continue
+			}
+			body, status, err := postJSON(ctx, "http://"+t.httpAddr+"/api/orders/"+a.order+"/delivered", `{"via":"http"}`)
+			if err != nil || status != http.StatusOK {
+				d.logf("driver of %s could not confirm %s: %d %s %v", t.name, a.order, status, body, err)
+				d.mu.Lock()
+				d.acted[a.order] = false
+				d.mu.Unlock()
+				continue
+			}
+			d.logf("driver of %s taps Delivered for %s (HTTP hook answered 200: the proof is on the truck's disk)", t.name, a.order)
+		}
+	}
+}
+
+func postJSON(ctx context.Context, url, body string) (string, int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		return "", 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", 0, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return string(b), resp.StatusCode, nil
+}
+
+// finished reports whether every truck's order is delivered with a verified proof and o-1004 is cancelled.
+func (d *demo) finished(ctx context.Context, ob *dispatch.Outbox, trucks []*demoTruck) (bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, t := range trucks {
+		if !d.proof[t.order] {
+			return false, nil
+		}
+	}
+	e, err := ob.Get(ctx, "truck-02", "o-1004")
+	if err != nil {
+		return false, err
+	}
+	return e.State == dispatch.StateCancelled && !e.Unconfirmed(), nil
+}
+
+// summary stops the simulators' effect by stopping the agents cleanly, drains, and prints the final count.
+func (d *demo) summary(ob *dispatch.Outbox, trucks []*demoTruck, proxy *faultproxy.Proxy, stop func()) error {
+	// Nothing lost: every fix an agent uploaded reached dispatch. Read each agent's own counters, once its
+	// queue is empty, and compare with what dispatch received.
+	type count struct{ stored, uploaded, received int }
+	counts := map[string]count{}
+	for _, t := range trucks {
+		var c count
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			m := scrapeMetrics("http://" + t.httpAddr + "/metrics")
+			c.stored, c.uploaded = int(m["waybill_gps_fixes_stored_total"]), int(m["waybill_upload_fixes_total"])
+			d.mu.Lock()
+			c.received = d.fixes[t.name]
+			d.mu.Unlock()
+			queued := m["waybill_queue_records"]
+			if (c.uploaded == c.received && queued == 0) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+		counts[t.name] = c
+	}
+	d.logf("stopping the agents (SIGTERM: ignition off)")
+	stop()
+	d.mu.Lock()
+	d.quiet = true // the agents' offline wills would print after the summary
+	d.mu.Unlock()
+	entries, err := ob.List(context.Background())
+	if err != nil {
+		return err
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Order.ID < entries[j].Order.ID })
+	out := d.s.out
+	fmt.Fprintf(out, "\n=== Waybill demo summary (%s) ===\n", time.Since(d.t0).Round(time.Second))
+	delivered, cancelledN := 0, 0
+	for _, e := range entries {
+		fmt.Fprintf(out, "  order %s  %-9s %-9s %s\n", e.Order.ID, e.Order.Truck, e.State, e.Order.Recipient)
+		switch e.State {
+		case dispatch.StateDelivered:
+			delivered++
+		case dispatch.StateCancelled:
+			cancelledN++
+		}
+	}
+	d.mu.Lock()
+	proofs := 0
+	for _, ok := range d.proof {
+		if ok {
+			proofs++
+		}
+	}
+	d.mu.Unlock()
+	fmt.Fprintf(out, "  orders delivered: %d of %d, cancelled: %d of 1\n", delivered, len(trucks), cancelledN)
+	fmt.Fprintf(out, "  proofs of delivery verified (signature, order hash, fix on site): %d of %d\n", proofs, len(trucks))
+	lost := false
+	for _, t := range trucks {
+		c := counts[t.name]
+		fmt.Fprintf(out, "  %s: fixes stored %d, sent %d, received by dispatch %d\n", t.name, c.stored, c.uploaded, c.received)
+		if c.received < c.uploaded {
+			lost = true
+			d.note("%s: %d fixes sent but only %d received", t.name, c.uploaded, c.received)
+		}
+	}
+	ps := proxy.Stats()
+	fmt.Fprintf(out, "  truck-03's link was cut for 30 s (%d connections dropped, %d reconnects refused); nothing lost: %v\n",
+		ps.Dropped, ps.Failed, !lost)
+	fmt.Fprintf(out, "  logs and data: %s\n", d.dir)
+	if delivered != len(trucks) || cancelledN != 1 || proofs != len(trucks) || lost || len(d.notes) > 0 {
+		for _, n := range d.notes {
+			fmt.Fprintf(out, "  PROBLEM: %s\n", n)
+		}
+		return errors.New("the demo did not complete: see the summary")
+	}
+	fmt.Fprintln(out, "  everything delivered, every proof verified, nothing lost.")
+	return nil
+}
+
+// scrapeMetrics reads a Prometheus text page into name -> value (labelled series summed).
+func scrapeMetrics(url string) map[string]float64 {
+	out := map[string]float64{}
+	resp, err := http.Get(url)
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			continue
+		}
+		name := f[0]
+		if i := strings.IndexByte(name, '{'); i >= 0 {
+			name = name[:i]
+		}
+		v, err := strconv.ParseFloat(f[1], 64)
+		if err == nil {
+			out[name] += v
+		}
+	}
+	return out
+}
