@@ -2,7 +2,6 @@ package truck
 
 import (
 	"context"
-	"crypto"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,7 +45,7 @@ type ClientConfig struct {
 type Client struct {
 	cfg      ClientConfig
 	name     string
-	signer   *sdk.Signer
+	signer   *RenewingSigner
 	conn     *transport.Conn
 	uploader *Uploader
 	book     *Book
@@ -72,19 +71,11 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if tc.CertFile == "" || tc.KeyFile == "" || tc.CAFile == "" {
 		return nil, errors.New("truck: Transport.CertFile, KeyFile and CAFile are required")
 	}
-	pair, err := pki.LoadKeyPair(tc.CertFile, tc.KeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("truck: %w", err)
-	}
-	key, ok := pair.PrivateKey.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("truck: key in %s cannot sign", tc.KeyFile)
-	}
 	seq, err := NewStoreSequencer(context.Background(), cfg.Store)
 	if err != nil {
 		return nil, err
 	}
-	signer, err := sdk.NewSigner(sdk.SignerConfig{Certificate: pair.Leaf, Key: key, Sequencer: seq, Clock: cfg.Clock})
+	signer, err := NewRenewingSigner(tc.CertFile, tc.KeyFile, sdk.SignerConfig{Sequencer: seq, Clock: cfg.Clock}, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -123,6 +114,10 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	tc.OnPublish = c.book.Handle
 	tc.OnConnect = c.onConnect
 	tc.Will = &transport.Will{Topic: c.status, Retain: true, Refresh: func() ([]byte, error) {
+		// Before each connection: pick up a renewed certificate (TLS reads the same files), then sign the will.
+		if _, err := c.signer.Reload(); err != nil {
+			c.cfg.Logger.Error("truck: renewed certificate not usable for signing; keeping the old one", "err", err)
+		}
 		return c.signStatus(sdk.StateOffline)
 	}}
 	if tc.Clock == nil {

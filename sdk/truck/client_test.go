@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"reflect"
@@ -365,6 +366,23 @@ func TestTruckClientOrdersReceiptsProofAndStatus(t *testing.T) {
 	off.waitStatus("offline", func(s *sdk.Status) bool { return s.State == sdk.StateOffline })
 	proxy.SetBlackHole(false)
 	proxy.DropAll()
+
+	// Renewal: a new certificate and key put in place are used for signing after the next connection.
+	renewed, err := b.PKI.Issue(pki.RoleTruck, "truck-0001", pki.IssueOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.DropAll()
+	waitSigner := time.Now().Add(20 * time.Second)
+	for fmt.Sprintf("%x", cl.signer.get().Certificate().SerialNumber) != renewed.Serial {
+		if time.Now().After(waitSigner) {
+			t.Fatal("renewed certificate not used for signing after a reconnect")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	o5 := newOrder("truck-0001", "o-5", 1)
+	off.send(o5)
+	off.waitEvent("received o-5 signed with the renewed certificate", receivedFor("o-5", 1))
 
 	bs := cl.Book().Stats()
 	if bs.Duplicates < 1 || bs.Stale < 1 || bs.Conflicts != 1 || bs.Rejected < uint64(len(bad)) {

@@ -28,7 +28,7 @@ var _ Link = (*transport.Conn)(nil)
 type UploaderConfig struct {
 	Store  *store.Store // required: the truck's durable queue
 	Link   Link         // required: the connection
-	Signer *sdk.Signer  // required: the truck's identity; the topics name Signer.Identity().Name
+	Signer Signer       // required: the truck's identity; the topics name Signer.Identity().Name
 	Topics sdk.Topics   // zero: prefix "fleet"
 
 	// BatchFixes is the most fixes per telemetry message. Zero means 60 (a minute at 1 Hz: about 10 bytes a
