@@ -184,8 +184,15 @@ func receivedFor(id string, rev uint32) func(*sdk.Event) bool {
 // order's hash; forged, altered, misaddressed, expired and malformed orders are refused with typed reasons;
 // the driver's delivery is a signed, idempotent proof; a cancellation after delivery is a conflict; the
 // retained status goes online with health and offline by the will when the link dies.
+// The same runs against the development broker (waybill broker run), which must behave the same.
 func TestTruckClientOrdersReceiptsProofAndStatus(t *testing.T) {
-	b := sdktest.StartMosquitto(t, sdktest.Options{Dispatch: []string{"office"}})
+	for _, kind := range sdktest.Kinds {
+		t.Run(string(kind), func(t *testing.T) { testTruckClient(t, kind) })
+	}
+}
+
+func testTruckClient(t *testing.T, kind sdktest.Kind) {
+	b := sdktest.Start(t, kind, sdktest.Options{Dispatch: []string{"office"}})
 	truckCl, officeCl := b.Truck("truck-0001"), b.ClientFiles("office")
 	b.Truck("truck-0002")
 
