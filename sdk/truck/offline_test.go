@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -20,7 +21,11 @@ import (
 // broker holds no session and no queue for it: only dispatch's outbox can get them there). When the real
 // truck client comes online, every order arrives, is stored once and confirmed by a signed receipt.
 func TestOfflineTruckGetsEveryOrder(t *testing.T) {
-	const n = 2000
+	n := 2000
+	if runtime.GOARCH == "arm" {
+		n = 300 // under qemu each ECDSA verification takes milliseconds: the ARM run checks the same path, smaller
+		t.Logf("ARM build under emulation: %d orders instead of 2,000", n)
+	}
 	b := sdktest.StartMosquitto(t, sdktest.Options{Dispatch: []string{"office"}})
 	truckCl, officeCl := b.Truck("truck-0001"), b.ClientFiles("office")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -98,7 +103,7 @@ func TestOfflineTruckGetsEveryOrder(t *testing.T) {
 	}
 	entries, _ := cl.Book().Orders()
 	bs := cl.Book().Stats()
-	if len(entries) != n || bs.Applied != n || bs.Rejected != 0 {
+	if len(entries) != n || bs.Applied != uint64(n) || bs.Rejected != 0 {
 		t.Fatalf("order book: %d orders, stats %+v", len(entries), bs)
 	}
 	t.Logf("all %d orders stored once and confirmed %s after the truck came online; book %+v",
