@@ -107,36 +107,35 @@ func boltOptions(o Options, readOnly bool) *bolt.Options {
 
 // open opens the file, checks every record, and repairs what it must.
 func (s *Store) open() error {
-	st, err := os.Stat(s.path)
+	pf, err := s.preflight()
+	if err != nil {
+		return err
+	}
 	switch {
-	case err == nil && st.Size() == 0 && !beingCreated(s.path, st):
+	case pf.empty:
 		// bbolt would happily initialise a zero-length file; but a file that was a database and is now
 		// empty lost its data (a truncating crash, a failed copy), and that must not pass in silence.
 		if _, err := s.moveAside("the file is empty (zero length)"); err != nil {
 			return err
 		}
-	case err != nil && !errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("store: %w", err)
-	case err == nil:
-		if need, why := checkTruncation(s.path); why != nil {
-			aside, err := s.moveAside(why.Error())
-			if err != nil {
+	case pf.truncated != nil:
+		aside, err := s.moveAside(pf.truncated.Error())
+		if err != nil {
+			return err
+		}
+		sv, ok := salvageTruncated(aside, pf.need, s.opts)
+		db, err := openBolt(s.path, boltOptions(s.opts, false))
+		if err != nil {
+			return fmt.Errorf("store: create fresh database %s: %w", s.path, err)
+		}
+		s.db = db
+		if ok {
+			if err := s.restore(sv); err != nil {
+				_ = db.Close()
 				return err
 			}
-			sv, ok := salvageTruncated(aside, need, s.opts)
-			db, err := openBolt(s.path, boltOptions(s.opts, false))
-			if err != nil {
-				return fmt.Errorf("store: create fresh database %s: %w", s.path, err)
-			}
-			s.db = db
-			if ok {
-				if err := s.restore(sv); err != nil {
-					_ = db.Close()
-					return err
-				}
-			}
-			return s.finishOpen()
 		}
+		return s.finishOpen()
 	}
 
 	db, err := openBolt(s.path, boltOptions(s.opts, false))
@@ -190,23 +189,49 @@ func (s *Store) finishOpen() error {
 	return nil
 }
 
-// beingCreated reports whether a zero-length database file is another process's database in the making:
-// bbolt creates the file, then locks it, then writes its first pages. Such a file is locked, or only just
-// created; it is not damage, and bbolt.Open waits for the lock and finds it initialised.
-func beingCreated(path string, st os.FileInfo) bool {
-	if time.Since(st.ModTime()) < 5*time.Second {
-		return true
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return false
+// preflightResult is what preflight found wrong with an existing file, before bbolt opens it.
+type preflightResult struct {
+	empty     bool  // zero length, and not another process's database in the making
+	truncated error // shorter than its meta page says
+	need      int64 // the length the meta page says
+}
+
+// preflight looks at an existing file under a shared lock, so that no other process is in the middle of
+// creating or writing it (bbolt holds an exclusive lock from just after creating the file until it closes
+// it). When another process holds the file for longer than LockTimeout it finds nothing: bbolt.Open then
+// reports the lock.
+func (s *Store) preflight() (preflightResult, error) {
+	f, err := os.Open(s.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return preflightResult{}, nil
+	case err != nil:
+		return preflightResult{}, fmt.Errorf("store: %w", err)
 	}
 	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
-		return true // held by the process creating it
+	deadline := time.Now().Add(s.opts.LockTimeout)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			return preflightResult{}, nil
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-	return false
+	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	st, err := f.Stat()
+	if err != nil {
+		return preflightResult{}, fmt.Errorf("store: %w", err)
+	}
+	if st.Size() == 0 {
+		// bbolt creates the file, then locks it, then writes its first pages: a zero-length file only just
+		// created is another process's database in the making, not damage.
+		return preflightResult{empty: time.Since(st.ModTime()) >= 5*time.Second}, nil
+	}
+	need, why := checkTruncation(s.path)
+	return preflightResult{truncated: why, need: need}, nil
 }
 
 // openBolt calls bolt.Open, turning a panic on a garbage file into an error.
