@@ -315,13 +315,15 @@ func runFaultScenario(t *testing.T, sc faultScenario, nFixes, nEvents int) {
 	if sc.during != nil {
 		sc.during(r)
 	}
-	// Every record reaches the consumer, and the store empties as the last acks land.
+	// Every record reaches the consumer, the store empties as the last acks land, and the uploader counts
+	// them (its counters move just after each ack commits).
 	r.mu.Lock()
 	wantEvents := nEvents + len(r.midSeqs)
 	r.mu.Unlock()
 	for {
 		fixes, events := cons.counts()
-		if fixes == nFixes && events == wantEvents && storeEmpty(st) {
+		us := up.Stats()
+		if fixes == nFixes && events == wantEvents && storeEmpty(st) && us.Fixes >= uint64(nFixes) && us.Events >= uint64(wantEvents) {
 			break
 		}
 		if time.Now().After(r.deadline) {
