@@ -114,7 +114,7 @@ func newAgent(cfg Config, opts Options) (*Agent, error) {
 	a.store = st
 	a.client, err = truck.NewClient(truck.ClientConfig{
 		Transport: transport.Config{Brokers: cfg.Broker.URLs, CertFile: cfg.Identity.Cert, KeyFile: cfg.Identity.Key,
-			CAFile: cfg.Identity.CA, CRLFile: cfg.Identity.CRL, KeepAlive: cfg.Broker.KeepAlive,
+			CAFile: cfg.Identity.CA, CRLFile: cfg.Identity.CRL, KeepAlive: cfg.Broker.KeepAlive, BackoffMax: cfg.Broker.BackoffMax,
 			AllowPlaintext: cfg.Broker.AllowPlaintext},
 		Store:          st,
 		Topics:         sdk.Topics{Prefix: cfg.Broker.TopicPrefix},

@@ -50,6 +50,9 @@ type BrokerConfig struct {
 	TopicPrefix string `toml:"topic_prefix"`
 	// KeepAlive zero: 60 s (see sdk/transport).
 	KeepAlive time.Duration `toml:"keep_alive"`
+	// BackoffMax bounds the wait between connection attempts (jittered exponential from 1 s). A longer wait
+	// spares a bad cellular link; a shorter one reconnects sooner when it comes back. Zero: 2 minutes.
+	BackoffMax time.Duration `toml:"backoff_max"`
 	// AllowPlaintext allows mqtt:// for local development only.
 	AllowPlaintext bool `toml:"allow_plaintext"`
 }
