@@ -378,10 +378,15 @@ func mosquittoClientsCase(t *testing.T, b *sdktest.Broker, _ sdktest.Kind, offic
 // checks with every option we set (StartMosquitto fails otherwise), and that the broker accepts TLS.
 func TestMosquittoConfigStarts(t *testing.T) {
 	b := sdktest.StartMosquitto(t, sdktest.Options{})
-	logs := b.Logs()
+	// Mosquitto may accept connections a moment before its start-up lines reach the log pipe.
+	deadline := time.Now().Add(waitFor)
 	for _, want := range []string{"Config loaded from " + b.ConfPath(), "running"} {
-		if !strings.Contains(logs, want) {
-			t.Errorf("log lacks %q:\n%s", want, logs)
+		for !strings.Contains(b.Logs(), want) {
+			if time.Now().After(deadline) {
+				t.Errorf("log lacks %q:\n%s", want, b.Logs())
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 	c := b.Truck("truck-a")
