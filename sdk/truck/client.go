@@ -202,6 +202,11 @@ func (c *Client) refreshStatus(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			// Also a chance to pick up a renewed certificate whose files were replaced while a connection
+			// was being made (the connection reads them at each handshake, signing at each connection).
+			if _, err := c.signer.Reload(); err != nil {
+				c.cfg.Logger.Warn("truck: renewed certificate not usable for signing yet", "err", err)
+			}
 			if c.conn.Connected() {
 				c.publishStatus(ctx)
 			}

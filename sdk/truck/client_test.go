@@ -379,13 +379,15 @@ func testTruckClient(t *testing.T, kind sdktest.Kind) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy.DropAll()
+	// The next connection after the files are in place picks them up. A reconnect already under way while
+	// the files were being replaced may have read the old pair, so drop the link until one connects after.
 	waitSigner := time.Now().Add(20 * time.Second)
 	for fmt.Sprintf("%x", cl.signer.get().Certificate().SerialNumber) != renewed.Serial {
 		if time.Now().After(waitSigner) {
 			t.Fatal("renewed certificate not used for signing after a reconnect")
 		}
-		time.Sleep(50 * time.Millisecond)
+		proxy.DropAll()
+		time.Sleep(300 * time.Millisecond)
 	}
 	o5 := newOrder("truck-0001", "o-5", 1)
 	off.send(o5)
