@@ -41,19 +41,7 @@ func NewGPSD(cfg GPSDConfig) *GPSD {
 	if cfg.Quiet <= 0 {
 		cfg.Quiet = 300 * time.Millisecond
 	}
-	if cfg.MinBackoff <= 0 {
-		cfg.MinBackoff = 500 * time.Millisecond
-	}
-	if cfg.MaxBackoff <= 0 {
-		cfg.MaxBackoff = 30 * time.Second
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Decode.Logger == nil {
-		cfg.Decode.Logger = log
-	}
+	log := sourceDefaults(&cfg.MinBackoff, &cfg.MaxBackoff, cfg.Logger, &cfg.Decode)
 	return &GPSD{cfg: cfg, log: log, health: newHealthTracker(cfg.Now)}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -176,4 +177,22 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// sourceDefaults applies the defaults the reopening sources share: backoff between reopen attempts of 500 ms
+// to 30 s, a discarding logger, and that logger for the decoder too. It returns the logger.
+func sourceDefaults(minBackoff, maxBackoff *time.Duration, log *slog.Logger, decode *Config) *slog.Logger {
+	if *minBackoff <= 0 {
+		*minBackoff = 500 * time.Millisecond
+	}
+	if *maxBackoff <= 0 {
+		*maxBackoff = 30 * time.Second
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if decode.Logger == nil {
+		decode.Logger = log
+	}
+	return log
 }

@@ -56,19 +56,7 @@ func NewSerial(cfg SerialConfig) *Serial {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 10 * time.Second
 	}
-	if cfg.MinBackoff <= 0 {
-		cfg.MinBackoff = 500 * time.Millisecond
-	}
-	if cfg.MaxBackoff <= 0 {
-		cfg.MaxBackoff = 30 * time.Second
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Decode.Logger == nil {
-		cfg.Decode.Logger = log
-	}
+	log := sourceDefaults(&cfg.MinBackoff, &cfg.MaxBackoff, cfg.Logger, &cfg.Decode)
 	return &Serial{cfg: cfg, log: log, health: newHealthTracker(cfg.Now)}
 }
 
