@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -114,7 +115,7 @@ type inspectReport struct {
 
 func inspect(ctx context.Context, st *store.Store, limit int) (inspectReport, error) {
 	r := inspectReport{Epoch: fmt.Sprintf("%016x", st.Epoch()), Stats: st.Stats()}
-	recs, err := st.Peek(ctx, 1<<31)
+	recs, err := st.Peek(ctx, math.MaxInt32)
 	if err != nil {
 		return r, err
 	}
