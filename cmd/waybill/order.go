@@ -143,16 +143,26 @@ func (d *dispatchFlags) logger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
-// outbox opens the data directory's outbox. The store is opened per operation (see dispatch.OutboxConfig.Path)
-// so that `waybill order` works while `waybill watch` runs.
-func (d *dispatchFlags) outbox(id *identity, log *slog.Logger) (*dispatch.Outbox, error) {
-	if err := os.MkdirAll(d.data, 0o700); err != nil {
-		return nil, err
+// open loads the dispatch identity, builds the logger (on w) and opens the data directory's outbox. The
+// store is opened per operation (see dispatch.OutboxConfig.Path) so that `waybill order` works while
+// `waybill watch` runs.
+func (d *dispatchFlags) open(w io.Writer) (*identity, *slog.Logger, *dispatch.Outbox, error) {
+	id, err := d.identity()
+	if err != nil {
+		return nil, nil, nil, err
 	}
-	return dispatch.NewOutbox(dispatch.OutboxConfig{
+	log := d.logger(w)
+	if err := os.MkdirAll(d.data, 0o700); err != nil {
+		return nil, nil, nil, err
+	}
+	ob, err := dispatch.NewOutbox(dispatch.OutboxConfig{
 		Path: filepath.Join(d.data, outboxFile), StoreOptions: store.Options{LockTimeout: 10 * time.Second, Logger: log},
 		Certificate: id.cert, Key: id.key, Topics: id.topics, Logger: log, OnlineGrace: onlineGrace(d.onlineGrace),
 	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return id, log, ob, nil
 }
 
 // onlineGrace maps the flag to OutboxConfig.OnlineGrace, where zero means the default: 0 on the command line
@@ -279,12 +289,7 @@ func runOrderCreate(ctx context.Context, s streams, args []string) error {
 	if *expires <= 0 {
 		return usageError{"--expires must be positive"}
 	}
-	ident, err := d.identity()
-	if err != nil {
-		return err
-	}
-	log := d.logger(s.err)
-	ob, err := d.outbox(ident, log)
+	ident, log, ob, err := d.open(s.err)
 	if err != nil {
 		return err
 	}
@@ -322,12 +327,7 @@ func runOrderCancel(ctx context.Context, s streams, args []string) error {
 	if *truck == "" || *id == "" {
 		return usageError{"--truck and --id are required"}
 	}
-	ident, err := d.identity()
-	if err != nil {
-		return err
-	}
-	log := d.logger(s.err)
-	ob, err := d.outbox(ident, log)
+	ident, log, ob, err := d.open(s.err)
 	if err != nil {
 		return err
 	}

@@ -36,12 +36,7 @@ func runWatch(ctx context.Context, s streams, args []string) error {
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
 	}
-	id, err := d.identity()
-	if err != nil {
-		return err
-	}
-	log := d.logger(s.err)
-	ob, err := d.outbox(id, log)
+	id, log, ob, err := d.open(s.err)
 	if err != nil {
 		return err
 	}
