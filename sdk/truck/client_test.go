@@ -116,34 +116,24 @@ func (o *office) send(ord sdk.Order) {
 // waitEvent waits for an event matching pred.
 func (o *office) waitEvent(what string, pred func(*sdk.Event) bool) *sdk.Event {
 	o.t.Helper()
-	deadline := time.After(20 * time.Second)
-	for {
-		o.mu.Lock()
-		for _, e := range o.events {
-			if pred(e) {
-				o.mu.Unlock()
-				return e
-			}
-		}
-		o.mu.Unlock()
-		select {
-		case <-o.changed:
-		case <-time.After(100 * time.Millisecond):
-		case <-deadline:
-			o.t.Fatalf("no %s event within 20 s", what)
-		}
-	}
+	return waitIn(o, what+" event", &o.events, pred)
 }
 
 func (o *office) waitStatus(what string, pred func(*sdk.Status) bool) *sdk.Status {
 	o.t.Helper()
+	return waitIn(o, what+" status", &o.statuses, pred)
+}
+
+// waitIn waits up to 20 s for an item of *items (guarded by o.mu) matching pred.
+func waitIn[T any](o *office, what string, items *[]T, pred func(T) bool) T {
+	o.t.Helper()
 	deadline := time.After(20 * time.Second)
 	for {
 		o.mu.Lock()
-		for _, s := range o.statuses {
-			if pred(s) {
+		for _, it := range *items {
+			if pred(it) {
 				o.mu.Unlock()
-				return s
+				return it
 			}
 		}
 		o.mu.Unlock()
@@ -151,7 +141,7 @@ func (o *office) waitStatus(what string, pred func(*sdk.Status) bool) *sdk.Statu
 		case <-o.changed:
 		case <-time.After(100 * time.Millisecond):
 		case <-deadline:
-			o.t.Fatalf("no %s status within 20 s", what)
+			o.t.Fatalf("no %s within 20 s", what)
 		}
 	}
 }
