@@ -10,6 +10,13 @@
 //	fleet/trucks/<truck>/events            truck -> dispatch   Event: received, arrived, delivered, failed, problem
 //	fleet/trucks/<truck>/status            truck -> dispatch   Status: retained online/offline and health
 //	fleet/trucks/<truck>/orders/<order>    dispatch -> truck   Order: revisions; a cancellation is a revision
+//	fleet/trucks/<truck>/receipts          dispatch -> truck   Receipt: records dispatch has committed
+//	fleet/dispatch/<name>/status           dispatch -> trucks  Status: a dispatch process's retained online/offline
+//
+// A truck keeps every record until a Receipt names it: the broker's PUBACK is one hop, the receipt is the
+// end of the road (dispatch has the record in its own durable store). Receipts are cumulative sets of
+// record sequence numbers per store epoch, idempotent, and cheap to lose: an unreceipted record is sent
+// again and dispatch receipts the duplicate.
 //
 // Every message is an Envelope, a CBOR array
 //
@@ -21,10 +28,12 @@
 //
 // A Signer (NewSigner, NewSignerTLS) signs with one identity; its Sequencer numbers each message type.
 // A Verifier (NewVerifier) checks, in order: size, topic, structure, the signer's certificate (chain to the
-// fleet CA, clientAuth, validity at the receiver's clock, CRL), the signature, the role (orders only from
-// dispatch; telemetry, events and status only from the truck the topic names), age and clock skew, the body
+// fleet CA, clientAuth, validity at the receiver's clock, CRL), the signature, the role (orders, receipts
+// and dispatch status only from dispatch, a dispatch status only from the identity its topic names;
+// telemetry, events and status only from the truck the topic names), age and clock skew, the body
 // (an order must name the topic's truck and order and not be expired), and last replays (ReplayState:
-// a sliding window of sequence numbers and the recent message ids per sender and type). Every refusal is a
+// a sliding window of sequence numbers and the recent message ids per sender and type; offline statuses,
+// among them the MQTT will signed at connect, have a window of their own). Every refusal is a
 // *RejectError with a Reason, counted in Stats; a message delivered again is reported as ReasonDuplicate
 // together with the message, so the receiver acknowledges it without applying it twice.
 //

@@ -22,10 +22,11 @@ const (
 	MsgEvent             // truck -> dispatch: Event
 	MsgStatus            // truck -> dispatch: Status
 	MsgTelemetry         // truck -> dispatch: Telemetry
+	MsgReceipt           // dispatch -> truck: Receipt (records committed at dispatch)
 	numMsgTypes
 )
 
-var msgTypeNames = [...]string{MsgOrder: "order", MsgEvent: "event", MsgStatus: "status", MsgTelemetry: "telemetry"}
+var msgTypeNames = [...]string{MsgOrder: "order", MsgEvent: "event", MsgStatus: "status", MsgTelemetry: "telemetry", MsgReceipt: "receipt"}
 
 func (t MsgType) String() string {
 	if t > 0 && t < numMsgTypes {

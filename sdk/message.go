@@ -21,6 +21,7 @@ type Message struct {
 	Event     *Event
 	Status    *Status
 	Telemetry *Telemetry
+	Receipt   *Receipt
 }
 
 // DecodeMessage parses an envelope and its body without verifying the signature or anything else: for
@@ -48,6 +49,8 @@ func (m *Message) decodeBody() error {
 		m.Status, err = UnmarshalStatus(m.Body)
 	case MsgTelemetry:
 		m.Telemetry, err = UnmarshalTelemetry(m.Body)
+	case MsgReceipt:
+		m.Receipt, err = UnmarshalReceipt(m.Body)
 	default:
 		err = fmt.Errorf("unknown message type %d", m.Type)
 	}

@@ -11,6 +11,10 @@ import (
 type StreamKey struct {
 	Sender string
 	Type   MsgType
+	// Offline separates offline statuses (the MQTT will, signed when the connection was made, and a clean
+	// shutdown's status) from the online refreshes signed after them, so no number of refreshes pushes the
+	// will out of the window. Sequence numbers still come from one counter per type.
+	Offline bool
 }
 
 // ReplayVerdict is what a ReplayState says about a message.

@@ -217,6 +217,16 @@ func (s *Signer) SignTelemetry(t *Telemetry) ([]byte, error) {
 	return s.Sign(MsgTelemetry, randomID(), body, false)
 }
 
+// SignReceipt signs a receipt under a random message id. withCert carries the certificate: a truck learns
+// dispatch's certificate from orders and from dispatch's retained status, so most receipts leave it out.
+func (s *Signer) SignReceipt(r *Receipt, withCert bool) ([]byte, error) {
+	body, err := r.MarshalBody()
+	if err != nil {
+		return nil, err
+	}
+	return s.Sign(MsgReceipt, randomID(), body, withCert)
+}
+
 func randomID() MsgID {
 	var id MsgID
 	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails (Go 1.24+)

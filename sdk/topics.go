@@ -21,12 +21,17 @@ const (
 	KindEvents         // <prefix>/trucks/<truck>/events: delivery events, truck -> dispatch
 	KindStatus         // <prefix>/trucks/<truck>/status: retained online/offline and health, truck -> dispatch
 	KindOrders         // <prefix>/trucks/<truck>/orders/<order>: orders and revisions, dispatch -> truck
+	KindReceipts       // <prefix>/trucks/<truck>/receipts: what dispatch has committed, dispatch -> truck
+	// KindDispatchStatus is <prefix>/dispatch/<name>/status: a dispatch process's retained online/offline
+	// status (also its MQTT will), dispatch -> trucks. Its Topic names the dispatch identity, not a truck.
+	KindDispatchStatus
 )
 
-var kindNames = [...]string{KindTelemetry: "telemetry", KindEvents: "events", KindStatus: "status", KindOrders: "orders"}
+var kindNames = [...]string{KindTelemetry: "telemetry", KindEvents: "events", KindStatus: "status",
+	KindOrders: "orders", KindReceipts: "receipts", KindDispatchStatus: "dispatch status"}
 
 func (k Kind) String() string {
-	if k >= KindTelemetry && k <= KindOrders {
+	if k >= KindTelemetry && k <= KindDispatchStatus {
 		return kindNames[k]
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
@@ -39,19 +44,22 @@ func (k Kind) MsgType() MsgType {
 		return MsgTelemetry
 	case KindEvents:
 		return MsgEvent
-	case KindStatus:
+	case KindStatus, KindDispatchStatus:
 		return MsgStatus
 	case KindOrders:
 		return MsgOrder
+	case KindReceipts:
+		return MsgReceipt
 	}
 	return 0
 }
 
-// Topic is a parsed truck topic.
+// Topic is a parsed topic.
 type Topic struct {
-	Truck string
-	Kind  Kind
-	Order string // the order id, for KindOrders only
+	Truck    string // the truck, for every kind but KindDispatchStatus
+	Kind     Kind
+	Order    string // the order id, for KindOrders only
+	Dispatch string // the dispatch identity, for KindDispatchStatus only
 }
 
 // ErrBadTopic is wrapped by every topic building and parsing error.
@@ -107,12 +115,24 @@ func (t Topics) Build(tp Topic) (string, error) {
 	if err := t.Validate(); err != nil {
 		return "", err
 	}
+	if tp.Kind == KindDispatchStatus {
+		if tp.Truck != "" || tp.Order != "" {
+			return "", fmt.Errorf("%w: a dispatch status topic names no truck or order", ErrBadTopic)
+		}
+		if err := pki.ValidateName(tp.Dispatch); err != nil {
+			return "", fmt.Errorf("%w: %w", ErrBadTopic, err)
+		}
+		return t.prefix() + "/dispatch/" + tp.Dispatch + "/status", nil
+	}
+	if tp.Dispatch != "" {
+		return "", fmt.Errorf("%w: a %s topic names no dispatch identity", ErrBadTopic, tp.Kind)
+	}
 	if err := pki.ValidateName(tp.Truck); err != nil {
 		return "", fmt.Errorf("%w: %w", ErrBadTopic, err)
 	}
 	base := t.prefix() + "/trucks/" + tp.Truck + "/"
 	switch tp.Kind {
-	case KindTelemetry, KindEvents, KindStatus:
+	case KindTelemetry, KindEvents, KindStatus, KindReceipts:
 		if tp.Order != "" {
 			return "", fmt.Errorf("%w: a %s topic has no order id", ErrBadTopic, tp.Kind)
 		}
@@ -141,6 +161,20 @@ func (t Topics) Status(truck string) (string, error) {
 	return t.Build(Topic{Truck: truck, Kind: KindStatus})
 }
 
+// Receipts returns <prefix>/trucks/<truck>/receipts.
+func (t Topics) Receipts(truck string) (string, error) {
+	return t.Build(Topic{Truck: truck, Kind: KindReceipts})
+}
+
+// DispatchStatus returns <prefix>/dispatch/<name>/status.
+func (t Topics) DispatchStatus(name string) (string, error) {
+	return t.Build(Topic{Kind: KindDispatchStatus, Dispatch: name})
+}
+
+// DispatchStatusFilter is the subscription filter for every dispatch process's status:
+// <prefix>/dispatch/+/status.
+func (t Topics) DispatchStatusFilter() string { return t.prefix() + "/dispatch/+/status" }
+
 // Order returns <prefix>/trucks/<truck>/orders/<order>.
 func (t Topics) Order(truck, order string) (string, error) {
 	return t.Build(Topic{Truck: truck, Kind: KindOrders, Order: order})
@@ -161,15 +195,28 @@ func (t Topics) TruckOrdersFilter(truck string) (string, error) {
 // (orders: <prefix>/trucks/+/orders/+). Prefix it with "$share/<group>/" to split a fleet between several
 // dispatch processes.
 func (t Topics) FleetFilter(k Kind) string {
+	if k == KindDispatchStatus {
+		return t.DispatchStatusFilter()
+	}
 	if k == KindOrders {
 		return t.prefix() + "/trucks/+/orders/+"
 	}
 	return t.prefix() + "/trucks/+/" + k.String()
 }
 
-// Parse splits a topic into truck, kind and order id, and refuses anything that is not exactly one of
-// design.md's topics under this prefix with valid names.
+// Parse splits a topic into truck, kind and order id (or dispatch identity), and refuses anything that is not
+// exactly one of design.md's topics under this prefix with valid names.
 func (t Topics) Parse(topic string) (Topic, error) {
+	if rest, ok := strings.CutPrefix(topic, t.prefix()+"/dispatch/"); ok {
+		name, ok := strings.CutSuffix(rest, "/status")
+		if !ok || strings.Contains(name, "/") {
+			return Topic{}, fmt.Errorf("%w: %q is not a %s/dispatch/<name>/status topic", ErrBadTopic, topic, t.prefix())
+		}
+		if err := pki.ValidateName(name); err != nil {
+			return Topic{}, fmt.Errorf("%w: %q: %w", ErrBadTopic, topic, err)
+		}
+		return Topic{Kind: KindDispatchStatus, Dispatch: name}, nil
+	}
 	p := t.prefix() + "/trucks/"
 	rest, ok := strings.CutPrefix(topic, p)
 	if !ok {
@@ -187,13 +234,15 @@ func (t Topics) Parse(topic string) (Topic, error) {
 		tp.Kind = KindEvents
 	case len(parts) == 2 && parts[1] == "status":
 		tp.Kind = KindStatus
+	case len(parts) == 2 && parts[1] == "receipts":
+		tp.Kind = KindReceipts
 	case len(parts) == 3 && parts[1] == "orders":
 		if err := ValidateOrderID(parts[2]); err != nil {
 			return Topic{}, fmt.Errorf("%w: %q: %w", ErrBadTopic, topic, err)
 		}
 		tp.Kind, tp.Order = KindOrders, parts[2]
 	default:
-		return Topic{}, fmt.Errorf("%w: %q is not a telemetry, events, status or orders/<order> topic",
+		return Topic{}, fmt.Errorf("%w: %q is not a telemetry, events, status, receipts or orders/<order> topic",
 			ErrBadTopic, topic)
 	}
 	return tp, nil

@@ -23,6 +23,9 @@ const (
 	DefaultMaxAgeOrder    = 7 * 24 * time.Hour
 	DefaultMaxAgeEvent    = 7 * 24 * time.Hour
 	DefaultMaxAgeTelem    = 7 * 24 * time.Hour
+	// DefaultMaxAgeReceipt is short: a receipt is signed when it is sent, and an old one only acks again
+	// what was acked before.
+	DefaultMaxAgeReceipt = 24 * time.Hour
 	// DefaultMaxAgeStatus is long because a truck's MQTT will is a status signed when it connected, and
 	// fires whenever the connection dies, possibly weeks later.
 	DefaultMaxAgeStatus = 60 * 24 * time.Hour
@@ -32,7 +35,7 @@ const (
 // Zero takes the type's default; a negative value means no limit. Senders sign when they send (the truck's
 // uploader signs at upload time, dispatch's outbox signs each re-send), so envelopes are normally fresh.
 type MaxAge struct {
-	Order, Event, Status, Telemetry time.Duration
+	Order, Event, Status, Telemetry, Receipt time.Duration
 }
 
 func (a MaxAge) of(t MsgType) time.Duration {
@@ -46,6 +49,8 @@ func (a MaxAge) of(t MsgType) time.Duration {
 		d, def = a.Status, DefaultMaxAgeStatus
 	case MsgTelemetry:
 		d, def = a.Telemetry, DefaultMaxAgeTelem
+	case MsgReceipt:
+		d, def = a.Receipt, DefaultMaxAgeReceipt
 	}
 	if d == 0 {
 		return def
@@ -329,11 +334,19 @@ func (v *Verifier) verify(ctx context.Context, topic string, payload []byte) (*M
 	m.Signer, m.Certificate = kc.id, kc.cert
 
 	// May this signer send this here?
-	if env.Type == MsgOrder {
+	switch {
+	case env.Type == MsgOrder || env.Type == MsgReceipt:
 		if kc.id.Role != pki.RoleDispatch {
-			return fail(ReasonWrongRole, fmt.Sprintf("orders come from dispatch, %q is a %s", kc.id.Name, kc.id.Role), nil)
+			return fail(ReasonWrongRole, fmt.Sprintf("%ss come from dispatch, %q is a %s", env.Type, kc.id.Name, kc.id.Role), nil)
 		}
-	} else {
+	case tp.Kind == KindDispatchStatus:
+		if kc.id.Role != pki.RoleDispatch {
+			return fail(ReasonWrongRole, fmt.Sprintf("a dispatch status comes from dispatch, %q is a %s", kc.id.Name, kc.id.Role), nil)
+		}
+		if kc.id.Name != tp.Dispatch {
+			return fail(ReasonWrongSender, fmt.Sprintf("%q sent on %q's status topic", kc.id.Name, tp.Dispatch), nil)
+		}
+	default:
 		if kc.id.Role != pki.RoleTruck {
 			return fail(ReasonWrongRole, fmt.Sprintf("%s messages come from trucks, %q is a %s", env.Type, kc.id.Name, kc.id.Role), nil)
 		}
@@ -361,9 +374,18 @@ func (v *Verifier) verify(ctx context.Context, topic string, payload []byte) (*M
 			return fail(ReasonExpired, fmt.Sprintf("order %s rev %d expired at %v", o.ID, o.Revision, o.Expires.Format(time.RFC3339)), nil)
 		}
 	}
+	if r := m.Receipt; r != nil && r.Truck != tp.Truck {
+		return fail(ReasonMisaddressed, fmt.Sprintf("a receipt for %q on %q's topic", r.Truck, tp.Truck), nil)
+	}
 
 	// Last, and only for a message that passed everything: has it been delivered before?
-	verdict, err := v.cfg.Replay.Check(ctx, StreamKey{Sender: env.Sender, Type: env.Type}, env.Seq, env.ID)
+	key := StreamKey{Sender: env.Sender, Type: env.Type}
+	if m.Status != nil && m.Status.State == StateOffline {
+		// The MQTT will is signed at connect and fires maybe days later: in the online statuses' window it
+		// would fall behind after a thousand refreshes on one connection. Offline statuses have their own.
+		key.Offline = true
+	}
+	verdict, err := v.cfg.Replay.Check(ctx, key, env.Seq, env.ID)
 	if err != nil {
 		return nil, nil, fmt.Errorf("sdk: verifier: replay state: %w", err)
 	}

@@ -184,7 +184,7 @@ func TestVerifyRefusesReplays(t *testing.T) {
 
 func TestMemoryReplayWindow(t *testing.T) {
 	r := NewMemoryReplay(64, 4)
-	k := StreamKey{"truck-0001", MsgTelemetry}
+	k := StreamKey{Sender: "truck-0001", Type: MsgTelemetry}
 	id := func(n int) MsgID { return MsgID{byte(n), byte(n >> 8)} }
 	check := func(seq uint64, n int, want ReplayVerdict) {
 		t.Helper()
@@ -207,7 +207,7 @@ func TestMemoryReplayWindow(t *testing.T) {
 	// Only 4 ids are remembered: id 1 has been forgotten, so its old message is judged by sequence.
 	check(1, 1, ReplayTooOld)
 	// Other streams are independent.
-	if v, _ := r.Check(ctx, StreamKey{"truck-0001", MsgStatus}, 1, id(1)); v != ReplayNew {
+	if v, _ := r.Check(ctx, StreamKey{Sender: "truck-0001", Type: MsgStatus}, 1, id(1)); v != ReplayNew {
 		t.Fatalf("status stream: %v", v)
 	}
 }
