@@ -58,7 +58,7 @@ func (w *writeTx) append(entries []Entry) ([]uint64, error) {
 		if t.IsZero() {
 			t = now
 		}
-		k, v := seqKey(seq), encodeRecord(seq, e.Kind, t, e.Data)
+		k, v := seqKey(seq), encodeRecord(seq, 0, e.Kind, t, e.Data)
 		if err := w.tx.Bucket(laneBuckets[e.Lane]).Put(k, v); err != nil {
 			return nil, err
 		}
@@ -101,7 +101,7 @@ func (s *Store) Peek(ctx context.Context, n int) ([]Record, error) {
 				if s.isInFlight(seq) {
 					continue
 				}
-				r, err := decodeRecord(l, k, v)
+				r, err := decodeRecord(l, s.epoch, k, v)
 				if err != nil {
 					bad = append(bad, badRecord{l, seq, err})
 					continue
@@ -152,7 +152,7 @@ func (s *Store) PeekNewest(ctx context.Context, lane Lane) (*Record, error) {
 			if s.isInFlight(seq) {
 				continue
 			}
-			r, err := decodeRecord(lane, k, v)
+			r, err := decodeRecord(lane, s.epoch, k, v)
 			if err != nil {
 				bad = append(bad, badRecord{lane, seq, err})
 				continue
@@ -302,18 +302,21 @@ func (s *Store) Quarantine(ctx context.Context, seq uint64, reason string) error
 // Quarantine value layout: [0] lane, [1:3] reason length, reason, then the original stored value.
 const quarantineHeader = 3
 
-func quarantineTx(tx *bolt.Tx, l Lane, seq uint64, reason string) error {
+func quarantineValue(l Lane, reason string, orig []byte) []byte {
 	if len(reason) > 1024 {
 		reason = reason[:1024]
 	}
-	k := seqKey(seq)
-	b := tx.Bucket(laneBuckets[l])
-	orig := b.Get(k)
 	v := make([]byte, 0, quarantineHeader+len(reason)+len(orig))
 	v = append(v, byte(l))
 	v = binary.BigEndian.AppendUint16(v, uint16(len(reason)))
 	v = append(v, reason...)
-	v = append(v, orig...)
+	return append(v, orig...)
+}
+
+func quarantineTx(tx *bolt.Tx, l Lane, seq uint64, reason string) error {
+	k := seqKey(seq)
+	b := tx.Bucket(laneBuckets[l])
+	v := quarantineValue(l, reason, b.Get(k))
 	q, err := tx.CreateBucketIfNotExists(bucketQuarantine)
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 // Stats is a snapshot of the store for status reports and metrics.
 type Stats struct {
 	Epoch    uint64
+	Origin   Origin // how the epoch began: a new, recreated or salvaged file means a unit lost or reset data
 	Critical LaneStats
 	Normal   LaneStats
 
@@ -72,6 +73,7 @@ func (s *Store) Stats() Stats {
 	}
 	st := Stats{
 		Epoch:              s.epoch,
+		Origin:             s.origin,
 		Critical:           lane(Critical),
 		Normal:             lane(Normal),
 		QuarantinedRecords: s.quarantine.records,

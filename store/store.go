@@ -31,10 +31,12 @@ var (
 // Store is a durable, prioritised record queue and a small keyed state, in one bbolt file. All methods are
 // safe for concurrent use.
 type Store struct {
-	path  string
-	opts  Options
-	db    *bolt.DB
-	epoch uint64
+	path   string
+	opts   Options
+	db     *bolt.DB
+	epoch  uint64
+	origin Origin // how the epoch began
+	born   Origin // during Open: why a new epoch begins, if one must
 
 	ops  chan *op      // to the committer
 	quit chan struct{} // closed by Close: the committer finishes what is queued and exits
@@ -73,8 +75,9 @@ type commitStats struct {
 
 // Open opens or creates the store at path. A file that bbolt cannot open, or whose pages are damaged, is
 // moved aside as path.corrupt-<UTC time> with an error log line, the records that can still be read are
-// carried over, and a fresh database takes its place: a truck with a broken file keeps working. Open fails
-// with ErrLocked when another process holds the file for longer than Options.LockTimeout.
+// carried over, and a fresh database with a new epoch takes its place: a truck with a broken file keeps
+// working. Origin tells which happened. Open fails with ErrLocked when another process holds the file for
+// longer than Options.LockTimeout.
 func Open(path string, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
 	s := &Store{
@@ -85,6 +88,9 @@ func Open(path string, opts Options) (*Store, error) {
 		done:     make(chan struct{}),
 		inflight: make(map[uint64]Lane),
 		notify:   make(chan struct{}),
+		// A file that exists but holds no epoch was never more than created: bbolt made it and the process
+		// stopped before init committed.
+		born: Origin{Kind: OriginCreated, Detail: "the database file held no store yet"},
 	}
 	if err := s.open(); err != nil {
 		return nil, err
@@ -112,6 +118,9 @@ func (s *Store) open() error {
 		return err
 	}
 	switch {
+	case pf.missing:
+		s.born = Origin{Kind: OriginCreated,
+			Detail: "no database file: first start, or the file was deleted or the storage replaced"}
 	case pf.empty:
 		// bbolt would happily initialise a zero-length file; but a file that was a database and is now
 		// empty lost its data (a truncating crash, a failed copy), and that must not pass in silence.
@@ -191,6 +200,7 @@ func (s *Store) finishOpen() error {
 
 // preflightResult is what preflight found wrong with an existing file, before bbolt opens it.
 type preflightResult struct {
+	missing   bool  // no file at all
 	empty     bool  // zero length, and not another process's database in the making
 	truncated error // shorter than its meta page says
 	need      int64 // the length the meta page says
@@ -204,7 +214,7 @@ func (s *Store) preflight() (preflightResult, error) {
 	f, err := os.Open(s.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return preflightResult{}, nil
+		return preflightResult{missing: true}, nil
 	case err != nil:
 		return preflightResult{}, fmt.Errorf("store: %w", err)
 	}
@@ -262,6 +272,8 @@ func (s *Store) moveAside(why string) (string, error) {
 		"path", s.path, "moved_to", aside, "reason", why)
 	s.recovery = append(s.recovery, fmt.Sprintf("%s moved to %s: %s", s.path, aside, why))
 	s.movedAside++
+	// Until restore carries something over, whatever the file held is lost.
+	s.born = Origin{Kind: OriginRecreated, Detail: fmt.Sprintf("%s; moved to %s", why, aside)}
 	return aside, nil
 }
 
@@ -291,6 +303,7 @@ type scanResult struct {
 	quarantine laneCount
 	bad        []badRecord // records whose checksum failed
 	epoch      uint64
+	origin     Origin
 	counter    persistentCounters
 }
 
@@ -308,6 +321,7 @@ func (s *Store) scan() (res scanResult, err error) {
 			if v := m.Get(keyEpoch); len(v) == 8 {
 				res.epoch = binary.BigEndian.Uint64(v)
 			}
+			res.origin = readOrigin(m)
 			res.counter = readCounters(m)
 		}
 		for _, l := range lanes {
@@ -317,7 +331,7 @@ func (s *Store) scan() (res scanResult, err error) {
 			}
 			c := b.Cursor()
 			for k, v := c.First(); k != nil; k, v = c.Next() {
-				if _, err := decodeRecord(l, k, v); err != nil {
+				if _, err := decodeRecord(l, res.epoch, k, v); err != nil {
 					seq := uint64(0)
 					if len(k) == keySize {
 						seq = binary.BigEndian.Uint64(k)
@@ -356,14 +370,17 @@ func safeView(db *bolt.DB, fn func(*bolt.Tx) error) (err error) {
 
 // salvaged holds what could still be read from a damaged file.
 type salvaged struct {
-	epoch   uint64
-	counter persistentCounters
-	records [len(lanes)][]Record
-	state   map[string][][2][]byte
+	epoch      uint64 // the damaged file's epoch; zero when unreadable
+	seq        uint64 // its meta sequence, the last seq it handed out; zero when unreadable
+	counter    persistentCounters
+	records    [len(lanes)][]Record // Epoch is each record's origin; zero when unknown
+	quarantine [][2][]byte          // key and value, as stored
+	state      map[string][][2][]byte
 }
 
 // salvage reads every record it can from a damaged database: each lane forwards from the first record until
-// the damage, then backwards from the last, so records on both sides of a bad page survive.
+// the damage, then backwards from the last, so records on both sides of a bad page survive. Records that
+// fail their checksum go to the quarantine, as they would in a sound file.
 func salvage(db *bolt.DB) salvaged {
 	out := salvaged{state: map[string][][2][]byte{}}
 	_ = safeView(db, func(tx *bolt.Tx) error {
@@ -371,35 +388,28 @@ func salvage(db *bolt.DB) salvaged {
 			if v := m.Get(keyEpoch); len(v) == 8 {
 				out.epoch = binary.BigEndian.Uint64(v)
 			}
+			out.seq = m.Sequence()
 			out.counter = readCounters(m)
 		}
 		return nil
 	})
 	for _, l := range lanes {
-		seen := map[uint64]bool{}
-		for _, backwards := range []bool{false, true} {
-			_ = safeView(db, func(tx *bolt.Tx) error {
-				b := tx.Bucket(laneBuckets[l])
-				if b == nil {
-					return nil
-				}
-				c := b.Cursor()
-				first, next := c.First, c.Next
-				if backwards {
-					first, next = c.Last, c.Prev
-				}
-				for k, v := first(); k != nil; k, v = next() {
-					r, err := decodeRecord(l, k, v)
-					if err != nil || seen[r.Seq] {
-						continue
-					}
-					seen[r.Seq] = true
-					out.records[l] = append(out.records[l], r)
-				}
-				return nil
-			})
-		}
+		salvageBucket(db, laneBuckets[l], func(k, v []byte) {
+			r, err := decodeRecord(l, out.epoch, k, v)
+			switch {
+			case err == nil:
+				out.records[l] = append(out.records[l], r)
+			case len(k) == keySize:
+				out.quarantine = append(out.quarantine, [2][]byte{k, quarantineValue(l, err.Error(), v)})
+				out.counter.quarantined++
+			}
+		})
 	}
+	salvageBucket(db, bucketQuarantine, func(k, v []byte) {
+		if len(k) == keySize {
+			out.quarantine = append(out.quarantine, [2][]byte{k, v})
+		}
+	})
 	_ = safeView(db, func(tx *bolt.Tx) error {
 		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
 			if bucket, ok := stateBucketName(name); ok {
@@ -416,38 +426,93 @@ func salvage(db *bolt.DB) salvaged {
 	return out
 }
 
-// restore writes salvaged records and state into the fresh database, keeping their sequence numbers and the
-// epoch, so receivers still recognise re-sent records as duplicates.
+// salvageBucket calls fn with a copy of every key and value of a bucket that it can read: forwards from the
+// first key until a damaged page stops it, then backwards from the last, each key once.
+func salvageBucket(db *bolt.DB, name []byte, fn func(k, v []byte)) {
+	seen := map[string]bool{}
+	for _, backwards := range []bool{false, true} {
+		_ = safeView(db, func(tx *bolt.Tx) error {
+			b := tx.Bucket(name)
+			if b == nil {
+				return nil
+			}
+			c := b.Cursor()
+			first, next := c.First, c.Next
+			if backwards {
+				first, next = c.Last, c.Prev
+			}
+			for k, v := first(); k != nil; k, v = next() {
+				if seen[string(k)] {
+					continue
+				}
+				seen[string(k)] = true
+				fn(append([]byte(nil), k...), append([]byte(nil), v...))
+			}
+			return nil
+		})
+	}
+}
+
+// restore writes what salvage read into the fresh database, under a new epoch: the old epoch's sequence
+// numbers were handed out beyond what survived (records acked, or lost on the damaged page), so carrying it on
+// would reuse them and receivers would drop new records as duplicates. Salvaged records keep their seq and
+// their origin epoch, so receivers still recognise re-sent ones; new records get seqs above every seq the
+// old file handed out that is known, and the fresh file's own epoch.
 func (s *Store) restore(sv salvaged) error {
 	n := 0
+	for _, rs := range sv.records {
+		n += len(rs)
+	}
+	ns := 0
+	for _, kvs := range sv.state {
+		ns += len(kvs)
+	}
+	if n+len(sv.quarantine)+ns > 0 {
+		s.born.Kind = OriginSalvaged
+		s.born.Detail += fmt.Sprintf("; carried over %d records, %d quarantined records, %d state values",
+			n, len(sv.quarantine), ns)
+	}
+	s.born.PreviousEpoch = sv.epoch
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		m, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
 			return err
 		}
-		if sv.epoch != 0 {
-			if err := m.Put(keyEpoch, binary.BigEndian.AppendUint64(nil, sv.epoch)); err != nil {
-				return err
-			}
+		// The epoch begins in the same transaction as the records are written, so no crash leaves them
+		// in a file without an epoch, where a later Open would take them for records of a new one.
+		if err := s.beginEpoch(m); err != nil {
+			return err
 		}
 		if err := writeCounters(m, sv.counter); err != nil {
 			return err
 		}
-		var maxSeq uint64
+		maxSeq := sv.seq
 		for _, l := range lanes {
 			b, err := tx.CreateBucketIfNotExists(laneBuckets[l])
 			if err != nil {
 				return err
 			}
 			for _, r := range sv.records[l] {
-				if err := b.Put(seqKey(r.Seq), encodeRecord(r.Seq, r.Kind, r.Time, r.Data)); err != nil {
+				// A record of unknown origin (the old epoch was unreadable) joins the new epoch: receivers
+				// may get it twice, under two names, but never lose it.
+				if err := b.Put(seqKey(r.Seq), encodeRecord(r.Seq, r.Epoch, r.Kind, r.Time, r.Data)); err != nil {
 					return err
 				}
 				maxSeq = max(maxSeq, r.Seq)
-				n++
 			}
 		}
-		if err := m.SetSequence(max(m.Sequence(), maxSeq)); err != nil {
+		q, err := tx.CreateBucketIfNotExists(bucketQuarantine)
+		if err != nil {
+			return err
+		}
+		for _, kv := range sv.quarantine {
+			if err := q.Put(kv[0], kv[1]); err != nil {
+				return err
+			}
+			maxSeq = max(maxSeq, binary.BigEndian.Uint64(kv[0]))
+		}
+		// Seqs stay unique within the file across both lanes and the quarantine: the uploader keys on them.
+		if err := m.SetSequence(maxSeq); err != nil {
 			return err
 		}
 		for bucket, kvs := range sv.state {
@@ -466,15 +531,17 @@ func (s *Store) restore(sv salvaged) error {
 	if err != nil {
 		return fmt.Errorf("store: write salvaged records into fresh database %s: %w", s.path, err)
 	}
-	s.opts.Logger.Error("store: salvaged records from the damaged file", "path", s.path, "records", n)
-	s.recovery = append(s.recovery, fmt.Sprintf("salvaged %d records", n))
+	s.opts.Logger.Error("store: salvaged records from the damaged file into a new epoch", "path", s.path,
+		"records", n, "quarantined", len(sv.quarantine), "state", ns,
+		"old_epoch", fmt.Sprintf("%016x", sv.epoch), "new_epoch", fmt.Sprintf("%016x", s.epoch))
+	s.recovery = append(s.recovery, fmt.Sprintf("salvaged %d records, %d quarantined records, %d state values "+
+		"into new epoch %016x (was %016x)", n, len(sv.quarantine), ns, s.epoch, sv.epoch))
 	return nil
 }
 
-// init creates the buckets and the epoch, quarantines records that failed their checksum, and loads the
-// in-memory counts.
+// init creates the buckets and, for a file without one, the epoch; quarantines records that failed their
+// checksum, and loads the in-memory counts.
 func (s *Store) init(scan scanResult) error {
-	epoch := scan.epoch
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		m, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
@@ -485,9 +552,13 @@ func (s *Store) init(scan scanResult) error {
 				return err
 			}
 		}
-		if epoch == 0 {
-			epoch = newEpoch()
-			if err := m.Put(keyEpoch, binary.BigEndian.AppendUint64(nil, epoch)); err != nil {
+		switch {
+		case s.epoch != 0: // restore began it in this Open
+		case scan.epoch != 0:
+			s.epoch, s.origin = scan.epoch, scan.origin
+			s.origin.Reopened = true
+		default:
+			if err := s.beginEpoch(m); err != nil {
 				return err
 			}
 		}
@@ -515,7 +586,6 @@ func (s *Store) init(scan scanResult) error {
 			scan = rescan
 		}
 	}
-	s.epoch = epoch
 	s.lanes = scan.lanes
 	s.quarantine = scan.quarantine
 	return nil
@@ -556,7 +626,8 @@ func writeCounters(m *bolt.Bucket, c persistentCounters) error {
 }
 
 // Epoch identifies this database file's lifetime: it is chosen at random when the file is created (or
-// re-created after corruption) and kept across restarts. Receivers identify a record by (Epoch, Seq).
+// re-created or salvaged after corruption) and kept across restarts. Receivers identify a record by its
+// Record.Epoch and Seq; records appended to this store carry this Epoch.
 func (s *Store) Epoch() uint64 { return s.epoch }
 
 // Path is the database file's path.
