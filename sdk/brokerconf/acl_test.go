@@ -56,6 +56,29 @@ func TestAllowed(t *testing.T) {
 		{office, "fleet/#", false, false},
 		{office, "#", false, false},
 		{office, "$share/x", false, false},
+		// Receipts: any dispatch writes them for any truck, a truck reads only its own.
+		{office, "fleet/trucks/truck-a/receipts", true, true},
+		{office, "fleet/trucks/truck-zz/receipts", true, true},
+		{office, "fleet/trucks/+/receipts", true, false},
+		{office, "fleet/trucks/truck-a/receipts/x", true, false},
+		{truckA, "fleet/trucks/truck-a/receipts", false, true},
+		{truckA, "fleet/trucks/truck-a/receipts", true, false},
+		{truckA, "fleet/trucks/truck-b/receipts", true, false},
+		{truckA, "fleet/trucks/truck-b/receipts", false, false},
+		{truckA, "fleet/trucks/+/receipts", false, false},
+		// Dispatch status: a dispatch writes only its own, trucks and dispatch read all.
+		{office, "fleet/dispatch/office-1/status", true, true},
+		{office, "fleet/dispatch/office-2/status", true, false},
+		{office, "fleet/dispatch/office-1/other", true, false},
+		{office, "fleet/dispatch/+/status", false, true},
+		{office, "fleet/dispatch/office-2/status", false, true},
+		{truckA, "fleet/dispatch/+/status", false, true},
+		{truckA, "fleet/dispatch/office-1/status", false, true},
+		{truckA, "$share/g/fleet/dispatch/+/status", false, true},
+		{truckA, "fleet/dispatch/#", false, false},
+		{truckA, "fleet/dispatch/truck-a/status", true, false},
+		{truckA, "fleet/dispatch/office-1/status", true, false},
+		{truckA, "fleet/dispatch/truck-a/x", true, false},
 		// A broker identity is nobody special as a client.
 		{brokerID, "fleet/trucks/truck-a/orders/o1", true, false},
 		{brokerID, "fleet/trucks/#", false, false},
@@ -86,8 +109,12 @@ func TestMosquittoACL(t *testing.T) {
 		"pattern write fleet/trucks/%u/events\n",
 		"pattern write fleet/trucks/%u/status\n",
 		"pattern read fleet/trucks/%u/orders/#\n",
-		"user office-1\ntopic write fleet/trucks/+/orders/#\ntopic read fleet/trucks/#\n",
+		"pattern read fleet/trucks/%u/receipts\n",
+		"pattern read fleet/dispatch/+/status\n",
+		"user office-1\ntopic write fleet/trucks/+/orders/#\ntopic write fleet/trucks/+/receipts\n" +
+			"topic write fleet/dispatch/office-1/status\ntopic read fleet/trucks/#\n",
 		"user office-2\n",
+		"topic write fleet/dispatch/office-2/status\n",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("ACL lacks %q:\n%s", want, s)
@@ -96,6 +123,10 @@ func TestMosquittoACL(t *testing.T) {
 	// Patterns come before any user block: Mosquitto reads topic lines before the first user as anonymous.
 	if strings.Index(s, "pattern") > strings.Index(s, "user ") {
 		t.Error("pattern lines after user blocks")
+	}
+	// No pattern lets anybody write under dispatch/: a truck would get its own "dispatch status".
+	if strings.Contains(s, "pattern write fleet/dispatch") {
+		t.Error("a pattern grants writes under fleet/dispatch/")
 	}
 	if _, err := (ACL{}).Mosquitto([]string{"bad/name"}); err == nil {
 		t.Error("bad dispatch name rendered")
@@ -135,10 +166,11 @@ func TestCovers(t *testing.T) {
 }
 
 // FuzzAllowed checks invariants for any topic: no panic, writes only to concrete topics under the
-// identity's own truck or, for dispatch, orders.
+// identity's own truck or, for dispatch, orders, receipts and its own status.
 func FuzzAllowed(f *testing.F) {
 	for _, s := range []string{"fleet/trucks/truck-a/telemetry", "fleet/trucks/truck-a/orders/#", "#", "+/+/+/+",
-		"$share/g/fleet/trucks/#", "fleet//trucks", "", "/", "fleet/trucks/truck-a/orders/\x00"} {
+		"$share/g/fleet/trucks/#", "fleet//trucks", "fleet/trucks/truck-b/receipts", "fleet/dispatch/office-1/status",
+		"fleet/dispatch/truck-a/status", "", "/", "fleet/trucks/truck-a/orders/\x00"} {
 		f.Add(s, true)
 		f.Add(s, false)
 	}
@@ -152,8 +184,9 @@ func FuzzAllowed(f *testing.F) {
 				t.Fatalf("%s may write wildcard topic %q", id.Name, topic)
 			}
 			own := strings.HasPrefix(topic, "fleet/trucks/"+id.Name+"/")
-			orders := id.Role == pki.RoleDispatch && strings.Contains(topic, "/orders")
-			if !own && !orders {
+			dispatch := id.Role == pki.RoleDispatch && (strings.Contains(topic, "/orders") ||
+				strings.HasSuffix(topic, "/receipts") || topic == "fleet/dispatch/"+id.Name+"/status")
+			if !own && !dispatch {
 				t.Fatalf("%s may write %q", id.Name, topic)
 			}
 		}

@@ -3,6 +3,10 @@
 //
 // # Basics
 //
+// The rules (ACL): a truck writes its own telemetry, events and status and reads its own orders and
+// receipts; dispatch writes orders and receipts for any truck and its own P/dispatch/NAME/status, and reads
+// the whole fleet; everybody reads P/dispatch/+/status. Nobody else writes under P/dispatch/.
+//
 // Write(pki, OUT, Config{...}) produces a directory that is everything the broker host needs:
 //
 //	OUT/mosquitto.conf    mutual TLS listener, ACL, limits, persistence (see Render)
@@ -31,6 +35,7 @@
 //     subscribes to another truck's orders gets SUBACK 0 and no messages). The development broker does the
 //     same for wildcard filters; a forbidden subscription to a plain topic gets SUBACK 135 there.
 //   - A will message on a topic the client may not write is accepted at connect and dropped when it
-//     fires; a truck's will on its own status topic is allowed (retained is fine).
+//     fires; a truck's will on its own status topic is allowed (retained is fine), and so is a dispatch
+//     process's will on its own P/dispatch/NAME/status.
 //   - Persistence is a snapshot every autosave interval: a kill -9 loses up to that much of the queue.
 package brokerconf

@@ -12,7 +12,7 @@
 //     the CRL honoured (re-read when the file changes) and a stale CRL refusing everyone, as Mosquitto does.
 //   - The certificate CN is the identity: it replaces the CONNECT username; an empty client id becomes the
 //     CN; a different client id is refused with CONNACK 133.
-//   - brokerconf.ACL decides every publish (MQTT v5 QoS 1/2: PUBACK/PUBREC 135; QoS 0 dropped) and every
+//   - brokerconf.ACL (orders, receipts, truck and dispatch status, telemetry, events) decides every publish (MQTT v5 QoS 1/2: PUBACK/PUBREC 135; QoS 0 dropped) and every
 //     delivered message; a will on a topic the client may not write is dropped.
 //   - Receive maximum, stored messages per client and packet size as in brokerconf (1000, 10000, 256 KiB).
 //

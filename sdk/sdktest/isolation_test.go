@@ -142,7 +142,7 @@ const reasonNotAuthorized = 135
 func TestIsolation(t *testing.T) {
 	for _, kind := range sdktest.Kinds {
 		t.Run(string(kind), func(t *testing.T) {
-			b := sdktest.Start(t, kind, sdktest.Options{Dispatch: []string{"office"}})
+			b := sdktest.Start(t, kind, sdktest.Options{Dispatch: []string{"office", "office-2"}})
 			office := b.ClientFiles("office")
 			truckA, truckB := b.Truck("truck-a"), b.Truck("truck-b")
 			for _, tc := range isolationCases {
@@ -215,6 +215,81 @@ var isolationCases = []isolationCase{
 		a.expectNothing(t, "truck-a")
 		d.publish(t, "fleet/trucks/truck-a/orders/o2", "order for a", false)
 		a.expect(t, "truck-a", "fleet/trucks/truck-a/orders/o2", "order for a")
+	}},
+	{"truck cannot publish receipts or dispatch status", func(t *testing.T, b *sdktest.Broker, _ sdktest.Kind, office, truckA, truckB sdktest.Client) {
+		d := mustConnect(t, b, office)
+		d.subscribe(t, "fleet/trucks/#", "fleet/dispatch/+/status")
+		tb := mustConnect(t, b, truckB)
+		tb.subscribe(t, "fleet/trucks/truck-b/receipts")
+		a := mustConnect(t, b, truckA)
+		for _, topic := range []string{
+			"fleet/trucks/truck-b/receipts", "fleet/trucks/truck-a/receipts", // not even its own
+			"fleet/dispatch/office/status", "fleet/dispatch/truck-a/status", // nothing under dispatch/
+		} {
+			if rc := a.publish(t, topic, "forged", false); rc != reasonNotAuthorized {
+				t.Errorf("%s: reason %d, want %d", topic, rc, reasonNotAuthorized)
+			}
+		}
+		d.expectNothing(t, "dispatch")
+		tb.expectNothing(t, "truck-b")
+	}},
+	{"dispatch sends receipts to any truck, each truck reads only its own", func(t *testing.T, b *sdktest.Broker, _ sdktest.Kind, office, truckA, truckB sdktest.Client) {
+		a := mustConnect(t, b, truckA)
+		a.subscribe(t, "fleet/trucks/+/receipts", "fleet/trucks/truck-b/receipts/#") // Mosquitto grants, delivers only A's
+		tb := mustConnect(t, b, truckB)
+		tb.subscribe(t, "fleet/trucks/truck-b/receipts")
+		d := mustConnect(t, b, office)
+		if rc := d.publish(t, "fleet/trucks/truck-b/receipts", "receipt for b", false); rc >= 0x80 {
+			t.Fatalf("dispatch receipt for b: reason %d", rc)
+		}
+		tb.expect(t, "truck-b", "fleet/trucks/truck-b/receipts", "receipt for b")
+		a.expectNothing(t, "truck-a")
+		if rc := d.publish(t, "fleet/trucks/truck-a/receipts", "receipt for a", false); rc >= 0x80 {
+			t.Fatalf("dispatch receipt for a: reason %d", rc)
+		}
+		a.expect(t, "truck-a", "fleet/trucks/truck-a/receipts", "receipt for a")
+		tb.expectNothing(t, "truck-b")
+	}},
+	{"dispatch status: own written (and as will), read by trucks and dispatch; another's refused", func(t *testing.T, b *sdktest.Broker, _ sdktest.Kind, office, truckA, _ sdktest.Client) {
+		a := mustConnect(t, b, truckA)
+		a.subscribe(t, "fleet/dispatch/+/status")
+		d2 := mustConnect(t, b, b.ClientFiles("office-2"))
+		d2.subscribe(t, "fleet/dispatch/office/status")
+		// office connects with its will on its own status, says online, tries to speak for office-2, and
+		// drops the connection without DISCONNECT: the will fires.
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		conn, err := b.Dial(ctx, office.TLSConfig(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := paho.NewClient(paho.ClientConfig{Conn: packets.NewThreadSafeConn(conn)})
+		if _, err := c.Connect(ctx, &paho.Connect{ClientID: "office", KeepAlive: 30, CleanStart: true,
+			WillMessage: &paho.WillMessage{Topic: "fleet/dispatch/office/status", Payload: []byte("offline"), QoS: 1, Retain: true}}); err != nil {
+			t.Fatal(err)
+		}
+		pub := func(topic, payload string) byte {
+			pr, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Retain: true, Payload: []byte(payload)})
+			if pr == nil {
+				t.Fatalf("publish %s: %v", topic, err)
+			}
+			return pr.ReasonCode
+		}
+		if rc := pub("fleet/dispatch/office-2/status", "forged offline"); rc != reasonNotAuthorized {
+			t.Errorf("office writing office-2's status: reason %d, want %d", rc, reasonNotAuthorized)
+		}
+		if rc := pub("fleet/dispatch/office/status", "online"); rc >= 0x80 {
+			t.Errorf("office writing its own status: reason %d", rc)
+		}
+		a.expect(t, "truck-a", "fleet/dispatch/office/status", "online")
+		d2.expect(t, "office-2", "fleet/dispatch/office/status", "online")
+		conn.Close()
+		<-c.Done()
+		a.expect(t, "truck-a", "fleet/dispatch/office/status", "offline")
+		d2.expect(t, "office-2", "fleet/dispatch/office/status", "offline")
+		a.expectNothing(t, "truck-a")
+		// Clear the retained status, so later cases start clean.
+		mustConnect(t, b, office).publish(t, "fleet/dispatch/office/status", "", true)
 	}},
 	{"truck cannot take over another truck's client id", func(t *testing.T, b *sdktest.Broker, kind sdktest.Kind, office, truckA, truckB sdktest.Client) {
 		tb := mustConnect(t, b, truckB)
