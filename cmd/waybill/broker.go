@@ -50,7 +50,11 @@ func brokerConfig(s streams, args []string) error {
 	install := fs.String("install-dir", "", "where DIR will live on the broker host (default: DIR)")
 	user := fs.String("user", "", "user Mosquitto runs as after starting as root (default: Mosquitto's, \"mosquitto\")")
 	inflight := fs.Int("max-inflight", brokerconf.DefaultMaxInflight, "max_inflight_messages: the receive maximum clients get")
-	queued := fs.Int("max-queued", brokerconf.DefaultMaxQueued, "max_queued_messages per offline client")
+	fleet := fs.Int("fleet-size", brokerconf.DefaultFleetSize, "trucks in the fleet: sizes max_queued_messages")
+	outage := fs.Duration("dispatch-outage", brokerconf.DefaultDispatchOutage,
+		"how long dispatch may be away without the broker dropping what trucks send: sizes max_queued_messages")
+	queued := fs.Int("max-queued", 0, "max_queued_messages per client (default: fleet size x 130 messages an hour x dispatch outage,\n"+
+		"between 10000 and 1000000; see the comments in mosquitto.conf)")
 	pos, err := parseSubcommandFlags(s, fs, usage, args)
 	if err != nil {
 		return err
@@ -66,6 +70,7 @@ func brokerConfig(s streams, args []string) error {
 	res, err := brokerconf.Write(p, *out, brokerconf.Config{
 		Port: *port, Bind: *bind, ACL: brokerconf.ACL{Prefix: *prefix}, BrokerName: *name,
 		InstallDir: *install, User: *user, MaxInflight: *inflight, MaxQueued: *queued,
+		FleetSize: *fleet, DispatchOutage: *outage,
 	})
 	if err != nil {
 		return err

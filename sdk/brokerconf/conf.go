@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,9 +21,28 @@ const (
 	// announces to clients, and a client's throughput is at most the window divided by the round trip:
 	// 20 through a 100 ms cellular round trip is about 200 messages/s, 1000 about 9,000/s (design.md).
 	DefaultMaxInflight = 1000
-	// DefaultMaxQueued replaces Mosquitto's 1000 messages kept per offline client, so a truck that was
-	// out of coverage for a day finds its orders (the dispatch outbox stays the guarantee).
+	// DefaultMaxQueued is the floor of the sized queue limit (QueueLimits) and the development broker's
+	// limit: 10 x Mosquitto's 1000 messages kept per offline client, so a truck that was out of coverage
+	// for a day finds its orders (the dispatch outbox stays the guarantee).
 	DefaultMaxQueued = 10000
+	// MaxQueuedCeiling caps the sized limit: about 860 MB of broker memory per absent dispatch session
+	// (see QueuedMemoryPerMessage), more than one small broker host should promise.
+	MaxQueuedCeiling = 1_000_000
+	// DefaultFleetSize and DefaultDispatchOutage size the queue when Config leaves them zero: a thousand
+	// trucks, and dispatch away for an hour without losing what the trucks sent meanwhile.
+	DefaultFleetSize      = 1000
+	DefaultDispatchOutage = time.Hour
+	// DefaultTruckMessagesPerHour is what one truck publishes while driving: a telemetry batch every 30 s
+	// (120 an hour) plus about 10 delivery events and status changes.
+	DefaultTruckMessagesPerHour = 130
+	// QueuedBytesPerMessage is the payload budget per queued message behind max_queued_bytes: a 30-60 fix
+	// telemetry batch is 500-850 bytes signed, an event less. The byte limit keeps broker memory bounded
+	// when payloads are larger than planned (a packet may be up to MaxPacketSize).
+	QueuedBytesPerMessage = 1024
+	// QueuedMemoryPerMessage is Mosquitto 2.0.11's resident memory per queued message, measured here:
+	// 100,000 queued QoS 1 messages of 500 bytes for one offline session grew the process by 86 MB, about
+	// 860 bytes each (the payload plus about 360 bytes of bookkeeping). Mosquitto keeps queues in RAM.
+	QueuedMemoryPerMessage = 860
 	// DefaultMaxPacketSize bounds every packet: a 60-fix batch or an order is a few hundred bytes, so
 	// 256 KiB leaves room for growth while refusing garbage early.
 	DefaultMaxPacketSize = 256 << 10
@@ -60,14 +81,22 @@ type Config struct {
 	InstallDir string
 	// PersistenceDir overrides persistence_location; "" means InstallDir/data.
 	PersistenceDir string
-	// MaxInflight zero means DefaultMaxInflight; MaxQueued zero means DefaultMaxQueued; MaxPacketSize zero
-	// means DefaultMaxPacketSize; Autosave zero means DefaultAutosave; SessionExpiry zero means
+	// FleetSize, DispatchOutage and TruckMessagesPerHour size the queue of each client (QueueLimits): what
+	// the fleet sends while dispatch is away must fit in dispatch's session queue. Zero means
+	// DefaultFleetSize (1000 trucks), DefaultDispatchOutage (1 h) and DefaultTruckMessagesPerHour (130).
+	FleetSize            int
+	DispatchOutage       time.Duration
+	TruckMessagesPerHour int
+	// MaxQueued and MaxQueuedBytes, when not zero, replace the sized max_queued_messages and
+	// max_queued_bytes. MaxInflight zero means DefaultMaxInflight; MaxPacketSize zero means
+	// DefaultMaxPacketSize; Autosave zero means DefaultAutosave; SessionExpiry zero means
 	// DefaultSessionExpiry.
-	MaxInflight   int
-	MaxQueued     int
-	MaxPacketSize int
-	Autosave      time.Duration
-	SessionExpiry time.Duration
+	MaxInflight    int
+	MaxQueued      int
+	MaxQueuedBytes int64
+	MaxPacketSize  int
+	Autosave       time.Duration
+	SessionExpiry  time.Duration
 	// User is the account Mosquitto runs as after start as root; "" leaves Mosquitto's default
 	// ("mosquitto"), which must be able to read certs/ and write data/.
 	User string
@@ -80,8 +109,20 @@ func (c Config) withDefaults() Config {
 	if c.MaxInflight == 0 {
 		c.MaxInflight = DefaultMaxInflight
 	}
+	if c.FleetSize == 0 {
+		c.FleetSize = DefaultFleetSize
+	}
+	if c.DispatchOutage == 0 {
+		c.DispatchOutage = DefaultDispatchOutage
+	}
+	if c.TruckMessagesPerHour == 0 {
+		c.TruckMessagesPerHour = DefaultTruckMessagesPerHour
+	}
 	if c.MaxQueued == 0 {
-		c.MaxQueued = DefaultMaxQueued
+		c.MaxQueued = QueueSize(c.FleetSize, c.DispatchOutage, c.TruckMessagesPerHour)
+	}
+	if c.MaxQueuedBytes == 0 {
+		c.MaxQueuedBytes = int64(c.MaxQueued) * QueuedBytesPerMessage
 	}
 	if c.MaxPacketSize == 0 {
 		c.MaxPacketSize = DefaultMaxPacketSize
@@ -102,7 +143,10 @@ func (c Config) validate() error {
 	if c.MaxInflight < 1 || c.MaxInflight > 65535 {
 		return fmt.Errorf("brokerconf: max inflight %d out of range 1-65535", c.MaxInflight)
 	}
-	if c.MaxQueued < 0 || c.MaxPacketSize < 20 || c.Autosave < time.Second || c.SessionExpiry < time.Hour {
+	if c.FleetSize < 0 || c.DispatchOutage < 0 || c.TruckMessagesPerHour < 0 {
+		return errors.New("brokerconf: fleet size, dispatch outage and truck messages per hour must not be negative")
+	}
+	if c.MaxQueued < 0 || c.MaxQueuedBytes < 0 || c.MaxPacketSize < 20 || c.Autosave < time.Second || c.SessionExpiry < time.Hour {
 		return errors.New("brokerconf: max queued must be >= 0, max packet size >= 20, autosave >= 1s, session expiry >= 1h")
 	}
 	for _, s := range []string{c.Bind, c.InstallDir, c.PersistenceDir, c.User} {
@@ -111,6 +155,19 @@ func (c Config) validate() error {
 		}
 	}
 	return c.ACL.Validate()
+}
+
+// QueueSize returns max_queued_messages for a fleet: while dispatch is away its persistent session
+// collects everything the trucks send, so the queue must hold
+//
+//	fleet x messages per truck-hour x outage in hours
+//
+// rounded up, and at least DefaultMaxQueued, at most MaxQueuedCeiling. With the defaults (1000 trucks,
+// 130 messages an hour, 1 h) that is 130,000 messages, about 112 MB of Mosquitto's memory per absent
+// dispatch session (QueuedMemoryPerMessage).
+func QueueSize(fleet int, outage time.Duration, perHour int) int {
+	n := math.Ceil(float64(fleet) * float64(perHour) * outage.Hours()) // float: no overflow for silly inputs
+	return int(min(max(n, DefaultMaxQueued), MaxQueuedCeiling))
 }
 
 // Render returns mosquitto.conf for cfg, whose paths point into cfg.InstallDir (which must be set).
@@ -146,13 +203,27 @@ func Render(cfg Config) ([]byte, error) {
 	w("# Flow: a receive maximum of %d (Mosquitto's default 20 caps a client near 200 messages/s through a", cfg.MaxInflight)
 	w("# 100 ms round trip), a deeper queue per offline client, and a bound on packet size.")
 	w("max_inflight_messages %d", cfg.MaxInflight)
+	w("#")
+	w("# Queue per client (Mosquitto's default is 1000 messages). While dispatch is away its session")
+	w("# collects what every truck sends: fleet x messages per truck-hour x outage = %d x %d x %s",
+		cfg.FleetSize, cfg.TruckMessagesPerHour, hours(cfg.DispatchOutage))
+	w("# = %d messages, kept between %d and %d (QueueSize)%s.", QueueSize(cfg.FleetSize, cfg.DispatchOutage, cfg.TruckMessagesPerHour),
+		DefaultMaxQueued, MaxQueuedCeiling, overridden(cfg.MaxQueued != QueueSize(cfg.FleetSize, cfg.DispatchOutage, cfg.TruckMessagesPerHour)))
+	w("# Mosquitto keeps queues in RAM: about %d bytes per queued message of 500 bytes (measured on", QueuedMemoryPerMessage)
+	w("# 2.0.11), so a full queue is about %d MB per absent dispatch session; max_queued_bytes (payload", (int64(cfg.MaxQueued)*QueuedMemoryPerMessage+5e5)/1e6)
+	w("# bytes, %d per message on average) bounds it when messages are larger than planned. Messages", QueuedBytesPerMessage)
+	w("# beyond either limit are dropped with a NOTICE \"Outgoing messages are being dropped\"; the trucks'")
+	w("# stores keep them until dispatch's signed receipt, so they are sent again, not lost.")
 	w("max_queued_messages %d", cfg.MaxQueued)
+	w("max_queued_bytes %d", cfg.MaxQueuedBytes)
 	w("max_packet_size %d", cfg.MaxPacketSize)
 	w("persistent_client_expiration %dh", int(cfg.SessionExpiry/time.Hour))
 	w("retain_available true")
 	w("set_tcp_nodelay true")
 	w("")
 	w("# Persistence is a periodic snapshot: a kill -9 loses up to autosave_interval of queued messages.")
+	w("# Each snapshot writes every queue whole: during a dispatch outage a full queue is written again")
+	w("# every autosave_interval (size the data disk for the queues, and its write rate too).")
 	w("persistence true")
 	w("persistence_location %s/", data)
 	w("autosave_interval %d", int(cfg.Autosave/time.Second))
@@ -182,6 +253,16 @@ func Render(cfg Config) ([]byte, error) {
 	w("tls_version tlsv1.2")
 	w("ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305")
 	return b.Bytes(), nil
+}
+
+// hours formats an outage for the comment: "1h", "1.5h".
+func hours(d time.Duration) string { return strconv.FormatFloat(d.Hours(), 'f', -1, 64) + "h" }
+
+func overridden(yes bool) string {
+	if yes {
+		return "; overridden by the configuration"
+	}
+	return ""
 }
 
 // Result says what Write wrote.

@@ -51,8 +51,14 @@ func TestRender(t *testing.T) {
 	if n := num("max_inflight_messages"); n <= 20 {
 		t.Errorf("max_inflight_messages %d, want more than Mosquitto's 20", n)
 	}
-	if n := num("max_queued_messages"); n <= 1000 {
-		t.Errorf("max_queued_messages %d, want more than Mosquitto's 1000", n)
+	if n := num("max_queued_messages"); n != 130000 {
+		t.Errorf("max_queued_messages %d, want 130000 (1000 trucks x 130 messages an hour x 1 h)", n)
+	}
+	if n := num("max_queued_bytes"); n != 130000*QueuedBytesPerMessage {
+		t.Errorf("max_queued_bytes %d", n)
+	}
+	if !strings.Contains(conf, "1000 x 130 x 1h\n# = 130000 messages") || !strings.Contains(conf, "about 112 MB per absent dispatch session") {
+		t.Errorf("the sizing is not explained in the configuration:\n%s", conf)
 	}
 	// The TLS options must follow the listener line, where Mosquitto applies them.
 	if strings.Index(conf, "listener ") > strings.Index(conf, "cafile ") {
@@ -66,10 +72,69 @@ func TestRender(t *testing.T) {
 		{InstallDir: "/x", Bind: "1.2.3.4\nallow_anonymous true"},
 		{InstallDir: "/x", ACL: ACL{Prefix: "a/#"}},
 		{InstallDir: "/x", Autosave: time.Millisecond},
+		{InstallDir: "/x", FleetSize: -1},
+		{InstallDir: "/x", DispatchOutage: -time.Hour},
+		{InstallDir: "/x", MaxQueuedBytes: -1},
 	}
 	for _, c := range bad {
 		if _, err := Render(c); err == nil {
 			t.Errorf("Render(%+v) accepted", c)
+		}
+	}
+}
+
+func TestQueueSize(t *testing.T) {
+	cases := []struct {
+		fleet   int
+		outage  time.Duration
+		perHour int
+		want    int
+	}{
+		{1000, time.Hour, 130, 130_000},        // the defaults
+		{5000, 2 * time.Hour, 130, 1_000_000},  // 1.3 M: the ceiling
+		{5000, 30 * time.Minute, 130, 325_000}, // half an hour
+		{100, time.Hour, 130, 13_000},          // above the floor
+		{10, time.Hour, 130, DefaultMaxQueued}, // 1,300: the floor
+		{1, time.Minute, 1, DefaultMaxQueued},
+		{1000, 90 * time.Second, 130, DefaultMaxQueued}, // 3,250
+		{3, time.Hour + time.Second, 4000, 12_004},      // rounded up
+		{1 << 40, 1 << 62, 1 << 30, MaxQueuedCeiling},   // no overflow
+	}
+	for _, tc := range cases {
+		if got := QueueSize(tc.fleet, tc.outage, tc.perHour); got != tc.want {
+			t.Errorf("QueueSize(%d, %s, %d) = %d, want %d", tc.fleet, tc.outage, tc.perHour, got, tc.want)
+		}
+	}
+}
+
+func TestRenderQueueLimits(t *testing.T) {
+	cases := []struct {
+		cfg           Config
+		queued, bytes int
+		note          string
+	}{
+		{Config{}, 130_000, 130_000 * 1024, "1000 x 130 x 1h"},
+		{Config{FleetSize: 5000, DispatchOutage: 30 * time.Minute}, 325_000, 325_000 * 1024, "5000 x 130 x 0.5h"},
+		{Config{FleetSize: 200, TruckMessagesPerHour: 60}, 12_000, 12_000 * 1024, "200 x 60 x 1h"},
+		{Config{FleetSize: 50000, DispatchOutage: 24 * time.Hour}, MaxQueuedCeiling, MaxQueuedCeiling * 1024, "50000 x 130 x 24h"},
+		{Config{MaxQueued: 5000}, 5000, 5000 * 1024, "overridden by the configuration"},
+		{Config{MaxQueued: 5000, MaxQueuedBytes: 1 << 20}, 5000, 1 << 20, "overridden"},
+	}
+	for _, tc := range cases {
+		tc.cfg.InstallDir = "/x"
+		out, err := Render(tc.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf := string(out)
+		for _, want := range []string{
+			"max_queued_messages " + strconv.Itoa(tc.queued) + "\n",
+			"max_queued_bytes " + strconv.Itoa(tc.bytes) + "\n",
+			tc.note,
+		} {
+			if !strings.Contains(conf, want) {
+				t.Errorf("%+v: config lacks %q", tc.cfg, want)
+			}
 		}
 	}
 }
