@@ -14,8 +14,8 @@
 //
 // Records have a Lane: Critical (delivery events, order receipts) or Normal (fixes). Peek returns every
 // available critical record before any normal one, and each lane oldest first (by Seq, which increases with
-// append order and survives restarts). Each (Epoch, Seq) identifies a record for good: a receiver that sees
-// the same pair twice drops the duplicate.
+// append order and survives restarts). Each (Record.Epoch, Seq) identifies a record for good: a receiver that
+// sees the same pair twice drops the duplicate.
 //
 // The keyed state (order book, counters, seen ids) lives in named buckets beside the queue. Update runs a
 // transaction on both, so "store the order and queue its receipt" commits as one.
@@ -43,10 +43,26 @@
 // and contents; one that fails is moved to the quarantine with the reason and counted, never returned and
 // never silently dropped. A file bbolt cannot open (garbage, zeroed, truncated) or a zero-length file is moved
 // aside as PATH.corrupt-<UTC time>, logged at error level, and a fresh database takes its place. A file that
-// opens but has damaged pages (bbolt would panic on them) is moved aside too, after the records that can still
-// be read, from both ends of each lane, are copied into the fresh file with their sequence numbers and epoch.
-// No panic from a damaged page escapes the package: reads run with recover and SetPanicOnFault. Open waits at
-// most Options.LockTimeout for the file lock and then fails with ErrLocked.
+// opens but has damaged pages (bbolt would panic on them), or is truncated, is moved aside too, after what can
+// still be read is copied into the fresh file: the records, from both ends of each lane, with their sequence
+// numbers, the quarantine with its reasons, the state and the counters. No panic from a damaged page escapes
+// the package: reads run with recover and SetPanicOnFault. Open waits at most Options.LockTimeout for the file
+// lock and then fails with ErrLocked.
+//
+// A fresh file always gets a new random Epoch, salvaged or not: the old file had handed out sequence numbers
+// that did not survive (acked, or on the damaged page), and reusing them under the old epoch would make
+// receivers drop new records as duplicates. So each Record carries its origin epoch, Record.Epoch: the epoch
+// of the store that first accepted it. A salvaged record keeps the old file's epoch (the first one, however
+// often it is salvaged) and its seq, so a receiver that already has it drops the re-sent copy; new records get
+// the new epoch and seqs above every seq the old file handed out, so seqs stay unique within the file. Senders
+// stamp each record with its Record.Epoch, not with Store.Epoch. On disk, records of the store's own epoch
+// keep value format 1; only carried-over records use format 2, which adds the 8-byte origin epoch.
+//
+// Origin tells the truck's status, and so dispatch, how the current epoch began: OriginCreated (no file: the
+// first start, a deleted file, a swapped card), OriginRecreated (the file was unusable and nothing in it could
+// be read: its data is lost), OriginSalvaged (damaged; what could be read was carried over, the rest is lost)
+// or OriginExisting (a file from before origins were recorded). It is recorded in the file with its time when
+// the epoch begins, so it is reported after restarts too, with Origin.Reopened set.
 //
 // # Flash wear and batching
 //
