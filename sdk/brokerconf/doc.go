@@ -49,6 +49,34 @@
 // until dispatch's signed receipt, so an outage longer than planned costs re-sends, not data. The
 // generated mosquitto.conf repeats the computation and the figures in its comments.
 //
+// # Shared subscriptions
+//
+// Any authenticated client may subscribe to $share/GROUP/P/trucks/+/events: Mosquitto grants it and
+// drops, at delivery, the messages its round robin hands to a member without read access, so a truck
+// certificate in dispatch's share group makes dispatch miss its share of the proofs (it reads nothing;
+// without dispatch's receipt the truck re-sends, so nothing is lost, but delivery is delayed). Measured
+// with Mosquitto 2.0.11 here, each with a truck and a dispatch client subscribing to
+// $share/g/fleet/trucks/+/events, their own orders and fleet/trucks/+/events:
+//
+//   - The file ACL never refuses a subscription: with `pattern deny $share/#` before or after the other
+//     rules, and even with `pattern deny #` (which did refuse the truck's publishes with 135), every SUBACK
+//     was 1. Mosquitto 2.0's acl_file checks only publishes and deliveries.
+//   - The dynamic security plugin (mosquitto_dynamic_security.so, subscribe default-deny, dispatch given
+//     subscribePattern $share/#) together with our acl_file: every SUBACK still 1, also for a truck listed
+//     in the plugin with a default-deny role; the file ACL's grant wins.
+//   - The plugin without acl_file: a client missing from its JSON is refused everything (SUBACK and
+//     PUBACK 135, even its own orders), and `%u` in its ACL topics does not match (a truck role with
+//     subscribePattern fleet/trucks/%u/orders/# got 135 for its own orders). With every identity listed
+//     and literal ACLs per truck (role truck-a: subscribe, receive fleet/trucks/truck-a/orders/#, send its
+//     own topics) it works: the truck's $share/g/fleet/trucks/+/events got SUBACK 135, its own orders 1,
+//     dispatch's $share 1, and messages flowed.
+//
+// So the only mechanism is replacing the file ACL by the plugin with one client and role per truck. We did
+// not adopt it here: the plugin reads its JSON only at start, so every truck issued or revoked would need
+// a broker restart (a reconnect storm for the whole fleet) or an admin client driving $CONTROL
+// (mosquitto_ctrl), and the plugin rewrites that JSON itself. Until then dispatch should not rely on
+// share groups being closed: end-to-end receipts make a stolen message a delay, not a loss.
+//
 // # Caveats
 //
 //   - Mosquitto learns roles only from the ACL file's `user` blocks, one per dispatch identity of the PKI
@@ -61,5 +89,8 @@
 //   - A will message on a topic the client may not write is accepted at connect and dropped when it
 //     fires; a truck's will on its own status topic is allowed (retained is fine), and so is a dispatch
 //     process's will on its own P/dispatch/NAME/status.
+//   - Mosquitto logs "Warning: ACL pattern 'P/dispatch/+/status' does not contain '%c' or '%u'" at start:
+//     that pattern is meant for everybody (a `topic` line outside a user block would apply only to
+//     anonymous clients, and we have none).
 //   - Persistence is a snapshot every autosave interval: a kill -9 loses up to that much of the queue.
 package brokerconf
