@@ -50,6 +50,7 @@ type Client struct {
 	uploader *Uploader
 	book     *Book
 	status   string
+	verifier *sdk.Verifier // orders, receipts and dispatch status
 }
 
 // NewClient loads the truck's certificate and key (refusing a key file readable by others), builds the
@@ -71,7 +72,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if tc.CertFile == "" || tc.KeyFile == "" || tc.CAFile == "" {
 		return nil, errors.New("truck: Transport.CertFile, KeyFile and CAFile are required")
 	}
-	seq, err := NewStoreSequencer(context.Background(), cfg.Store)
+	seq, err := NewStoreSequencer(context.Background(), cfg.Store, SequencerConfig{Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +98,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, name: id.Name, signer: signer}
+	c := &Client{cfg: cfg, name: id.Name, signer: signer, verifier: verifier}
 	if c.book, err = NewBook(BookConfig{Store: cfg.Store, Verifier: verifier, Truck: id.Name, Clock: cfg.Clock,
 		OnChange: cfg.OnOrder, Logger: cfg.Logger}); err != nil {
 		return nil, err
@@ -109,9 +110,14 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	receipts, err := cfg.Topics.Receipts(id.Name)
+	if err != nil {
+		return nil, err
+	}
 	tc.ClientID = id.Name
-	tc.Subscriptions = []transport.Subscription{{Topic: orders, QoS: 1}}
-	tc.OnPublish = c.book.Handle
+	tc.Subscriptions = []transport.Subscription{{Topic: orders, QoS: 1}, {Topic: receipts, QoS: 1},
+		{Topic: cfg.Topics.DispatchStatusFilter(), QoS: 1}}
+	tc.OnPublish = c.onPublish
 	tc.OnConnect = c.onConnect
 	tc.Will = &transport.Will{Topic: c.status, Retain: true, Refresh: func() ([]byte, error) {
 		// Before each connection: pick up a renewed certificate (TLS reads the same files), then sign the will.
@@ -212,4 +218,37 @@ func (c *Client) refreshStatus(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// onPublish routes what dispatch sends: orders to the book, receipts to the uploader, dispatch status (a
+// dispatch process coming online sends what waits for a receipt at once).
+func (c *Client) onPublish(ctx context.Context, m transport.Message) error {
+	tp, err := c.cfg.Topics.Parse(m.Topic)
+	if err != nil || tp.Kind == sdk.KindOrders {
+		return c.book.Handle(ctx, m) // the book refuses and counts anything malformed
+	}
+	msg, err := c.verifier.Verify(ctx, m.Topic, m.Payload)
+	switch {
+	case errors.Is(err, sdk.ReasonDuplicate):
+		return nil // applied before
+	case err != nil:
+		var rej *sdk.RejectError
+		if !errors.As(err, &rej) {
+			return err // the replay state failed: let the broker deliver it again
+		}
+		c.cfg.Logger.Warn("truck: message from dispatch refused", "topic", m.Topic, "err", err)
+		return nil
+	case msg.Receipt != nil:
+		if _, err := c.uploader.HandleReceipt(ctx, msg.Receipt); err != nil {
+			// The records stay queued and are sent again; dispatch receipts them again.
+			c.cfg.Logger.Warn("truck: applying a receipt failed; its records will be sent again", "err", err)
+		}
+	case msg.Status != nil && tp.Kind == sdk.KindDispatchStatus:
+		if msg.Status.State == sdk.StateOnline && !m.Retained {
+			n := c.uploader.DispatchOnline()
+			c.cfg.Logger.Info("truck: dispatch is online; sending what waits for a receipt now",
+				"dispatch", tp.Dispatch, "records", n)
+		}
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -270,6 +271,7 @@ func runFaultScenario(t *testing.T, sc faultScenario, nFixes, nEvents int) {
 	if err := office.Wait(wctx); err != nil {
 		t.Fatalf("consumer never connected: %v", err)
 	}
+	sendReceipts(t, ctx, &wg, cons, office, officeCl)
 
 	st := openStore(t)
 	entries := backlogEntries(t, nFixes, nEvents)
@@ -295,13 +297,15 @@ func runFaultScenario(t *testing.T, sc faultScenario, nFixes, nEvents int) {
 	}
 	lc := sc.link
 	lc.BackoffMin, lc.BackoffMax = 50*time.Millisecond, 300*time.Millisecond
-	link := startLink(t, ctx, &wg, proxy.Addr(), truckCl, lc)
+	var upRef atomic.Pointer[Uploader]
+	link := startLink(t, ctx, &wg, proxy.Addr(), truckCl, merge(lc, receiptsFor(t, truckCl, &upRef)))
 	up, err := NewUploader(UploaderConfig{Store: st, Link: link, Signer: signerFor(t, truckCl, st),
 		BatchFixes: orDefault(sc.batch, 10), BacklogBatchFixes: orDefault(sc.batch, 10), MaxInFlight: orDefault(sc.inFlight, 16),
 		RetryDelay: 100 * time.Millisecond, PublishTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
+	upRef.Store(up)
 	start := time.Now()
 	wg.Add(1)
 	go func() {

@@ -43,6 +43,7 @@ type consumer struct {
 	arrivals []arrival // first arrivals of records of both lanes, in order
 	msgs     int       // messages accepted by the verifier
 	changed  chan struct{}
+	rc       *testReceipter // nil: no receipts (the uploader then runs with AckOnPuback)
 }
 
 func newConsumer() *consumer {
@@ -62,12 +63,14 @@ func (c *consumer) handle(v *sdk.Verifier) func(ctx context.Context, m transport
 		}()
 		if errors.Is(err, sdk.ReasonDuplicate) {
 			c.dups++
+			c.receipt(msg) // committed before: receipt it again (the last receipt may have been lost)
 			return nil
 		}
 		if err != nil {
 			c.rejected++
 			return nil // acknowledged: a bad message is not retried
 		}
+		defer c.receipt(msg) // once "committed" (in the maps)
 		idx := c.msgs
 		c.msgs++
 		switch {
@@ -92,6 +95,21 @@ func (c *consumer) handle(v *sdk.Verifier) func(ctx context.Context, m transport
 			c.arrivals = append(c.arrivals, arrival{event: true, seq: msg.Event.RecordSeq, msg: idx})
 		}
 		return nil
+	}
+}
+
+// receipt names msg's records to the receipter, if any.
+func (c *consumer) receipt(msg *sdk.Message) {
+	switch {
+	case c.rc == nil || msg == nil:
+	case msg.Telemetry != nil:
+		seqs := make([]uint64, len(msg.Telemetry.Fixes))
+		for i, f := range msg.Telemetry.Fixes {
+			seqs[i] = f.Seq
+		}
+		c.rc.add(msg.Sender, msg.Telemetry.Epoch, seqs...)
+	case msg.Event != nil:
+		c.rc.add(msg.Sender, msg.Event.Epoch, msg.Event.RecordSeq)
 	}
 }
 

@@ -48,6 +48,20 @@ type UploaderConfig struct {
 	PublishTimeout time.Duration
 	// RetryDelay is the pause after a failed publish before taking records again. Zero means 2 s.
 	RetryDelay time.Duration
+	// AckOnPuback removes records from the store at the broker's PUBACK, as before receipts existed. Only
+	// for a back-end that sends no receipts: the PUBACK is one hop, and a record the broker loses after it
+	// (queue limits for a slow dispatch, a SIGKILL, a foreign member of dispatch's share group) is gone.
+	// Zero (false): a record stays in the store until a signed receipt from dispatch names it.
+	AckOnPuback bool
+	// ReceiptTimeout is how long a sent record waits for its receipt before it is sent again. The wait
+	// doubles after each timeout that no receipt interrupted (dispatch is probably down), up to
+	// ReceiptTimeoutMax; any receipt resets it, and a dispatch status turning online sends at once. Zero:
+	// 1 minute and 15 minutes.
+	ReceiptTimeout, ReceiptTimeoutMax time.Duration
+	// MaxUnreceipted bounds the records sent and waiting for their receipt. At the bound the uploader sends
+	// nothing new until receipts arrive or a timeout sends the oldest again: it bounds the uploader's memory
+	// (about 50 bytes a record) and what the broker must queue for an absent dispatch. Zero: 20,000.
+	MaxUnreceipted int
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -61,10 +75,27 @@ type Uploader struct {
 
 	stats    uploaderStats
 	certSent atomic.Bool // a telemetry message with the certificate went out on this connection
+
+	// Records sent and waiting for a receipt. A record joins when its message is submitted (a receipt may
+	// overtake the PUBACK) and leaves when a receipt names it, its publish fails, or it times out.
+	rmu      sync.Mutex
+	awaiting map[uint64]*sentMsg // record seq -> the message that carried it; guarded by rmu
+	sentFIFO []*sentMsg          // messages in send order, oldest first; guarded by rmu
+	timeout  time.Duration       // the current receipt timeout (backs off while no receipt comes); guarded by rmu
+	room     chan struct{}       // signalled (non-blocking) when records leave awaiting
+}
+
+// sentMsg is one message's records waiting for their receipt.
+type sentMsg struct {
+	epoch    sdk.Epoch
+	at       time.Time // when it was submitted
+	left     int       // its records still waiting
+	pubacked bool
 }
 
 type uploaderStats struct {
 	messages, fixes, events, failures, quarantined, live atomic.Uint64
+	receipts, receipted, resent, foreign                 atomic.Uint64
 }
 
 // UploaderStats counts what the uploader did since it started.
@@ -75,6 +106,10 @@ type UploaderStats struct {
 	Failures    uint64 // publishes that failed (their records were released and sent again)
 	Quarantined uint64 // records that could not be encoded and were quarantined
 	LiveFirst   uint64 // newest fixes sent ahead of the backlog after a (re)connect
+	Receipts    uint64 // receipts from dispatch applied
+	Receipted   uint64 // records removed from the store because a receipt named them
+	Resent      uint64 // records sent again because no receipt came in time
+	Unreceipted int    // records sent and waiting for their receipt now
 }
 
 // NewUploader checks cfg and applies defaults. It does not touch the network.
@@ -99,7 +134,18 @@ func NewUploader(cfg UploaderConfig) (*Uploader, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	u := &Uploader{cfg: cfg, truck: cfg.Signer.Identity().Name}
+	if cfg.ReceiptTimeout <= 0 {
+		cfg.ReceiptTimeout = time.Minute
+	}
+	if cfg.ReceiptTimeoutMax <= 0 {
+		cfg.ReceiptTimeoutMax = 15 * time.Minute
+	}
+	cfg.ReceiptTimeoutMax = max(cfg.ReceiptTimeoutMax, cfg.ReceiptTimeout)
+	if cfg.MaxUnreceipted <= 0 {
+		cfg.MaxUnreceipted = 20_000
+	}
+	u := &Uploader{cfg: cfg, truck: cfg.Signer.Identity().Name, awaiting: map[uint64]*sentMsg{},
+		timeout: cfg.ReceiptTimeout, room: make(chan struct{}, 1)}
 	var err error
 	if u.telem, err = cfg.Topics.Telemetry(u.truck); err != nil {
 		return nil, err
@@ -112,17 +158,23 @@ func NewUploader(cfg UploaderConfig) (*Uploader, error) {
 
 // Stats returns the counters.
 func (u *Uploader) Stats() UploaderStats {
+	u.rmu.Lock()
+	n := len(u.awaiting)
+	u.rmu.Unlock()
 	return UploaderStats{u.stats.messages.Load(), u.stats.fixes.Load(), u.stats.events.Load(),
-		u.stats.failures.Load(), u.stats.quarantined.Load(), u.stats.live.Load()}
+		u.stats.failures.Load(), u.stats.quarantined.Load(), u.stats.live.Load(), u.stats.receipts.Load(),
+		u.stats.receipted.Load(), u.stats.resent.Load(), n}
 }
 
 // message is one publish and the records it carries.
 type message struct {
 	topic   string
 	payload []byte
+	epoch   sdk.Epoch // the records' origin epoch: one per message
 	seqs    []uint64
 	fixes   int
 	events  int
+	sent    *sentMsg // while its records wait for a receipt
 }
 
 // Run drains the store until ctx ends. It submits messages one at a time in store order (so they reach
@@ -131,6 +183,13 @@ type message struct {
 func (u *Uploader) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	if !u.cfg.AckOnPuback {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			u.resendLoop(ctx)
+		}()
+	}
 	win := &window{freed: make(chan struct{}, 1)}
 	failed := make(chan struct{}, 1)
 	var connectedSince time.Time
@@ -163,11 +222,15 @@ func (u *Uploader) Run(ctx context.Context) error {
 			if err := win.wait(ctx, limit); err != nil { // the window is full: wait for a PUBACK
 				return err
 			}
+			room, err := u.waitRoom(ctx) // too many records wait for a receipt: wait for receipts or a timeout
+			if err != nil {
+				return err
+			}
 			batch := u.cfg.BatchFixes
 			if qs := u.cfg.Store.Stats(); qs.Normal.Records-int64(qs.Normal.InFlight) > int64(4*u.cfg.BatchFixes) {
 				batch = u.cfg.BacklogBatchFixes
 			}
-			recs, err := u.cfg.Store.Peek(ctx, max(limit-win.used(), 1)*batch)
+			recs, err := u.cfg.Store.Peek(ctx, min(max(limit-win.used(), 1)*batch, room))
 			if err != nil {
 				return ctxErr(ctx, err)
 			}
@@ -268,6 +331,7 @@ func (u *Uploader) submit(ctx context.Context, m message, win *window, limit int
 		return err
 	}
 	win.take()
+	u.await(&m)
 	pctx, cancel := context.WithTimeout(ctx, u.cfg.PublishTimeout)
 	p, err := u.cfg.Link.Submit(pctx, m.topic, m.payload, transport.PublishOptions{QoS: 1})
 	if err != nil {
@@ -289,7 +353,6 @@ func (u *Uploader) submit(ctx context.Context, m message, win *window, limit int
 // compose turns records into signed messages: one per delivery event, telemetry batches of up to
 // BatchFixes fixes. A record that cannot be decoded or signed is quarantined with the reason.
 func (u *Uploader) compose(ctx context.Context, recs []store.Record, batchFixes int) []message {
-	epoch := epochBytes(u.cfg.Store.Epoch())
 	var out []message
 	var batch sdk.Telemetry
 	var batchSeqs []uint64
@@ -297,18 +360,19 @@ func (u *Uploader) compose(ctx context.Context, recs []store.Record, batchFixes 
 		if len(batch.Fixes) == 0 {
 			return
 		}
-		batch.Epoch = epoch
 		payload, err := u.signTelemetry(&batch)
 		if err != nil {
 			for _, s := range batchSeqs {
 				u.quarantine(ctx, s, fmt.Sprintf("sign telemetry: %v", err))
 			}
 		} else {
-			out = append(out, message{topic: u.telem, payload: payload, seqs: batchSeqs, fixes: len(batch.Fixes)})
+			out = append(out, message{topic: u.telem, payload: payload, epoch: batch.Epoch, seqs: batchSeqs,
+				fixes: len(batch.Fixes)})
 		}
 		batch, batchSeqs = sdk.Telemetry{}, nil
 	}
 	for _, r := range recs {
+		epoch := epochBytes(recordEpoch(u.cfg.Store, r))
 		switch r.Kind {
 		case KindFix:
 			f, err := DecodeFix(r.Data)
@@ -316,13 +380,17 @@ func (u *Uploader) compose(ctx context.Context, recs []store.Record, batchFixes 
 				u.quarantine(ctx, r.Seq, fmt.Sprintf("decode fix: %v", err))
 				continue
 			}
+			if len(batch.Fixes) > 0 && batch.Epoch != epoch {
+				flush() // records salvaged from an earlier store keep their epoch: one epoch per batch
+			}
+			batch.Epoch = epoch
 			batch.Fixes = append(batch.Fixes, sdk.TelemetryFix{Seq: r.Seq, Fix: f})
 			batchSeqs = append(batchSeqs, r.Seq)
 			if len(batch.Fixes) == batchFixes {
 				flush()
 			}
 		case KindEvent:
-			e, err := DecodeEvent(r.Data, u.cfg.Store.Epoch(), r.Seq)
+			e, err := DecodeEvent(r.Data, recordEpoch(u.cfg.Store, r), r.Seq)
 			if err != nil {
 				u.quarantine(ctx, r.Seq, fmt.Sprintf("decode event: %v", err))
 				continue
@@ -332,7 +400,7 @@ func (u *Uploader) compose(ctx context.Context, recs []store.Record, batchFixes 
 				u.quarantine(ctx, r.Seq, fmt.Sprintf("sign event: %v", err))
 				continue
 			}
-			out = append(out, message{topic: u.event, payload: payload, seqs: []uint64{r.Seq}, events: 1})
+			out = append(out, message{topic: u.event, payload: payload, epoch: epoch, seqs: []uint64{r.Seq}, events: 1})
 		default:
 			u.quarantine(ctx, r.Seq, fmt.Sprintf("unknown record kind %d", r.Kind))
 		}
@@ -369,8 +437,24 @@ func (u *Uploader) quarantine(ctx context.Context, seq uint64, reason string) {
 	}
 }
 
-// settle acks a message's records after its PUBACK, or releases them after any failure.
+// settle handles a message's PUBACK (its records now wait for their receipt, or with AckOnPuback are
+// acked) or its failure (its records are released, to be sent again).
 func (u *Uploader) settle(ctx context.Context, m message, err error, failed chan<- struct{}) {
+	if err == nil && !u.cfg.AckOnPuback {
+		u.rmu.Lock()
+		if m.sent != nil {
+			m.sent.pubacked = true
+		}
+		u.rmu.Unlock()
+		u.stats.messages.Add(1)
+		u.stats.fixes.Add(uint64(m.fixes))
+		u.stats.events.Add(uint64(m.events))
+		return
+	}
+	if err != nil {
+		// Only the records no receipt has removed meanwhile go back to the queue.
+		m.seqs = u.unawait(m)
+	}
 	if err == nil {
 		// The ack outlives a cancelled ctx: the broker has the message, and a lost ack only means a duplicate.
 		actx, acancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)

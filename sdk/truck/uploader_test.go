@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -59,6 +60,7 @@ func testUploaderLinkDrops(t *testing.T, kind sdktest.Kind) {
 	if err := office.Wait(wctx); err != nil {
 		t.Fatalf("consumer never connected: %v", err)
 	}
+	sendReceipts(t, ctx, &wg, cons, office, officeCl)
 
 	// The truck's store, filled while offline.
 	st, err := store.Open(filepath.Join(t.TempDir(), "queue.db"), store.Options{})
@@ -92,12 +94,14 @@ func testUploaderLinkDrops(t *testing.T, kind sdktest.Kind) {
 		t.Fatal(err)
 	}
 	defer proxy.Close(context.Background())
-	link := startLink(t, ctx, &wg, proxy.Addr(), truckCl, transport.Config{})
+	var upRef atomic.Pointer[Uploader]
+	link := startLink(t, ctx, &wg, proxy.Addr(), truckCl, receiptsFor(t, truckCl, &upRef))
 	up, err := NewUploader(UploaderConfig{Store: st, Link: link, Signer: signerFor(t, truckCl, st), BatchFixes: 10, BacklogBatchFixes: 10, MaxInFlight: 8,
 		RetryDelay: 100 * time.Millisecond, PublishTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
+	upRef.Store(up)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
