@@ -94,7 +94,7 @@ func newAgent(cfg Config, opts Options) (*Agent, error) {
 	if opts.ClockFloor.IsZero() {
 		opts.ClockFloor = gps.DefaultRolloverFloor
 	}
-	a := &Agent{cfg: cfg, opts: opts, log: opts.Logger, clock: newClock(opts.ClockFloor, opts.Now)}
+	a := &Agent{cfg: cfg, opts: opts, log: opts.Logger, clock: newClock(opts.ClockFloor, opts.Now, opts.Logger)}
 	if err := pki.CheckKeyFile(cfg.Identity.Key); err != nil {
 		return nil, fmt.Errorf("identity.key: %w", err)
 	}
