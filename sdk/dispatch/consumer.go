@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"sync"
@@ -67,11 +68,18 @@ type ConsumerConfig struct {
 	// message unacknowledged (the broker delivers it again) and its records unmarked. Nil: updates are only
 	// counted.
 	Handle func(ctx context.Context, u Update) error
+	// Record, when set, gets every verified update before Handle: a telemetry message's fixes (duplicates
+	// included: Commit is idempotent), an event (duplicates included) and each new status. A failing Commit
+	// leaves the message unacknowledged, like a failing Handle. Nil: nothing is committed.
+	Record Record
 	// MaxRanges and MaxEpochs bound the duplicate memory per truck (see doc.go). Zero: DefaultMaxRanges
 	// (64) and DefaultMaxEpochs (4).
 	MaxRanges, MaxEpochs int
 	// Logger gets rejections (Warn). Nil: discard.
 	Logger *slog.Logger
+
+	// committed, set by Client, learns the records that are committed and handled (receipts).
+	committed committedFunc
 }
 
 // ConsumerStats counts what a Consumer did.
@@ -81,6 +89,7 @@ type ConsumerStats struct {
 	Events          uint64                `json:"events"`           // new events handed over
 	DuplicateEvents uint64                `json:"duplicate_events"` // events dropped as seen before
 	Statuses        uint64                `json:"statuses"`         // status messages handed over
+	CommitErrors    uint64                `json:"commit_errors"`    // failed Record commits (messages left unacknowledged)
 	Rejected        map[sdk.Reason]uint64 `json:"rejected"`         // refused messages by reason
 }
 
@@ -134,9 +143,10 @@ func Subscriptions(t sdk.Topics, group string) []transport.Subscription {
 	}
 }
 
-// HandleMessage verifies one message and hands over what is new. It returns nil (acknowledge) for
-// rejected and duplicate messages too: they must not come back forever. It returns an error only when
-// Handle or the verifier's replay state fails, so the broker delivers the message again.
+// HandleMessage verifies one message, commits it to the Record (if any) and hands over what is new. It
+// returns nil (acknowledge) for rejected and duplicate messages too: they must not come back forever. It
+// returns an error only when Commit, Handle or the verifier's replay state fails, so the broker delivers the
+// message again.
 func (c *Consumer) HandleMessage(ctx context.Context, m transport.Message) error {
 	msg, err := c.cfg.Verifier.Verify(ctx, m.Topic, m.Payload)
 	dup := errors.Is(err, sdk.ReasonDuplicate)
@@ -157,34 +167,49 @@ func (c *Consumer) HandleMessage(ctx context.Context, m transport.Message) error
 	case msg.Telemetry != nil:
 		t := msg.Telemetry
 		var fresh []Fix
+		all := make([]Fix, 0, len(t.Fixes))
 		for _, f := range t.Fixes {
+			fx := Fix{Truck: truck, Epoch: t.Epoch, Seq: f.Seq, Fix: f.Fix}
+			all = append(all, fx)
 			if c.fixes.seen(truck, t.Epoch, f.Seq) {
 				c.stats.DuplicateFixes++
 				continue
 			}
-			fresh = append(fresh, Fix{Truck: truck, Epoch: t.Epoch, Seq: f.Seq, Fix: f.Fix})
+			fresh = append(fresh, fx)
 		}
-		if len(fresh) == 0 {
-			return nil
-		}
-		if err := c.handle(ctx, Update{Fixes: fresh}); err != nil {
+		// Duplicates are committed again (a no-op for the Record) so that they can be receipted: the duplicate
+		// memory is lossy (see seqSet), a Record is not.
+		if err := c.commit(ctx, Update{Fixes: all}); err != nil {
 			return err
 		}
-		for _, f := range fresh {
-			c.fixes.mark(truck, t.Epoch, f.Seq)
+		if len(fresh) > 0 {
+			if err := c.handle(ctx, Update{Fixes: fresh}); err != nil {
+				return err
+			}
+			for _, f := range fresh {
+				c.fixes.mark(truck, t.Epoch, f.Seq)
+			}
+			c.stats.Fixes += uint64(len(fresh))
 		}
-		c.stats.Fixes += uint64(len(fresh))
+		c.done(truck, t.Epoch, all)
 	case msg.Event != nil:
 		ev := msg.Event
-		if c.events.seen(truck, ev.Epoch, ev.RecordSeq) {
-			c.stats.DuplicateEvents++
-			return nil
-		}
-		if err := c.handle(ctx, Update{Event: &Event{Truck: truck, ID: msg.ID, Sent: msg.Created, Event: *ev}}); err != nil {
+		u := Update{Event: &Event{Truck: truck, ID: msg.ID, Sent: msg.Created, Event: *ev}}
+		if err := c.commit(ctx, u); err != nil {
 			return err
 		}
-		c.events.mark(truck, ev.Epoch, ev.RecordSeq)
-		c.stats.Events++
+		if c.events.seen(truck, ev.Epoch, ev.RecordSeq) {
+			c.stats.DuplicateEvents++
+		} else {
+			if err := c.handle(ctx, u); err != nil {
+				return err
+			}
+			c.events.mark(truck, ev.Epoch, ev.RecordSeq)
+			c.stats.Events++
+		}
+		if c.cfg.committed != nil && c.cfg.Record != nil {
+			c.cfg.committed(truck, ev.Epoch, []uint64{ev.RecordSeq})
+		}
 	case msg.Status != nil:
 		if dup {
 			return nil // the retained status again, after a reconnect
@@ -192,6 +217,9 @@ func (c *Consumer) HandleMessage(ctx context.Context, m transport.Message) error
 		prev, known := c.statuses[truck]
 		st := Status{Truck: truck, Status: *msg.Status, Retained: m.Retained,
 			Changed: !known || prev.Status.State != msg.Status.State}
+		if err := c.commit(ctx, Update{Status: &st}); err != nil {
+			return err
+		}
 		if err := c.handle(ctx, Update{Status: &st}); err != nil {
 			return err
 		}
@@ -199,6 +227,30 @@ func (c *Consumer) HandleMessage(ctx context.Context, m transport.Message) error
 		c.stats.Statuses++
 	}
 	return nil
+}
+
+// commit writes u to the Record, if there is one.
+func (c *Consumer) commit(ctx context.Context, u Update) error {
+	if c.cfg.Record == nil {
+		return nil
+	}
+	if err := c.cfg.Record.Commit(ctx, u); err != nil {
+		c.stats.CommitErrors++
+		return fmt.Errorf("dispatch: record: %w", err)
+	}
+	return nil
+}
+
+// done reports a telemetry message's committed fixes for receipts.
+func (c *Consumer) done(truck string, epoch sdk.Epoch, fixes []Fix) {
+	if c.cfg.committed == nil || c.cfg.Record == nil || len(fixes) == 0 {
+		return
+	}
+	seqs := make([]uint64, len(fixes))
+	for i, f := range fixes {
+		seqs[i] = f.Seq
+	}
+	c.cfg.committed(truck, epoch, seqs)
 }
 
 func (c *Consumer) handle(ctx context.Context, u Update) error {
