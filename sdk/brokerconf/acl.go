@@ -154,7 +154,8 @@ func (a ACL) Mosquitto(dispatch []string) ([]byte, error) {
 	fmt.Fprintln(&b, "# send Mosquitto SIGHUP. Identities are certificate CNs (use_identity_as_username).")
 	fmt.Fprintln(&b, "")
 	fmt.Fprintln(&b, "# Every identity: write its own telemetry, events and status; read its own orders and receipts,")
-	fmt.Fprintln(&b, "# and every dispatch process's status.")
+	fmt.Fprintln(&b, "# and every dispatch process's status. (Mosquitto warns that the status pattern has no %u: it is")
+	fmt.Fprintln(&b, "# meant for everybody, and a topic line outside a user block would apply only to anonymous clients.)")
 	for _, r := range patternRules {
 		fmt.Fprintf(&b, "pattern %s %s%s\n", access(r.write), p, r.filter)
 	}
