@@ -177,6 +177,8 @@ func decodeBody(env *sdk.Envelope) (any, error) {
 		return sdk.UnmarshalStatus(env.Body)
 	case sdk.MsgTelemetry:
 		return sdk.UnmarshalTelemetry(env.Body)
+	case sdk.MsgReceipt:
+		return sdk.UnmarshalReceipt(env.Body)
 	}
 	return nil, fmt.Errorf("unknown message type %s", env.Type)
 }
@@ -233,8 +235,8 @@ func verifyForDecode(ctx context.Context, s streams, env *sdk.Envelope, body any
 	return res, nil
 }
 
-// deriveTopic gives the topic a message was meant for: an order's from its body, the others' from the
-// sender (trucks publish only on their own topics).
+// deriveTopic gives the topic a message was meant for: an order's and a receipt's from its body, a
+// dispatch status's from its sender, the others' from the sender (trucks publish only on their own topics).
 func deriveTopic(t sdk.Topics, env *sdk.Envelope, body any) (string, error) {
 	switch env.Type {
 	case sdk.MsgOrder:
@@ -246,9 +248,20 @@ func deriveTopic(t sdk.Topics, env *sdk.Envelope, body any) (string, error) {
 	case sdk.MsgEvent:
 		return t.Events(env.Sender)
 	case sdk.MsgStatus:
+		if c, err := x509.ParseCertificate(env.Cert); err == nil {
+			if id, err := pki.IdentityOf(c); err == nil && id.Role == pki.RoleDispatch {
+				return t.DispatchStatus(env.Sender) // a dispatch process's status
+			}
+		}
 		return t.Status(env.Sender)
 	case sdk.MsgTelemetry:
 		return t.Telemetry(env.Sender)
+	case sdk.MsgReceipt:
+		r, ok := body.(*sdk.Receipt)
+		if !ok || r == nil {
+			return "", errors.New("the receipt body does not decode")
+		}
+		return t.Receipts(r.Truck)
 	}
 	return "", fmt.Errorf("unknown message type %s", env.Type)
 }

@@ -201,3 +201,53 @@ func TestDecodeBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeReceipt: a receipt shows as JSON (truck, epochs with hex epoch and ranges) and verifies on the
+// topic derived from its body; a dispatch status verifies on the dispatch status topic.
+func TestDecodeReceipt(t *testing.T) {
+	dir, dispatch, _ := decodeFleet(t)
+	rc := &sdk.Receipt{Truck: "truck-0001", Epochs: []sdk.ReceiptEpoch{{Epoch: sdk.Epoch{0xab},
+		Ranges: []sdk.SeqRange{{First: 1, Last: 60}, {First: 62, Last: 62}}}}}
+	msg, err := dispatch.SignReceipt(rc, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(dir, "ca.crt")
+	code, out, stderr := runDecodeCmd(t, nil, "--ca", ca, writeFile(t, msg))
+	if code != 0 {
+		t.Fatalf("exit %d: %s\n%s", code, stderr, out)
+	}
+	var got struct {
+		Envelope     struct{ Type, Sender string }
+		Body         sdk.Receipt
+		Verification struct {
+			OK    bool
+			Topic string
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if got.Envelope.Type != "receipt" || got.Envelope.Sender != "dispatch-1" || got.Body.Truck != "truck-0001" ||
+		len(got.Body.Epochs) != 1 || got.Body.Epochs[0].Epoch != (sdk.Epoch{0xab}) || len(got.Body.Epochs[0].Ranges) != 2 ||
+		got.Body.Epochs[0].Ranges[1] != (sdk.SeqRange{First: 62, Last: 62}) || !got.Verification.OK ||
+		got.Verification.Topic != "fleet/trucks/truck-0001/receipts" || !strings.Contains(out, `"epoch": "ab00000000000000"`) {
+		t.Fatalf("unexpected output:\n%s", out)
+	}
+	// Without the certificate a receipt needs --certs, like telemetry.
+	msg, err = dispatch.SignReceipt(rc, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ := runDecodeCmd(t, nil, "--ca", ca, "--certs", dir, writeFile(t, msg)); code != 0 || !strings.Contains(out, `"ok": true`) {
+		t.Fatalf("receipt without certificate, with --certs: exit %d\n%s", code, out)
+	}
+	st, err := dispatch.SignStatus(&sdk.Status{State: sdk.StateOnline, Time: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr = runDecodeCmd(t, nil, "--ca", ca, writeFile(t, st))
+	if code != 0 || !strings.Contains(out, `"topic": "fleet/dispatch/dispatch-1/status"`) {
+		t.Fatalf("dispatch status: exit %d\n%s\n%s", code, out, stderr)
+	}
+}

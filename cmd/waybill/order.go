@@ -20,6 +20,7 @@ import (
 
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/dispatch"
+	"github.com/waybill-iot/waybill/sdk/dispatch/archive"
 	"github.com/waybill-iot/waybill/sdk/pki"
 	"github.com/waybill-iot/waybill/sdk/transport"
 	"github.com/waybill-iot/waybill/store"
@@ -28,7 +29,10 @@ import (
 // Files in the dispatch data directory.
 const (
 	outboxFile = "outbox.db"
-	senderLock = "sender.lock" // held by the one process that connects and sends (watch, or an order command)
+	// archiveFile is dispatch's own record (archive.File): what the trucks sent, committed before it is
+	// acknowledged to the broker and receipted to the truck. Only the sender-lock holder opens it.
+	archiveFile = archive.File
+	senderLock  = "sender.lock" // held by the one process that connects and sends (watch, or an order command)
 )
 
 // dispatchFlags are the flags shared by `waybill order` and `waybill watch`.
@@ -43,7 +47,7 @@ func (d *dispatchFlags) register(fs *flag.FlagSet) {
 	if def == "" {
 		def = "dispatch"
 	}
-	fs.StringVar(&d.data, "data", def, "dispatch data directory: the order outbox (default $WAYBILL_DISPATCH_DATA or ./dispatch)")
+	fs.StringVar(&d.data, "data", def, "dispatch data directory: the order outbox and the archive of what trucks sent (default $WAYBILL_DISPATCH_DATA or ./dispatch)")
 	fs.StringVar(&d.pkiDir, "pki", "", "PKI directory (waybill pki init): identity from issued/NAME.crt and private/NAME.key, CA and trucks' certificates")
 	fs.StringVar(&d.name, "name", "", "dispatch identity in --pki (default: its only dispatch identity)")
 	fs.StringVar(&d.cert, "cert", "", "dispatch certificate (PEM), instead of --pki")
@@ -174,10 +178,12 @@ func onlineGrace(d time.Duration) time.Duration {
 	return d
 }
 
-// client builds the connection of the process that holds the sender lock. Its session is not kept by the
-// broker (clean start, expiring with the connection): the command-line view is live, and confirmations
-// missed while no dispatch process runs come back when the outbox re-sends.
-func (d *dispatchFlags) client(id *identity, ob *dispatch.Outbox, log *slog.Logger, share string, noTelemetry bool,
+// client builds the connection of the process that holds the sender lock. Its MQTT session is persistent
+// (the transport's default expiry, 7 days): `waybill order` and `waybill watch` connect with one client id
+// (the certificate's name) and take turns through the sender lock, so whichever runs next gets what the
+// broker queued meanwhile. Both commit everything to the archive (rec) before acknowledging it, and
+// receipt it to the trucks; both subscribe to the same topics, so the session's subscriptions stay the same.
+func (d *dispatchFlags) client(id *identity, ob *dispatch.Outbox, rec dispatch.Record, log *slog.Logger, share string,
 	handle func(context.Context, dispatch.Update) error) (*dispatch.Client, error) {
 	if d.broker == "" {
 		return nil, usageError{"no broker: give --broker mqtts://HOST:PORT (or set WAYBILL_BROKER)"}
@@ -201,12 +207,15 @@ func (d *dispatchFlags) client(id *identity, ob *dispatch.Outbox, log *slog.Logg
 	return dispatch.New(dispatch.Config{
 		Transport: transport.Config{
 			Brokers: strings.Split(d.broker, ","), CertFile: id.certFile, KeyFile: id.keyFile, CAFile: id.caFile,
-			CRLFile: id.crlFile, CleanStart: true, SessionExpiry: -1, BackoffMin: 500 * time.Millisecond,
-			BackoffMax: 30 * time.Second, Logger: log,
+			CRLFile: id.crlFile, BackoffMin: 500 * time.Millisecond, BackoffMax: 30 * time.Second, Logger: log,
 		},
-		Topics: id.topics, ShareGroup: share, NoTelemetry: noTelemetry, Verifier: v, Outbox: ob, Handle: handle,
-		Logger: log,
+		Topics: id.topics, ShareGroup: share, Verifier: v, Outbox: ob, Record: rec, Handle: handle, Logger: log,
 	})
+}
+
+// openArchive opens DATA/archive.db; call it only while holding the sender lock.
+func (d *dispatchFlags) openArchive() (*archive.Archive, error) {
+	return archive.Open(filepath.Join(d.data, archiveFile), archive.Options{Timeout: 10 * time.Second})
 }
 
 // senderLock is an exclusive lock on DATA/sender.lock: only its holder connects as the dispatch identity
@@ -406,10 +415,15 @@ func lastKind(e dispatch.Entry) string {
 }
 
 // sendUntil connects, runs the outbox's re-sender and applies the events that come back, until done
-// reports true or ctx ends.
+// reports true or ctx ends. What arrives meanwhile (the persistent session's queue) goes into the archive.
 func sendUntil(ctx context.Context, d *dispatchFlags, id *identity, ob *dispatch.Outbox, log *slog.Logger,
 	done func() (dispatch.Entry, bool)) error {
-	c, err := d.client(id, ob, log, "", true, nil)
+	a, err := d.openArchive()
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	c, err := d.client(id, ob, a, log, "", nil)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/waybill-iot/waybill/sdk"
+	"github.com/waybill-iot/waybill/sdk/dispatch/archive"
 	"github.com/waybill-iot/waybill/sdk/pki"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"github.com/waybill-iot/waybill/sdk/transport"
@@ -233,4 +234,96 @@ func TestOrderAndWatchCommands(t *testing.T) {
 
 func regexpMatch(pattern, s string) bool {
 	return regexp.MustCompile(pattern).MatchString(s)
+}
+
+// TestWatchKeepsSession (g): `waybill watch` and `waybill order` share one persistent session: telemetry and
+// an event published while neither runs arrive at the next watch, are committed to DATA/archive.db and
+// receipted; an order command in between drains the queue into the same archive.
+func TestWatchKeepsSession(t *testing.T) {
+	b := sdktest.StartMosquitto(t, sdktest.Options{Dispatch: []string{"office"}})
+	b.Truck("truck-1")
+	data := filepath.Join(t.TempDir(), "dispatch")
+	common := []string{"--data", data, "--pki", b.PKI.Dir(), "--broker", "mqtts://" + b.Addr}
+	watch := func(until func(out string) bool) (string, string) {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		wout, werr := &syncBuf{}, &syncBuf{}
+		done := make(chan int, 1)
+		go func() {
+			done <- run(ctx, streams{strings.NewReader(""), wout, werr}, append([]string{"watch", "--json"}, common...))
+		}()
+		deadline := time.Now().Add(30 * time.Second)
+		for !until(wout.String()) {
+			if time.Now().After(deadline) {
+				cancel()
+				<-done
+				t.Fatalf("timed out; watch printed:\n%s\n%s", wout.String(), werr.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		cancel()
+		if code := <-done; code != 0 {
+			t.Fatalf("watch exit %d: %s", code, werr.String())
+		}
+		return wout.String(), werr.String()
+	}
+	// The first watch makes the session.
+	watch(func(out string) bool { return strings.Contains(out, `"connected":true`) })
+
+	tt := startTestTruck(t, b, b.ClientFiles("truck-1"))
+	ctx := context.Background()
+	pub := func(kind sdk.Kind, p []byte, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		topic, _ := tt.topics.Build(sdk.Topic{Truck: "truck-1", Kind: kind})
+		if err := tt.conn.Publish(ctx, topic, p, transport.PublishOptions{QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	epoch := sdk.Epoch{9}
+	fix := func(q uint64) sdk.TelemetryFix {
+		return sdk.TelemetryFix{Seq: q, Fix: sdk.Fix{Time: time.Now().UTC().Add(-time.Minute), Lat: 51.5, Lon: -0.12, Mode: 3}}
+	}
+	p, err := tt.signer.SignTelemetry(&sdk.Telemetry{Epoch: epoch, Fixes: []sdk.TelemetryFix{fix(1), fix(2)}})
+	pub(sdk.KindTelemetry, p, err)
+	p, err = tt.signer.SignEvent(&sdk.Event{Kind: sdk.EventDelivered, Epoch: epoch, RecordSeq: 3, Time: time.Now(),
+		OrderID: "o-1", Revision: 1, Via: sdk.ViaButton})
+	pub(sdk.KindEvents, p, err)
+
+	out, errOut := watch(func(out string) bool {
+		return strings.Count(out, `"type":"fix"`) == 2 && strings.Contains(out, `"type":"event"`)
+	})
+	if strings.Contains(errOut, " 0 receipts sent") {
+		t.Errorf("no receipts sent: %s", errOut)
+	}
+
+	// While nothing runs, another fix; an order command (for an offline truck) drains it into the archive.
+	p, err = tt.signer.SignTelemetry(&sdk.Telemetry{Epoch: epoch, Fixes: []sdk.TelemetryFix{fix(4)}})
+	pub(sdk.KindTelemetry, p, err)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, oout, oerr := runCmd(t, append([]string{"order", "create", "--lat", "1", "--lon", "1", "--truck", "truck-2",
+			"--id", "o-9", "--wait", "1s"}, common...)...)
+		if code != 0 {
+			t.Fatalf("order: exit %d\n%s\n%s", code, oout, oerr)
+		}
+		a, err := archive.Open(filepath.Join(data, archive.File), archive.Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := a.Counts("truck-1")
+		a.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Fixes == 3 && c.Events == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("archive holds %+v, want 3 fixes and 1 event; watch printed:\n%s", c, out)
+		}
+	}
 }

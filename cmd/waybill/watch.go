@@ -25,8 +25,14 @@ func runWatch(ctx context.Context, s streams, args []string) error {
 		fmt.Fprintln(s.err, "Usage: waybill watch [--data DIR] [--json] [--share GROUP] --pki DIR|--cert/--key/--ca --broker URL")
 		fmt.Fprintln(s.err)
 		fmt.Fprintln(s.err, "Live, verified view of the fleet: one line per fix, delivery event and status change, and every")
-		fmt.Fprintln(s.err, "refused message with its reason. It also sends the outbox's unconfirmed orders until the trucks")
-		fmt.Fprintln(s.err, "confirm them. Stop it with Ctrl-C.")
+		fmt.Fprintln(s.err, "refused message with its reason. Every fix, event and status is committed to the archive")
+		fmt.Fprintln(s.err, "(DATA/archive.db) before it is acknowledged and shown, and receipted to the truck, which then")
+		fmt.Fprintln(s.err, "deletes it. The MQTT session is persistent: what trucks sent while neither watch nor an order")
+		fmt.Fprintln(s.err, "command ran arrives at the next start. It also sends the outbox's unconfirmed orders until the")
+		fmt.Fprintln(s.err, "trucks confirm them. Stop it with Ctrl-C.")
+		fmt.Fprintln(s.err)
+		fmt.Fprintln(s.err, "A passive view that must not receipt (trucks would delete what the office has not stored) needs")
+		fmt.Fprintln(s.err, "an identity of its own: with this one it would take over the office's session.")
 		fmt.Fprintln(s.err)
 		fs.PrintDefaults()
 	}
@@ -66,14 +72,20 @@ func runWatch(ctx context.Context, s streams, args []string) error {
 	}
 	defer lock.release()
 
+	a, err := d.openArchive()
+	if err != nil {
+		return err
+	}
+	defer a.Close()
 	p := &printer{w: s.out, json: *asJSON}
-	c, err := d.client(id, ob, log, *share, false, p.update)
+	c, err := d.client(id, ob, a, log, *share, p.update)
 	if err != nil {
 		return err
 	}
 	pending, _ := ob.Pending(ctx)
-	p.line(fmt.Sprintf("watching as %s on %s; %d order(s) waiting for confirmation in %s", id.name, d.broker, pending, d.data),
-		map[string]any{"type": "start", "identity": id.name, "broker": d.broker, "pending_orders": pending})
+	p.line(fmt.Sprintf("watching as %s on %s; %d order(s) waiting for confirmation in %s; archive %s", id.name, d.broker,
+		pending, d.data, a.Path()), map[string]any{"type": "start", "identity": id.name, "broker": d.broker,
+		"pending_orders": pending, "archive": a.Path()})
 	wg := sync.WaitGroup{}
 	wg.Add(1)
 	go func() { // link states, for people
@@ -97,8 +109,9 @@ func runWatch(ctx context.Context, s streams, args []string) error {
 	err = c.Run(ctx)
 	wg.Wait()
 	st := c.Consumer().Stats()
-	fmt.Fprintf(s.err, "waybill watch: %d fixes (%d duplicates dropped), %d events (%d duplicates), %d statuses, %d refused\n",
-		st.Fixes, st.DuplicateFixes, st.Events, st.DuplicateEvents, st.Statuses, sum(st.Rejected))
+	fmt.Fprintf(s.err, "waybill watch: %d fixes (%d duplicates dropped), %d events (%d duplicates), %d statuses, %d refused, "+
+		"%d receipts sent\n", st.Fixes, st.DuplicateFixes, st.Events, st.DuplicateEvents, st.Statuses, sum(st.Rejected),
+		c.ReceiptsSent())
 	return err
 }
 
