@@ -43,7 +43,10 @@ type consumer struct {
 	arrivals []arrival // first arrivals of records of both lanes, in order
 	msgs     int       // messages accepted by the verifier
 	changed  chan struct{}
-	rc       *testReceipter // nil: no receipts (the uploader then runs with AckOnPuback)
+	rc       *testReceipter // nil: no receipts
+	// drop, if set, loses a verified message before it is recorded (acknowledged to the broker all the
+	// same), as Mosquitto does for a slow subscriber or a foreign member of a share group.
+	drop func(*sdk.Message) bool
 }
 
 func newConsumer() *consumer {
@@ -69,6 +72,9 @@ func (c *consumer) handle(v *sdk.Verifier) func(ctx context.Context, m transport
 		if err != nil {
 			c.rejected++
 			return nil // acknowledged: a bad message is not retried
+		}
+		if c.drop != nil && c.drop(msg) {
+			return nil
 		}
 		defer c.receipt(msg) // once "committed" (in the maps)
 		idx := c.msgs

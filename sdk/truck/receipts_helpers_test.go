@@ -47,6 +47,9 @@ func (r *testReceipter) add(truck string, epoch sdk.Epoch, seqs ...uint64) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.off {
+		return
+	}
 	if r.pending[truck] == nil {
 		r.pending[truck] = map[sdk.Epoch][]sdk.SeqRange{}
 	}
@@ -59,9 +62,7 @@ func (r *testReceipter) add(truck string, epoch sdk.Epoch, seqs ...uint64) {
 func (r *testReceipter) setOff(off bool) {
 	r.mu.Lock()
 	r.off = off
-	if off {
-		clear(r.pending)
-	}
+	clear(r.pending) // named while off, or just before: withheld either way
 	r.mu.Unlock()
 }
 
@@ -71,9 +72,6 @@ func (r *testReceipter) run(ctx context.Context, link *transport.Conn) {
 		r.mu.Lock()
 		pending := r.pending
 		r.pending = map[string]map[sdk.Epoch][]sdk.SeqRange{}
-		if r.off {
-			pending = nil
-		}
 		r.mu.Unlock()
 		for truck, epochs := range pending {
 			rc := sdk.Receipt{Truck: truck}
