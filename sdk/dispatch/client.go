@@ -252,8 +252,10 @@ func (c *Client) Run(ctx context.Context) error {
 // handle passes updates to the outbox and to the caller. An event is applied to the outbox before the
 // message is acknowledged: with a Record the truck deletes a receipted event and never sends it again, so
 // an event applied only after the acknowledgement would be lost to the outbox by a crash in between. It
-// costs one outbox transaction (an fsync, and with OutboxConfig.Path an open of the store) per event:
-// about 1-3 ms on an SSD, far below the rate events arrive at (a few per order).
+// costs one outbox transaction (an fsync) per event, batching being impossible on paho's one-at-a-time
+// delivery: BenchmarkOutboxApplyOne measured 0.38 ms with an open Store and 0.92 ms with OutboxConfig.Path
+// (open and close per event), about 2,600 and 1,100 events/s, far above the rate events arrive (a few
+// per order).
 func (c *Client) handle(ctx context.Context, u Update) error {
 	switch {
 	case u.Event != nil && c.cfg.Outbox != nil:
