@@ -69,15 +69,14 @@ func (r *receipter) add(truck string, epoch sdk.Epoch, seqs []uint64) {
 		rs = append(rs, sdk.SeqRange{First: s, Last: s})
 		tr.n++
 	}
+	tr.epochs[epoch] = rs
 	if tr.n > receiptFlushRanges {
 		tr.n = 0
 		for e, x := range tr.epochs {
 			tr.epochs[e] = sdk.NormalizeRanges(x)
 			tr.n += len(tr.epochs[e])
 		}
-		rs = tr.epochs[epoch]
 	}
-	tr.epochs[epoch] = rs
 	if tr.n > receiptFlushRanges || len(tr.epochs) > sdk.MaxReceiptEpochs {
 		tr.since = time.Time{} // due now
 		select {
