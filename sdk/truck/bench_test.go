@@ -33,23 +33,42 @@ import (
 // real Mosquitto. The connection's handshake and the certificate carried by its first telemetry message are
 // left out (a warm-up fix goes first): they are paid once per connection, not per fix.
 func BenchmarkWireBytesPerFix(b *testing.B) {
-	br := sdktest.StartMosquitto(b, sdktest.Options{})
+	br := sdktest.StartMosquitto(b, sdktest.Options{Dispatch: []string{"office"}})
+	// The office verifies, "commits" and receipts: the truck's store drains only on receipts, and the
+	// receipts' bytes (down, with their PUBACKs up) are counted with the telemetry's.
+	officeCl := br.ClientFiles("office")
+	octx, ocancel := context.WithCancel(context.Background())
+	var owg sync.WaitGroup
+	defer owg.Wait()
+	defer ocancel()
+	cons := newConsumer()
+	office := startLink(b, octx, &owg, br.Addr, officeCl, transport.Config{Subscriptions: fleetSubscriptions(),
+		OnPublish: cons.handle(fleetVerifier(b, officeCl))})
+	wctx, wcancel := context.WithTimeout(octx, 20*time.Second)
+	defer wcancel()
+	if err := office.Wait(wctx); err != nil {
+		b.Fatalf("office never connected: %v", err)
+	}
+	sendReceipts(b, octx, &owg, cons, office, officeCl)
 	for _, mode := range []struct {
 		name         string
 		batch, fixes int
-	}{{"live-1fix", 1, 600}, {"batch-60fixes", 60, 6000}} {
+		each         bool // wait for each batch's receipt: one receipt per batch, as a truck at 1 Hz sees
+	}{{"live-1fix", 1, 600, false}, {"batch-60fixes", 60, 6000, false}, {"batch-60fixes-receipt-each", 60, 1200, true}} {
 		b.Run(mode.name, func(b *testing.B) {
-			cl := br.Truck(fmt.Sprintf("truck-wire-%d", mode.batch))
+			cl := br.Truck("truck-wire-" + mode.name)
 			ctx, cancel := context.WithCancel(context.Background())
 			var wg sync.WaitGroup
 			defer wg.Wait()
 			defer cancel()
 			st := openStore(b)
-			link := startLink(b, ctx, &wg, br.Addr, cl, transport.Config{})
+			var ref atomic.Pointer[Uploader]
+			link := startLink(b, ctx, &wg, br.Addr, cl, receiptsFor(b, cl, &ref))
 			up, err := NewUploader(UploaderConfig{Store: st, Link: link, Signer: signerFor(b, cl, st), BatchFixes: mode.batch, BacklogBatchFixes: mode.batch})
 			if err != nil {
 				b.Fatal(err)
 			}
+			ref.Store(up)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -72,7 +91,14 @@ func BenchmarkWireBytesPerFix(b *testing.B) {
 			before, msgs := link.Stats(), up.Stats().Messages
 			b.ResetTimer()
 			for i := range b.N {
-				drain(all[1+i*mode.fixes : 1+(i+1)*mode.fixes])
+				part := all[1+i*mode.fixes : 1+(i+1)*mode.fixes]
+				if !mode.each {
+					drain(part)
+					continue
+				}
+				for j := 0; j < len(part); j += mode.batch {
+					drain(part[j : j+mode.batch])
+				}
 			}
 			b.StopTimer()
 			for up.Stats().Fixes < uint64(1+mode.fixes*b.N) { // the counters follow the store's ack
@@ -85,6 +111,7 @@ func BenchmarkWireBytesPerFix(b *testing.B) {
 			b.ReportMetric(sent/n, "up-B/fix")
 			b.ReportMetric(recvd/n, "down-B/fix")
 			b.ReportMetric(n/float64(up.Stats().Messages-msgs), "fixes/msg")
+			b.ReportMetric(float64(up.Stats().Receipts)/float64(b.N), "receipts/op")
 		})
 	}
 }
@@ -150,6 +177,7 @@ func BenchmarkBacklogDrain24h(b *testing.B) {
 			if err := office.Wait(wctx); err != nil {
 				b.Fatalf("consumer never connected: %v", err)
 			}
+			sendReceipts(b, ctx, &wg, cons, office, officeCl)
 
 			configs := []struct {
 				name string
@@ -204,11 +232,13 @@ func benchDrainDay(b *testing.B, br *sdktest.Broker, proxy *faultproxy.Proxy, co
 	cfg.Store, cfg.Signer = st, signerFor(b, cl, st)
 	b.StartTimer()
 	start := time.Now()
-	cfg.Link = startLink(b, ctx, &wg, proxy.Addr(), cl, transport.Config{})
+	var ref atomic.Pointer[Uploader]
+	cfg.Link = startLink(b, ctx, &wg, proxy.Addr(), cl, receiptsFor(b, cl, &ref))
 	up, err := NewUploader(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
+	ref.Store(up)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

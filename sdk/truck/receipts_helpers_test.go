@@ -26,6 +26,7 @@ type testReceipter struct {
 	pending map[string]map[sdk.Epoch][]sdk.SeqRange // guarded by mu
 	off     bool                                    // guarded by mu: dispatch "down": receipts are withheld
 	sent    int                                     // guarded by mu
+	certTo  map[string]bool                         // trucks sent the certificate (run's goroutine only)
 }
 
 func newTestReceipter(t testing.TB, office sdktest.Client) *testReceipter {
@@ -86,7 +87,12 @@ func (r *testReceipter) run(ctx context.Context, link *transport.Conn) {
 				} else {
 					rc.Epochs = rc.Epochs[1:]
 				}
-				payload, err := r.signer.SignReceipt(&one, true)
+				if r.certTo == nil {
+					r.certTo = map[string]bool{}
+				}
+				// As dispatch does: the certificate in the first receipt to each truck, then the key id only.
+				payload, err := r.signer.SignReceipt(&one, !r.certTo[truck])
+				r.certTo[truck] = true
 				if err != nil {
 					panic(err)
 				}

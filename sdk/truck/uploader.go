@@ -55,8 +55,10 @@ type UploaderConfig struct {
 	AckOnPuback bool
 	// ReceiptTimeout is how long a sent record waits for its receipt before it is sent again. The wait
 	// doubles after each timeout that no receipt interrupted (dispatch is probably down), up to
-	// ReceiptTimeoutMax; any receipt resets it, and a dispatch status turning online sends at once. Zero:
-	// 1 minute and 15 minutes.
+	// ReceiptTimeoutMax; any receipt resets it, and a dispatch status turning online sends at once. It must
+	// be longer than dispatch's receipt delay (dispatch.DefaultReceiptDelay, 1 minute: dispatch gathers a
+	// truck's records into one receipt to spare the cellular link) plus a few round trips. Zero: 5 minutes
+	// and 30 minutes.
 	ReceiptTimeout, ReceiptTimeoutMax time.Duration
 	// MaxUnreceipted bounds the records sent and waiting for their receipt. At the bound the uploader sends
 	// nothing new until receipts arrive or a timeout sends the oldest again: it bounds the uploader's memory
@@ -65,6 +67,12 @@ type UploaderConfig struct {
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
+
+// Defaults for UploaderConfig's receipt timeouts.
+const (
+	DefaultReceiptTimeout    = 5 * time.Minute
+	DefaultReceiptTimeoutMax = 30 * time.Minute
+)
 
 // Uploader drains a store to the broker. Create it with NewUploader and run it with Run.
 type Uploader struct {
@@ -135,10 +143,10 @@ func NewUploader(cfg UploaderConfig) (*Uploader, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.ReceiptTimeout <= 0 {
-		cfg.ReceiptTimeout = time.Minute
+		cfg.ReceiptTimeout = DefaultReceiptTimeout
 	}
 	if cfg.ReceiptTimeoutMax <= 0 {
-		cfg.ReceiptTimeoutMax = 15 * time.Minute
+		cfg.ReceiptTimeoutMax = DefaultReceiptTimeoutMax
 	}
 	cfg.ReceiptTimeoutMax = max(cfg.ReceiptTimeoutMax, cfg.ReceiptTimeout)
 	if cfg.MaxUnreceipted <= 0 {
