@@ -122,6 +122,7 @@ func newAgent(cfg Config, opts Options) (*Agent, error) {
 		Health:         a.health,
 		StatusInterval: cfg.Status.Interval,
 		OnOrder:        a.orderChanged,
+		Uploader:       truck.UploaderConfig{ReceiptTimeout: cfg.Broker.ReceiptTimeout, ReceiptTimeoutMax: 6 * cfg.Broker.ReceiptTimeout},
 		Logger:         a.log,
 	})
 	if err != nil {

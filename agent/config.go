@@ -53,6 +53,10 @@ type BrokerConfig struct {
 	// BackoffMax bounds the wait between connection attempts (jittered exponential from 1 s). A longer wait
 	// spares a bad cellular link; a shorter one reconnects sooner when it comes back. Zero: 2 minutes.
 	BackoffMax time.Duration `toml:"backoff_max"`
+	// ReceiptTimeout is how long a record sent to the broker waits for dispatch's signed receipt before it
+	// is sent again (doubling while none comes, up to 6x this); a record leaves the queue only on its
+	// receipt. It must be well above dispatch's receipt delay (30 s). Zero: 5 minutes.
+	ReceiptTimeout time.Duration `toml:"receipt_timeout"`
 	// AllowPlaintext allows mqtt:// for local development only.
 	AllowPlaintext bool `toml:"allow_plaintext"`
 }

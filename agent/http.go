@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -51,7 +52,19 @@ type Status struct {
 		OldestAge float64 `json:"oldest_age_s"`
 		Thinned   uint64  `json:"thinned"`
 		Dropped   uint64  `json:"dropped"`
+		// Unreceipted counts records sent and waiting for dispatch's signed receipt (they stay queued).
+		Unreceipted int    `json:"unreceipted"`
+		Receipted   uint64 `json:"receipted"` // records removed on a receipt since start
+		Resent      uint64 `json:"resent"`    // records sent again: no receipt came in time
 	} `json:"queue"`
+	// Store says how the queue file's epoch began: "created" (first start, or the file was lost),
+	// "recreated" (unusable, moved aside), "salvaged" (damaged, readable records carried over).
+	Store struct {
+		Epoch  sdk.Epoch `json:"epoch"`
+		Origin string    `json:"origin"`
+		Since  time.Time `json:"since"`
+		Detail string    `json:"detail,omitempty"`
+	} `json:"store"`
 	CertDaysLeft int    `json:"cert_days_left"`
 	DiskFree     uint64 `json:"disk_free_bytes"`
 }
@@ -76,6 +89,10 @@ func (a *Agent) Status() Status {
 	s.Queue.Critical, s.Queue.Normal = qs.Critical.Records, qs.Normal.Records
 	s.Queue.OldestAge = max(qs.Critical.OldestAge(now), qs.Normal.OldestAge(now)).Seconds()
 	s.Queue.Thinned, s.Queue.Dropped = qs.Thinned, qs.Dropped
+	us := a.client.Uploader().Stats()
+	s.Queue.Unreceipted, s.Queue.Receipted, s.Queue.Resent = us.Unreceipted, us.Receipted, us.Resent
+	o := a.store.Origin()
+	s.Store.Epoch, s.Store.Origin, s.Store.Since, s.Store.Detail = epochOf(a.store.Epoch()), o.Kind.String(), o.At, o.Detail
 	s.CertDaysLeft = a.certDaysLeft(now)
 	s.DiskFree = diskFree(a.cfg.DataDir)
 	return s
@@ -93,7 +110,16 @@ func (a *Agent) health() sdk.Health {
 	qs := a.store.Stats()
 	h.QueueDepth = int(qs.Critical.Records + qs.Normal.Records)
 	h.OldestAge = max(qs.Critical.OldestAge(now), qs.Normal.OldestAge(now))
+	h.Unreceipted = a.client.Uploader().Stats().Unreceipted
+	o := a.store.Origin()
+	h.StoreEpoch, h.StoreOrigin, h.StoreSince = epochOf(a.store.Epoch()), o.Kind.String(), o.At
 	return h
+}
+
+func epochOf(e uint64) sdk.Epoch {
+	var out sdk.Epoch
+	binary.BigEndian.PutUint64(out[:], e)
+	return out
 }
 
 func (a *Agent) certDaysLeft(now time.Time) int {
@@ -174,6 +200,10 @@ func (a *Agent) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	m("waybill_upload_fixes_total", "counter", "Fixes delivered.", float64(us.Fixes))
 	m("waybill_upload_events_total", "counter", "Delivery events delivered.", float64(us.Events))
 	m("waybill_upload_failures_total", "counter", "Publishes that failed and were retried.", float64(us.Failures))
+	m("waybill_upload_unreceipted_records", "gauge", "Records sent and waiting for dispatch's signed receipt.", float64(us.Unreceipted))
+	m("waybill_upload_receipts_total", "counter", "Receipts from dispatch applied.", float64(us.Receipts))
+	m("waybill_upload_receipted_records_total", "counter", "Records removed from the queue on a receipt.", float64(us.Receipted))
+	m("waybill_upload_resent_records_total", "counter", "Records sent again because no receipt came in time.", float64(us.Resent))
 	bs := a.client.Book().Stats()
 	m("waybill_orders_applied_total", "counter", "Orders and revisions stored.", float64(bs.Applied))
 	m("waybill_orders_conflicts_total", "counter", "Cancellations of delivered orders.", float64(bs.Conflicts))

@@ -38,6 +38,13 @@ type Health struct {
 	CertDaysLeft int           `json:"cert_days_left,omitempty"` // days until the truck certificate expires
 	DiskFree     uint64        `json:"disk_free,omitempty"`      // bytes free where the store lives
 	Version      string        `json:"version,omitempty"`        // agent version
+	Unreceipted  int           `json:"unreceipted,omitempty"`    // records sent and waiting for dispatch's receipt
+	// StoreEpoch, StoreOrigin and StoreSince say which store the truck's records come from and how it
+	// began: "created" (first start, or the file was lost: an SD card swapped), "recreated" (the file was
+	// unusable and moved aside), "salvaged" (damaged; readable records carried into a new epoch).
+	StoreEpoch  Epoch     `json:"store_epoch,omitzero"`
+	StoreOrigin string    `json:"store_origin,omitempty"`
+	StoreSince  time.Time `json:"store_since,omitzero"`
 }
 
 // Status is what a truck publishes, retained, on its status topic.
@@ -57,6 +64,10 @@ type healthWire struct {
 	CertDaysLeft int64  `cbor:"6,keyasint,omitempty"`
 	DiskFree     uint64 `cbor:"7,keyasint,omitempty"`
 	Version      string `cbor:"8,keyasint,omitempty"`
+	Unreceipted  int64  `cbor:"9,keyasint,omitempty"`
+	StoreEpoch   []byte `cbor:"10,keyasint,omitempty"`
+	StoreOrigin  string `cbor:"11,keyasint,omitempty"`
+	StoreSince   int64  `cbor:"12,keyasint,omitempty"` // Unix ms
 }
 
 type statusWire struct {
@@ -79,8 +90,8 @@ func (s *Status) Validate() error {
 	if len(s.Extra) > maxStatusExtra {
 		return fmt.Errorf("sdk: status has %d extra fields, at most %d", len(s.Extra), maxStatusExtra)
 	}
-	if h := s.Health; h != nil && (len(h.Link) > 64 || len(h.Version) > 64) {
-		return fmt.Errorf("sdk: status health link or version over 64 bytes")
+	if h := s.Health; h != nil && (len(h.Link) > 64 || len(h.Version) > 64 || len(h.StoreOrigin) > 64) {
+		return fmt.Errorf("sdk: status health link, version or store origin over 64 bytes")
 	}
 	return nil
 }
@@ -95,7 +106,13 @@ func (s *Status) MarshalBody() ([]byte, error) {
 		w.Health = &healthWire{
 			FixAge: h.FixAge.Milliseconds(), Sats: int64(h.Sats), QueueDepth: int64(h.QueueDepth),
 			OldestAge: h.OldestAge.Milliseconds(), Link: h.Link, CertDaysLeft: int64(h.CertDaysLeft),
-			DiskFree: h.DiskFree, Version: h.Version,
+			DiskFree: h.DiskFree, Version: h.Version, Unreceipted: int64(h.Unreceipted), StoreOrigin: h.StoreOrigin,
+		}
+		if h.StoreEpoch != (Epoch{}) {
+			w.Health.StoreEpoch = h.StoreEpoch[:]
+		}
+		if !h.StoreSince.IsZero() {
+			w.Health.StoreSince = h.StoreSince.UnixMilli()
 		}
 	}
 	return encMode.Marshal(w)
@@ -112,13 +129,19 @@ func UnmarshalStatus(body []byte) (*Status, error) {
 		const maxMs = int64(100 * 365 * 24 * time.Hour / time.Millisecond) // keeps Duration from overflowing
 		if h.FixAge > maxMs || h.FixAge < -maxMs || h.OldestAge > maxMs || h.OldestAge < -maxMs ||
 			h.Sats < 0 || h.Sats > 1000 || h.QueueDepth < 0 || h.QueueDepth > math.MaxInt32 ||
-			h.CertDaysLeft < -1<<20 || h.CertDaysLeft > 1<<20 {
+			h.CertDaysLeft < -1<<20 || h.CertDaysLeft > 1<<20 || h.Unreceipted < 0 || h.Unreceipted > math.MaxInt32 ||
+			(len(h.StoreEpoch) != 0 && len(h.StoreEpoch) != len(Epoch{})) {
 			return nil, fmt.Errorf("sdk: status body: health values out of range")
 		}
 		s.Health = &Health{
 			FixAge: time.Duration(h.FixAge) * time.Millisecond, Sats: int(h.Sats), QueueDepth: int(h.QueueDepth),
 			OldestAge: time.Duration(h.OldestAge) * time.Millisecond, Link: h.Link,
 			CertDaysLeft: int(h.CertDaysLeft), DiskFree: h.DiskFree, Version: h.Version,
+			Unreceipted: int(h.Unreceipted), StoreOrigin: h.StoreOrigin,
+		}
+		copy(s.Health.StoreEpoch[:], h.StoreEpoch)
+		if h.StoreSince != 0 {
+			s.Health.StoreSince = time.UnixMilli(h.StoreSince).UTC()
 		}
 	}
 	if err := s.Validate(); err != nil {

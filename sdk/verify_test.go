@@ -52,7 +52,8 @@ func TestVerifyAcceptsEachTypeOnceThenDuplicate(t *testing.T) {
 				t.Fatal(err)
 			}
 			statusMsg, err := f.truck.SignStatus(&Status{State: StateOnline, Time: t0,
-				Health: &Health{FixAge: 800 * time.Millisecond, Sats: 11, QueueDepth: 3, Link: "lte", Version: "v1"}})
+				Health: &Health{FixAge: 800 * time.Millisecond, Sats: 11, QueueDepth: 3, Link: "lte", Version: "v1",
+					Unreceipted: 120, StoreEpoch: Epoch{9, 8}, StoreOrigin: "salvaged", StoreSince: t0.Add(-time.Hour)}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -80,7 +81,9 @@ func TestVerifyAcceptsEachTypeOnceThenDuplicate(t *testing.T) {
 					}
 				}},
 				{top(t, KindStatus, "truck-0001"), statusMsg, func(m *Message) {
-					if m.Status == nil || m.Status.State != StateOnline || m.Status.Health.FixAge != 800*time.Millisecond {
+					if m.Status == nil || m.Status.State != StateOnline || m.Status.Health.FixAge != 800*time.Millisecond ||
+						m.Status.Health.Unreceipted != 120 || m.Status.Health.StoreEpoch != (Epoch{9, 8}) ||
+						m.Status.Health.StoreOrigin != "salvaged" || !m.Status.Health.StoreSince.Equal(t0.Add(-time.Hour)) {
 						t.Fatalf("status: %+v", m.Status)
 					}
 				}},

@@ -57,7 +57,7 @@ type Config struct {
 	// with a Record.
 	Signer *sdk.Signer
 	// ReceiptDelay is how long committed records wait so that one receipt covers many. Zero:
-	// DefaultReceiptDelay (250 ms).
+	// DefaultReceiptDelay (30 s); a truck with 1,000 records pending is receipted at once.
 	ReceiptDelay time.Duration
 
 	// Logger receives the client's logs; nil: discard.

@@ -30,7 +30,7 @@
 // to the outbox before the acknowledgement (one transaction per event, see Client.handle), so a crash
 // after the acknowledgement loses no delivered or failed state.
 //
-// Receipts are coalesced per truck and store epoch for Config.ReceiptDelay (250 ms), sent sooner when a
+// Receipts are coalesced per truck and store epoch for Config.ReceiptDelay (30 s), sent sooner when a
 // truck has many ranges pending, at most sdk.MaxReceiptRanges per message, from a goroutine of the Client
 // (never paho's delivery goroutine). The first receipt to a truck since the process started, and the first
 // after that truck's status turns online, carries dispatch's certificate; later ones leave it out.

@@ -11,8 +11,18 @@ import (
 	"github.com/waybill-iot/waybill/sdk/transport"
 )
 
-// DefaultReceiptDelay is how long committed records wait to be receipted together (Config.ReceiptDelay).
-const DefaultReceiptDelay = 250 * time.Millisecond
+// DefaultReceiptDelay is how long committed records wait to be receipted together (Config.ReceiptDelay). A
+// truck keeps a record until its receipt comes, which costs it nothing but a little memory, while a receipt
+// costs about 230 bytes on its cellular link: a truck at 1 Hz sends a telemetry message every 30 s, so
+// gathering 30 s of them halves the receipts of one per message. A backlog is receipted sooner
+// (receiptFlushRecords). The truck's receipt timeout (truck.DefaultReceiptTimeout, 5 min) must stay well
+// above this.
+const DefaultReceiptDelay = 30 * time.Second
+
+// receiptFlushRecords is the number of pending records of one truck that sends its receipt at once: a
+// draining backlog is receipted every thousand records, so the truck's bounded set of unreceipted records
+// (truck.UploaderConfig.MaxUnreceipted, 20,000) never throttles it.
+const receiptFlushRecords = 1000
 
 // receiptFlushRanges is the number of pending ranges of one truck that sends its receipt at once, before the
 // delay: it keeps memory bounded and one message well inside sdk.MaxReceiptRanges.
@@ -38,8 +48,9 @@ type receipter struct {
 }
 
 type truckReceipts struct {
-	epochs map[sdk.Epoch][]sdk.SeqRange
-	n      int       // ranges held (before normalizing)
+	epochs  map[sdk.Epoch][]sdk.SeqRange
+	records int       // records held
+	n       int       // ranges held (before normalizing)
 	since  time.Time // oldest pending record
 }
 
@@ -70,6 +81,7 @@ func (r *receipter) add(truck string, epoch sdk.Epoch, seqs []uint64) {
 		tr.n++
 	}
 	tr.epochs[epoch] = rs
+	tr.records += len(seqs)
 	if tr.n > receiptFlushRanges {
 		tr.n = 0
 		for e, x := range tr.epochs {
@@ -77,7 +89,7 @@ func (r *receipter) add(truck string, epoch sdk.Epoch, seqs []uint64) {
 			tr.n += len(tr.epochs[e])
 		}
 	}
-	if tr.n > receiptFlushRanges || len(tr.epochs) > sdk.MaxReceiptEpochs {
+	if tr.n > receiptFlushRanges || len(tr.epochs) > sdk.MaxReceiptEpochs || tr.records >= receiptFlushRecords {
 		tr.since = time.Time{} // due now
 		select {
 		case r.wake <- struct{}{}:
@@ -147,6 +159,7 @@ func (r *receipter) putBack(truck string, epochs []sdk.ReceiptEpoch) {
 	for _, e := range epochs {
 		tr.epochs[e.Epoch] = sdk.NormalizeRanges(append(tr.epochs[e.Epoch], e.Ranges...))
 		tr.n += len(e.Ranges)
+		tr.records += int(min(e.Count(), receiptFlushRecords))
 	}
 }
 

@@ -56,7 +56,7 @@ type UploaderConfig struct {
 	// ReceiptTimeout is how long a sent record waits for its receipt before it is sent again. The wait
 	// doubles after each timeout that no receipt interrupted (dispatch is probably down), up to
 	// ReceiptTimeoutMax; any receipt resets it, and a dispatch status turning online sends at once. It must
-	// be longer than dispatch's receipt delay (dispatch.DefaultReceiptDelay, 1 minute: dispatch gathers a
+	// be longer than dispatch's receipt delay (dispatch.DefaultReceiptDelay, 30 s: dispatch gathers a
 	// truck's records into one receipt to spare the cellular link) plus a few round trips. Zero: 5 minutes
 	// and 30 minutes.
 	ReceiptTimeout, ReceiptTimeoutMax time.Duration
