@@ -17,8 +17,10 @@ import (
 
 const storeUsage = `Usage: waybill store inspect [--limit N] [--json] DIR|FILE
 
-Shows what a truck's store holds: records per lane, oldest first, the quarantine and the counters. DIR is the
-agent's data directory (it reads DIR/queue.db). Read-only and safe while the agent runs: it reads a copy.
+Shows what a truck's store holds: how its epoch began (created, recreated or salvaged, when, and what
+happened), records per lane, oldest first, each with its origin epoch where it is not the store's (records
+salvaged from an older file keep theirs), the quarantine and the counters. DIR is the agent's data directory
+(it reads DIR/queue.db). Read-only and safe while the agent runs: it reads a copy.
 `
 
 func runStore(ctx context.Context, s streams, args []string) error {
@@ -94,7 +96,10 @@ func openCopy(path string) (*store.Store, func(), error) {
 }
 
 type inspectRecord struct {
-	Seq     uint64    `json:"seq"`
+	Seq uint64 `json:"seq"`
+	// Epoch is the record's origin epoch: the store's own, or an older file's for a salvaged record. A
+	// record is known to dispatch by (Epoch, Seq).
+	Epoch   string    `json:"epoch"`
 	Lane    string    `json:"lane"`
 	Kind    string    `json:"kind"`
 	Time    time.Time `json:"time"`
@@ -102,9 +107,26 @@ type inspectRecord struct {
 	Summary string    `json:"summary"`
 }
 
+// inspectOrigin is store.Origin for people and JSON: the kind by name.
+type inspectOrigin struct {
+	Kind          string    `json:"kind"` // existing, created, recreated or salvaged
+	Since         time.Time `json:"since,omitzero"`
+	PreviousEpoch string    `json:"previous_epoch,omitempty"`
+	Detail        string    `json:"detail,omitempty"`
+}
+
+// inspectStats is store.Stats without its Origin (the report has its own, readable back from JSON:
+// store.OriginKind marshals as a name but does not unmarshal from one). The shallower field hides the
+// embedded one; it is always nil, so omitted.
+type inspectStats struct {
+	store.Stats
+	Origin *struct{} `json:"Origin,omitempty"`
+}
+
 type inspectReport struct {
 	Epoch       string          `json:"epoch"`
-	Stats       store.Stats     `json:"stats"`
+	Origin      inspectOrigin   `json:"origin"`
+	Stats       inspectStats    `json:"stats"`
 	Records     []inspectRecord `json:"records"`
 	Quarantined []struct {
 		Seq    uint64 `json:"seq"`
@@ -114,7 +136,12 @@ type inspectReport struct {
 }
 
 func inspect(ctx context.Context, st *store.Store, limit int) (inspectReport, error) {
-	r := inspectReport{Epoch: fmt.Sprintf("%016x", st.Epoch()), Stats: st.Stats()}
+	o := st.Origin()
+	r := inspectReport{Epoch: fmt.Sprintf("%016x", st.Epoch()), Stats: inspectStats{Stats: st.Stats()},
+		Origin: inspectOrigin{Kind: o.Kind.String(), Since: o.At, Detail: o.Detail}}
+	if o.PreviousEpoch != 0 {
+		r.Origin.PreviousEpoch = fmt.Sprintf("%016x", o.PreviousEpoch)
+	}
 	recs, err := st.Peek(ctx, math.MaxInt32)
 	if err != nil {
 		return r, err
@@ -125,7 +152,11 @@ func inspect(ctx context.Context, st *store.Store, limit int) (inspectReport, er
 			continue
 		}
 		shown[rec.Lane]++
-		ir := inspectRecord{Seq: rec.Seq, Lane: rec.Lane.String(), Kind: strconv.Itoa(int(rec.Kind)), Time: rec.Time, Bytes: len(rec.Data)}
+		epoch := rec.Epoch
+		if epoch == 0 {
+			epoch = st.Epoch()
+		}
+		ir := inspectRecord{Seq: rec.Seq, Epoch: fmt.Sprintf("%016x", epoch), Lane: rec.Lane.String(), Kind: strconv.Itoa(int(rec.Kind)), Time: rec.Time, Bytes: len(rec.Data)}
 		switch rec.Kind {
 		case truck.KindFix:
 			ir.Kind = "fix"
@@ -136,7 +167,7 @@ func inspect(ctx context.Context, st *store.Store, limit int) (inspectReport, er
 			}
 		case truck.KindEvent:
 			ir.Kind = "event"
-			if e, err := truck.DecodeEvent(rec.Data, st.Epoch(), rec.Seq); err == nil {
+			if e, err := truck.DecodeEvent(rec.Data, epoch, rec.Seq); err == nil {
 				ir.Summary = fmt.Sprintf("%s order %s rev %d via %s", e.Kind, e.OrderID, e.Revision, e.Via)
 			} else {
 				ir.Summary = "undecodable: " + err.Error()
@@ -162,15 +193,36 @@ func printInspect(w io.Writer, path string, r inspectReport) {
 	s := r.Stats
 	now := time.Now()
 	fmt.Fprintf(w, "%s  epoch %s  %d/%d bytes (limit)  file %d bytes\n", path, r.Epoch, s.Bytes, s.MaxBytes, s.FileBytes)
+	fmt.Fprintf(w, "origin: %s\n", originLine(r.Origin))
 	fmt.Fprintf(w, "critical: %d records, oldest %s\n", s.Critical.Records, age(s.Critical.OldestAge(now)))
 	fmt.Fprintf(w, "normal:   %d records, oldest %s\n", s.Normal.Records, age(s.Normal.OldestAge(now)))
 	fmt.Fprintf(w, "thinned %d, dropped %d, quarantined %d, recovered %d\n", s.Thinned, s.Dropped, s.Quarantined, s.Recovered)
 	for _, rec := range r.Records {
-		fmt.Fprintf(w, "  %-8s %8d  %s  %-5s %4dB  %s\n", rec.Lane, rec.Seq, rec.Time.UTC().Format(time.RFC3339), rec.Kind, rec.Bytes, rec.Summary)
+		from := ""
+		if rec.Epoch != r.Epoch {
+			from = "  (epoch " + rec.Epoch + ")" // salvaged from an older file: dispatch knows it by that epoch
+		}
+		fmt.Fprintf(w, "  %-8s %8d  %s  %-5s %4dB  %s%s\n", rec.Lane, rec.Seq, rec.Time.UTC().Format(time.RFC3339), rec.Kind,
+			rec.Bytes, rec.Summary, from)
 	}
 	for _, q := range r.Quarantined {
 		fmt.Fprintf(w, "  QUARANTINED %d (%s): %s\n", q.Seq, q.Lane, q.Reason)
 	}
+}
+
+// originLine says how the store's epoch began: "salvaged since 2026-...Z (previous epoch ...): detail".
+func originLine(o inspectOrigin) string {
+	line := o.Kind
+	if !o.Since.IsZero() {
+		line += " since " + o.Since.UTC().Format(time.RFC3339)
+	}
+	if o.PreviousEpoch != "" {
+		line += " (previous epoch " + o.PreviousEpoch + ")"
+	}
+	if o.Detail != "" {
+		line += ": " + o.Detail
+	}
+	return line
 }
 
 func age(d time.Duration) string {
