@@ -117,7 +117,7 @@ func (b *book) actions(t *testing.T) []*sdk.Event {
 		if r.Kind != truck.KindEvent {
 			continue
 		}
-		e, err := truck.DecodeEvent(r.Data, b.st.Epoch(), r.Seq)
+		e, err := truck.DecodeEvent(r.Data, r.Epoch, r.Seq)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -145,7 +145,7 @@ func (f *fixture) events() map[uint64]*sdk.Event {
 		if r.Kind != truck.KindEvent {
 			continue
 		}
-		e, err := truck.DecodeEvent(r.Data, f.st.Epoch(), r.Seq)
+		e, err := truck.DecodeEvent(r.Data, r.Epoch, r.Seq)
 		if err != nil {
 			f.t.Fatal(err)
 		}
