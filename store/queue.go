@@ -201,13 +201,29 @@ func (s *Store) isClosed() bool {
 // carried them. Unknown seqs (already acked, thinned, dropped) are ignored. The removal is committed
 // (fsync'd) before Ack returns; a crash before that only means the records are sent again.
 func (s *Store) Ack(ctx context.Context, seqs ...uint64) error {
-	if len(seqs) == 0 {
-		return nil
-	}
-	return s.submit(ctx, &op{fn: func(w *writeTx) error { return w.ack(seqs) }})
+	_, err := s.AckCount(ctx, seqs...)
+	return err
 }
 
-func (w *writeTx) ack(seqs []uint64) error {
+// AckCount is Ack, and returns how many of seqs were stored and are now removed.
+func (s *Store) AckCount(ctx context.Context, seqs ...uint64) (int, error) {
+	if len(seqs) == 0 {
+		return 0, nil
+	}
+	var n int
+	err := s.submit(ctx, &op{fn: func(w *writeTx) error {
+		var err error
+		n, err = w.ack(seqs) // fn may run again if another op of the batch fails: n is overwritten
+		return err
+	}})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+func (w *writeTx) ack(seqs []uint64) (int, error) {
+	n := 0
 	for _, seq := range seqs {
 		k := seqKey(seq)
 		for _, l := range lanes {
@@ -218,15 +234,16 @@ func (w *writeTx) ack(seqs []uint64) error {
 			}
 			size := int64(len(k) + len(v))
 			if err := b.Delete(k); err != nil {
-				return err
+				return n, err
 			}
 			w.d.lanes[l].records--
 			w.d.lanes[l].bytes -= size
+			n++
 			break
 		}
 		w.d.removed = append(w.d.removed, seq)
 	}
-	return nil
+	return n, nil
 }
 
 // Release returns handed-out records that were not delivered (a failed publish) so that Peek hands them

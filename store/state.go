@@ -71,7 +71,7 @@ func (t *Tx) Append(entries ...Entry) ([]uint64, error) {
 }
 
 // Ack removes queued records in this transaction, like Store.Ack.
-func (t *Tx) Ack(seqs ...uint64) error { return t.w.ack(seqs) }
+func (t *Tx) Ack(seqs ...uint64) error { _, err := t.w.ack(seqs); return err }
 
 // Update runs fn in a write transaction that shares a commit with concurrent callers, and returns once it is
 // fsync'd. If fn returns an error nothing it did is committed. fn may run more than once (when another

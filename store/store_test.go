@@ -496,3 +496,26 @@ func TestReleaseDuringPeekIsNotLost(t *testing.T) {
 	close(release)
 	wg.Wait()
 }
+
+func TestAckCountCountsOnlyStoredRecords(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "q.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	seqs, err := s.Append(ctx, Entry{Lane: Normal, Data: []byte("a")}, Entry{Lane: Critical, Data: []byte("b")}, Entry{Lane: Normal, Data: []byte("c")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.AckCount(ctx, seqs[0], seqs[1], 999)
+	if err != nil || n != 2 {
+		t.Fatalf("AckCount = %d, %v; want 2 (the third seq was never stored)", n, err)
+	}
+	if n, err := s.AckCount(ctx, seqs[0], seqs[2]); err != nil || n != 1 {
+		t.Fatalf("AckCount again = %d, %v; want 1", n, err)
+	}
+	if st := s.Stats(); st.Normal.Records != 0 || st.Critical.Records != 0 {
+		t.Fatalf("store not empty: %+v", st)
+	}
+}

@@ -83,14 +83,32 @@ func (u *Uploader) waitRoom(ctx context.Context) (int, error) {
 	}
 }
 
-// HandleReceipt applies a verified receipt from dispatch: the records it names that wait for a receipt are
-// removed from the store for good. Records it names that this uploader is not waiting for (sent before a
-// restart, or named again) are left alone: they are sent again and receipted again, which costs bytes, never
-// data. It returns the number of records removed.
+// maxBlindAck bounds the record numbers of one receipt acked without waiting for them (see HandleReceipt).
+const maxBlindAck = 50_000
+
+// HandleReceipt applies a verified receipt from dispatch: the records it names are removed from the store
+// for good. Those this uploader waits for are matched by their origin epoch. Records of the store's own
+// epoch that it does not wait for (sent before a restart: their receipts come while they wait to be sent
+// again) are removed too, up to maxBlindAck numbers per receipt; records of older epochs (salvaged) only
+// when they wait. Whatever is not removed is sent again and receipted again: bytes, never data. It returns
+// the number of records removed.
 func (u *Uploader) HandleReceipt(ctx context.Context, r *sdk.Receipt) (int, error) {
-	var seqs []uint64
+	var seqs, blind []uint64
+	own := epochBytes(u.cfg.Store.Epoch())
 	u.rmu.Lock()
 	for _, e := range r.Epochs {
+		if e.Epoch == own && e.Count() <= maxBlindAck {
+			for _, rg := range e.Ranges {
+				for seq := rg.First; ; seq++ {
+					if u.awaiting[seq] == nil {
+						blind = append(blind, seq)
+					}
+					if seq == rg.Last {
+						break
+					}
+				}
+			}
+		}
 		for _, rg := range e.Ranges {
 			if span := rg.Last - rg.First + 1; span <= uint64(len(u.awaiting)) {
 				for seq := rg.First; ; seq++ {
@@ -119,19 +137,20 @@ func (u *Uploader) HandleReceipt(ctx context.Context, r *sdk.Receipt) (int, erro
 	u.signalRoom()
 	u.rmu.Unlock()
 	u.stats.receipts.Add(1)
-	if len(seqs) == 0 {
+	if len(seqs)+len(blind) == 0 {
 		return 0, nil
 	}
 	// The ack outlives a cancelled ctx: dispatch has the records, and a lost ack only means a duplicate.
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := u.cfg.Store.Ack(actx, seqs...); err != nil {
+	removed, err := u.cfg.Store.AckCount(actx, append(seqs, blind...)...)
+	if err != nil {
 		// Still handed out in the store: give them back so they are sent (and receipted) again.
 		u.cfg.Store.Release(seqs...)
 		return 0, err
 	}
-	u.stats.receipted.Add(uint64(len(seqs)))
-	return len(seqs), nil
+	u.stats.receipted.Add(uint64(removed))
+	return removed, nil
 }
 
 // DispatchOnline sends again, at once, every record that was acknowledged by the broker more than a second

@@ -220,3 +220,39 @@ func TestSequencerSurvivesStoreLoss(t *testing.T) {
 		t.Fatalf("with store and side file gone, the clock did not seed the sequence: %d after %d", third, second)
 	}
 }
+
+// noLink is a Link that never connects: HandleReceipt needs none.
+type noLink struct{}
+
+func (noLink) Submit(context.Context, string, []byte, transport.PublishOptions) (*transport.Pending, error) {
+	return nil, context.Canceled
+}
+func (noLink) Wait(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+func (noLink) Current() transport.State       { return transport.State{} }
+
+// Receipts that come for records this uploader is not waiting for (sent before a restart) still remove
+// them, if they are of the store's own epoch; a receipt for another epoch removes nothing it does not wait for.
+func TestReceiptForRecordsSentBeforeRestart(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	b := sdktest.StartDevBroker(t, sdktest.Options{})
+	cl := b.Truck("truck-0001")
+	up, err := NewUploader(UploaderConfig{Store: st, Link: noLink{}, Signer: signerFor(t, cl, st)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &receiptRig{st: st}
+	r.appendFixes(t, ctx, 10)
+	other := sdk.Epoch{1, 2, 3}
+	n, err := up.HandleReceipt(ctx, &sdk.Receipt{Truck: "truck-0001", Epochs: []sdk.ReceiptEpoch{{Epoch: other, Ranges: []sdk.SeqRange{{First: 1, Last: 10}}}}})
+	if err != nil || n != 0 {
+		t.Fatalf("a receipt of another epoch removed %d (%v)", n, err)
+	}
+	n, err = up.HandleReceipt(ctx, &sdk.Receipt{Truck: "truck-0001", Epochs: []sdk.ReceiptEpoch{{Epoch: epochBytes(st.Epoch()), Ranges: []sdk.SeqRange{{First: 1, Last: 4}, {First: 9, Last: 12}}}}})
+	if err != nil || n != 6 {
+		t.Fatalf("removed %d (%v), want 6", n, err)
+	}
+	if got := st.Stats().Normal.Records; got != 4 {
+		t.Fatalf("%d records left, want 4", got)
+	}
+}
