@@ -51,7 +51,7 @@ type truckReceipts struct {
 	epochs  map[sdk.Epoch][]sdk.SeqRange
 	records int       // records held
 	n       int       // ranges held (before normalizing)
-	since  time.Time // oldest pending record
+	since   time.Time // oldest pending record
 }
 
 func newReceipter(signer *sdk.Signer, topics sdk.Topics, conn *transport.Conn, delay time.Duration, log *slog.Logger) *receipter {
