@@ -1,0 +1,195 @@
+package main
+
+// End to end: nothing a truck accepted is lost between the truck and dispatch's own record. Each test runs
+// real Mosquitto, the real agent binary and the real dispatch side (dispatch.Client committing to an
+// archive), and counts at the archive file after the run (rig.verify): every record of every store epoch,
+// every driver action answered 200, each handed to dispatch's Handle exactly once, and the agent's store
+// empty with /healthz queue.unreceipted 0 (agentProc.finish).
+
+import (
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/waybill-iot/waybill/sdk"
+	"github.com/waybill-iot/waybill/sdk/sdktest"
+)
+
+func orderIDs(prefix string, n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%s-%d", prefix, i+1)
+	}
+	return ids
+}
+
+// TestDispatchDownWhileDriversConfirm: orders reach the truck, dispatch stops, drivers confirm (delivered
+// and failed) while fixes keep flowing, dispatch stays down for several receipt timeouts (2 s, doubling),
+// then starts again with the same identity and archive. While it is down the truck's store never empties
+// (records stay until receipted, the driver's proofs at least); afterwards everything arrives exactly once.
+func TestDispatchDownWhileDriversConfirm(t *testing.T) {
+	r := newRig(t, sdktest.Options{})
+	const name = "truck-0001"
+	r.b.Truck(name)
+	r.startOffice(officeOptions{})
+	a := r.newAgent(name, agentOptions{GPS: r.startGPS(5)})
+	a.start(false)
+	ids := orderIDs("o", 6)
+	r.createOrders(name, ids...)
+	a.waitOrders(20*time.Second, ids...)
+	a.waitHealth(20*time.Second, "receipts from dispatch", func(h health) bool { return h.Queue.Receipted > 0 })
+
+	r.stopOffice()
+	for _, id := range ids[:4] {
+		a.act(id, "delivered", "")
+	}
+	a.act(ids[4], "failed", "nobody home")
+	a.act(ids[5], "failed", "address not found")
+	down := time.Now()
+	minQueued, samples := int64(1<<62), 0
+	for time.Since(down) < 9*time.Second { // 2 s + 4 s + 8 s of receipt timeouts begin in here
+		h, err := a.healthz()
+		if err != nil {
+			t.Fatal(err)
+		}
+		samples++
+		minQueued = min(minQueued, h.Queue.Critical+h.Queue.Normal)
+		if h.Queue.Critical < int64(len(ids)) {
+			t.Fatalf("the truck's store dropped a driver's proof while dispatch was down: %v", h)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	hDown := a.waitHealth(time.Second, "healthz", func(health) bool { return true })
+	if hDown.Queue.Resent == 0 {
+		t.Errorf("no record was sent again while dispatch was down: %v", hDown)
+	}
+
+	r.startOffice(officeOptions{})
+	h := a.finish(60 * time.Second)
+	r.stopOffice()
+	res := r.verify([]*agentProc{a}, nil)[name]
+	t.Logf("dispatch down %.1f s: the store held at least %d records in all %d samples (%d driver proofs); "+
+		"%d resent while it was down, %d in all; archive: %v; %s", time.Since(down).Seconds(), minQueued, samples,
+		len(a.actions), hDown.Queue.Resent, a.resent+h.Queue.Resent, res, r.handled.summary())
+}
+
+// TestBrokerKilledMidFlow: Mosquitto is SIGKILLed while the truck uploads and drivers confirm, and restarted
+// (its persistence is a periodic snapshot); drivers confirm while it is down too. Everything arrives once.
+func TestBrokerKilledMidFlow(t *testing.T) {
+	r := newRig(t, sdktest.Options{})
+	const name = "truck-0001"
+	r.b.Truck(name)
+	r.startOffice(officeOptions{})
+	a := r.newAgent(name, agentOptions{GPS: r.startGPS(6)})
+	a.start(false)
+	ids := orderIDs("o", 6)
+	r.createOrders(name, ids...)
+	a.waitOrders(20*time.Second, ids...)
+	a.act(ids[0], "delivered", "")
+	time.Sleep(1500 * time.Millisecond)
+	a.act(ids[1], "delivered", "")
+	r.b.Kill() // mid flow: fixes are being uploaded, the last proof may be in flight
+	a.act(ids[2], "failed", "closed")
+	time.Sleep(3 * time.Second)
+	a.act(ids[3], "delivered", "")
+	r.b.Start()
+	a.waitHealth(30*time.Second, "reconnect after the broker restart", func(h health) bool { return h.Connected })
+	a.act(ids[4], "delivered", "")
+	a.act(ids[5], "delivered", "")
+	time.Sleep(2 * time.Second)
+	h := a.finish(60 * time.Second)
+	r.stopOffice()
+	res := r.verify([]*agentProc{a}, nil)[name]
+	t.Logf("broker SIGKILLed and restarted: archive: %v; %d resent; %s", res, a.resent+h.Queue.Resent, r.handled.summary())
+}
+
+// sdSwap: the agent runs, its store is drained and receipted (finish), then its queue.db is deleted (and
+// the side file queue.db.seq too when noSeq), as when the SD card is swapped. The agent starts a new epoch
+// ("created"); its messages are not refused by dispatch as replayed (the envelope sequence survives in the
+// side file, or is seeded from the clock), and everything new arrives.
+func sdSwap(t *testing.T, noSeq bool) {
+	r := newRig(t, sdktest.Options{})
+	const name = "truck-0001"
+	r.b.Truck(name)
+	r.startOffice(officeOptions{})
+	a := r.newAgent(name, agentOptions{GPS: r.startGPS(8)})
+	a.start(false)
+	r.createOrders(name, "o-1", "o-2")
+	a.waitOrders(20*time.Second, "o-1", "o-2")
+	a.act("o-1", "delivered", "")
+	time.Sleep(2 * time.Second)
+	a.finish(60 * time.Second) // drained and receipted: nothing dies with the card
+
+	rm := []string{a.queueDB()}
+	if noSeq {
+		rm = append(rm, a.queueDB()+".seq")
+	}
+	for _, p := range rm {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.start(false)
+	h := a.waitHealth(5*time.Second, "healthz", func(health) bool { return true })
+	if h.Store.Origin != "created" || len(a.epochs) != 2 {
+		t.Fatalf("after the swap: origin %q, epochs %x; want a new epoch, created", h.Store.Origin, a.epochs)
+	}
+	// The order book went with the card (o-2 with it: the outbox has its received event and does not send it
+	// again); new orders reach the new store.
+	r.createOrders(name, "o-3", "o-4")
+	a.waitOrders(20*time.Second, "o-3", "o-4")
+	a.act("o-3", "delivered", "")
+	a.act("o-4", "failed", "refused")
+	time.Sleep(2 * time.Second)
+	h = a.finish(60 * time.Second)
+	stats := r.office.c.Consumer().Stats()
+	r.stopOffice()
+	res := r.verify([]*agentProc{a}, nil)[name]
+	if n := r.handled.rejected[sdk.ReasonReplayed] + int(stats.Rejected[sdk.ReasonReplayed]); n > 0 {
+		t.Errorf("dispatch refused %d messages as replayed after the swap: %v", n, stats.Rejected)
+	}
+	if len(res.PerEpoch) != 2 {
+		t.Errorf("archive holds %d epochs, want 2: %v", len(res.PerEpoch), res)
+	}
+	t.Logf("SD swap (queue.db deleted, side file %s): epochs %x; archive: %v; dispatch rejected %v; %s",
+		map[bool]string{false: "kept", true: "deleted too"}[noSeq], a.epochs, res, stats.Rejected, r.handled.summary())
+}
+
+func TestSDSwapStartsNewEpoch(t *testing.T)               { sdSwap(t, false) }
+func TestSDSwapWithoutSeqFileStartsNewEpoch(t *testing.T) { sdSwap(t, true) }
+
+// TestStatusRefreshesThenKill9: 1,100+ status refreshes on one connection ([status] interval 10ms), then
+// the agent is SIGKILLed: dispatch sees it go offline (the MQTT will, signed at connect, is not refused as
+// replayed: offline statuses have their own replay window).
+func TestStatusRefreshesThenKill9(t *testing.T) {
+	r := newRig(t, sdktest.Options{})
+	const name = "truck-0001"
+	r.b.Truck(name)
+	r.startOffice(officeOptions{})
+	a := r.newAgent(name, agentOptions{StatusInterval: "10ms"})
+	a.start(false)
+	a.waitHealth(10*time.Second, "connection", func(h health) bool { return h.Connected })
+	const refreshes = 1100
+	waitFor(t, 40*time.Second, fmt.Sprintf("%d online statuses at dispatch", refreshes+1), func() bool {
+		_, n := r.handled.lastStatus(name)
+		return n > refreshes
+	}, func() string { return r.handled.summary() + "\n" + a.logs.tail(20) })
+	a.kill9()
+	waitFor(t, 20*time.Second, "the truck's offline will at dispatch", func() bool {
+		st, _ := r.handled.lastStatus(name)
+		return st.Status.State == sdk.StateOffline
+	}, func() string {
+		st, n := r.handled.lastStatus(name)
+		return fmt.Sprintf("%d statuses, last %+v; %s; consumer %+v", n, st, r.handled.summary(), r.office.c.Consumer().Stats())
+	})
+	_, n := r.handled.lastStatus(name)
+	stats := r.office.c.Consumer().Stats()
+	if stats.Rejected[sdk.ReasonReplayed] > 0 {
+		t.Errorf("dispatch refused %d messages as replayed: %v", stats.Rejected[sdk.ReasonReplayed], stats.Rejected)
+	}
+	a.finish(30 * time.Second)
+	r.stopOffice()
+	r.verify([]*agentProc{a}, nil)
+	t.Logf("%d statuses handled by dispatch (the last the offline will after SIGKILL); rejected %v", n, stats.Rejected)
+}
