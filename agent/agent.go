@@ -122,8 +122,9 @@ func newAgent(cfg Config, opts Options) (*Agent, error) {
 		Health:         a.health,
 		StatusInterval: cfg.Status.Interval,
 		OnOrder:        a.orderChanged,
-		Uploader:       truck.UploaderConfig{ReceiptTimeout: cfg.Broker.ReceiptTimeout, ReceiptTimeoutMax: 6 * cfg.Broker.ReceiptTimeout},
-		Logger:         a.log,
+		Uploader: truck.UploaderConfig{ReceiptTimeout: cfg.Broker.ReceiptTimeout, ReceiptTimeoutMax: 6 * cfg.Broker.ReceiptTimeout,
+			MaxUnreceipted: maxUnreceipted(cfg.Store.MaxMB)},
+		Logger: a.log,
 	})
 	if err != nil {
 		st.Close()
@@ -143,6 +144,13 @@ func newAgent(cfg Config, opts Options) (*Agent, error) {
 	}
 	a.button = a.openButton()
 	return a, nil
+}
+
+// maxUnreceipted bounds the records waiting for a receipt to a quarter of the store limit (a fix takes about
+// 64 bytes there): records waiting for their receipt are handed out, and the store cannot thin them, so a
+// small store must not fill up with them. 20,000 at most, 1,000 at least.
+func maxUnreceipted(maxMB int) int {
+	return min(max(maxMB<<20/4/64, 1000), 20_000)
 }
 
 // openButton opens the driver's GPIO button and LED. A unit whose GPIO cannot be opened keeps running
