@@ -26,6 +26,7 @@ import (
 	"github.com/waybill-iot/waybill/sdk/brokerconf"
 	"github.com/waybill-iot/waybill/sdk/devbroker"
 	"github.com/waybill-iot/waybill/sdk/dispatch"
+	"github.com/waybill-iot/waybill/sdk/dispatch/archive"
 	"github.com/waybill-iot/waybill/sdk/pki"
 	"github.com/waybill-iot/waybill/sdk/sdktest/faultproxy"
 	"github.com/waybill-iot/waybill/sdk/transport"
@@ -37,8 +38,11 @@ const demoUsage = `Usage: waybill demo [--dir DIR] [--agent PATH] [--keep] [--ti
 Runs the whole system on this machine: a fleet PKI, a broker (Mosquitto when installed, else the embedded
 development broker), three waybill-agent processes whose GPS receivers are simulators on pseudo-terminals,
 and dispatch. Dispatch sends an order to each truck and one more that it cancels; each driver confirms the
-delivery through the agent's HTTP hook when the truck arrives; one truck's link is cut for 30 s. It prints a
-live log and a summary, and exits 0 when everything was delivered, every proof verified and nothing lost.
+delivery through the agent's HTTP hook when the truck arrives; one truck's link is cut for 30 s. Dispatch
+commits what the trucks send to its archive (DIR/dispatch/archive.db) and receipts it; a truck deletes a
+record only on that signed receipt. It prints a live log and a summary, and exits 0 when everything was
+delivered, every proof verified, every fix a truck stored is in dispatch's archive and every truck's queue
+is empty with nothing waiting for a receipt.
 --keep (or DEMO_KEEP=1) keeps everything running, with the driver pages' addresses, until Ctrl-C.
 `
 
@@ -57,15 +61,20 @@ type demoTruck struct {
 }
 
 type demo struct {
-	s     streams
-	dir   string
-	t0    time.Time
-	mu    sync.Mutex // guards the fields below and output
-	fixes map[string]int
+	s       streams
+	dir     string
+	t0      time.Time
+	archive *archive.Archive // dispatch's durable record: what the trucks sent, counted for the summary
+	stopGPS func()           // stops the GPS simulators: the trucks park
+
+	mu    sync.Mutex      // guards the fields below and output
 	seen  map[string]bool // trucks seen online
 	proof map[string]bool // order id -> proof verified
 	acted map[string]bool // order id -> driver acted
 	notes []string        // problems for the summary
+	// The cut truck while its link is down: records that waited on its disk for their receipt (the most at
+	// once), and of them those already sent and waiting for a receipt when the link went.
+	cutHeld, cutUnreceipted int
 
 	quiet bool // the summary is being printed
 }
@@ -99,8 +108,7 @@ func runDemo(ctx context.Context, s streams, args []string) error {
 	if err != nil {
 		return err
 	}
-	d := &demo{s: s, dir: abs, t0: time.Now(), fixes: map[string]int{}, seen: map[string]bool{}, proof: map[string]bool{},
-		acted: map[string]bool{}}
+	d := &demo{s: s, dir: abs, t0: time.Now(), seen: map[string]bool{}, proof: map[string]bool{}, acted: map[string]bool{}}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -167,6 +175,9 @@ func (d *demo) run(ctx context.Context, wg *sync.WaitGroup, bin string, keep boo
 
 	// 3. GPS simulators and agents.
 	now := time.Now()
+	gpsCtx, stopGPS := context.WithCancel(ctx)
+	defer stopGPS()
+	d.stopGPS = stopGPS
 	for i, t := range trucks {
 		t.route = gpssim.NewRoute(gpssim.RouteConfig{Start: t.start, Seed: t.seed, TunnelLen: -1})
 		if t.pty, err = gpssim.OpenPTY(); err != nil {
@@ -176,7 +187,7 @@ func (d *demo) run(ctx context.Context, wg *sync.WaitGroup, bin string, keep boo
 		wg.Add(1)
 		go func(t *demoTruck) {
 			defer wg.Done()
-			_ = sim.Run(ctx, t.pty.Master)
+			_ = sim.Run(gpsCtx, t.pty.Master)
 		}(t)
 		t.httpAddr = freeAddr()
 		// truck-03 arrives while its link is cut (12 s to 42 s): its driver confirms offline, and the proof
@@ -193,14 +204,21 @@ func (d *demo) run(ctx context.Context, wg *sync.WaitGroup, bin string, keep boo
 	}
 	defer d.stopAgents(trucks) // on errors; the summary stops them first
 
-	// 4. Dispatch: the outbox and the verified fleet view.
+	// 4. Dispatch: the outbox, the archive and the verified fleet view.
 	ob, dc, outboxStore, err := d.dispatchSide(p, brokerAddr, trucks)
 	if err != nil {
 		return err
 	}
-	defer outboxStore.Close()
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = dc.Run(ctx) }()
+	dcCtx, stopDispatch := context.WithCancel(ctx)
+	dcDone := make(chan struct{})
+	defer func() { // the files close after the client that commits to them stops
+		stopDispatch()
+		<-dcDone
+		d.archive.Close()
+		outboxStore.Close()
+	}()
+	go func() { defer close(dcDone); _ = dc.Run(dcCtx) }()
+	wg.Add(1)
 	go func() { defer wg.Done(); d.actOnArrival(ctx, trucks, dc) }()
 	// The Handle callback records; the driver side reacts through channels set up in actOnArrival.
 
@@ -250,19 +268,33 @@ func (d *demo) run(ctx context.Context, wg *sync.WaitGroup, bin string, keep boo
 			proxy.SetFailFraction(1)
 			n := proxy.DropAll()
 			cutAt = time.Now()
+			var h agentHealth
+			if getJSON(ctx, "http://"+trucks[2].httpAddr+"/healthz", &h) {
+				d.mu.Lock()
+				d.cutUnreceipted, d.cutHeld = h.Queue.Unreceipted, int(h.Queue.Critical+h.Queue.Normal)
+				d.mu.Unlock()
+			}
 			d.logf("truck-03: cellular link CUT for 30 s (%d connection dropped; reconnects refused). It keeps queueing on disk.", n)
+		}
+		if !cutAt.IsZero() && !cutDone {
+			var h agentHealth
+			if getJSON(ctx, "http://"+trucks[2].httpAddr+"/healthz", &h) {
+				d.mu.Lock()
+				d.cutHeld = max(d.cutHeld, int(h.Queue.Critical+h.Queue.Normal))
+				d.mu.Unlock()
+			}
 		}
 		if !cutDone && !cutAt.IsZero() && time.Since(cutAt) > 30*time.Second {
 			proxy.SetFailFraction(0)
 			cutDone = true
-			d.logf("truck-03: link RESTORED; its queue drains, newest fix first")
+			d.mu.Lock()
+			held := d.cutHeld
+			d.mu.Unlock()
+			d.logf("truck-03: link RESTORED; its queue (%d records at most during the cut) drains, newest fix first", held)
 		}
 		if time.Since(lastTally) > 10*time.Second {
 			lastTally = time.Now()
-			d.mu.Lock()
-			tally := fmt.Sprintf("fixes received: truck-01 %d, truck-02 %d, truck-03 %d", d.fixes["truck-01"], d.fixes["truck-02"], d.fixes["truck-03"])
-			d.mu.Unlock()
-			d.logf("%s", tally)
+			d.logf("%s", d.tally(ctx, trucks))
 		}
 		done, err := d.finished(ctx, ob, trucks)
 		if err != nil {
@@ -284,7 +316,7 @@ func (d *demo) run(ctx context.Context, wg *sync.WaitGroup, bin string, keep boo
 		fmt.Fprintln(d.s.out, "Ctrl-C for the summary.")
 		<-ctx.Done()
 	}
-	return d.summary(ob, trucks, proxy, func() { d.stopAgents(trucks) })
+	return d.summary(ctx, ob, trucks, proxy, func() { d.stopAgents(trucks) })
 }
 
 func (d *demo) note(format string, args ...any) {
@@ -390,6 +422,9 @@ ca = %q
 urls = ["mqtts://%s"]
 keep_alive = "5s"
 backoff_max = "4s"
+# Dispatch receipts within a second here (its receipt delay is 500 ms): a record sent whose receipt is
+# lost (the link cut just after the PUBACK) goes out again after 10 s, not the 5 minutes of a real truck.
+receipt_timeout = "10s"
 [gps]
 device = %q
 baud = "9600"
@@ -458,18 +493,28 @@ func (d *demo) dispatchSide(p *pki.PKI, broker string, trucks []*demoTruck) (*di
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	ob, err := dispatch.NewOutbox(dispatch.OutboxConfig{Store: st, Certificate: pair.Leaf, Key: pair.PrivateKey.(crypto.Signer),
-		OnlineGrace: 2 * time.Second, BackoffMin: 5 * time.Second, BackoffMax: 20 * time.Second})
+	// Dispatch's durable record: every fix, event and status is committed here (fsync'd) before the broker
+	// gets its PUBACK and the truck its signed receipt; only then does the truck delete the record.
+	rec, err := archive.Open(filepath.Join(d.dir, "dispatch", archive.File), archive.Options{})
 	if err != nil {
 		st.Close()
 		return nil, nil, nil, err
+	}
+	fail := func(err error) (*dispatch.Outbox, *dispatch.Client, *store.Store, error) {
+		rec.Close()
+		st.Close()
+		return nil, nil, nil, err
+	}
+	ob, err := dispatch.NewOutbox(dispatch.OutboxConfig{Store: st, Certificate: pair.Leaf, Key: pair.PrivateKey.(crypto.Signer),
+		OnlineGrace: 2 * time.Second, BackoffMin: 5 * time.Second, BackoffMax: 20 * time.Second})
+	if err != nil {
+		return fail(err)
 	}
 	var certs []*x509.Certificate
 	for _, t := range trucks {
 		c, err := pki.LoadCertificate(p.CertPath(t.name))
 		if err != nil {
-			st.Close()
-			return nil, nil, nil, err
+			return fail(err)
 		}
 		certs = append(certs, c)
 	}
@@ -477,22 +522,23 @@ func (d *demo) dispatchSide(p *pki.PKI, broker string, trucks []*demoTruck) (*di
 		Transport: transport.Config{Brokers: []string{"mqtts://" + broker}, CertFile: p.CertPath("office"),
 			KeyFile: p.KeyPath("office"), CAFile: p.CAPath()},
 		CA: []*x509.Certificate{p.CACert()}, Certificates: certs, Outbox: ob,
-		Handle: func(ctx context.Context, u dispatch.Update) error { d.handle(ctx, ob, u); return nil },
+		Record: rec,
+		// A real dispatch gathers a truck's records for 30 s into one receipt, to spare the cellular link
+		// (the truck keeps them meanwhile). A one-minute demo wants to show the trucks' stores emptying as
+		// dispatch commits what they sent, so it receipts after half a second.
+		ReceiptDelay: 500 * time.Millisecond,
+		Handle:       func(ctx context.Context, u dispatch.Update) error { d.handle(ctx, ob, u); return nil },
 	})
 	if err != nil {
-		st.Close()
-		return nil, nil, nil, err
+		return fail(err)
 	}
+	d.archive = rec
 	return ob, dc, st, nil
 }
 
 // handle logs what the fleet says and checks every proof of delivery against the outbox.
 func (d *demo) handle(ctx context.Context, ob *dispatch.Outbox, u dispatch.Update) {
 	switch {
-	case len(u.Fixes) > 0:
-		d.mu.Lock()
-		d.fixes[u.Fixes[0].Truck] += len(u.Fixes)
-		d.mu.Unlock()
 	case u.Status != nil && u.Status.Changed:
 		d.logf("%s is %s", u.Status.Truck, u.Status.Status.State)
 	case u.Event != nil:
@@ -610,28 +656,99 @@ func (d *demo) finished(ctx context.Context, ob *dispatch.Outbox, trucks []*demo
 	return e.State == dispatch.StateCancelled && !e.Unconfirmed(), nil
 }
 
-// summary stops the simulators' effect by stopping the agents cleanly, drains, and prints the final count.
-func (d *demo) summary(ob *dispatch.Outbox, trucks []*demoTruck, proxy *faultproxy.Proxy, stop func()) error {
-	// Nothing lost: every fix an agent uploaded reached dispatch. Read each agent's own counters, once its
-	// queue is empty, and compare with what dispatch received.
-	type count struct{ stored, uploaded, received int }
-	counts := map[string]count{}
+// agentHealth is what the demo reads from an agent's /healthz.
+type agentHealth struct {
+	Queue struct {
+		Critical    int64  `json:"critical"`
+		Normal      int64  `json:"normal"`
+		Unreceipted int    `json:"unreceipted"` // sent, waiting for dispatch's receipt (still queued)
+		Receipted   uint64 `json:"receipted"`
+		Resent      uint64 `json:"resent"`
+	} `json:"queue"`
+}
+
+// tally is the live log's progress line: fixes in dispatch's archive, and records on each truck's disk
+// (those waiting for a receipt among them).
+func (d *demo) tally(ctx context.Context, trucks []*demoTruck) string {
+	var archived, queued []string
 	for _, t := range trucks {
-		var c count
-		deadline := time.Now().Add(15 * time.Second)
+		c, err := d.archive.Counts(t.name)
+		if err != nil {
+			return "archive: " + err.Error()
+		}
+		archived = append(archived, fmt.Sprintf("%s %d", t.name, c.Fixes))
+		var h agentHealth
+		if getJSON(ctx, "http://"+t.httpAddr+"/healthz", &h) {
+			queued = append(queued, fmt.Sprintf("%d (%d awaiting receipt)", h.Queue.Critical+h.Queue.Normal, h.Queue.Unreceipted))
+		} else {
+			queued = append(queued, "?")
+		}
+	}
+	return fmt.Sprintf("fixes in dispatch's archive: %s; records on the trucks' disks: %s", strings.Join(archived, ", "),
+		strings.Join(queued, ", "))
+}
+
+// truckCount is one truck's end-to-end count for the summary.
+type truckCount struct {
+	stored    int // fixes the agent committed to its store
+	pending   int // fixes the agent kept but has not stored yet (waiting for a batch) or could not store
+	failed    int // fixes the agent could not store
+	archived  int // distinct fixes, by (epoch, seq), in dispatch's archive
+	events    int // events in dispatch's archive
+	receipts  int // receipts the agent applied
+	health    agentHealth
+	healthErr bool // /healthz did not answer
+}
+
+// settled: everything the truck stored is in dispatch's archive, and its queue is empty with nothing
+// waiting for a receipt.
+func (c truckCount) settled() bool {
+	q := c.health.Queue
+	return !c.healthErr && c.pending == 0 && c.archived == c.stored && q.Critical == 0 && q.Normal == 0 && q.Unreceipted == 0
+}
+
+// count reads one truck's figures: the agent's own first, then dispatch's archive.
+func (d *demo) count(ctx context.Context, t *demoTruck) (truckCount, error) {
+	var c truckCount
+	m := scrapeMetrics("http://" + t.httpAddr + "/metrics")
+	c.stored, c.receipts = int(m["waybill_gps_fixes_stored_total"]), int(m["waybill_upload_receipts_total"])
+	c.failed = int(m["waybill_gps_fixes_store_errors_total"])
+	c.pending = int(m["waybill_gps_fixes_reported_total"]) - c.stored - c.failed
+	c.healthErr = !getJSON(ctx, "http://"+t.httpAddr+"/healthz", &c.health)
+	a, err := d.archive.Counts(t.name)
+	c.archived, c.events = a.Fixes, a.Events
+	return c, err
+}
+
+// summary parks the trucks (their GPS stops, so no new fixes), waits until every truck's queue is empty and
+// nothing waits for a receipt, compares what each agent stored with what dispatch's archive holds, stops
+// the agents cleanly and prints the result.
+func (d *demo) summary(ctx context.Context, ob *dispatch.Outbox, trucks []*demoTruck, proxy *faultproxy.Proxy, stop func()) error {
+	d.stopGPS()
+	d.logf("GPS simulators stopped (the trucks park); waiting for every stored fix to be receipted by dispatch")
+	// An agent may still hold a few fixes in memory (store.fix_delay, 2 s); they are stored, sent, committed
+	// and receipted within a few seconds. A --keep run summarises after Ctrl-C, with the broker gone: one look.
+	wait := 20 * time.Second
+	if ctx.Err() != nil {
+		wait = 0
+		ctx = context.Background()
+	} else {
+		time.Sleep(time.Second) // the agents read what the simulators last wrote to the serial ports
+	}
+	counts := map[string]truckCount{}
+	for _, t := range trucks {
+		deadline := time.Now().Add(wait)
 		for {
-			m := scrapeMetrics("http://" + t.httpAddr + "/metrics")
-			c.stored, c.uploaded = int(m["waybill_gps_fixes_stored_total"]), int(m["waybill_upload_fixes_total"])
-			d.mu.Lock()
-			c.received = d.fixes[t.name]
-			d.mu.Unlock()
-			queued := m["waybill_queue_records"]
-			if (c.uploaded == c.received && queued == 0) || time.Now().After(deadline) {
+			c, err := d.count(ctx, t)
+			if err != nil {
+				return err
+			}
+			counts[t.name] = c
+			if c.settled() || time.Now().After(deadline) {
 				break
 			}
 			time.Sleep(300 * time.Millisecond)
 		}
-		counts[t.name] = c
 	}
 	d.logf("stopping the agents (SIGTERM: ignition off)")
 	stop()
@@ -662,22 +779,43 @@ func (d *demo) summary(ob *dispatch.Outbox, trucks []*demoTruck, proxy *faultpro
 			proofs++
 		}
 	}
+	cutHeld, cutUnreceipted := d.cutHeld, d.cutUnreceipted
 	d.mu.Unlock()
 	fmt.Fprintf(out, "  orders delivered: %d of %d, cancelled: %d of 1\n", delivered, len(trucks), cancelledN)
 	fmt.Fprintf(out, "  proofs of delivery verified (signature, order hash, fix on site): %d of %d\n", proofs, len(trucks))
 	lost := false
+	var receipted []string
 	for _, t := range trucks {
 		c := counts[t.name]
-		fmt.Fprintf(out, "  %s: fixes stored %d, sent %d, received by dispatch %d\n", t.name, c.stored, c.uploaded, c.received)
-		if c.received < c.uploaded {
+		q := c.health.Queue
+		fmt.Fprintf(out, "  %s: fixes stored %d, in dispatch's archive %d; events in the archive %d; left on the truck: "+
+			"%d records, %d waiting for a receipt\n", t.name, c.stored, c.archived, c.events, q.Critical+q.Normal, q.Unreceipted)
+		receipted = append(receipted, fmt.Sprintf("%s %d records in %d receipts (%d sent again)", t.name, q.Receipted,
+			c.receipts, q.Resent))
+		switch {
+		case c.healthErr:
+			d.note("%s: its /healthz did not answer", t.name)
+		case c.failed > 0:
 			lost = true
-			d.note("%s: %d fixes sent but only %d received", t.name, c.uploaded, c.received)
+			d.note("%s: %d fixes could not be stored", t.name, c.failed)
+		case c.pending > 0:
+			d.note("%s: %d fixes still waiting in memory to be stored", t.name, c.pending)
+		case c.archived < c.stored:
+			lost = true
+			d.note("%s: %d fixes stored but only %d in dispatch's archive", t.name, c.stored, c.archived)
+		case c.archived > c.stored:
+			d.note("%s: dispatch's archive has %d fixes, the agent stored %d", t.name, c.archived, c.stored)
+		case !c.settled():
+			d.note("%s: %d records still queued, %d waiting for a receipt", t.name, q.Critical+q.Normal, q.Unreceipted)
 		}
 	}
+	fmt.Fprintf(out, "  receipts (a truck deletes a record only when dispatch's signed receipt names it): %s\n",
+		strings.Join(receipted, ", "))
 	ps := proxy.Stats()
-	fmt.Fprintf(out, "  truck-03's link was cut for 30 s (%d connections dropped, %d reconnects refused); nothing lost: %v\n",
-		ps.Dropped, ps.Failed, !lost)
-	fmt.Fprintf(out, "  logs and data: %s\n", d.dir)
+	fmt.Fprintf(out, "  truck-03's link was cut for 30 s (%d connections dropped, %d reconnects refused): up to %d records "+
+		"waited on its disk for their receipt (%d of them already sent when the link went); nothing lost: %v\n",
+		ps.Dropped, ps.Failed, cutHeld, cutUnreceipted, !lost)
+	fmt.Fprintf(out, "  logs and data: %s (dispatch's archive: %s)\n", d.dir, d.archive.Path())
 	if delivered != len(trucks) || cancelledN != 1 || proofs != len(trucks) || lost || len(d.notes) > 0 {
 		for _, n := range d.notes {
 			fmt.Fprintf(out, "  PROBLEM: %s\n", n)

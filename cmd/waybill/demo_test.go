@@ -4,17 +4,22 @@ import (
 	"context"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/waybill-iot/waybill/sdk/dispatch/archive"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
 )
 
 // TestDemoSummary runs `waybill demo` (the real agent binary, three trucks, real Mosquitto) and checks that
 // its summary comes out right: three deliveries with verified proofs, one cancellation, truck-03's link cut
-// and nothing lost, in under two minutes.
+// and nothing lost, in under two minutes. Nothing lost means end to end: per truck, the fixes the agent
+// stored are the distinct fixes in dispatch's archive (read here from the file the demo leaves), and the
+// truck's queue is empty with nothing waiting for a receipt: every record left the truck on a receipt.
 func TestDemoSummary(t *testing.T) {
 	sdktest.MosquittoPath(t) // fails with the install command when Mosquitto is missing
 	bin := filepath.Join(t.TempDir(), "waybill-agent")
@@ -25,7 +30,8 @@ func TestDemoSummary(t *testing.T) {
 	defer cancel()
 	var out, errb strings.Builder
 	start := time.Now()
-	code := run(ctx, streams{nil, &out, &errb}, []string{"demo", "--dir", filepath.Join(t.TempDir(), "demo"), "--agent", bin})
+	dir := filepath.Join(t.TempDir(), "demo")
+	code := run(ctx, streams{nil, &out, &errb}, []string{"demo", "--dir", dir, "--agent", bin})
 	took := time.Since(start)
 	text := out.String()
 	t.Logf("demo took %s:\n%s%s", took.Round(time.Second), text, errb.String())
@@ -39,11 +45,38 @@ func TestDemoSummary(t *testing.T) {
 		"truck-03: cellular link CUT for 30 s",
 		"truck-03: link RESTORED",
 		"nothing lost: true",
+		"receipts (a truck deletes a record only when dispatch's signed receipt names it): truck-01 ",
 		"everything delivered, every proof verified, nothing lost.",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("summary lacks %q", want)
 		}
+	}
+	// Per truck: stored = in the archive, nothing left; and the archive the demo left says the same.
+	a, err := archive.Open(filepath.Join(dir, "dispatch", archive.File), archive.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	line := regexp.MustCompile(`(truck-0\d): fixes stored (\d+), in dispatch's archive (\d+); events in the archive (\d+); ` +
+		`left on the truck: (\d+) records, (\d+) waiting for a receipt`)
+	seen := 0
+	for _, m := range line.FindAllStringSubmatch(text, -1) {
+		seen++
+		stored, _ := strconv.Atoi(m[2])
+		archived, _ := strconv.Atoi(m[3])
+		events, _ := strconv.Atoi(m[4])
+		if stored == 0 || stored != archived || m[5] != "0" || m[6] != "0" {
+			t.Errorf("%s: want every stored fix in the archive and nothing left on the truck: %q", m[1], m[0])
+		}
+		c, err := a.Counts(m[1])
+		if err != nil || c.Fixes != archived || c.Events != events || events < 3 {
+			t.Errorf("%s: the archive holds %+v (%v); the summary says %d fixes, %d events (at least received, "+
+				"arrived, delivered)", m[1], c, err, archived, events)
+		}
+	}
+	if seen != 3 {
+		t.Errorf("summary has %d per-truck count lines, want 3", seen)
 	}
 	if strings.Contains(text, "PROBLEM") || strings.Contains(text, "REFUSED") {
 		t.Error("the demo reported a problem")
