@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/waybill-iot/waybill/sdk/dispatch"
+	"github.com/waybill-iot/waybill/sdk/dispatch/archive"
 	"github.com/waybill-iot/waybill/sdk/pki"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"github.com/waybill-iot/waybill/sdk/transport"
@@ -19,7 +20,8 @@ import (
 
 // TestOfflineTruckGetsEveryOrder: dispatch creates 2,000 orders for a truck that has never connected (the
 // broker holds no session and no queue for it: only dispatch's outbox can get them there). When the real
-// truck client comes online, every order arrives, is stored once and confirmed by a signed receipt.
+// truck client comes online, every order arrives, is stored once and confirmed by a signed received event;
+// dispatch commits those events to its Record and receipts them, so the truck's store empties.
 func TestOfflineTruckGetsEveryOrder(t *testing.T) {
 	n := 2000
 	if runtime.GOARCH == "arm" {
@@ -33,7 +35,9 @@ func TestOfflineTruckGetsEveryOrder(t *testing.T) {
 	defer wg.Wait()
 	defer cancel()
 
-	// Dispatch: the outbox and the client that sends it and applies receipts.
+	// Dispatch: the outbox, the record, and the client that sends orders, applies the trucks' received
+	// events and receipts them. Without a Record dispatch would send no receipts, and the truck would keep
+	// its 2,000 received events and send them again after its receipt timeout.
 	obStore, err := store.Open(filepath.Join(t.TempDir(), "outbox.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -45,11 +49,17 @@ func TestOfflineTruckGetsEveryOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rec, err := archive.Open(filepath.Join(t.TempDir(), archive.File), archive.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rec.Close() }) // after wg.Wait: the client is stopped
 	ca, _ := pki.LoadCertificates(officeCl.CAFile)
 	truckCert, _ := pki.LoadCertificate(truckCl.CertFile)
 	dc, err := dispatch.New(dispatch.Config{Transport: transport.Config{Brokers: []string{"mqtts://" + b.Addr},
 		CertFile: officeCl.CertFile, KeyFile: officeCl.KeyFile, CAFile: officeCl.CAFile},
-		CA: ca, Certificates: []*x509.Certificate{truckCert}, Outbox: ob})
+		CA: ca, Certificates: []*x509.Certificate{truckCert}, Outbox: ob,
+		Record: rec, ReceiptDelay: 200 * time.Millisecond}) // the test waits for the last receipt, not 30 s
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,4 +118,24 @@ func TestOfflineTruckGetsEveryOrder(t *testing.T) {
 	}
 	t.Logf("all %d orders stored once and confirmed %s after the truck came online; book %+v",
 		n, time.Since(online).Round(time.Millisecond), bs)
+
+	// Every received event is in dispatch's record and was receipted: the truck's store empties.
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		c, err := rec.Counts("truck-0001")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss, us := st.Stats(), cl.Uploader().Stats()
+		if c.Events == n && ss.Critical.Records == 0 && ss.Normal.Records == 0 && us.Unreceipted == 0 {
+			t.Logf("%d received events in dispatch's record; the truck's store is empty (%d records receipted in %d "+
+				"receipts, %d sent again)", c.Events, us.Receipted, us.Receipts, us.Resent)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after the last confirmation: %d of %d events in dispatch's record; the truck holds %d "+
+				"records, %d waiting for a receipt", c.Events, n, ss.Critical.Records+ss.Normal.Records, us.Unreceipted)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
