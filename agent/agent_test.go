@@ -172,10 +172,10 @@ func TestAgentEndToEnd(t *testing.T) {
 	}
 
 	// Fixes flow to the consumer.
-	waitFor(t, 30*time.Second, "10 fixes at the consumer", func() bool { n, _ := view.counts(); return n >= 10 })
+	sdktest.WaitFor(t, 30*time.Second, "10 fixes at the consumer", func() bool { n, _ := view.counts(); return n >= 10 })
 
 	// An order from dispatch reaches the order book; the driver's delivery reaches dispatch.
-	signer := loadSigner(t, officeCl)
+	signer := officeCl.Signer(t)
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	o := sdk.Order{ID: "o-1", Revision: 1, Truck: "truck-0001", Created: now, Expires: now.Add(time.Hour),
 		Recipient: "R", Address: "A", Lat: 52.52, Lon: 13.40, RadiusM: 50, Status: sdk.OrderActive}
@@ -184,7 +184,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	if err := office.Publish(ctx, topic, payload, transport.PublishOptions{QoS: 1}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "order in the book", func() bool {
+	sdktest.WaitFor(t, 20*time.Second, "order in the book", func() bool {
 		es, _ := a.Book().Orders()
 		return len(es) == 1
 	})
@@ -208,7 +208,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	if page := get(t, "http://"+a.HTTPAddr()+"/"); !strings.Contains(page, "<html") {
 		t.Fatalf("driver page not served: %.200s", page)
 	}
-	waitFor(t, 20*time.Second, "delivered event", func() bool {
+	sdktest.WaitFor(t, 20*time.Second, "delivered event", func() bool {
 		view.mu.Lock()
 		defer view.mu.Unlock()
 		for _, e := range view.events {
@@ -262,17 +262,6 @@ func TestAgentEndToEnd(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func get(t *testing.T, url string) string {
 	t.Helper()
 	resp, err := http.Get(url)
@@ -289,19 +278,6 @@ func getJSON(t *testing.T, url string, v any) {
 	if err := json.NewDecoder(bytes.NewReader([]byte(get(t, url)))).Decode(v); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func loadSigner(t *testing.T, cl sdktest.Client) *sdk.Signer {
-	t.Helper()
-	pair, err := pki.LoadKeyPair(cl.CertFile, cl.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := sdk.NewSignerTLS(pair, sdk.SignerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
 }
 
 // testLogger writes the agent's log into the test output.

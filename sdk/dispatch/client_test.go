@@ -41,7 +41,7 @@ func TestOutboxResendsUntilReceived(t *testing.T) {
 			if _, err := ob.Create(ctx, testOrder("truck-1", "o-1")); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 20*time.Second, "three deliveries of the unconfirmed order", func() bool { return r.deliveries("o-1") >= 3 })
+			sdktest.WaitFor(t, 20*time.Second, "three deliveries of the unconfirmed order", func() bool { return r.deliveries("o-1") >= 3 })
 			e, err := ob.Get(ctx, "truck-1", "o-1")
 			if err != nil {
 				t.Fatal(err)
@@ -51,7 +51,7 @@ func TestOutboxResendsUntilReceived(t *testing.T) {
 			}
 
 			r.setMute(false)
-			waitFor(t, 20*time.Second, "the truck's confirmation", func() bool {
+			sdktest.WaitFor(t, 20*time.Second, "the truck's confirmation", func() bool {
 				e, err = ob.Get(ctx, "truck-1", "o-1")
 				return err == nil && e.State == StateReceived
 			})
@@ -72,7 +72,7 @@ func TestOutboxResendsUntilReceived(t *testing.T) {
 			if _, err := ob.Cancel(ctx, "truck-1", "o-1", "customer moved"); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 20*time.Second, "the cancellation's confirmation", func() bool {
+			sdktest.WaitFor(t, 20*time.Second, "the cancellation's confirmation", func() bool {
 				e, err = ob.Get(ctx, "truck-1", "o-1")
 				return err == nil && e.State == StateCancelled && e.Confirmed == 2
 			})
@@ -100,13 +100,13 @@ func TestCancelAfterDeliveryIsConflict(t *testing.T) {
 		}
 		return e
 	}
-	waitFor(t, 20*time.Second, "received", func() bool { return get().State == StateReceived })
+	sdktest.WaitFor(t, 20*time.Second, "received", func() bool { return get().State == StateReceived })
 	r.deliver("o-9")
-	waitFor(t, 20*time.Second, "delivered", func() bool { return get().State == StateDelivered })
+	sdktest.WaitFor(t, 20*time.Second, "delivered", func() bool { return get().State == StateDelivered })
 	if _, err := ob.Cancel(ctx, "truck-1", "o-9", ""); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "conflict", func() bool { e := get(); return e.State == StateConflict && !e.Unconfirmed() })
+	sdktest.WaitFor(t, 20*time.Second, "conflict", func() bool { e := get(); return e.State == StateConflict && !e.Unconfirmed() })
 }
 
 // TestOfflineTruckGets2000Orders: 2,000 orders created while the truck is offline all reach it after it
@@ -147,7 +147,7 @@ func TestOfflineTruckGets2000Orders(t *testing.T) {
 			defer st.Close()
 			ob := newOutbox(t, office, OutboxConfig{Store: st, Poll: fast, OnlineGrace: 2 * time.Second})
 			c := startClient(t, b, office, Config{Outbox: ob, NoTelemetry: true})
-			waitFor(t, 20*time.Second, "the truck's offline status", func() bool {
+			sdktest.WaitFor(t, 20*time.Second, "the truck's offline status", func() bool {
 				s, ok := c.Consumer().Statuses()["truck-7"]
 				return ok && s.Status.State == sdk.StateOffline
 			})
@@ -172,7 +172,7 @@ func TestOfflineTruckGets2000Orders(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Every order went to the broker (PUBACK) while the truck was offline.
-			waitFor(t, 60*time.Second, "every order published once", func() bool {
+			sdktest.WaitFor(t, 60*time.Second, "every order published once", func() bool {
 				list, err := ob.List(ctx)
 				if err != nil {
 					t.Fatal(err)
@@ -191,7 +191,7 @@ func TestOfflineTruckGets2000Orders(t *testing.T) {
 				tc.lose(b)
 			}
 			r.start(tc.clean)
-			waitFor(t, 120*time.Second, "every order confirmed", func() bool {
+			sdktest.WaitFor(t, 120*time.Second, "every order confirmed", func() bool {
 				p, err := ob.Pending(ctx)
 				return err == nil && p == 0
 			})
@@ -330,10 +330,10 @@ func TestConsumerDropsDuplicatesAndCountsForgeries(t *testing.T) {
 			if _, err := other.Issue(pki.RoleTruck, "truck-1", pki.IssueOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			forger := loadSigner(t, sdktest.Client{CertFile: other.CertPath("truck-1"), KeyFile: other.KeyPath("truck-1")})
+			forger := sdktest.Client{CertFile: other.CertPath("truck-1"), KeyFile: other.KeyPath("truck-1")}.Signer(t)
 			pub(telTopic, telemetryPayload(t, forger, epoch, 201))
 
-			waitFor(t, 20*time.Second, "every message handled", func() bool {
+			sdktest.WaitFor(t, 20*time.Second, "every message handled", func() bool {
 				st := c.Consumer().Stats()
 				return st.Fixes == 100 && st.Events == 1 && st.DuplicateEvents == 1 && len(st.Rejected) == 2
 			})
@@ -384,7 +384,7 @@ func TestSharedSubscriptionSplitsTheFleet(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			waitFor(t, 30*time.Second, "every fix at one of the two", func() bool { return cols[0].nFixes()+cols[1].nFixes() >= n })
+			sdktest.WaitFor(t, 30*time.Second, "every fix at one of the two", func() bool { return cols[0].nFixes()+cols[1].nFixes() >= n })
 			a, bb := cols[0].nFixes(), cols[1].nFixes()
 			if a+bb != n || a == 0 || bb == 0 {
 				t.Fatalf("split %d + %d, want %d in total and some at each", a, bb, n)

@@ -21,42 +21,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const fast = 50 * time.Millisecond
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func loadSigner(t *testing.T, cl sdktest.Client) *sdk.Signer {
-	t.Helper()
-	cert, err := pki.LoadCertificate(cl.CertFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := pki.LoadPrivateKey(cl.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := sdk.NewSigner(sdk.SignerConfig{Certificate: cert, Key: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 func identity(t *testing.T, cl sdktest.Client) (*sdk.Signer, crypto.Signer) {
 	t.Helper()
 	key, err := pki.LoadPrivateKey(cl.KeyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return loadSigner(t, cl), key
+	return cl.Signer(t), key
 }
 
 func transportConfig(addr string, cl sdktest.Client) transport.Config {
@@ -155,7 +126,7 @@ func newResponder(t *testing.T, b *sdktest.Broker, cl sdktest.Client) *responder
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &responder{t: t, b: b, cl: cl, signer: loadSigner(t, cl), verifier: v, repeat: time.Minute,
+	r := &responder{t: t, b: b, cl: cl, signer: cl.Signer(t), verifier: v, repeat: time.Minute,
 		book: map[string]orderState{}, delivered: map[string]int{}, notify: make(chan struct{}, 1)}
 	_, _ = rand.Read(r.epoch[:])
 	t.Cleanup(r.stop)

@@ -180,7 +180,7 @@ func TestOutboxSharedPathAndFailures(t *testing.T) {
 	if _, err := other.Create(ctx, testOrder("truck-1", "o-1")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "three failed attempts", func() bool {
+	sdktest.WaitFor(t, 10*time.Second, "three failed attempts", func() bool {
 		pub.mu.Lock()
 		defer pub.mu.Unlock()
 		return pub.calls >= 3

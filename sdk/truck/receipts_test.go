@@ -70,17 +70,6 @@ func (r *receiptRig) appendFixes(t *testing.T, ctx context.Context, n int) {
 	}
 }
 
-func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: not %s", limit, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // A record leaves the truck's store only on dispatch's receipt: with the office receiving but not
 // receipting (it has nothing committed), every message is PUBACKed by the broker and every record stays;
 // when the office receipts again and announces itself online, the store empties.
@@ -93,8 +82,8 @@ func TestRecordsStayUntilReceipted(t *testing.T) {
 	r.rc.setOff(true)
 	const n = 1000
 	r.appendFixes(t, ctx, n)
-	waitFor(t, "all fixes at the office", 30*time.Second, func() bool { f, _ := r.cons.counts(); return f == n })
-	waitFor(t, "all messages PUBACKed", 10*time.Second, func() bool { return r.up.Stats().Fixes == n })
+	sdktest.WaitFor(t, 30*time.Second, "all fixes at the office", func() bool { f, _ := r.cons.counts(); return f == n })
+	sdktest.WaitFor(t, 10*time.Second, "all messages PUBACKed", func() bool { return r.up.Stats().Fixes == n })
 	if s := r.st.Stats(); s.Normal.Records != n {
 		t.Fatalf("PUBACKed records left the store without a receipt: %d of %d stored", s.Normal.Records, n)
 	}
@@ -106,7 +95,7 @@ func TestRecordsStayUntilReceipted(t *testing.T) {
 	if got := r.up.DispatchOnline(); got != n {
 		t.Fatalf("DispatchOnline re-sent %d records, want %d", got, n)
 	}
-	waitFor(t, "store empty after receipts", 30*time.Second, func() bool { return storeEmpty(r.st) })
+	sdktest.WaitFor(t, 30*time.Second, "store empty after receipts", func() bool { return storeEmpty(r.st) })
 	u := r.up.Stats()
 	if u.Receipted != n || u.Unreceipted != 0 || u.Resent != n {
 		t.Fatalf("uploader %+v", u)
@@ -138,7 +127,7 @@ func TestUnreceiptedRecordsAreSentAgain(t *testing.T) {
 	r.cons.mu.Unlock()
 	const n = 600
 	r.appendFixes(t, ctx, n)
-	waitFor(t, "store empty", 60*time.Second, func() bool { return storeEmpty(r.st) })
+	sdktest.WaitFor(t, 60*time.Second, "store empty", func() bool { return storeEmpty(r.st) })
 	if f, _ := r.cons.counts(); f != n {
 		t.Fatalf("office has %d of %d fixes", f, n)
 	}
@@ -158,7 +147,7 @@ func TestUnreceiptedIsBounded(t *testing.T) {
 	r := startReceiptRig(t, ctx, &wg, UploaderConfig{ReceiptTimeout: time.Hour, MaxUnreceipted: 200, BatchFixes: 50})
 	r.rc.setOff(true)
 	r.appendFixes(t, ctx, 1000)
-	waitFor(t, "200 fixes at the office", 30*time.Second, func() bool { f, _ := r.cons.counts(); return f >= 200 })
+	sdktest.WaitFor(t, 30*time.Second, "200 fixes at the office", func() bool { f, _ := r.cons.counts(); return f >= 200 })
 	time.Sleep(500 * time.Millisecond) // would it send more?
 	if f, _ := r.cons.counts(); f != 200 {
 		t.Fatalf("office got %d fixes with a bound of 200 unreceipted", f)
@@ -169,7 +158,7 @@ func TestUnreceiptedIsBounded(t *testing.T) {
 	r.rc.setOff(false)
 	time.Sleep(1100 * time.Millisecond)
 	r.up.DispatchOnline()
-	waitFor(t, "store empty", 30*time.Second, func() bool { return storeEmpty(r.st) })
+	sdktest.WaitFor(t, 30*time.Second, "store empty", func() bool { return storeEmpty(r.st) })
 }
 
 // The envelope sequence never goes backwards for the truck: not when the queue file is deleted (the side

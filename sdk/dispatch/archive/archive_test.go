@@ -120,14 +120,14 @@ func TestReceiptsForCommittedRecords(t *testing.T) {
 	tr.fixes(1, 10)
 	tr.fixes(11, 20)
 	tr.event(21)
-	waitFor(t, 20*time.Second, "receipts for 1..21", func() bool { return covers(tr.receipted(), 1, 21, 1) })
+	sdktest.WaitFor(t, 20*time.Second, "receipts for 1..21", func() bool { return covers(tr.receipted(), 1, 21, 1) })
 	c, err := a.Counts("truck-1")
 	if err != nil || c.Fixes != 20 || c.Events != 1 {
 		t.Fatalf("archive counts %+v, %v", c, err)
 	}
 	n := tr.nReceipts()
 	tr.fixes(1, 10) // the same records again, signed anew: the truck did not get the receipt
-	waitFor(t, 20*time.Second, "a second receipt for 1..10", func() bool { return covers(tr.receipted(), 1, 10, 2) })
+	sdktest.WaitFor(t, 20*time.Second, "a second receipt for 1..10", func() bool { return covers(tr.receipted(), 1, 10, 2) })
 	got := tr.receipted()
 	for q, k := range got {
 		if q < 1 || q > 21 {
@@ -164,7 +164,7 @@ func TestNoReceiptsWithoutRecord(t *testing.T) {
 	o := startOffice(t, b, "office", dispatch.Config{}, nil)
 	tr.fixes(1, 10)
 	tr.event(11)
-	waitFor(t, 20*time.Second, "the consumer to get them", func() bool {
+	sdktest.WaitFor(t, 20*time.Second, "the consumer to get them", func() bool {
 		s := o.c.Consumer().Stats()
 		return s.Fixes == 10 && s.Events == 1
 	})
@@ -189,7 +189,7 @@ func TestDispatchDownKeepsSession(t *testing.T) {
 	a := openArchive(t, path)
 	o := startOffice(t, b, "office", dispatch.Config{Record: a}, nil)
 	tr.fixes(1, 5)
-	waitFor(t, 20*time.Second, "receipts for 1..5", func() bool { return covers(tr.receipted(), 1, 5, 1) })
+	sdktest.WaitFor(t, 20*time.Second, "receipts for 1..5", func() bool { return covers(tr.receipted(), 1, 5, 1) })
 	o.stop(t)
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
@@ -202,11 +202,11 @@ func TestDispatchDownKeepsSession(t *testing.T) {
 	a = openArchive(t, path)
 	defer a.Close()
 	startOffice(t, b, "office", dispatch.Config{Record: a}, nil)
-	waitFor(t, 30*time.Second, "everything in the archive", func() bool {
+	sdktest.WaitFor(t, 30*time.Second, "everything in the archive", func() bool {
 		c, _ := a.Counts("truck-1")
 		return c.Fixes == 5+39*4 && c.Events == 39
 	})
-	waitFor(t, 20*time.Second, "receipts for 1..200", func() bool { return covers(tr.receipted(), 1, 200, 1) })
+	sdktest.WaitFor(t, 20*time.Second, "receipts for 1..200", func() bool { return covers(tr.receipted(), 1, 200, 1) })
 }
 
 // failing is a Record whose Commit fails while fail is set.
@@ -236,7 +236,7 @@ func TestCommitFailureLeavesUnacknowledged(t *testing.T) {
 	o := startOffice(t, b, "office", dispatch.Config{Record: rec}, nil)
 	tr.fixes(1, 10)
 	tr.event(11)
-	waitFor(t, 20*time.Second, "commits tried and failing, twice", func() bool { return rec.tried.Load() >= 2 })
+	sdktest.WaitFor(t, 20*time.Second, "commits tried and failing, twice", func() bool { return rec.tried.Load() >= 2 })
 	time.Sleep(300 * time.Millisecond)
 	if n := tr.nReceipts(); n != 0 {
 		t.Fatalf("%d receipts while Commit fails", n)
@@ -248,11 +248,11 @@ func TestCommitFailureLeavesUnacknowledged(t *testing.T) {
 		t.Fatalf("consumer stats %+v", s)
 	}
 	rec.fail.Store(false)
-	waitFor(t, 30*time.Second, "the messages again, committed", func() bool {
+	sdktest.WaitFor(t, 30*time.Second, "the messages again, committed", func() bool {
 		c, _ := a.Counts("truck-1")
 		return c.Fixes == 10 && c.Events == 1
 	})
-	waitFor(t, 20*time.Second, "receipts for 1..11", func() bool { return covers(tr.receipted(), 1, 11, 1) })
+	sdktest.WaitFor(t, 20*time.Second, "receipts for 1..11", func() bool { return covers(tr.receipted(), 1, 11, 1) })
 	t.Logf("failed commits %d; consumer %+v", rec.tried.Load(), o.c.Consumer().Stats())
 }
 
@@ -277,7 +277,7 @@ func TestDispatchStatusRetained(t *testing.T) {
 		return 0
 	}
 	tr := startTruck(t, b)
-	waitFor(t, 20*time.Second, "the retained online status", func() bool { return state(tr) == sdk.StateOnline })
+	sdktest.WaitFor(t, 20*time.Second, "the retained online status", func() bool { return state(tr) == sdk.StateOnline })
 	tr.mu.Lock()
 	if m := tr.statuses["office"]; len(m.Cert) == 0 || m.Signer.Name != "office" {
 		t.Errorf("dispatch status without the certificate, or signed by %q", m.Signer.Name)
@@ -285,11 +285,11 @@ func TestDispatchStatusRetained(t *testing.T) {
 	tr.mu.Unlock()
 
 	p.cut() // the link dies without DISCONNECT and stays down: the broker publishes the will
-	waitFor(t, 30*time.Second, "the offline will", func() bool { return state(tr) == sdk.StateOffline })
+	sdktest.WaitFor(t, 30*time.Second, "the offline will", func() bool { return state(tr) == sdk.StateOffline })
 	p.restore()
-	waitFor(t, 30*time.Second, "online again after reconnecting", func() bool { return state(tr) == sdk.StateOnline })
+	sdktest.WaitFor(t, 30*time.Second, "online again after reconnecting", func() bool { return state(tr) == sdk.StateOnline })
 	o.stop(t) // clean stop: DISCONNECT with the will (reason 0x04)
-	waitFor(t, 20*time.Second, "offline after a clean stop", func() bool { return state(tr) == sdk.StateOffline })
+	sdktest.WaitFor(t, 20*time.Second, "offline after a clean stop", func() bool { return state(tr) == sdk.StateOffline })
 }
 
 // proxy forwards TCP connections to the broker; cut closes them all and refuses new ones until restore.

@@ -22,17 +22,6 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const fast = 50 * time.Millisecond
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func transportConfig(addr string, cl sdktest.Client) transport.Config {
 	return transport.Config{Brokers: []string{"mqtts://" + addr}, ClientID: cl.Name, CertFile: cl.CertFile,
 		KeyFile: cl.KeyFile, CAFile: cl.CAFile, BackoffMin: fast, BackoffMax: 300 * time.Millisecond}
