@@ -406,4 +406,11 @@ func TestOriginKindText(t *testing.T) {
 	if err != nil || !strings.Contains(string(j), `"Kind":"salvaged"`) {
 		t.Fatalf("JSON = %s, %v", j, err)
 	}
+	var back Origin
+	if err := json.Unmarshal(j, &back); err != nil || back.Kind != OriginSalvaged {
+		t.Fatalf("JSON does not read back: %+v, %v", back, err)
+	}
+	if err := json.Unmarshal([]byte(`{"Kind":"lost"}`), &back); err == nil {
+		t.Fatal("an unknown origin read back")
+	}
 }

@@ -42,6 +42,17 @@ func (k OriginKind) String() string {
 // MarshalText makes the kind read as its name in JSON status reports.
 func (k OriginKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
 
+// UnmarshalText reads the names MarshalText writes, so a JSON report (waybill store inspect --json) reads back.
+func (k *OriginKind) UnmarshalText(b []byte) error {
+	for _, c := range []OriginKind{OriginExisting, OriginCreated, OriginRecreated, OriginSalvaged} {
+		if c.String() == string(b) {
+			*k = c
+			return nil
+		}
+	}
+	return fmt.Errorf("store: unknown origin %q", b)
+}
+
 // Origin tells why the store's file is new, if it is: how its current epoch began. The truck puts it in its
 // status so that dispatch learns a unit lost data (OriginRecreated, OriginSalvaged) or started afresh
 // (OriginCreated). It is recorded in the file when the epoch begins, so it is still reported after restarts,
