@@ -51,6 +51,9 @@ type Client struct {
 	book     *Book
 	status   string
 	verifier *sdk.Verifier // orders, receipts and dispatch status
+
+	dmu           sync.Mutex
+	dispatchState map[string]sdk.State // last state of each dispatch process; guarded by dmu
 }
 
 // NewClient loads the truck's certificate and key (refusing a key file readable by others), builds the
@@ -98,7 +101,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, name: id.Name, signer: signer, verifier: verifier}
+	c := &Client{cfg: cfg, name: id.Name, signer: signer, verifier: verifier, dispatchState: map[string]sdk.State{}}
 	if c.book, err = NewBook(BookConfig{Store: cfg.Store, Verifier: verifier, Truck: id.Name, Clock: cfg.Clock,
 		OnChange: cfg.OnOrder, Logger: cfg.Logger}); err != nil {
 		return nil, err
@@ -244,11 +247,28 @@ func (c *Client) onPublish(ctx context.Context, m transport.Message) error {
 			c.cfg.Logger.Warn("truck: applying a receipt failed; its records will be sent again", "err", err)
 		}
 	case msg.Status != nil && tp.Kind == sdk.KindDispatchStatus:
-		if msg.Status.State == sdk.StateOnline && !m.Retained {
+		if c.dispatchCameOnline(tp.Dispatch, msg.Status.State, m.Retained) {
 			n := c.uploader.DispatchOnline()
 			c.cfg.Logger.Info("truck: dispatch is online; sending what waits for a receipt now",
 				"dispatch", tp.Dispatch, "records", n)
 		}
 	}
 	return nil
+}
+
+// maxDispatchStates bounds the dispatch identities whose last state the client remembers.
+const maxDispatchStates = 64
+
+// dispatchCameOnline remembers a dispatch process's state and reports whether it just came online: a live
+// online status (it connected now), or a retained one when it was last seen offline (it came back while
+// this truck was away).
+func (c *Client) dispatchCameOnline(name string, st sdk.State, retained bool) bool {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	prev, known := c.dispatchState[name]
+	if !known && len(c.dispatchState) >= maxDispatchStates {
+		clear(c.dispatchState) // a fleet has a handful of dispatch identities; forgetting costs a re-send
+	}
+	c.dispatchState[name] = st
+	return st == sdk.StateOnline && (!retained || (known && prev == sdk.StateOffline))
 }

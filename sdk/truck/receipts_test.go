@@ -245,3 +245,24 @@ func TestReceiptForRecordsSentBeforeRestart(t *testing.T) {
 		t.Fatalf("%d records left, want 4", got)
 	}
 }
+
+func TestDispatchCameOnline(t *testing.T) {
+	c := &Client{dispatchState: map[string]sdk.State{}}
+	steps := []struct {
+		name     string
+		st       sdk.State
+		retained bool
+		want     bool
+	}{
+		{"office-1", sdk.StateOnline, true, false},  // retained at connect: it was up all along, as far as we know
+		{"office-1", sdk.StateOffline, false, false}, // its will
+		{"office-1", sdk.StateOnline, true, true},    // we reconnect and find it back: it came online meanwhile
+		{"office-1", sdk.StateOnline, false, true},   // a live online: it (re)connected now
+		{"office-2", sdk.StateOnline, false, true},   // another process starts
+	}
+	for i, s := range steps {
+		if got := c.dispatchCameOnline(s.name, s.st, s.retained); got != s.want {
+			t.Errorf("step %d %+v: came online = %v", i, s, got)
+		}
+	}
+}
