@@ -1,6 +1,7 @@
 package brokerconf
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -96,9 +97,9 @@ func TestQueueSize(t *testing.T) {
 		{100, time.Hour, 130, 13_000},          // above the floor
 		{10, time.Hour, 130, DefaultMaxQueued}, // 1,300: the floor
 		{1, time.Minute, 1, DefaultMaxQueued},
-		{1000, 90 * time.Second, 130, DefaultMaxQueued}, // 3,250
-		{3, time.Hour + time.Second, 4000, 12_004},      // rounded up
-		{1 << 40, 1 << 62, 1 << 30, MaxQueuedCeiling},   // no overflow
+		{1000, 90 * time.Second, 130, DefaultMaxQueued},           // 3,250
+		{3, time.Hour + time.Second, 4000, 12_004},                // rounded up
+		{math.MaxInt32, 1 << 62, math.MaxInt32, MaxQueuedCeiling}, // no overflow (also where int is 32 bits)
 	}
 	for _, tc := range cases {
 		if got := QueueSize(tc.fleet, tc.outage, tc.perHour); got != tc.want {
