@@ -20,7 +20,8 @@ func runWatch(ctx context.Context, s streams, args []string) error {
 	var d dispatchFlags
 	d.register(fs)
 	asJSON := fs.Bool("json", false, "one JSON object per line instead of readable lines")
-	share := fs.String("share", "", "shared subscription group: processes with the same group split telemetry and events")
+	share := fs.String("share", "", "shared subscription group: processes with the same group split telemetry and events; "+
+		"Mosquitto lets anyone who can name a group join it: use an unguessable name, e.g. dispatch-$(openssl rand -hex 12)")
 	fs.Usage = func() {
 		fmt.Fprintln(s.err, "Usage: waybill watch [--data DIR] [--json] [--share GROUP] --pki DIR|--cert/--key/--ca --broker URL")
 		fmt.Fprintln(s.err)

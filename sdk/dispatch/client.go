@@ -2,8 +2,10 @@ package dispatch
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,7 +26,10 @@ type Config struct {
 	// Topics gives the topic prefix. Zero: sdk.DefaultPrefix.
 	Topics sdk.Topics
 	// ShareGroup, when not empty, subscribes telemetry and events as "$share/<ShareGroup>/...", so the
-	// processes of the group split the fleet's messages between them. Status is never shared.
+	// processes of the group split the fleet's messages between them. Status is never shared. Mosquitto
+	// lets any client join a group it can name, and drops the messages its round robin gives a member that
+	// may not read them (sdk/brokerconf/doc.go): receipts make that a delay, not a loss, but use a name
+	// nobody can guess (RandomShareGroup) and keep it with dispatch's credentials.
 	ShareGroup string
 	// NoTelemetry leaves telemetry out of the subscriptions (a tool that only sends orders). Zero: subscribed.
 	NoTelemetry bool
@@ -275,4 +280,12 @@ func (c *Client) handle(ctx context.Context, u Update) error {
 		return c.cfg.Handle(ctx, u)
 	}
 	return nil
+}
+
+// RandomShareGroup returns a share group name nobody can guess ("dispatch-" and 24 hex digits): a certificate
+// that cannot name dispatch's group cannot join it and take its share of the fleet's messages.
+func RandomShareGroup() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return "dispatch-" + hex.EncodeToString(b[:])
 }

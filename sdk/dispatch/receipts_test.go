@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/waybill-iot/waybill/sdk"
@@ -70,5 +71,12 @@ func TestReceiptCoalescing(t *testing.T) {
 				t.Fatalf("epoch %x: %d not receipted", ep[:1], q)
 			}
 		}
+	}
+}
+
+func TestRandomShareGroup(t *testing.T) {
+	a, b := RandomShareGroup(), RandomShareGroup()
+	if a == b || len(a) != len("dispatch-")+24 || strings.ContainsAny(a, "/+#") {
+		t.Fatalf("share groups %q and %q", a, b)
 	}
 }
