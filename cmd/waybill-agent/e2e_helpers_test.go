@@ -144,6 +144,7 @@ type rig struct {
 	handled *handled
 	office  *office // the running dispatch process, if any
 	ctx     context.Context
+	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 }
 
@@ -156,10 +157,9 @@ func newRig(t *testing.T, opts sdktest.Options) *rig {
 	r := &rig{t: t, b: sdktest.StartMosquitto(t, opts), dir: t.TempDir(), handled: newHandled()}
 	r.archive = filepath.Join(r.dir, "office", archive.File)
 	r.outbox = filepath.Join(r.dir, "office", "outbox.db")
-	ctx, cancel := context.WithCancel(context.Background())
-	r.ctx = ctx
+	r.ctx, r.cancel = context.WithCancel(context.Background())
 	t.Cleanup(func() {
-		cancel()
+		r.cancel()
 		r.wg.Wait()
 		if r.office != nil {
 			r.office.stop()
@@ -340,8 +340,20 @@ func (r *rig) startGPS(seed uint64) string {
 	}
 	sim := gpssim.New(gpssim.Config{Route: gpssim.RouteConfig{Seed: seed, LostFixRate: -1, TunnelLen: -1}, Speedup: 10,
 		Start: time.Now().Add(-5 * time.Minute)})
+	done := make(chan struct{})
 	r.wg.Add(1)
-	go func() { defer r.wg.Done(); defer pty.Close(); sim.Run(r.ctx, pty.Master) }()
+	go func() { defer r.wg.Done(); defer close(done); sim.Run(r.ctx, pty.Master) }()
+	// A write to a pseudo-terminal nobody reads blocks once its buffer is full, and neither ctx nor Close
+	// interrupts it: at the end, read the device until the simulator has seen ctx end.
+	r.t.Cleanup(func() {
+		r.cancel()
+		if f, err := os.OpenFile(pty.Path, os.O_RDONLY|syscall.O_NOCTTY|syscall.O_NONBLOCK, 0); err == nil {
+			go io.Copy(io.Discard, f) // ends when f is closed (a pollable file: Close wakes the Read)
+			defer f.Close()
+		}
+		<-done
+		pty.Close()
+	})
 	return pty.Path
 }
 
@@ -362,12 +374,16 @@ type agentProc struct {
 	// actions answered 200 by the agent's HTTP hook: the proofs that must reach dispatch.
 	actions []recKey
 	resent  uint64 // records the agent sent again (no receipt in time), summed over its runs
+	sent    uint64 // records in messages the broker acknowledged (resends included), summed over its runs
 }
 
 // noteRun adds the running agent's counters to the totals, just before it stops.
 func (a *agentProc) noteRun() {
 	if h, err := a.healthz(); err == nil {
 		a.resent += h.Queue.Resent
+	}
+	if m, err := a.metrics(); err == nil {
+		a.sent += uint64(m["waybill_upload_fixes_total"] + m["waybill_upload_events_total"])
 	}
 }
 
@@ -614,25 +630,29 @@ func (a *agentProc) tryAct(id, action, reason string) (recKey, error) {
 	return recKey{a.name, a.epochs[len(a.epochs)-1], out.Event.Seq}, nil
 }
 
-// metric reads one unlabelled value from the agent's /metrics.
-func (a *agentProc) metric(name string) float64 {
-	a.t.Helper()
-	resp, err := http.Get("http://" + a.http + "/metrics")
+// metrics reads the unlabelled values of the agent's /metrics.
+func (a *agentProc) metrics() (map[string]float64, error) {
+	c := http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get("http://" + a.http + "/metrics")
 	if err != nil {
-		a.t.Fatal(err)
+		return nil, err
 	}
 	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
 	for _, l := range strings.Split(string(raw), "\n") {
+		var name string
 		var v float64
-		if strings.HasPrefix(l, name+" ") {
-			if _, err := fmt.Sscanf(l[len(name)+1:], "%g", &v); err == nil {
-				return v
+		if !strings.HasPrefix(l, "#") && !strings.Contains(l, "{") {
+			if _, err := fmt.Sscanf(l, "%s %g", &name, &v); err == nil {
+				out[name] = v
 			}
 		}
 	}
-	a.t.Fatalf("%s: no metric %s", a.name, name)
-	return 0
+	return out, nil
 }
 
 // finish stops the agent with SIGTERM, runs it once more without GPS until its store is empty (everything
@@ -657,8 +677,9 @@ func (a *agentProc) finish(d time.Duration) health {
 	return h
 }
 
-// storeRecords opens the agent's store (the agent must be stopped) and returns its records.
-func (a *agentProc) storeRecords() (map[recKey]bool, store.Stats) {
+// storeRecords opens the agent's store (the agent must be stopped; a damaged file is salvaged by this Open)
+// and returns its records with their lanes.
+func (a *agentProc) storeRecords() (map[recKey]store.Lane, store.Stats) {
 	a.t.Helper()
 	st, err := store.Open(a.queueDB(), store.Options{LockTimeout: 5 * time.Second})
 	if err != nil {
@@ -669,13 +690,13 @@ func (a *agentProc) storeRecords() (map[recKey]bool, store.Stats) {
 	if err != nil {
 		a.t.Fatal(err)
 	}
-	out := map[recKey]bool{}
+	out := map[recKey]store.Lane{}
 	for _, r := range recs {
 		e := r.Epoch
 		if e == 0 {
 			e = st.Epoch()
 		}
-		out[recKey{a.name, epochOf(e), r.Seq}] = true
+		out[recKey{a.name, epochOf(e), r.Seq}] = r.Lane
 	}
 	return out, st.Stats()
 }

@@ -7,13 +7,16 @@ package main
 // empty with /healthz queue.unreceipted 0 (agentProc.finish).
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
+	"github.com/waybill-iot/waybill/sdk/transport"
 )
 
 func orderIDs(prefix string, n int) []string {
@@ -192,4 +195,71 @@ func TestStatusRefreshesThenKill9(t *testing.T) {
 	r.stopOffice()
 	r.verify([]*agentProc{a}, nil)
 	t.Logf("%d statuses handled by dispatch (the last the offline will after SIGKILL); rejected %v", n, stats.Rejected)
+}
+
+// TestForeignMemberOfDispatchShareGroup: dispatch runs with ShareGroup "office"; a client with another
+// truck's certificate subscribes $share/office/fleet/trucks/+/events and .../telemetry. Mosquitto grants it
+// and drops the messages its round robin hands that member (the ACL bites only at delivery). Drivers confirm
+// several orders; every record still arrives exactly once, because the truck re-sends what stays
+// unreceipted. The records first lost to the thief are the records the broker acknowledged to the truck
+// minus those dispatch's consumer received (new and duplicate): it must be > 0, or the scenario did not
+// happen.
+func TestForeignMemberOfDispatchShareGroup(t *testing.T) {
+	r := newRig(t, sdktest.Options{})
+	const name = "truck-0001"
+	r.b.Truck(name)
+	thief := r.b.Truck("truck-0002")
+	r.startOffice(officeOptions{ShareGroup: officeName})
+	var topics sdk.Topics
+	var stolen atomic.Int64
+	tc, err := transport.New(transport.Config{Brokers: []string{"mqtts://" + r.b.Addr}, ClientID: thief.Name,
+		CertFile: thief.CertFile, KeyFile: thief.KeyFile, CAFile: thief.CAFile, BackoffMin: 50 * time.Millisecond,
+		BackoffMax: 500 * time.Millisecond,
+		Subscriptions: []transport.Subscription{
+			{Topic: "$share/" + officeName + "/" + topics.FleetFilter(sdk.KindEvents), QoS: 1},
+			{Topic: "$share/" + officeName + "/" + topics.FleetFilter(sdk.KindTelemetry), QoS: 1}},
+		OnPublish: func(context.Context, transport.Message) error { stolen.Add(1); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.wg.Add(1)
+	go func() { defer r.wg.Done(); tc.Run(r.ctx) }()
+	wctx, wcancel := context.WithTimeout(r.ctx, 20*time.Second)
+	defer wcancel()
+	if err := tc.Wait(wctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := tc.Current(); st.Info.SubscribeErr != nil {
+		t.Fatalf("the foreign share-group subscription was refused (the scenario cannot happen): %v", st.Info.SubscribeErr)
+	}
+
+	a := r.newAgent(name, agentOptions{GPS: r.startGPS(9)})
+	a.start(false)
+	ids := orderIDs("o", 8)
+	r.createOrders(name, ids...)
+	a.waitOrders(30*time.Second, ids...)
+	for i, id := range ids {
+		if i%4 == 3 {
+			a.act(id, "failed", "damaged goods")
+		} else {
+			a.act(id, "delivered", "")
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	h := a.finish(60 * time.Second)
+	cs := r.office.c.Consumer().Stats()
+	r.stopOffice()
+	res := r.verify([]*agentProc{a}, nil)[name]
+	received := cs.Fixes + cs.DuplicateFixes + cs.Events + cs.DuplicateEvents
+	lost := int64(a.sent) - int64(received)
+	if lost <= 0 {
+		t.Errorf("nothing was lost to the foreign share-group member (%d records acknowledged to the truck, %d "+
+			"received by dispatch): the scenario did not happen", a.sent, received)
+	}
+	if stolen.Load() != 0 {
+		t.Errorf("the foreign member received %d messages of another truck", stolen.Load())
+	}
+	t.Logf("share group with a foreign member: archive %v; %d records acknowledged by the broker, %d received by "+
+		"dispatch, %d first lost to the thief; %d resent; thief received %d; %s", res, a.sent, received, lost,
+		a.resent+h.Queue.Resent, stolen.Load(), r.handled.summary())
 }
