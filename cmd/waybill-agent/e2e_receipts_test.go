@@ -7,16 +7,25 @@ package main
 // empty with /healthz queue.unreceipted 0 (agentProc.finish).
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/waybill-iot/waybill/sdk"
+	"github.com/waybill-iot/waybill/sdk/brokerconf"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
+	"github.com/waybill-iot/waybill/sdk/sdktest/faultproxy"
 	"github.com/waybill-iot/waybill/sdk/transport"
+	"github.com/waybill-iot/waybill/sdk/truck"
+	"github.com/waybill-iot/waybill/store"
 )
 
 func orderIDs(prefix string, n int) []string {
@@ -262,4 +271,189 @@ func TestForeignMemberOfDispatchShareGroup(t *testing.T) {
 	t.Logf("share group with a foreign member: archive %v; %d records acknowledged by the broker, %d received by "+
 		"dispatch, %d first lost to the thief; %d resent; thief received %d; %s", res, a.sent, received, lost,
 		a.resent+h.Queue.Resent, stolen.Load(), r.handled.summary())
+}
+
+// damageRecordPages overwrites, with garbage page headers (a bad flash block), every 4 KiB page of a closed
+// store file that holds the record with key seq as a fix of the store's own epoch (key, then value format 1
+// and kind fix), stale copies in free pages included. It returns how many pages it damaged.
+func damageRecordPages(t *testing.T, path string, seq uint64) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pat := binary.BigEndian.AppendUint64(nil, seq)
+	pat = append(pat, 1, truck.KindFix)
+	pages := map[int]bool{}
+	for off := 0; ; {
+		i := bytes.Index(b[off:], pat)
+		if i < 0 {
+			break
+		}
+		pages[(off+i)/4096] = true
+		off += i + 1
+	}
+	for p := range pages {
+		for j := p * 4096; j < (p+1)*4096 && j < len(b); j++ {
+			b[j] = byte(j*7 + 3)
+		}
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return len(pages)
+}
+
+// TestSalvagedStoreKeepsRecordIdentity: the agent is cut off from the broker (so what it stores meanwhile is
+// nowhere else) and stopped with unreceipted records; a page of its queue.db is damaged; at the next open
+// the store is salvaged into a new epoch (healthz store.origin "salvaged"); the salvaged records keep their
+// original (epoch, seq) and arrive exactly once; records on the damaged page are the only loss, counted.
+func TestSalvagedStoreKeepsRecordIdentity(t *testing.T) {
+	r := newRig(t, sdktest.Options{})
+	const name = "truck-0001"
+	r.b.Truck(name)
+	r.startOffice(officeOptions{})
+	proxy, err := faultproxy.Start(faultproxy.Config{Target: r.b.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close(context.Background())
+	a := r.newAgent(name, agentOptions{Broker: "mqtts://" + proxy.Addr(), GPS: r.startGPS(11)})
+	a.start(false)
+	ids := orderIDs("o", 4)
+	r.createOrders(name, ids...)
+	a.waitOrders(20*time.Second, ids...)
+	a.act(ids[0], "delivered", "")
+	a.waitHealth(20*time.Second, "receipts from dispatch", func(h health) bool { return h.Queue.Receipted > 0 })
+
+	proxy.SetFailFraction(1) // no signal
+	proxy.DropAll()
+	a.waitHealth(10*time.Second, "the link to go down", func(h health) bool { return !h.Connected })
+	a.act(ids[1], "delivered", "")
+	a.act(ids[2], "failed", "gate locked")
+	a.waitHealth(30*time.Second, "fixes stored while offline", func(h health) bool { return h.Queue.Normal >= 120 })
+	a.stop()
+
+	before, st := a.storeRecords()
+	old := a.epochs[0]
+	var fixes []uint64
+	var top uint64
+	for k, lane := range before {
+		if k.Epoch == old && lane == store.Normal {
+			fixes = append(fixes, k.Seq)
+		}
+		top = max(top, k.Seq)
+	}
+	slices.Sort(fixes)
+	target := fixes[len(fixes)*2/3] // stored while offline: sent nowhere
+	pages := damageRecordPages(t, a.queueDB(), target)
+	after, st2 := a.storeRecords() // this Open salvages
+	if st2.Origin.Kind != store.OriginSalvaged || st2.Epoch == st.Epoch {
+		t.Fatalf("after damaging %d pages holding seq %d: origin %+v, epoch %x (was %x)", pages, target, st2.Origin,
+			st2.Epoch, st.Epoch)
+	}
+	gone := map[recKey]bool{}
+	for k := range before {
+		if _, ok := after[k]; !ok {
+			gone[k] = true
+		}
+	}
+	for k := range after {
+		if k.Epoch != old {
+			t.Errorf("salvaged record %v lost its original epoch %x", k, old[:])
+		}
+	}
+	if len(gone) == 0 {
+		t.Fatalf("the damaged page (seq %d) took no record with it", target)
+	}
+	a.next[old] = top + 1 // the old file handed out seqs up to top: all must be at dispatch, or on the page
+
+	proxy.Pass()
+	a.start(false)
+	h := a.waitHealth(20*time.Second, "reconnect", func(h health) bool { return h.Connected })
+	if h.Store.Origin != "salvaged" || len(a.epochs) != 2 {
+		t.Fatalf("healthz after salvage: %v; epochs %x", h, a.epochs)
+	}
+	a.act(ids[3], "delivered", "")
+	time.Sleep(2 * time.Second)
+	h = a.finish(60 * time.Second)
+	r.stopOffice()
+	res := r.verify([]*agentProc{a}, map[string]expect{name: {above: map[sdk.Epoch]uint64{a.epochs[1]: top},
+		mayLose: gone}})[name]
+	if res.Lost == 0 {
+		t.Errorf("none of the %d records of the damaged page is missing at dispatch: they were sent before the damage?", len(gone))
+	}
+	t.Logf("salvage: %d records in the store before, %d pages damaged (around seq %d), %d salvaged with their "+
+		"original epoch, %d gone from the store, of them %d LOST (never reached dispatch: the only loss); archive: %v; %s",
+		len(before), pages, target, len(after), len(gone), res.Lost, res, r.handled.summary())
+}
+
+// TestDispatchStalledBrokerDrops: dispatch's Record stalls (Commit blocks) while the truck sends 2,000 driver
+// problem reports (each its own message) and fixes; the broker's per-client limits are small
+// (max_inflight_messages 20, max_queued_messages 50) so Mosquitto drops messages for the stalled dispatch
+// as in production at scale ("Outgoing messages are being dropped"). After the stall everything arrives
+// exactly once: nothing dropped was receipted, so the truck re-sends it.
+func TestDispatchStalledBrokerDrops(t *testing.T) {
+	r := newRig(t, sdktest.Options{Config: brokerconf.Config{MaxQueued: 50, MaxInflight: 20}})
+	const name = "truck-0001"
+	r.b.Truck(name)
+	of := r.startOffice(officeOptions{Stall: true})
+	a := r.newAgent(name, agentOptions{GPS: r.startGPS(12)})
+	a.start(false)
+	r.createOrders(name, "o-1", "o-2")
+	a.waitOrders(20*time.Second, "o-1", "o-2")
+	a.waitHealth(20*time.Second, "receipts from dispatch", func(h health) bool { return h.Queue.Receipted > 0 })
+
+	of.stall.stall()
+	stalled := time.Now()
+	const reports = 2000
+	keys := make(chan recKey, reports)
+	errs := make(chan error, reports)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < reports; i += 8 {
+				k, err := a.tryAct("o-1", "problem", fmt.Sprintf("report %d", i))
+				if err != nil {
+					errs <- err
+					return
+				}
+				keys <- k
+			}
+		}()
+	}
+	wg.Wait()
+	close(keys)
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for k := range keys {
+		a.actions = append(a.actions, k)
+	}
+	a.act("o-2", "delivered", "")
+	waitFor(t, 30*time.Second, "Mosquitto dropping messages for the stalled dispatch", func() bool {
+		return strings.Contains(r.b.Logs(), "Outgoing messages are being dropped")
+	}, func() string {
+		h, _ := a.healthz()
+		return fmt.Sprintf("healthz %v; broker log tail:\n%s", h, tailLines(r.b.Logs(), 10))
+	})
+	time.Sleep(2 * time.Second)
+	of.stall.release()
+	stall := time.Since(stalled)
+	h := a.finish(90 * time.Second)
+	cs := r.office.c.Consumer().Stats()
+	r.stopOffice()
+	res := r.verify([]*agentProc{a}, nil)[name]
+	t.Logf("dispatch stalled %.1f s with %d problem reports sent: Mosquitto dropped messages (%d NOTICE lines); archive: %v; "+
+		"%d records acknowledged by the broker to the truck, %d resent; dispatch: %d duplicate fixes, %d duplicate "+
+		"events, rejected %v; %s", stall.Seconds(), reports, strings.Count(r.b.Logs(), "Outgoing messages are being dropped"), res,
+		a.sent, a.resent+h.Queue.Resent, cs.DuplicateFixes, cs.DuplicateEvents, cs.Rejected, r.handled.summary())
+}
+
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
 }
