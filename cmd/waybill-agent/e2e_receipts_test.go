@@ -187,6 +187,9 @@ func TestStatusRefreshesThenKill9(t *testing.T) {
 		_, n := r.handled.lastStatus(name)
 		return n > refreshes
 	}, func() string { return r.handled.summary() + "\n" + a.logs.tail(20) })
+	if m, err := a.metrics(); err != nil || m["waybill_link_connects_total"] != 1 {
+		t.Fatalf("the refreshes were not all on one connection: connects %v (%v)", m["waybill_link_connects_total"], err)
+	}
 	a.kill9()
 	waitFor(t, 20*time.Second, "the truck's offline will at dispatch", func() bool {
 		st, _ := r.handled.lastStatus(name)
@@ -448,9 +451,10 @@ func TestDispatchStalledBrokerDrops(t *testing.T) {
 	r.stopOffice()
 	res := r.verify([]*agentProc{a}, nil)[name]
 	t.Logf("dispatch stalled %.1f s with %d problem reports sent: Mosquitto dropped messages (%d NOTICE lines); archive: %v; "+
-		"%d records acknowledged by the broker to the truck, %d resent; dispatch: %d duplicate fixes, %d duplicate "+
+		"%d records acknowledged by the broker to the truck (%d of them dropped by the broker: not received by "+
+		"dispatch), %d resent; dispatch: %d duplicate fixes, %d duplicate "+
 		"events, rejected %v; %s", stall.Seconds(), reports, strings.Count(r.b.Logs(), "Outgoing messages are being dropped"), res,
-		a.sent, a.resent+h.Queue.Resent, cs.DuplicateFixes, cs.DuplicateEvents, cs.Rejected, r.handled.summary())
+		a.sent, int64(a.sent)-int64(cs.Fixes+cs.DuplicateFixes+cs.Events+cs.DuplicateEvents), a.resent+h.Queue.Resent, cs.DuplicateFixes, cs.DuplicateEvents, cs.Rejected, r.handled.summary())
 }
 
 func tailLines(s string, n int) string {
