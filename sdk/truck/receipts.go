@@ -70,7 +70,7 @@ func (u *Uploader) waitRoom(ctx context.Context) (int, error) {
 	}
 	for {
 		u.rmu.Lock()
-		room := u.cfg.MaxUnreceipted - len(u.awaiting)
+		room := u.window - len(u.awaiting)
 		u.rmu.Unlock()
 		if room > 0 {
 			return room, nil
@@ -133,6 +133,10 @@ func (u *Uploader) HandleReceipt(ctx context.Context, r *sdk.Receipt) (int, erro
 		}
 	}
 	u.timeout = u.cfg.ReceiptTimeout // dispatch is there: no more backing off
+	// Each receipted record opens the window by one more (doubling per round trip, as TCP's slow start),
+	// back up to MaxUnreceipted.
+	u.window = min(u.window+len(seqs), u.cfg.MaxUnreceipted)
+	u.receiptedRound += len(seqs)
 	u.trimFIFO()
 	u.signalRoom()
 	u.rmu.Unlock()
@@ -207,7 +211,11 @@ func (u *Uploader) trimFIFO() {
 	}
 }
 
-// resendLoop sends again what waits too long for its receipt, backing off while no receipt comes.
+// minWindow is the smallest window of unreceipted records after a loss.
+func minWindow(maxUnreceipted int) int { return min(200, maxUnreceipted) }
+
+// resendLoop sends again what waits too long for its receipt, backing off while no receipt comes, and
+// narrows the window of unreceipted records to what dispatch receipted in the last round.
 func (u *Uploader) resendLoop(ctx context.Context) {
 	for {
 		u.rmu.Lock()
@@ -221,6 +229,10 @@ func (u *Uploader) resendLoop(ctx context.Context) {
 			u.rmu.Lock()
 			next := min(u.timeout*2, u.cfg.ReceiptTimeoutMax)
 			u.timeout = next
+			// Records were lost on the way (a broker dropping what a slow dispatch cannot take, most likely):
+			// send again no faster than dispatch receipted in the last round, or the burst is dropped again.
+			u.window = min(max(2*u.receiptedRound, minWindow(u.cfg.MaxUnreceipted)), u.cfg.MaxUnreceipted)
+			u.receiptedRound = 0
 			u.rmu.Unlock()
 			u.cfg.Logger.Warn("truck: no receipt from dispatch in time; sending records again", "records", n,
 				"waited", timeout, "next_wait", next)

@@ -254,7 +254,7 @@ func TestDispatchCameOnline(t *testing.T) {
 		retained bool
 		want     bool
 	}{
-		{"office-1", sdk.StateOnline, true, false},  // retained at connect: it was up all along, as far as we know
+		{"office-1", sdk.StateOnline, true, false},   // retained at connect: it was up all along, as far as we know
 		{"office-1", sdk.StateOffline, false, false}, // its will
 		{"office-1", sdk.StateOnline, true, true},    // we reconnect and find it back: it came online meanwhile
 		{"office-1", sdk.StateOnline, false, true},   // a live online: it (re)connected now

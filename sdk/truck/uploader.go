@@ -62,7 +62,10 @@ type UploaderConfig struct {
 	ReceiptTimeout, ReceiptTimeoutMax time.Duration
 	// MaxUnreceipted bounds the records sent and waiting for their receipt. At the bound the uploader sends
 	// nothing new until receipts arrive or a timeout sends the oldest again: it bounds the uploader's memory
-	// (about 50 bytes a record) and what the broker must queue for an absent dispatch. Zero: 20,000.
+	// (about 50 bytes a record) and what the broker must queue for an absent dispatch. After a timeout the
+	// bound narrows to twice what dispatch receipted in the last round (at least 200) and widens again with
+	// every receipt, so re-sends go out as fast as dispatch takes them, not in a burst that a broker's
+	// queue limit would drop again. Zero: 20,000.
 	MaxUnreceipted int
 	// Logger; nil discards.
 	Logger *slog.Logger
@@ -90,7 +93,11 @@ type Uploader struct {
 	awaiting map[uint64]*sentMsg // record seq -> the message that carried it; guarded by rmu
 	sentFIFO []*sentMsg          // messages in send order, oldest first; guarded by rmu
 	timeout  time.Duration       // the current receipt timeout (backs off while no receipt comes); guarded by rmu
-	room     chan struct{}       // signalled (non-blocking) when records leave awaiting
+	// window bounds the records waiting for a receipt (at most MaxUnreceipted): narrowed after a timeout
+	// to twice what was receipted in the last round, widened by each receipt. receiptedRound counts the
+	// records receipted since the last timeout. Guarded by rmu.
+	window, receiptedRound int
+	room                   chan struct{} // signalled (non-blocking) when records leave awaiting
 }
 
 // sentMsg is one message's records waiting for their receipt.
@@ -153,7 +160,7 @@ func NewUploader(cfg UploaderConfig) (*Uploader, error) {
 		cfg.MaxUnreceipted = 20_000
 	}
 	u := &Uploader{cfg: cfg, truck: cfg.Signer.Identity().Name, awaiting: map[uint64]*sentMsg{},
-		timeout: cfg.ReceiptTimeout, room: make(chan struct{}, 1)}
+		timeout: cfg.ReceiptTimeout, window: cfg.MaxUnreceipted, room: make(chan struct{}, 1)}
 	var err error
 	if u.telem, err = cfg.Topics.Telemetry(u.truck); err != nil {
 		return nil, err
