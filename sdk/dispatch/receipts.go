@@ -66,11 +66,7 @@ func newReceipter(signer *sdk.Signer, topics sdk.Topics, conn *transport.Conn, d
 func (r *receipter) add(truck string, epoch sdk.Epoch, seqs []uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	tr := r.pending[truck]
-	if tr == nil {
-		tr = &truckReceipts{epochs: map[sdk.Epoch][]sdk.SeqRange{}, since: time.Now()}
-		r.pending[truck] = tr
-	}
+	tr := r.pendingFor(truck)
 	rs := tr.epochs[epoch]
 	for _, s := range seqs {
 		if n := len(rs); n > 0 && rs[n-1].Last+1 == s {
@@ -96,6 +92,16 @@ func (r *receipter) add(truck string, epoch sdk.Epoch, seqs []uint64) {
 		default:
 		}
 	}
+}
+
+// pendingFor returns truck's pending records, made empty if there were none. r.mu must be held.
+func (r *receipter) pendingFor(truck string) *truckReceipts {
+	tr := r.pending[truck]
+	if tr == nil {
+		tr = &truckReceipts{epochs: map[sdk.Epoch][]sdk.SeqRange{}, since: time.Now()}
+		r.pending[truck] = tr
+	}
+	return tr
 }
 
 // online forgets that truck has our certificate: it came online and may have restarted without it.
@@ -151,11 +157,7 @@ func (r *receipter) take(all bool) map[string]*truckReceipts {
 func (r *receipter) putBack(truck string, epochs []sdk.ReceiptEpoch) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	tr := r.pending[truck]
-	if tr == nil {
-		tr = &truckReceipts{epochs: map[sdk.Epoch][]sdk.SeqRange{}, since: time.Now()}
-		r.pending[truck] = tr
-	}
+	tr := r.pendingFor(truck)
 	for _, e := range epochs {
 		tr.epochs[e.Epoch] = sdk.NormalizeRanges(append(tr.epochs[e.Epoch], e.Ranges...))
 		tr.n += len(e.Ranges)

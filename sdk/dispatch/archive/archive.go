@@ -214,13 +214,18 @@ func (a *Archive) commitStatus(st *dispatch.Status) error {
 	return nil
 }
 
-// records returns a truck's fixes or events bucket, nil if there is none.
-func records(tx *bolt.Tx, truck string, sub []byte) *bolt.Bucket {
+// truckBucket returns a truck's bucket, nil if there is none.
+func truckBucket(tx *bolt.Tx, truck string) *bolt.Bucket {
 	top := tx.Bucket(bucketTrucks)
 	if top == nil {
 		return nil
 	}
-	tb := top.Bucket([]byte(truck))
+	return top.Bucket([]byte(truck))
+}
+
+// records returns a truck's fixes or events bucket, nil if there is none.
+func records(tx *bolt.Tx, truck string, sub []byte) *bolt.Bucket {
+	tb := truckBucket(tx, truck)
 	if tb == nil {
 		return nil
 	}
@@ -317,11 +322,7 @@ func (a *Archive) Events(truck string) ([]dispatch.Event, error) {
 // Status returns the truck's latest stored status; ok is false when there is none.
 func (a *Archive) Status(truck string) (st dispatch.Status, ok bool, err error) {
 	err = a.db.View(func(tx *bolt.Tx) error {
-		top := tx.Bucket(bucketTrucks)
-		if top == nil {
-			return nil
-		}
-		tb := top.Bucket([]byte(truck))
+		tb := truckBucket(tx, truck)
 		if tb == nil {
 			return nil
 		}
