@@ -268,7 +268,22 @@ func (c *Client) handle(ctx context.Context, u Update) error {
 		if err := c.cfg.Outbox.Apply(ctx, TruckEvent{Truck: u.Event.Truck, Event: &ev}); err != nil {
 			return fmt.Errorf("dispatch: applying an event to the outbox: %w", err)
 		}
-	case u.Status != nil && u.Status.Changed && u.Status.Status.State == sdk.StateOnline:
+	case u.Status != nil && u.Status.Status.State == sdk.StateOnline:
+		if c.cfg.Outbox != nil {
+			// Before Kick: a truck whose store is new gets its open orders at once, not after the grace.
+			ch, err := c.cfg.Outbox.NoteStore(ctx, u.Status.Truck, u.Status.Status.Health)
+			if err != nil {
+				return fmt.Errorf("dispatch: recording a truck's store epoch in the outbox: %w", err)
+			}
+			if ch != nil {
+				st := *u.Status
+				st.NewStore = ch
+				u.Status = &st
+			}
+		}
+		if !u.Status.Changed {
+			break
+		}
 		if c.cfg.Outbox != nil {
 			c.cfg.Outbox.Kick(u.Status.Truck)
 		}

@@ -41,6 +41,10 @@ type Status struct {
 	Status   sdk.Status `json:"status"`
 	Changed  bool       `json:"changed"`  // the state differs from the last one known (or none was)
 	Retained bool       `json:"retained"` // delivered from the broker's retained store, not live
+	// NewStore is set by a Client with an Outbox when this status shows the truck's store is new (another
+	// store epoch than the one recorded): the truck lost or salvaged its store, and the outbox sends its open
+	// orders again (Outbox.NoteStore). Nil otherwise, and always in what a Record commits.
+	NewStore *StoreChange `json:"new_store,omitempty"`
 }
 
 // Rejection is a message the verifier refused.

@@ -52,6 +52,10 @@ type Entry struct {
 	LastEvent   *EventInfo `json:"last_event,omitempty"`
 	Note        string     `json:"note,omitempty"` // anything odd, for people (a hash mismatch, a newer revision)
 	Updated     time.Time  `json:"updated"`
+	// Awaiting, when not zero, is the truck's new store epoch whose received event the revision waits for
+	// (Outbox.NoteStore reopened it): a received event from an older store (a salvaged store re-sends its
+	// old records) does not confirm it.
+	Awaiting sdk.Epoch `json:"awaiting,omitzero"`
 }
 
 // Unconfirmed reports whether the current revision still waits for the truck's received event.
@@ -71,6 +75,7 @@ type entryWire struct {
 	LastEvent   *EventInfo `json:"last_event,omitempty"`
 	Note        string     `json:"note,omitempty"`
 	Updated     time.Time  `json:"updated"`
+	Awaiting    []byte     `json:"awaiting,omitempty"`
 }
 
 func encodeEntry(e *Entry) ([]byte, error) {
@@ -80,7 +85,14 @@ func encodeEntry(e *Entry) ([]byte, error) {
 	}
 	return json.Marshal(entryWire{Body: body, State: e.State, Confirmed: e.Confirmed, ConfirmedAt: e.ConfirmedAt,
 		Sends: e.Sends, LastSent: e.LastSent, NextAttempt: e.NextAttempt, LastError: e.LastError,
-		LastEvent: e.LastEvent, Note: e.Note, Updated: e.Updated})
+		LastEvent: e.LastEvent, Note: e.Note, Updated: e.Updated, Awaiting: awaitingWire(e.Awaiting)})
+}
+
+func awaitingWire(e sdk.Epoch) []byte {
+	if e == (sdk.Epoch{}) {
+		return nil
+	}
+	return e[:]
 }
 
 func decodeEntry(b []byte) (*Entry, error) {
@@ -92,9 +104,11 @@ func decodeEntry(b []byte) (*Entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dispatch: outbox entry: %w", err)
 	}
-	return &Entry{Order: *o, Hash: sha256.Sum256(w.Body), State: w.State, Confirmed: w.Confirmed,
+	e := &Entry{Order: *o, Hash: sha256.Sum256(w.Body), State: w.State, Confirmed: w.Confirmed,
 		ConfirmedAt: w.ConfirmedAt, Sends: w.Sends, LastSent: w.LastSent, NextAttempt: w.NextAttempt,
-		LastError: w.LastError, LastEvent: w.LastEvent, Note: w.Note, Updated: w.Updated}, nil
+		LastError: w.LastError, LastEvent: w.LastEvent, Note: w.Note, Updated: w.Updated}
+	copy(e.Awaiting[:], w.Awaiting)
+	return e, nil
 }
 
 // normalize returns the order exactly as the truck will decode it (times in UTC milliseconds, coordinates

@@ -147,6 +147,7 @@ type Outbox struct {
 	// mu guards the fields below it.
 	mu      sync.Mutex
 	kicked  map[string]time.Time // truck -> when it came online
+	epochs  map[string]sdk.Epoch // truck -> the store epoch last recorded or read (NoteStore)
 	wake    chan struct{}        // closed and replaced to wake the re-sender
 	started time.Time            // when Run started; zero before
 	running bool
@@ -165,7 +166,7 @@ func NewOutbox(cfg OutboxConfig) (*Outbox, error) {
 		return nil, fmt.Errorf("dispatch: %w", err)
 	}
 	return &Outbox{cfg: cfg, signer: signer, seq: seq, log: cfg.Logger, kicked: map[string]time.Time{},
-		wake: make(chan struct{})}, nil
+		epochs: map[string]sdk.Epoch{}, wake: make(chan struct{})}, nil
 }
 
 // Signer is the identity orders are signed with.
@@ -439,6 +440,8 @@ func applyEvent(e *Entry, ev *sdk.Event, now time.Time) (changed bool, note stri
 		switch {
 		case ev.Revision < e.Order.Revision || ev.Revision <= e.Confirmed && !ev.Conflict:
 			return false, "" // an older revision's receipt, or one we have
+		case e.Awaiting != (sdk.Epoch{}) && ev.Epoch != e.Awaiting:
+			return false, "" // the lost store's confirmation (re-sent from a salvaged store): the new one must confirm
 		case ev.Revision > e.Order.Revision:
 			// Another outbox revised this order: the truck holds a newer revision than ours, which it keeps, so
 			// sending ours again is pointless.
@@ -450,7 +453,7 @@ func applyEvent(e *Entry, ev *sdk.Event, now time.Time) (changed bool, note stri
 				"was signed with this revision; still sending ours", ev.Revision)
 			return true, e.Note
 		}
-		e.Confirmed, e.ConfirmedAt, e.LastError = ev.Revision, now, ""
+		e.Confirmed, e.ConfirmedAt, e.LastError, e.Awaiting = ev.Revision, now, "", sdk.Epoch{}
 		switch {
 		case ev.Conflict:
 			e.State, e.LastEvent = StateConflict, info
