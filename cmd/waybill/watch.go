@@ -154,6 +154,10 @@ func (p *printer) update(_ context.Context, u dispatch.Update) error {
 			"sent": u.Event.Sent, "event": u.Event.Event})
 	case u.Status != nil:
 		st := u.Status
+		if ch := st.NewStore; ch != nil {
+			p.line(describeNewStore(ch), map[string]any{"type": "new_store", "truck": ch.Truck, "epoch": ch.Epoch,
+				"previous": ch.Previous, "origin": ch.Origin, "since": ch.Since, "reopened": ch.Reopened})
+		}
 		if !st.Changed && st.Status.Health == nil {
 			return nil
 		}
@@ -172,6 +176,19 @@ func (p *printer) update(_ context.Context, u dispatch.Update) error {
 			"topic": r.Topic, "sender": r.Sender, "reason": r.Reason, "error": fmt.Sprint(r.Err)})
 	}
 	return nil
+}
+
+// describeNewStore says that a truck's store is new, so an operator knows the unit lost data.
+func describeNewStore(ch *dispatch.StoreChange) string {
+	origin := ch.Origin
+	if origin == "" {
+		origin = "new"
+	}
+	if !ch.Since.IsZero() {
+		origin += " since " + ch.Since.Local().Format(time.DateTime)
+	}
+	return fmt.Sprintf("%-16s store is NEW (%s; epoch %x, was %x): it lost data; %d open order(s) sent again",
+		ch.Truck, origin, ch.Epoch[:], ch.Previous[:], ch.Reopened)
 }
 
 func describeFix(f dispatch.Fix) string {
