@@ -72,7 +72,22 @@
 //   - when the truck's retained status turns online (Kick), after OnlineGrace (15 s): the broker delivers
 //     its queue first, and most confirmations arrive within the grace; what is still unconfirmed then is
 //     sent again, which covers a broker that lost its queue;
-//   - when a re-sender starts, for orders an earlier run sent more than BackoffMin ago.
+//   - when a re-sender starts, for orders an earlier run sent more than BackoffMin ago;
+//   - at once when a truck's store is new (next section).
+//
+// # A truck that lost its store
+//
+// The truck's order book lives in its store (queue.db): a swapped SD card, a file moved aside as unusable or
+// a salvage (damaged pages) loses orders the truck had confirmed. Its online status carries its store epoch
+// and how it began (sdk.Health StoreEpoch, StoreOrigin, StoreSince). Client passes every online status to
+// Outbox.NoteStore, which keeps the last epoch per truck in the outbox's store (bucket dispatch-epochs;
+// the first one seen is only recorded). Another epoch means a new store: in one transaction the epoch is
+// recorded and every open revision of the truck (pending, received, arrived, problem; not delivered, failed,
+// cancelled, conflicting or expired) is marked unconfirmed, due at once (no backoff, no grace) and Awaiting
+// the new epoch, whose received event alone confirms it (a salvaged store re-sends its old records, the old
+// store's received events among them). The same epoch seen again does nothing, in this or another process
+// sharing the outbox. Handle gets that status with Status.NewStore (a StoreChange: epochs, origin, how
+// many orders were reopened); waybill watch prints it. A Record commits the status without it.
 //
 // Each send is signed anew (new envelope time and sequence number, same message id and body, so the same
 // OrderHash). A received event confirms a revision when its order id and revision match and its OrderHash
