@@ -147,8 +147,8 @@ func sdSwap(t *testing.T, noSeq bool) {
 	if h.Store.Origin != "created" || len(a.epochs) != 2 {
 		t.Fatalf("after the swap: origin %q, epochs %x; want a new epoch, created", h.Store.Origin, a.epochs)
 	}
-	// The order book went with the card (o-2 with it: the outbox has its received event and does not send it
-	// again); new orders reach the new store.
+	// The order book went with the card; dispatch sees the new store epoch in the status and sends the open
+	// o-2 again (e2e_storeloss_test.go checks that); new orders reach the new store.
 	r.createOrders(name, "o-3", "o-4")
 	a.waitOrders(20*time.Second, "o-3", "o-4")
 	a.act("o-3", "delivered", "")
