@@ -2,7 +2,6 @@ package truck
 
 import (
 	"context"
-	"crypto"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -31,15 +30,7 @@ type testReceipter struct {
 
 func newTestReceipter(t testing.TB, office sdktest.Client) *testReceipter {
 	t.Helper()
-	pair, err := pki.LoadKeyPair(office.CertFile, office.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := sdk.NewSigner(sdk.SignerConfig{Certificate: pair.Leaf, Key: pair.PrivateKey.(crypto.Signer)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testReceipter{signer: s, pending: map[string]map[sdk.Epoch][]sdk.SeqRange{}}
+	return &testReceipter{signer: office.Signer(t), pending: map[string]map[sdk.Epoch][]sdk.SeqRange{}}
 }
 
 func (r *testReceipter) add(truck string, epoch sdk.Epoch, seqs ...uint64) {
