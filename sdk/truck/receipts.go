@@ -164,8 +164,8 @@ func (u *Uploader) DispatchOnline() int {
 	return u.resend(time.Now().Add(-time.Second), true)
 }
 
-// resend releases the records of messages submitted before cutoff (pubacked ones only, unless any is set:
-// the PublishTimeout covers the others) so they are sent again, and returns how many.
+// resend releases the records of messages submitted before cutoff (PUBACKed ones only: PublishTimeout covers
+// the others) so they are sent again, and returns how many. reset ends the timeout's backing off.
 func (u *Uploader) resend(cutoff time.Time, reset bool) int {
 	u.rmu.Lock()
 	var seqs []uint64
