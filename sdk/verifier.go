@@ -72,7 +72,8 @@ type VerifierConfig struct {
 	Clock func() time.Time
 	// MaxMessageSize is the largest message accepted, in bytes. Zero = DefaultMaxMessageSize.
 	MaxMessageSize int
-	// MaxClockSkew is how far in the future an envelope's creation time may be. Zero = DefaultMaxClockSkew.
+	// MaxClockSkew is how far in the future an envelope's creation time, and an order's Created, may be.
+	// Zero = DefaultMaxClockSkew.
 	MaxClockSkew time.Duration
 	// MaxAge bounds envelope age per type (zero fields take the defaults).
 	MaxAge MaxAge
@@ -372,6 +373,14 @@ func (v *Verifier) verify(ctx context.Context, topic string, payload []byte) (*M
 		}
 		if !now.Before(o.Expires) {
 			return fail(ReasonExpired, fmt.Sprintf("order %s rev %d expired at %v", o.ID, o.Revision, o.Expires.Format(time.RFC3339)), nil)
+		}
+		// The order's own creation time is dispatch's clock like the envelope's: one further ahead than the
+		// allowed skew is refused, so a mis-set or forged clock cannot date an order a year ahead. (Created
+		// after Expires never gets here: UnmarshalOrder refuses it as malformed, a body that contradicts
+		// itself, whatever the receiver's clock says.)
+		if o.Created.After(now.Add(v.cfg.MaxClockSkew)) {
+			return fail(ReasonFromFuture, fmt.Sprintf("order %s rev %d created %v, now %v", o.ID, o.Revision,
+				o.Created.Format(time.RFC3339), now.UTC().Format(time.RFC3339)), nil)
 		}
 	}
 	if r := m.Receipt; r != nil && r.Truck != tp.Truck {

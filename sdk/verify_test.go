@@ -510,3 +510,51 @@ func TestNewSignerChecks(t *testing.T) {
 		t.Fatal("a verifier without CA was built")
 	}
 }
+
+// Issue 10, 6: an order's own Created is checked against the receiver's clock like the envelope's, and an
+// order whose Created is after its Expires is malformed (a self-contradicting body, refused whatever the clock).
+func TestVerifyRefusesOrderCreatedInFuture(t *testing.T) {
+	f := newFleet(t, false)
+	topic := top(t, KindOrders, "truck-0001", "ord-11")
+	skew := 2 * time.Minute
+	v := f.verifier(t, VerifierConfig{MaxClockSkew: skew, Clock: func() time.Time { return t0 }})
+
+	// A year ahead, in a fresh envelope (the envelope's own time is now): refused.
+	o := testOrder("ord-11", 1, "truck-0001")
+	o.Created, o.Expires = t0.AddDate(1, 0, 0), t0.AddDate(1, 0, 2)
+	msg, err := f.dispatch.SignOrder(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = v.Verify(ctx, topic, msg)
+	wantReason(t, "order created a year ahead", err, ReasonFromFuture)
+
+	// Just past the skew: refused; just inside it: accepted.
+	o.Revision, o.Created, o.Expires = 2, t0.Add(skew+time.Second), t0.Add(48*time.Hour)
+	msg, _ = f.dispatch.SignOrder(o)
+	_, err = v.Verify(ctx, topic, msg)
+	wantReason(t, "order created just past the skew", err, ReasonFromFuture)
+	o.Revision, o.Created = 3, t0.Add(skew-time.Second)
+	msg, _ = f.dispatch.SignOrder(o)
+	if m, err := v.Verify(ctx, topic, msg); err != nil || m.Order.Revision != 3 {
+		t.Fatalf("order created within the skew: %v", err)
+	}
+
+	// Created after Expires (and Expires still ahead, so it is not merely expired): malformed. Signed by hand,
+	// since Order.MarshalBody refuses to encode it.
+	body, err := encMode.Marshal(orderWire{ID: "ord-11", Revision: 4, Truck: "truck-0001",
+		Created: t0.Add(time.Hour).UnixMilli(), Expires: t0.Add(30 * time.Minute).UnixMilli(), RadiusM: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v = f.verifier(t, VerifierConfig{MaxClockSkew: 2 * time.Hour, Clock: func() time.Time { return t0 }})
+	msg, err = f.dispatch.Sign(MsgOrder, randomID(), body, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = v.Verify(ctx, topic, msg)
+	wantReason(t, "order created after it expires", err, ReasonMalformed)
+	if o.Created, o.Expires = t0.Add(time.Hour), t0.Add(30*time.Minute); o.Validate() == nil {
+		t.Fatal("Order.Validate accepts Created after Expires")
+	}
+}
