@@ -44,6 +44,11 @@ type Entry struct {
 	Problems  int           `json:"problems"`   // problem reports so far
 	Action    *ActionResult `json:"action"`     // the driver's final action, for idempotent repeats
 	ReceiptAt time.Time     `json:"receipt_at"` // when the last receipt was queued
+	// Unseen marks a cancellation of an order this truck never held: there was nothing to cancel, so it is
+	// not listed (Orders) nor acted on (ErrUnknownOrder). It is kept only as a high-water mark, so that a late
+	// lower or equal revision of that order does not bring it to the driver; a higher revision applies as a
+	// new order.
+	Unseen bool `json:"unseen,omitempty"`
 }
 
 // ActionResult is what a driver's action produced: the event queued as proof.
@@ -131,8 +136,9 @@ func (b *Book) Handle(ctx context.Context, m transport.Message) error {
 	o, hash := *msg.Order, msg.BodyHash()
 	var changed *Entry
 	var outcome *atomic.Uint64 // counted once the transaction committed: fn may run more than once
+	var unseen bool
 	err = b.cfg.Store.Update(ctx, func(tx *store.Tx) error {
-		changed, outcome = nil, &b.stats.applied
+		changed, outcome, unseen = nil, &b.stats.applied, false
 		now := b.cfg.Clock().UTC()
 		cur, found, err := getEntry(tx, o.ID)
 		if err != nil {
@@ -154,7 +160,7 @@ func (b *Book) Handle(ctx context.Context, m transport.Message) error {
 			return putEntry(tx, cur)
 		}
 		e := Entry{Order: o, Hash: hash, State: StateActive, Received: now, ReceiptAt: now}
-		if found {
+		if found && !cur.Unseen { // after an unseen cancellation there is no driver state to carry over
 			e.Arrived, e.Problems, e.Action, e.State = cur.Arrived, cur.Problems, cur.Action, cur.State
 		}
 		if o.Status == sdk.OrderCancelled {
@@ -163,6 +169,7 @@ func (b *Book) Handle(ctx context.Context, m transport.Message) error {
 				outcome = &b.stats.conflicts
 			} else {
 				e.State = StateCancelled
+				e.Unseen = !found || cur.Unseen
 			}
 		}
 		if err := queueReceipt(tx, e, now); err != nil {
@@ -171,6 +178,10 @@ func (b *Book) Handle(ctx context.Context, m transport.Message) error {
 		if err := putEntry(tx, e); err != nil {
 			return err
 		}
+		if e.Unseen {
+			unseen = true // nothing the driver has changed: no OnChange
+			return nil
+		}
 		changed = &e
 		return nil
 	})
@@ -178,6 +189,10 @@ func (b *Book) Handle(ctx context.Context, m transport.Message) error {
 		return fmt.Errorf("truck: store order %s: %w", o.ID, err)
 	}
 	outcome.Add(1)
+	if unseen {
+		b.cfg.Logger.Info("truck: cancellation of an order this truck never had: kept so older revisions stay refused",
+			"order", o.ID, "revision", o.Revision)
+	}
 	if changed != nil {
 		b.cfg.Logger.Info("truck: order stored", "order", o.ID, "revision", o.Revision, "state", changed.State,
 			"conflict", changed.Conflict)
@@ -221,7 +236,8 @@ func putEntry(tx *store.Tx, e Entry) error {
 	return tx.Put(orderBucket, []byte(e.Order.ID), raw)
 }
 
-// Orders lists the order book, newest received first.
+// Orders lists the order book, newest received first. Cancellations of orders the truck never held are
+// left out.
 func (b *Book) Orders() ([]Entry, error) {
 	var out []Entry
 	err := b.cfg.Store.ForEach(orderBucket, func(_, v []byte) error {
@@ -229,7 +245,9 @@ func (b *Book) Orders() ([]Entry, error) {
 		if err := json.Unmarshal(v, &e); err != nil {
 			return err
 		}
-		out = append(out, e)
+		if !e.Unseen {
+			out = append(out, e)
+		}
 		return nil
 	})
 	sort.Slice(out, func(i, j int) bool { return out[i].Received.After(out[j].Received) })
@@ -274,7 +292,7 @@ func (b *Book) Act(ctx context.Context, a Action) (ActionResult, error) {
 		if err != nil {
 			return err
 		}
-		if !found {
+		if !found || e.Unseen {
 			return fmt.Errorf("%w %q", ErrUnknownOrder, a.OrderID)
 		}
 		if e.State == StateCancelled {
