@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"time"
+	"unicode/utf8"
 )
 
 // EventKind is what happened to an order.
@@ -138,6 +139,8 @@ func (e *Event) Validate() error {
 		return fmt.Errorf("sdk: event revision must be at least 1")
 	case len(e.Reason) > maxOrderText:
 		return fmt.Errorf("sdk: event reason over %d bytes", maxOrderText)
+	case !utf8.ValidString(e.Reason):
+		return fmt.Errorf("sdk: event reason is not valid UTF-8")
 	}
 	if err := ValidateOrderID(e.OrderID); err != nil {
 		return err

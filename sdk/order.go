@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"time"
+	"unicode/utf8"
 
 	"github.com/waybill-iot/waybill/sdk/pki"
 )
@@ -105,6 +106,8 @@ func (o *Order) Validate() error {
 	case len(o.Recipient) > maxOrderText || len(o.Address) > maxOrderText || len(o.Notes) > maxOrderNotes:
 		return fmt.Errorf("sdk: order %s: recipient/address over %d bytes or notes over %d bytes",
 			o.ID, maxOrderText, maxOrderNotes)
+	case !utf8.ValidString(o.Recipient) || !utf8.ValidString(o.Address) || !utf8.ValidString(o.Notes):
+		return fmt.Errorf("sdk: order %s: recipient, address or notes is not valid UTF-8", o.ID)
 	case o.Status != OrderActive && o.Status != OrderCancelled:
 		return fmt.Errorf("sdk: order %s: unknown status %d", o.ID, o.Status)
 	}
