@@ -45,10 +45,74 @@ type ordersBody struct {
 	Orders   []OrderView `json:"orders"`
 }
 
-// actionBody is what an action request may carry.
+// actionBody is what an action request may carry. The reason is kept raw until checked: encoding/json
+// silently replaces invalid UTF-8 and unpaired \u surrogate escapes with U+FFFD, and a reason goes into a
+// signed proof of delivery, so it is refused instead.
 type actionBody struct {
-	Reason string `json:"reason"`
-	Via    string `json:"via"`
+	Reason json.RawMessage `json:"reason"`
+	Via    string          `json:"via"`
+}
+
+// errBadText is a JSON string that is not valid UTF-8 once decoded.
+var errBadText = errors.New("not valid UTF-8 (invalid bytes, or a \\u escape of an unpaired surrogate)")
+
+// jsonText decodes one JSON string (or null, as "") that must be valid UTF-8: errBadText when its bytes are
+// not UTF-8 or an escape names an unpaired surrogate, the decoding error when it is not a string.
+func jsonText(raw json.RawMessage) (string, error) {
+	if len(raw) == 0 {
+		return "", nil
+	}
+	if !utf8.Valid(raw) {
+		return "", errBadText
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", err
+	}
+	if raw[0] != '"' {
+		return s, nil // null
+	}
+	hex := func(b []byte) rune {
+		var r rune
+		for _, c := range b {
+			switch {
+			case c >= '0' && c <= '9':
+				c -= '0'
+			case c >= 'a' && c <= 'f':
+				c -= 'a' - 10
+			default:
+				c -= 'A' - 10
+			}
+			r = r<<4 | rune(c)
+		}
+		return r
+	}
+	// The string is valid JSON (Unmarshal said so): every backslash starts a complete escape.
+	for i := 1; i < len(raw)-1; {
+		if raw[i] != '\\' {
+			i++
+			continue
+		}
+		if raw[i+1] != 'u' {
+			i += 2
+			continue
+		}
+		r := hex(raw[i+2 : i+6])
+		i += 6
+		switch {
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return "", errBadText // a low surrogate alone
+		case r >= 0xD800 && r <= 0xDBFF:
+			if i+6 > len(raw)-1 || raw[i] != '\\' || raw[i+1] != 'u' {
+				return "", errBadText
+			}
+			if lo := hex(raw[i+2 : i+6]); lo < 0xDC00 || lo > 0xDFFF {
+				return "", errBadText
+			}
+			i += 6
+		}
+	}
+	return s, nil
 }
 
 // ActionResponse is the answer to an action: the proof of delivery queued for it.
@@ -290,7 +354,14 @@ func (s *Server) parseAction(r *http.Request, kind sdk.EventKind) (a truck.Actio
 			return a, http.StatusBadRequest, "bad_json", "the body has data after the JSON object"
 		}
 	}
-	a = truck.Action{OrderID: r.PathValue("id"), Kind: kind, Reason: strings.TrimSpace(b.Reason), Via: sdk.ViaHTTP}
+	reason, err := jsonText(b.Reason)
+	switch {
+	case errors.Is(err, errBadText):
+		return a, http.StatusUnprocessableEntity, "bad_reason", "the reason is " + err.Error()
+	case err != nil:
+		return a, http.StatusBadRequest, "bad_json", "the reason is not a JSON string: " + err.Error()
+	}
+	a = truck.Action{OrderID: r.PathValue("id"), Kind: kind, Reason: strings.TrimSpace(reason), Via: sdk.ViaHTTP}
 	switch b.Via {
 	case "", "http":
 	case "screen":
@@ -336,6 +407,8 @@ func (s *Server) act(ctx context.Context, a truck.Action) (int, []byte) {
 		status, body = http.StatusNotFound, errorBody{fmt.Sprintf("no order %q on this truck", a.OrderID), "unknown_order"}
 	case errors.Is(err, truck.ErrOrderCancelled):
 		status, body = http.StatusConflict, errorBody{fmt.Sprintf("order %q was cancelled by dispatch", a.OrderID), "order_cancelled"}
+	case errors.Is(err, truck.ErrBadReason):
+		status, body = http.StatusUnprocessableEntity, errorBody{"the reason is not valid UTF-8", "bad_reason"}
 	case errors.Is(err, truck.ErrOrderClosed):
 		status, body = http.StatusConflict, errorBody{strings.TrimPrefix(err.Error(), "truck: "), "order_closed"}
 	case errors.Is(err, context.DeadlineExceeded):

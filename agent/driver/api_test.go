@@ -3,6 +3,7 @@ package driver
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"math"
@@ -322,4 +323,52 @@ func TestPageIsSelfContained(t *testing.T) {
 		t.Fatalf("HEAD: %d %d bytes", h.status, len(h.body))
 	}
 	wantError(t, "POST the page", f.do("POST", "/", "x"), 405, "method_not_allowed")
+}
+
+// TestActionReasonNotUTF8 (issue 10, 6): a reason that is not valid UTF-8, as raw bytes or as a \u escape of
+// an unpaired surrogate, is refused with 422 bad_reason instead of being replaced with U+FFFD, and nothing
+// is recorded; escapes that do make valid text are accepted.
+func TestActionReasonNotUTF8(t *testing.T) {
+	f := newFixture(t, nil)
+	f.send(newOrder("o-1", 1))
+	for _, c := range []struct{ name, body string }{
+		{"invalid bytes", "{\"reason\":\"nobody home \xff\xfe\"}"},
+		{"truncated sequence", "{\"reason\":\"Stra\xc3\"}"},
+		{"lone high surrogate", `{"reason":"dog \ud83d"}`},
+		{"lone high surrogate at the end", `{"reason":"\ud83d"}`},
+		{"lone low surrogate", `{"reason":"\udce6 dog"}`},
+		{"high surrogate then a letter", `{"reason":"\ud83d\u0041"}`},
+	} {
+		wantError(t, c.name, f.do("POST", "/api/orders/o-1/problem", c.body), 422, "bad_reason")
+		wantError(t, c.name+", with a key", f.do("POST", "/api/orders/o-1/problem", c.body, "Idempotency-Key", "k-"+strings.ReplaceAll(c.name, " ", "-")), 422, "bad_reason")
+	}
+	wantError(t, "failed, invalid bytes", f.do("POST", "/api/orders/o-1/failed", "{\"reason\":\"\xc0\xaf\"}"), 422, "bad_reason")
+	wantError(t, "reason not a string", f.do("POST", "/api/orders/o-1/problem", `{"reason":42}`), 400, "bad_json")
+	if n := len(f.events()); n != 0 {
+		t.Fatalf("%d driver events after refused reasons, want 0", n)
+	}
+	// Valid text, escaped or not, is kept as sent.
+	for _, c := range []struct{ body, want string }{
+		{`{"reason":"parcel \ud83d\udce6 at the door"}`, "parcel \U0001F4E6 at the door"},
+		{`{"reason":"literal \\ud800 text"}`, `literal \ud800 text`},
+		{`{"reason":"Straße \u00e9 \"quoted\""}`, `Straße é "quoted"`},
+		{`{"reason":"a real \ufffd in the text"}`, "a real \uFFFD in the text"},
+	} {
+		r := f.do("POST", "/api/orders/o-1/problem", c.body)
+		var got ActionResponse
+		r.json(t, &got)
+		if r.status != 200 || got.Event.Reason != c.want {
+			t.Fatalf("%s: %d %s, want reason %q", c.body, r.status, r.body, c.want)
+		}
+	}
+	r := f.do("POST", "/api/orders/o-1/delivered", `{"reason":null}`)
+	if r.status != 200 {
+		t.Fatalf("delivered with a null reason: %d %s", r.status, r.body)
+	}
+	// Book.Act's own refusal maps to the same answer.
+	status, body := f.srv.act(context.Background(), truck.Action{OrderID: "o-1", Kind: sdk.EventProblem, Reason: "x\xff", Via: sdk.ViaHTTP})
+	var eb errorBody
+	if err := json.Unmarshal(body, &eb); err != nil || status != 422 || eb.Code != "bad_reason" || eb.Error == "" {
+		t.Fatalf("act with an invalid reason: %d %s", status, body)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/transport"
@@ -259,6 +260,9 @@ var (
 	ErrUnknownOrder   = errors.New("truck: unknown order")
 	ErrOrderCancelled = errors.New("truck: order cancelled")
 	ErrOrderClosed    = errors.New("truck: order already closed with another action")
+	// ErrBadReason is a reason that is not valid UTF-8: refused, not repaired, since it becomes part of a
+	// signed proof.
+	ErrBadReason = errors.New("truck: the reason is not valid UTF-8")
 )
 
 // Action is a driver's acknowledgement of an order.
@@ -275,6 +279,9 @@ type Action struct {
 // unchanged; a different final action on a closed order is ErrOrderClosed. Problems may be reported many
 // times.
 func (b *Book) Act(ctx context.Context, a Action) (ActionResult, error) {
+	if !utf8.ValidString(a.Reason) {
+		return ActionResult{}, fmt.Errorf("%w (order %q)", ErrBadReason, a.OrderID)
+	}
 	switch a.Kind {
 	case sdk.EventDelivered:
 	case sdk.EventFailed, sdk.EventProblem:

@@ -180,3 +180,31 @@ func TestBookCancellationOfUnknownOrder(t *testing.T) {
 	}
 }
 
+// Issue 10, 6: a reason that is not valid UTF-8 is refused with ErrBadReason, not replaced, and nothing is
+// recorded.
+func TestBookActRefusesInvalidUTF8Reason(t *testing.T) {
+	r := newBookRig(t)
+	ctx := context.Background()
+	r.send(newOrder("truck-0001", "o-1", 1))
+	for _, kind := range []sdk.EventKind{sdk.EventFailed, sdk.EventProblem, sdk.EventDelivered} {
+		_, err := r.book.Act(ctx, Action{OrderID: "o-1", Kind: kind, Reason: "nobody home \xc3\x28", Via: sdk.ViaHTTP})
+		if !errors.Is(err, ErrBadReason) {
+			t.Fatalf("%s with an invalid UTF-8 reason: %v, want ErrBadReason", kind, err)
+		}
+	}
+	if e := r.orders()["o-1"]; e.State != StateActive || e.Problems != 0 || e.Action != nil || len(r.changes) != 1 {
+		t.Fatalf("a refused action changed the order: %+v (%d changes)", e, len(r.changes))
+	}
+	recs, err := r.st.Peek(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 { // the received event only
+		t.Fatalf("%d records queued, want only the receipt", len(recs))
+	}
+	r.st.Release(recs[0].Seq)
+	res, err := r.book.Act(ctx, Action{OrderID: "o-1", Kind: sdk.EventFailed, Reason: "Straße gesperrt", Via: sdk.ViaHTTP})
+	if err != nil || res.Reason != "Straße gesperrt" {
+		t.Fatalf("valid reason: %+v, %v", res, err)
+	}
+}
