@@ -16,6 +16,7 @@ const cookieName = "waybill_token"
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request) bool {
 	if s.cfg.Token == "" {
 		if !loopbackHost(r.Host) {
+			w.Header().Set("Connection", "close")
 			writeError(w, http.StatusForbidden, "host_not_allowed",
 				"without a token the driver page answers only to localhost, 127.0.0.1 or [::1], not "+r.Host)
 			return false
@@ -54,7 +55,10 @@ func (s *Server) tokenOK(got string) bool {
 	return subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.Token)) == 1
 }
 
+// unauthorized answers 401. Like every refusal by authorize, it closes the connection: a client without the
+// token must not keep a connection (and a file and a goroutine of the agent) open by trying again on it.
 func (s *Server) unauthorized(w http.ResponseWriter, msg string) bool {
+	w.Header().Set("Connection", "close")
 	w.Header().Set("WWW-Authenticate", `Bearer realm="waybill-agent"`)
 	writeError(w, http.StatusUnauthorized, "unauthorized", msg)
 	return false
@@ -72,4 +76,18 @@ func loopbackHost(hostport string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// Guard puts h behind the same check as the driver's page: the token when one is set, otherwise a loopback
+// name in Host (no DNS rebinding). The agent uses it for /healthz and /metrics, which name the truck, its
+// broker, its position and its queue.
+func (s *Server) Guard(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.authorize(w, r) {
+			return
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		h.ServeHTTP(w, r)
+	})
 }

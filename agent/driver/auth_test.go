@@ -2,6 +2,7 @@ package driver
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -20,6 +21,9 @@ func TestToken(t *testing.T) {
 		}
 		r := f.do(method, path, "")
 		wantError(t, "no token for "+path, r, 401, "unauthorized")
+		if !r.closed {
+			t.Errorf("%s: a 401 keeps the connection open", path)
+		}
 		if !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Bearer") {
 			t.Errorf("%s: WWW-Authenticate %q", path, r.header.Get("WWW-Authenticate"))
 		}
@@ -73,7 +77,11 @@ func TestNoTokenLoopbackOnly(t *testing.T) {
 	for _, host := range []string{"evil.example", "192.168.1.20:8080", "localhost.evil.example", "0.0.0.0"} {
 		req, _ := http.NewRequest("GET", f.http.URL+"/api/orders", nil)
 		req.Host = host
-		wantError(t, "Host "+host, f.roundTrip(req), 403, "host_not_allowed")
+		r := f.roundTrip(req)
+		wantError(t, "Host "+host, r, 403, "host_not_allowed")
+		if !r.closed {
+			t.Errorf("Host %s: the refusal keeps the connection open", host)
+		}
 	}
 	wantError(t, "cross-site POST",
 		f.do("POST", "/api/orders/o-1/delivered", "", "Sec-Fetch-Site", "cross-site"), 403, "cross_origin")
@@ -95,5 +103,43 @@ func TestConfig(t *testing.T) {
 	f := newFixture(t, nil)
 	if _, err := New(Config{Orders: f.book, Token: "a b"}); err == nil {
 		t.Fatal("New with a token holding a space")
+	}
+}
+
+// TestGuard: Guard puts another handler (the agent's /healthz and /metrics) behind the same check.
+func TestGuard(t *testing.T) {
+	for _, token := range []string{"", "s3cret-token"} {
+		f := newFixture(t, func(c *Config) { c.Token = token })
+		inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("inner")) })
+		srv := httptest.NewServer(f.srv.Guard(inner))
+		get := func(host string, hdr ...string) response {
+			req, _ := http.NewRequest("GET", srv.URL+"/healthz", nil)
+			if host != "" {
+				req.Host = host
+			}
+			for i := 0; i+1 < len(hdr); i += 2 {
+				req.Header.Set(hdr[i], hdr[i+1])
+			}
+			return f.roundTrip(req)
+		}
+		if token == "" {
+			if r := get(""); r.status != 200 || string(r.body) != "inner" {
+				t.Errorf("loopback without token: %d %s", r.status, r.body)
+			}
+			if r := get("evil.example"); r.status != 403 || !r.closed {
+				t.Errorf("foreign Host without token: %d closed %v", r.status, r.closed)
+			}
+		} else {
+			if r := get(""); r.status != 401 || !r.closed {
+				t.Errorf("no token: %d closed %v", r.status, r.closed)
+			}
+			if r := get("", "Authorization", "Bearer "+token); r.status != 200 || string(r.body) != "inner" {
+				t.Errorf("bearer: %d %s", r.status, r.body)
+			}
+			if r := get("", "Cookie", cookieName+"="+token); r.status != 200 {
+				t.Errorf("cookie: %d", r.status)
+			}
+		}
+		srv.Close()
 	}
 }

@@ -175,6 +175,7 @@ type response struct {
 	status int
 	header http.Header
 	body   []byte
+	closed bool // the server said Connection: close
 }
 
 func (r response) json(t *testing.T, v any) {
@@ -213,7 +214,7 @@ func (f *fixture) roundTrip(req *http.Request) response {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	return response{status: res.StatusCode, header: res.Header, body: b}
+	return response{status: res.StatusCode, header: res.Header, body: b, closed: res.Close}
 }
 
 // wantError checks an error answer's status and code.

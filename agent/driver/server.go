@@ -50,6 +50,11 @@ type Config struct {
 	// KeepAlive is the interval of comment lines on an idle event stream, so proxies and the browser keep
 	// it open. Zero: 15 s.
 	KeepAlive time.Duration
+	// MaxStreams is how many /events streams may be open at once. A new stream beyond it closes the oldest
+	// one (which is told so in an "closed" event, code too_many_streams, and asked to reconnect only after
+	// 30 s): the page the driver opened last always works, and a phone that left the cab without closing
+	// its stream cannot lock the driver out. Zero: 8 (a cab has a phone or two, each with a tab or two).
+	MaxStreams int
 	// IdempotencyKeys is how many Idempotency-Key results are remembered (oldest forgotten first), and
 	// IdempotencyTTL for how long. Zero: 1024 keys, 24 hours.
 	IdempotencyKeys int
@@ -78,6 +83,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.KeepAlive <= 0 {
 		c.KeepAlive = 15 * time.Second
+	}
+	if c.MaxStreams <= 0 {
+		c.MaxStreams = 8
 	}
 	if c.IdempotencyKeys <= 0 {
 		c.IdempotencyKeys = 1024
@@ -117,6 +125,7 @@ type Server struct {
 	mu     sync.Mutex
 	subs   map[*subscriber]struct{}
 	closed bool
+	seq    uint64 // numbers subscribers in the order they came, to find the oldest
 }
 
 // New checks cfg and builds the server. It starts no goroutines.

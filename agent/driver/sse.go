@@ -15,7 +15,14 @@ type subscriber struct {
 	entries chan truck.Entry
 	// resync is signalled when an entry could not be queued: the stream sends a fresh snapshot instead.
 	resync chan struct{}
+	// evicted is closed when a newer stream took this one's place (Config.MaxStreams).
+	evicted chan struct{}
+	seq     uint64
 }
+
+// evictedRetry is the reconnection delay a stream closed for a newer one is given, so two pages beyond the
+// cap do not take each other's place every second.
+const evictedRetry = 30 * time.Second
 
 // subscriberBuffer is how many order changes may wait for one slow stream before it falls back to a
 // snapshot.
@@ -48,7 +55,19 @@ func (s *Server) subscribe() (*subscriber, bool) {
 	if s.closed {
 		return nil, false
 	}
-	sub := &subscriber{entries: make(chan truck.Entry, subscriberBuffer), resync: make(chan struct{}, 1)}
+	for len(s.subs) >= s.cfg.MaxStreams {
+		var oldest *subscriber
+		for o := range s.subs {
+			if oldest == nil || o.seq < oldest.seq {
+				oldest = o
+			}
+		}
+		delete(s.subs, oldest) // counted out now; its handler ends within a write deadline
+		close(oldest.evicted)
+	}
+	s.seq++
+	sub := &subscriber{entries: make(chan truck.Entry, subscriberBuffer), resync: make(chan struct{}, 1),
+		evicted: make(chan struct{}), seq: s.seq}
 	s.subs[sub] = struct{}{}
 	s.streams.Add(1)
 	return sub, true
@@ -61,13 +80,24 @@ func (s *Server) unsubscribe(sub *subscriber) {
 	s.streams.Done()
 }
 
+// Streams is the number of open event streams.
+func (s *Server) Streams() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.subs)
+}
+
 // handleEvents is GET /events: a server-sent event stream of
 //
 //	event: orders    data: {"position": fix|null, "orders": [OrderView...]}  on connect and after a resync
 //	event: order     data: OrderView                                         when an order changed
 //	event: position  data: fix                                               when the fix changed (at most every PositionEvery)
 //
-// It ends when the client goes away or the server is closed.
+//	event: closed    data: {"error": ..., "code": "too_many_streams"}      before the stream is closed for a newer one
+//
+// It ends when the client goes away, the server is closed, or Config.MaxStreams newer streams opened. The
+// stream is exempt from the listener's read and write timeouts: it sets a write deadline for each event
+// (writeTimeout).
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	if !allow(w, r, http.MethodGet) {
 		return
@@ -79,6 +109,10 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.unsubscribe(sub)
 	rc := http.NewResponseController(w)
+	// The listener's WriteTimeout would end the stream: each write sets its own deadline instead. (Its
+	// ReadTimeout does not: net/http clears the read deadline once the handler of a bodiless request runs.)
+	// Not every ResponseWriter supports deadlines.
+	_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("X-Accel-Buffering", "no")
@@ -128,6 +162,11 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case <-s.done:
+			return
+		case <-sub.evicted:
+			fmt.Fprintf(w, "retry: %d\n\n", evictedRetry.Milliseconds())
+			_ = send("closed", errorBody{Error: fmt.Sprintf("more than %d pages are open: this one was closed for a newer one",
+				s.cfg.MaxStreams), Code: "too_many_streams"})
 			return
 		case e := <-sub.entries:
 			fix, ok := s.cfg.Position()

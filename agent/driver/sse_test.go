@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -147,4 +148,45 @@ func TestSlowStreamResyncs(t *testing.T) {
 	if len(sub.entries) != subscriberBuffer || len(sub.resync) != 1 {
 		t.Fatalf("%d queued, resync %d", len(sub.entries), len(sub.resync))
 	}
+}
+
+// TestStreamCap: a stream beyond MaxStreams closes the oldest, which is told why and asked to wait before
+// reconnecting; the newer ones keep working.
+func TestStreamCap(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxStreams = 2 })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var streams []<-chan sseEvent
+	var raw []*bufio.Reader
+	for i := range 3 {
+		req, _ := http.NewRequestWithContext(ctx, "GET", f.http.URL+"/events", nil)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		if res.StatusCode != 200 {
+			t.Fatalf("stream %d: %d", i, res.StatusCode)
+		}
+		br := bufio.NewReader(res.Body)
+		if i == 0 {
+			raw = append(raw, br)
+			streams = append(streams, nil)
+			continue
+		}
+		ev := readEvents(br)
+		next(t, ev, "orders")
+		streams = append(streams, ev)
+	}
+	body, _ := io.ReadAll(raw[0]) // ends: closed by the third
+	if !strings.Contains(string(body), "retry: 30000") || !strings.Contains(string(body), "event: closed") ||
+		!strings.Contains(string(body), `"code":"too_many_streams"`) {
+		t.Fatalf("oldest stream ended with:\n%s", body)
+	}
+	if n := f.srv.Streams(); n != 2 {
+		t.Fatalf("%d streams open, want 2", n)
+	}
+	f.send(newOrder("o-1", 1))
+	next(t, streams[1], "order")
+	next(t, streams[2], "order")
 }
