@@ -53,7 +53,8 @@ type Agent struct {
 	client *truck.Client
 	source fixSource
 	http   *http.Server
-	addr   string // the HTTP listener's address, once listening
+	addr   string       // the HTTP listener's address, once listening
+	conns  *connLimiter // the HTTP listener's connection cap, once listening
 
 	driver  *driver.Server // nil when the listener is off
 	button  *button.Button // nil without a button
@@ -133,7 +134,7 @@ func newAgent(cfg Config, opts Options) (*Agent, error) {
 	a.source = newSource(cfg.GPS, a.log)
 	if cfg.HTTP.Listen != "off" {
 		drv, err := driver.New(driver.Config{Orders: a.client.Book(), Position: a.LatestFix,
-			Status: func() any { return a.Status() }, Token: cfg.HTTP.Token, Logger: a.log})
+			Status: func() any { return a.Status() }, Token: cfg.HTTP.Token, MaxStreams: cfg.HTTP.MaxStreams, Logger: a.log})
 		if err != nil {
 			st.Close()
 			return nil, err
@@ -253,8 +254,9 @@ func (a *Agent) run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("http.listen %s: %w (another program on that port? change http.listen)", a.cfg.HTTP.Listen, err)
 		}
-		httpLn, a.addr = ln, ln.Addr().String()
-		a.http = &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}
+		a.addr = ln.Addr().String()
+		a.http, a.conns = newLocalServer(a.cfg.HTTP, a.handler())
+		httpLn = a.conns.Listen(ln)
 	}
 
 	// Start back to front: the client (uploader) first, the GPS source last; stop front to back.

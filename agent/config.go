@@ -109,6 +109,22 @@ type HTTPConfig struct {
 	Listen string `toml:"listen"`
 	// Token is required by every request when Listen is not a loopback address. Env WAYBILL_HTTP_TOKEN.
 	Token string `toml:"token"`
+	// ReadTimeout bounds reading one request, body included (a request body is at most 16 KiB); it also
+	// bounds a new connection that sends nothing (the header timeout is the smaller of it and 10 s).
+	// Zero: 30 s.
+	ReadTimeout time.Duration `toml:"read_timeout"`
+	// WriteTimeout bounds a request from its headers to the end of its answer. It is above the driver
+	// hook's 30 s bound on writing a proof, so a slow store still gets its answer out. The /events stream
+	// is exempt (it sets a deadline per event). Zero: 60 s.
+	WriteTimeout time.Duration `toml:"write_timeout"`
+	// IdleTimeout closes a keep-alive connection that waits that long for its next request. Zero: 30 s.
+	IdleTimeout time.Duration `toml:"idle_timeout"`
+	// MaxConns caps the open connections. At the cap a new connection takes the place of the oldest one
+	// that is idle or has sent nothing yet; when every one is busy, the new one is closed at once. Zero: 64
+	// (a browser opens at most 6 per host; a cab has a few devices).
+	MaxConns int `toml:"max_conns"`
+	// MaxStreams caps the driver page's open /events streams; a new one closes the oldest. Zero: 8.
+	MaxStreams int `toml:"max_streams"`
 }
 
 // ButtonConfig is the driver's hardware button and LED on the GPIO character device.
@@ -265,6 +281,21 @@ func (c *Config) Defaults() error {
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = "127.0.0.1:8080"
 	}
+	if c.HTTP.ReadTimeout == 0 {
+		c.HTTP.ReadTimeout = 30 * time.Second
+	}
+	if c.HTTP.WriteTimeout == 0 {
+		c.HTTP.WriteTimeout = 60 * time.Second
+	}
+	if c.HTTP.IdleTimeout == 0 {
+		c.HTTP.IdleTimeout = 30 * time.Second
+	}
+	if c.HTTP.MaxConns == 0 {
+		c.HTTP.MaxConns = 64
+	}
+	if c.HTTP.MaxStreams == 0 {
+		c.HTTP.MaxStreams = 8
+	}
 	if c.Status.Interval == 0 {
 		c.Status.Interval = 5 * time.Minute
 	}
@@ -345,6 +376,12 @@ func (c *Config) Validate() error {
 		} else if !isLoopback(host) && c.HTTP.Token == "" {
 			add("http.listen %q is reachable from the network: set http.token (or WAYBILL_HTTP_TOKEN) so only "+
 				"the cab's devices can act on orders", c.HTTP.Listen)
+		}
+		if c.HTTP.ReadTimeout < 0 || c.HTTP.WriteTimeout < 0 || c.HTTP.IdleTimeout < 0 {
+			add("http.read_timeout, write_timeout and idle_timeout must not be negative")
+		}
+		if c.HTTP.MaxConns < 0 || c.HTTP.MaxStreams < 0 || (c.HTTP.MaxConns > 0 && c.HTTP.MaxStreams >= c.HTTP.MaxConns) {
+			add("http.max_streams (%d) must be below http.max_conns (%d): streams hold connections", c.HTTP.MaxStreams, c.HTTP.MaxConns)
 		}
 	}
 	if *c.Button.Line >= 0 && c.Button.Chip == "" {

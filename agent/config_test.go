@@ -51,7 +51,9 @@ func TestDefaultsAndEnvironment(t *testing.T) {
 		t.Fatalf("environment not applied: %+v", c)
 	}
 	if c.DataDir != "/var/lib/waybill" || c.Store.FixBatch != 30 || c.Store.FixDelay != 30*time.Second ||
-		c.HTTP.Listen != "127.0.0.1:8080" || c.GPS.Baud != "auto" || *c.Button.Line != -1 {
+		c.HTTP.Listen != "127.0.0.1:8080" || c.GPS.Baud != "auto" || *c.Button.Line != -1 ||
+		c.HTTP.ReadTimeout != 30*time.Second || c.HTTP.WriteTimeout != time.Minute || c.HTTP.IdleTimeout != 30*time.Second ||
+		c.HTTP.MaxConns != 64 || c.HTTP.MaxStreams != 8 {
 		t.Fatalf("defaults: %+v", c)
 	}
 }
@@ -65,6 +67,9 @@ source = "carrier-pigeon"
 baud = "fast"
 [http]
 listen = "0.0.0.0:8080"
+idle_timeout = "-1s"
+max_conns = 4
+max_streams = 4
 [log]
 level = "chatty"
 `))
@@ -77,7 +82,7 @@ level = "chatty"
 		t.Fatal("a bad configuration passed")
 	}
 	for _, want := range []string{"data_dir", "identity.cert is required", `"http://nope" has scheme "http"`,
-		"plaintext", "gps.source", "gps.baud", "http.token", "log.level"} {
+		"plaintext", "gps.source", "gps.baud", "http.token", "idle_timeout", "max_streams (4) must be below http.max_conns (4)", "log.level"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q: %v", want, err)
 		}

@@ -14,11 +14,17 @@ import (
 	"github.com/waybill-iot/waybill/sdk/pki"
 )
 
-// handler serves /healthz and /metrics; Mount adds the driver page and hook.
+// handler serves /healthz and /metrics; Mount adds the driver page and hook. /healthz and /metrics are
+// behind the driver page's check (the token when one is set, otherwise a loopback name in Host): they name
+// the truck, its broker, its position and its queue.
 func (a *Agent) handler() http.Handler {
+	guard := func(h http.HandlerFunc) http.Handler { return h }
+	if a.driver != nil {
+		guard = func(h http.HandlerFunc) http.Handler { return a.driver.Guard(h) }
+	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", a.serveHealthz)
-	mux.HandleFunc("GET /metrics", a.serveMetrics)
+	mux.Handle("GET /healthz", guard(a.serveHealthz))
+	mux.Handle("GET /metrics", guard(a.serveMetrics))
 	a.mu.Lock()
 	for pattern, h := range a.mounts {
 		mux.Handle(pattern, h)
