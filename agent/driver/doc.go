@@ -25,7 +25,9 @@
 // GET /events is a server-sent event stream: "orders" (a snapshot: {"position", "orders"}) on connect,
 // "order" (one OrderView) after each change given to Notify, and "position" (a fix) at most every
 // PositionEvery when the fix changed. The snapshot holds active orders and those closed in the last
-// Config.Recent, so a page that reconnects still sees a cancellation it missed.
+// Config.Recent, so a page that reconnects still sees a cancellation it missed. At most Config.MaxStreams
+// streams are open: a new one closes the oldest, which gets "closed" ({"error", "code": "too_many_streams"})
+// and a 30 s reconnection delay first, so the page the driver opened last always works.
 //
 // # The HTTP hook
 //
@@ -61,8 +63,9 @@
 //	400 bad_json            the body is not one JSON object with only "reason" and "via"
 //	400 bad_idempotency_key
 //	400 bad_state           ?state= is not a state
-//	401 unauthorized        a token is configured and the request has none or a wrong one (WWW-Authenticate: Bearer)
-//	403 host_not_allowed    no token is configured and Host is not a loopback name or address
+//	401 unauthorized        a token is configured and the request has none or a wrong one (WWW-Authenticate:
+//	                        Bearer; Connection: close)
+//	403 host_not_allowed    no token is configured and Host is not a loopback name or address (Connection: close)
 //	403 cross_origin        a browser request from another site (net/http.CrossOriginProtection)
 //	404 unknown_order, unknown_action, not_found
 //	405 method_not_allowed  with an Allow header
@@ -79,7 +82,8 @@
 // With Config.Token set, every request needs it: "Authorization: Bearer <token>", or the cookie a browser
 // gets by opening any address once with ?token=<token> (HttpOnly, SameSite=Strict; the page redirects to
 // itself without the token so it leaves the address bar). Without a token, only requests naming a loopback
-// host are answered: the agent requires a token whenever it listens beyond loopback.
+// host are answered: the agent requires a token whenever it listens beyond loopback. Guard puts another
+// handler behind the same check (the agent's /healthz and /metrics).
 //
 // # Caveats
 //
