@@ -2,8 +2,6 @@ package button
 
 import (
 	"context"
-	"crypto"
-	"crypto/x509"
 	"errors"
 	"path/filepath"
 	"sync"
@@ -11,8 +9,7 @@ import (
 	"time"
 
 	"github.com/waybill-iot/waybill/sdk"
-	"github.com/waybill-iot/waybill/sdk/pki"
-	"github.com/waybill-iot/waybill/sdk/transport"
+	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"github.com/waybill-iot/waybill/sdk/truck"
 	"github.com/waybill-iot/waybill/store"
 	"go.uber.org/goleak"
@@ -52,32 +49,15 @@ func (l *recLED) log() []bool {
 type book struct {
 	*truck.Book
 	st     *store.Store
-	signer *sdk.Signer
+	office *sdktest.Office
 }
 
 func newBook(t *testing.T, onChange func(truck.Entry)) *book {
 	t.Helper()
-	dir := t.TempDir()
-	p, err := pki.Init(pki.Config{Dir: filepath.Join(dir, "pki")}, pki.CAOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.Issue(pki.RoleDispatch, "office", pki.IssueOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	pair, err := pki.LoadKeyPair(p.CertPath("office"), p.KeyPath("office"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &book{}
-	if b.signer, err = sdk.NewSigner(sdk.SignerConfig{Certificate: pair.Leaf, Key: pair.PrivateKey.(crypto.Signer)}); err != nil {
-		t.Fatal(err)
-	}
-	v, err := sdk.NewVerifier(sdk.VerifierConfig{CA: []*x509.Certificate{p.CACert()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b.st, err = store.Open(filepath.Join(dir, "queue.db"), store.Options{}); err != nil {
+	b := &book{office: sdktest.NewOffice(t)}
+	v := b.office.Verifier(t)
+	var err error
+	if b.st, err = store.Open(filepath.Join(t.TempDir(), "queue.db"), store.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.st.Close() })
@@ -92,13 +72,7 @@ func (b *book) send(t *testing.T, id string, lat float64) {
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	o := sdk.Order{ID: id, Revision: 1, Truck: "truck-0001", Created: now, Expires: now.Add(time.Hour),
 		Recipient: "R", Address: "A", Lat: lat, Lon: 13.4, RadiusM: 50}
-	payload, err := b.signer.SignOrder(&o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var topics sdk.Topics
-	topic, _ := topics.Order(o.Truck, o.ID)
-	if err := b.Handle(context.Background(), transport.Message{Topic: topic, Payload: payload, QoS: 1}); err != nil {
+	if err := b.Handle(context.Background(), b.office.Order(t, o)); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -3,7 +3,6 @@ package driver
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
@@ -51,13 +50,7 @@ func startOffice(t *testing.T, ctx context.Context, wg *sync.WaitGroup, b *sdkte
 	if err != nil {
 		t.Fatal(err)
 	}
-	pair, err := pki.LoadKeyPair(cl.CertFile, cl.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if o.signer, err = sdk.NewSigner(sdk.SignerConfig{Certificate: pair.Leaf, Key: pair.PrivateKey.(crypto.Signer)}); err != nil {
-		t.Fatal(err)
-	}
+	o.signer = cl.Signer(t)
 	o.conn, err = transport.New(transport.Config{
 		Brokers: []string{"mqtts://" + b.Addr}, ClientID: cl.Name, CertFile: cl.CertFile, KeyFile: cl.KeyFile,
 		CAFile: cl.CAFile, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,

@@ -2,8 +2,6 @@ package driver
 
 import (
 	"context"
-	"crypto"
-	"crypto/x509"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -16,8 +14,7 @@ import (
 	"time"
 
 	"github.com/waybill-iot/waybill/sdk"
-	"github.com/waybill-iot/waybill/sdk/pki"
-	"github.com/waybill-iot/waybill/sdk/transport"
+	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"github.com/waybill-iot/waybill/sdk/truck"
 	"github.com/waybill-iot/waybill/store"
 	"go.uber.org/goleak"
@@ -33,8 +30,7 @@ type fixture struct {
 	t      *testing.T
 	st     *store.Store
 	book   *truck.Book
-	signer *sdk.Signer
-	topics sdk.Topics
+	office *sdktest.Office
 	srv    *Server
 	http   *httptest.Server
 
@@ -46,27 +42,10 @@ type fixture struct {
 // newFixture builds the fixture; tweak adjusts the server's Config (Orders, Position, Logger are set).
 func newFixture(t *testing.T, tweak func(*Config)) *fixture {
 	t.Helper()
-	dir := t.TempDir()
-	p, err := pki.Init(pki.Config{Dir: filepath.Join(dir, "pki")}, pki.CAOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.Issue(pki.RoleDispatch, "office", pki.IssueOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	pair, err := pki.LoadKeyPair(p.CertPath("office"), p.KeyPath("office"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{t: t}
-	if f.signer, err = sdk.NewSigner(sdk.SignerConfig{Certificate: pair.Leaf, Key: pair.PrivateKey.(crypto.Signer)}); err != nil {
-		t.Fatal(err)
-	}
-	v, err := sdk.NewVerifier(sdk.VerifierConfig{CA: []*x509.Certificate{p.CACert()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if f.st, err = store.Open(filepath.Join(dir, "queue.db"), store.Options{}); err != nil {
+	f := &fixture{t: t, office: sdktest.NewOffice(t)}
+	v := f.office.Verifier(t)
+	var err error
+	if f.st, err = store.Open(filepath.Join(t.TempDir(), "queue.db"), store.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.st.Close() })
@@ -118,15 +97,7 @@ func (f *fixture) setFix(fix sdk.Fix) {
 // send signs an order as dispatch and hands it to the order book as the truck's client would.
 func (f *fixture) send(o sdk.Order) {
 	f.t.Helper()
-	payload, err := f.signer.SignOrder(&o)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	topic, err := f.topics.Order(o.Truck, o.ID)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	if err := f.book.Handle(context.Background(), transport.Message{Topic: topic, Payload: payload, QoS: 1}); err != nil {
+	if err := f.book.Handle(context.Background(), f.office.Order(f.t, o)); err != nil {
 		f.t.Fatal(err)
 	}
 }

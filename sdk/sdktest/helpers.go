@@ -1,11 +1,14 @@
 package sdktest
 
 import (
+	"crypto/x509"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/pki"
+	"github.com/waybill-iot/waybill/sdk/transport"
 )
 
 // WaitFor polls cond every 20 ms until it holds, and fails the test with what it waited for once d has
@@ -34,4 +37,48 @@ func (c Client) Signer(t testing.TB) *sdk.Signer {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// Office is a fleet PKI with one dispatch identity ("office"), for tests that feed signed orders straight to a
+// truck's order book, without a broker.
+type Office struct {
+	Signer *sdk.Signer
+	CA     *x509.Certificate
+}
+
+// NewOffice makes the PKI in a temporary directory.
+func NewOffice(t testing.TB) *Office {
+	t.Helper()
+	p, err := pki.Init(pki.Config{Dir: filepath.Join(t.TempDir(), "pki")}, pki.CAOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Issue(pki.RoleDispatch, "office", pki.IssueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return &Office{Signer: Client{CertFile: p.CertPath("office"), KeyFile: p.KeyPath("office")}.Signer(t), CA: p.CACert()}
+}
+
+// Verifier returns a verifier of the office's fleet CA, as a truck has.
+func (o *Office) Verifier(t testing.TB) *sdk.Verifier {
+	t.Helper()
+	v, err := sdk.NewVerifier(sdk.VerifierConfig{CA: []*x509.Certificate{o.CA}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// Order signs an order revision and returns it as the truck's connection would deliver it.
+func (o *Office) Order(t testing.TB, ord sdk.Order) transport.Message {
+	t.Helper()
+	payload, err := o.Signer.SignOrder(&ord)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := sdk.Topics{}.Order(ord.Truck, ord.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return transport.Message{Topic: topic, Payload: payload, QoS: 1}
 }

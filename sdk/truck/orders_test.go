@@ -2,15 +2,11 @@ package truck
 
 import (
 	"context"
-	"crypto"
-	"crypto/x509"
 	"errors"
-	"path/filepath"
 	"testing"
 
 	"github.com/waybill-iot/waybill/sdk"
-	"github.com/waybill-iot/waybill/sdk/pki"
-	"github.com/waybill-iot/waybill/sdk/transport"
+	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"github.com/waybill-iot/waybill/store"
 )
 
@@ -20,33 +16,15 @@ type bookRig struct {
 	t       *testing.T
 	st      *store.Store
 	book    *Book
-	signer  *sdk.Signer
+	office  *sdktest.Office
 	changes []Entry
 }
 
 func newBookRig(t *testing.T) *bookRig {
 	t.Helper()
-	dir := t.TempDir()
-	p, err := pki.Init(pki.Config{Dir: filepath.Join(dir, "pki")}, pki.CAOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.Issue(pki.RoleDispatch, "office", pki.IssueOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	pair, err := pki.LoadKeyPair(p.CertPath("office"), p.KeyPath("office"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &bookRig{t: t, st: openStore(t)}
-	if r.signer, err = sdk.NewSigner(sdk.SignerConfig{Certificate: pair.Leaf, Key: pair.PrivateKey.(crypto.Signer)}); err != nil {
-		t.Fatal(err)
-	}
-	v, err := sdk.NewVerifier(sdk.VerifierConfig{CA: []*x509.Certificate{p.CACert()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.book, err = NewBook(BookConfig{Store: r.st, Verifier: v, Truck: "truck-0001",
+	r := &bookRig{t: t, st: openStore(t), office: sdktest.NewOffice(t)}
+	var err error
+	r.book, err = NewBook(BookConfig{Store: r.st, Verifier: r.office.Verifier(t), Truck: "truck-0001",
 		OnChange: func(e Entry) { r.changes = append(r.changes, e) }})
 	if err != nil {
 		t.Fatal(err)
@@ -56,15 +34,7 @@ func newBookRig(t *testing.T) *bookRig {
 
 func (r *bookRig) send(o sdk.Order) {
 	r.t.Helper()
-	payload, err := r.signer.SignOrder(&o)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	topic, err := sdk.Topics{}.Order(o.Truck, o.ID)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	if err := r.book.Handle(context.Background(), transport.Message{Topic: topic, Payload: payload, QoS: 1}); err != nil {
+	if err := r.book.Handle(context.Background(), r.office.Order(r.t, o)); err != nil {
 		r.t.Fatal(err)
 	}
 }
