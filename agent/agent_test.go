@@ -17,7 +17,6 @@ import (
 
 	"github.com/waybill-iot/waybill/gps/gpssim"
 	"github.com/waybill-iot/waybill/sdk"
-	"github.com/waybill-iot/waybill/sdk/pki"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"github.com/waybill-iot/waybill/sdk/transport"
 	"go.uber.org/goleak"
@@ -42,14 +41,7 @@ func (v *fleetView) counts() (fixes, events int) {
 
 func startFleetView(t *testing.T, ctx context.Context, wg *sync.WaitGroup, b *sdktest.Broker, cl sdktest.Client) (*fleetView, *transport.Conn) {
 	t.Helper()
-	ca, err := pki.LoadCertificates(cl.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ver, err := sdk.NewVerifier(sdk.VerifierConfig{CA: ca})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ver := cl.Verifier(t, sdk.VerifierConfig{})
 	v := &fleetView{fixes: map[string]sdk.Fix{}}
 	var topics sdk.Topics
 	conn, err := transport.New(transport.Config{Brokers: []string{"mqtts://" + b.Addr}, ClientID: cl.Name,

@@ -17,7 +17,6 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/waybill-iot/waybill/sdk"
-	"github.com/waybill-iot/waybill/sdk/pki"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"github.com/waybill-iot/waybill/sdk/transport"
 	"github.com/waybill-iot/waybill/sdk/truck"
@@ -42,15 +41,9 @@ type office struct {
 func startOffice(t *testing.T, ctx context.Context, wg *sync.WaitGroup, b *sdktest.Broker, cl sdktest.Client) *office {
 	t.Helper()
 	o := &office{t: t, changed: make(chan struct{}, 1)}
-	ca, err := pki.LoadCertificates(cl.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := sdk.NewVerifier(sdk.VerifierConfig{CA: ca})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := cl.Verifier(t, sdk.VerifierConfig{})
 	o.signer = cl.Signer(t)
+	var err error
 	o.conn, err = transport.New(transport.Config{
 		Brokers: []string{"mqtts://" + b.Addr}, ClientID: cl.Name, CertFile: cl.CertFile, KeyFile: cl.KeyFile,
 		CAFile: cl.CAFile, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,

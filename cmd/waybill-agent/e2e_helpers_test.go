@@ -450,6 +450,21 @@ func (r *rig) newAgent(name string, o agentOptions) *agentProc {
 
 func (a *agentProc) queueDB() string { return filepath.Join(a.dir, "data", "queue.db") }
 
+// loseStore deletes the stopped agent's queue file, as a swapped SD card would; withSeq also its envelope
+// sequence side file.
+func (a *agentProc) loseStore(withSeq bool) {
+	a.t.Helper()
+	rm := []string{a.queueDB()}
+	if withSeq {
+		rm = append(rm, a.queueDB()+".seq")
+	}
+	for _, p := range rm {
+		if err := os.Remove(p); err != nil {
+			a.t.Fatal(err)
+		}
+	}
+}
+
 // start runs the agent (with GPS unless drain) and waits for its /healthz, noting its store epoch.
 func (a *agentProc) start(drain bool) {
 	a.t.Helper()

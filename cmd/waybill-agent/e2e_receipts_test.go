@@ -133,15 +133,7 @@ func sdSwap(t *testing.T, noSeq bool) {
 	time.Sleep(2 * time.Second)
 	a.finish(60 * time.Second) // drained and receipted: nothing dies with the card
 
-	rm := []string{a.queueDB()}
-	if noSeq {
-		rm = append(rm, a.queueDB()+".seq")
-	}
-	for _, p := range rm {
-		if err := os.Remove(p); err != nil {
-			t.Fatal(err)
-		}
-	}
+	a.loseStore(noSeq)
 	a.start(false)
 	h := a.waitHealth(5*time.Second, "healthz", func(health) bool { return true })
 	if h.Store.Origin != "created" || len(a.epochs) != 2 {

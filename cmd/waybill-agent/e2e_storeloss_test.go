@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -96,15 +95,7 @@ func storeLoss(t *testing.T, noSeq bool) {
 	oldEpoch := a.epochs[len(a.epochs)-1]
 
 	a.stop()
-	rm := []string{a.queueDB()}
-	if noSeq {
-		rm = append(rm, a.queueDB()+".seq")
-	}
-	for _, p := range rm {
-		if err := os.Remove(p); err != nil {
-			t.Fatal(err)
-		}
-	}
+	a.loseStore(noSeq)
 	started := time.Now() // the agent process starts: connect, status, orders all count
 	a.start(true)
 	h := a.waitHealth(5*time.Second, "healthz", func(health) bool { return true })

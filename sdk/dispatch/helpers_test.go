@@ -118,14 +118,7 @@ type orderState struct {
 
 func newResponder(t *testing.T, b *sdktest.Broker, cl sdktest.Client) *responder {
 	t.Helper()
-	ca, err := pki.LoadCertificates(cl.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := sdk.NewVerifier(sdk.VerifierConfig{CA: ca})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := cl.Verifier(t, sdk.VerifierConfig{})
 	r := &responder{t: t, b: b, cl: cl, signer: cl.Signer(t), verifier: v, repeat: time.Minute,
 		book: map[string]orderState{}, delivered: map[string]int{}, notify: make(chan struct{}, 1)}
 	_, _ = rand.Read(r.epoch[:])

@@ -82,3 +82,18 @@ func (o *Office) Order(t testing.TB, ord sdk.Order) transport.Message {
 	}
 	return transport.Message{Topic: topic, Payload: payload, QoS: 1}
 }
+
+// Verifier returns a verifier of the client's fleet CA (cfg.CA is set from CAFile; the rest of cfg as given).
+func (c Client) Verifier(t testing.TB, cfg sdk.VerifierConfig) *sdk.Verifier {
+	t.Helper()
+	ca, err := pki.LoadCertificates(c.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.CA = ca
+	v, err := sdk.NewVerifier(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}

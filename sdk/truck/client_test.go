@@ -2,7 +2,6 @@ package truck
 
 import (
 	"context"
-	"crypto"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,15 +37,8 @@ type office struct {
 func newOffice(t *testing.T, ctx context.Context, wg *sync.WaitGroup, b *sdktest.Broker, cl sdktest.Client) *office {
 	t.Helper()
 	o := &office{t: t, changed: make(chan struct{}, 1)}
-	ca, err := pki.LoadCertificates(cl.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := sdk.NewVerifier(sdk.VerifierConfig{CA: ca})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.signer = signerFromFiles(t, cl)
+	v := cl.Verifier(t, sdk.VerifierConfig{})
+	o.signer = cl.Signer(t)
 	o.conn = startLink(t, ctx, wg, b.Addr, cl, transport.Config{
 		Subscriptions: []transport.Subscription{{Topic: o.topics.FleetFilter(sdk.KindEvents), QoS: 1},
 			{Topic: o.topics.FleetFilter(sdk.KindStatus), QoS: 1}},
@@ -76,19 +68,6 @@ func newOffice(t *testing.T, ctx context.Context, wg *sync.WaitGroup, b *sdktest
 		t.Fatal(err)
 	}
 	return o
-}
-
-func signerFromFiles(t *testing.T, cl sdktest.Client) *sdk.Signer {
-	t.Helper()
-	pair, err := pki.LoadKeyPair(cl.CertFile, cl.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := sdk.NewSigner(sdk.SignerConfig{Certificate: pair.Leaf, Key: pair.PrivateKey.(crypto.Signer)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
 }
 
 func (o *office) publish(truck, id string, payload []byte) {
@@ -259,8 +238,8 @@ func testTruckClient(t *testing.T, kind sdktest.Kind) {
 	if _, err := foreign.Issue(pki.RoleDispatch, "office", pki.IssueOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	forger := signerFromFiles(t, sdktest.Client{CertFile: foreign.CertPath("office"), KeyFile: foreign.KeyPath("office")})
-	truckSigner := signerFromFiles(t, truckCl)
+	forger := sdktest.Client{CertFile: foreign.CertPath("office"), KeyFile: foreign.KeyPath("office")}.Signer(t)
+	truckSigner := truckCl.Signer(t)
 	sign := func(s *sdk.Signer, o sdk.Order) []byte {
 		p, err := s.SignOrder(&o)
 		if err != nil {

@@ -361,15 +361,7 @@ func storeEmpty(st *store.Store) bool {
 // fleetVerifier is a dispatch-side verifier for the broker's PKI, accepting messages up to two days old.
 func fleetVerifier(t testing.TB, cl sdktest.Client) *sdk.Verifier {
 	t.Helper()
-	ca, err := pki.LoadCertificates(cl.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := sdk.NewVerifier(sdk.VerifierConfig{CA: ca, MaxAge: sdk.MaxAge{Telemetry: 48 * time.Hour, Event: 48 * time.Hour}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
+	return cl.Verifier(t, sdk.VerifierConfig{MaxAge: sdk.MaxAge{Telemetry: 48 * time.Hour, Event: 48 * time.Hour}})
 }
 
 // fleetSubscriptions subscribes a dispatch client to every truck's telemetry and events.

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/waybill-iot/waybill/sdk"
-	"github.com/waybill-iot/waybill/sdk/pki"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"github.com/waybill-iot/waybill/sdk/transport"
 )
@@ -102,14 +101,7 @@ func (r *testReceipter) run(ctx context.Context, link *transport.Conn) {
 // to the uploader in up (stored once it exists): what truck.Client does for the agent.
 func receiptsFor(t testing.TB, cl sdktest.Client, up *atomic.Pointer[Uploader]) transport.Config {
 	t.Helper()
-	ca, err := pki.LoadCertificates(cl.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := sdk.NewVerifier(sdk.VerifierConfig{CA: ca})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := cl.Verifier(t, sdk.VerifierConfig{})
 	topic, err := sdk.Topics{}.Receipts(cl.Name)
 	if err != nil {
 		t.Fatal(err)

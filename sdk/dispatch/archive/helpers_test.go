@@ -106,14 +106,7 @@ type truck struct {
 func startTruck(t *testing.T, b *sdktest.Broker) *truck {
 	t.Helper()
 	cl := b.Truck("truck-1")
-	ca, err := pki.LoadCertificates(cl.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := sdk.NewVerifier(sdk.VerifierConfig{CA: ca})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := cl.Verifier(t, sdk.VerifierConfig{})
 	cert, _ := pki.LoadCertificate(cl.CertFile)
 	key, err := pki.LoadPrivateKey(cl.KeyFile)
 	if err != nil {
