@@ -195,7 +195,11 @@ func (c *Consumer) HandleMessage(ctx context.Context, m transport.Message) error
 			}
 			c.stats.Fixes += uint64(len(fresh))
 		}
-		c.done(truck, t.Epoch, all)
+		seqs := make([]uint64, len(all))
+		for i, f := range all {
+			seqs[i] = f.Seq
+		}
+		c.done(truck, t.Epoch, seqs)
 	case msg.Event != nil:
 		ev := msg.Event
 		u := Update{Event: &Event{Truck: truck, ID: msg.ID, Sent: msg.Created, Event: *ev}}
@@ -211,9 +215,7 @@ func (c *Consumer) HandleMessage(ctx context.Context, m transport.Message) error
 			c.events.mark(truck, ev.Epoch, ev.RecordSeq)
 			c.stats.Events++
 		}
-		if c.cfg.committed != nil && c.cfg.Record != nil {
-			c.cfg.committed(truck, ev.Epoch, []uint64{ev.RecordSeq})
-		}
+		c.done(truck, ev.Epoch, []uint64{ev.RecordSeq})
 	case msg.Status != nil:
 		if dup {
 			return nil // the retained status again, after a reconnect
@@ -245,14 +247,10 @@ func (c *Consumer) commit(ctx context.Context, u Update) error {
 	return nil
 }
 
-// done reports a telemetry message's committed fixes for receipts.
-func (c *Consumer) done(truck string, epoch sdk.Epoch, fixes []Fix) {
-	if c.cfg.committed == nil || c.cfg.Record == nil || len(fixes) == 0 {
+// done reports records that are committed (and handled) for receipts; without a Record nothing is.
+func (c *Consumer) done(truck string, epoch sdk.Epoch, seqs []uint64) {
+	if c.cfg.committed == nil || c.cfg.Record == nil || len(seqs) == 0 {
 		return
-	}
-	seqs := make([]uint64, len(fixes))
-	for i, f := range fixes {
-		seqs[i] = f.Seq
 	}
 	c.cfg.committed(truck, epoch, seqs)
 }
