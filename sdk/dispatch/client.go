@@ -3,7 +3,6 @@ package dispatch
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -154,7 +153,7 @@ func (c *Client) setupRecord(tc *transport.Config) error {
 		if tc.CertFile == "" {
 			return errors.New("dispatch: a Record needs a Signer (or Transport.CertFile and KeyFile) for receipts")
 		}
-		pair, err := tls.LoadX509KeyPair(tc.CertFile, tc.KeyFile)
+		pair, err := pki.LoadKeyPair(tc.CertFile, tc.KeyFile) // refuses a key file others can read
 		if err != nil {
 			return fmt.Errorf("dispatch: receipts signer: %w", err)
 		}
