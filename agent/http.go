@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -98,7 +97,7 @@ func (a *Agent) Status() Status {
 	us := a.client.Uploader().Stats()
 	s.Queue.Unreceipted, s.Queue.Receipted, s.Queue.Resent = us.Unreceipted, us.Receipted, us.Resent
 	o := a.store.Origin()
-	s.Store.Epoch, s.Store.Origin, s.Store.Since, s.Store.Detail = epochOf(a.store.Epoch()), o.Kind.String(), o.At, o.Detail
+	s.Store.Epoch, s.Store.Origin, s.Store.Since, s.Store.Detail = sdk.EpochOf(a.store.Epoch()), o.Kind.String(), o.At, o.Detail
 	s.CertDaysLeft = a.certDaysLeft(now)
 	s.DiskFree = diskFree(a.cfg.DataDir)
 	return s
@@ -118,14 +117,8 @@ func (a *Agent) health() sdk.Health {
 	h.OldestAge = max(qs.Critical.OldestAge(now), qs.Normal.OldestAge(now))
 	h.Unreceipted = a.client.Uploader().Stats().Unreceipted
 	o := a.store.Origin()
-	h.StoreEpoch, h.StoreOrigin, h.StoreSince = epochOf(a.store.Epoch()), o.Kind.String(), o.At
+	h.StoreEpoch, h.StoreOrigin, h.StoreSince = sdk.EpochOf(a.store.Epoch()), o.Kind.String(), o.At
 	return h
-}
-
-func epochOf(e uint64) sdk.Epoch {
-	var out sdk.Epoch
-	binary.BigEndian.PutUint64(out[:], e)
-	return out
 }
 
 func (a *Agent) certDaysLeft(now time.Time) int {

@@ -79,6 +79,13 @@ type Epoch [8]byte
 
 func (e Epoch) MarshalText() ([]byte, error) { return hexText(e[:]), nil }
 
+// EpochOf is the Epoch of a store's epoch number (store.Store.Epoch), big-endian.
+func EpochOf(n uint64) Epoch {
+	var e Epoch
+	binary.BigEndian.PutUint64(e[:], n)
+	return e
+}
+
 // UnmarshalText reads the hex form MarshalText writes.
 func (e *Epoch) UnmarshalText(b []byte) error { return unhexText(e[:], b) }
 

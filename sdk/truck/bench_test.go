@@ -341,7 +341,7 @@ func benchAutopaho(b *testing.B, br *sdktest.Broker, proxy *faultproxy.Proxy, ba
 			b.Fatal(err)
 		}
 	}
-	epoch := epochBytes(st.Epoch())
+	epoch := sdk.EpochOf(st.Epoch())
 	for i, f := range driveFixes(baselineMessages, 5) {
 		payload, err := signer.SignTelemetry(&sdk.Telemetry{Epoch: epoch, Fixes: []sdk.TelemetryFix{{Seq: uint64(i + 1), Fix: f}}})
 		if err != nil {

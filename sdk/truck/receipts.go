@@ -94,7 +94,7 @@ const maxBlindAck = 50_000
 // the number of records removed.
 func (u *Uploader) HandleReceipt(ctx context.Context, r *sdk.Receipt) (int, error) {
 	var seqs, blind []uint64
-	own := epochBytes(u.cfg.Store.Epoch())
+	own := sdk.EpochOf(u.cfg.Store.Epoch())
 	u.rmu.Lock()
 	for _, e := range r.Epochs {
 		if e.Epoch == own && e.Count() <= maxBlindAck {

@@ -237,7 +237,7 @@ func TestReceiptForRecordsSentBeforeRestart(t *testing.T) {
 	if err != nil || n != 0 {
 		t.Fatalf("a receipt of another epoch removed %d (%v)", n, err)
 	}
-	n, err = up.HandleReceipt(ctx, &sdk.Receipt{Truck: "truck-0001", Epochs: []sdk.ReceiptEpoch{{Epoch: epochBytes(st.Epoch()), Ranges: []sdk.SeqRange{{First: 1, Last: 4}, {First: 9, Last: 12}}}}})
+	n, err = up.HandleReceipt(ctx, &sdk.Receipt{Truck: "truck-0001", Epochs: []sdk.ReceiptEpoch{{Epoch: sdk.EpochOf(st.Epoch()), Ranges: []sdk.SeqRange{{First: 1, Last: 4}, {First: 9, Last: 12}}}}})
 	if err != nil || n != 6 {
 		t.Fatalf("removed %d (%v), want 6", n, err)
 	}

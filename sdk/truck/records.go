@@ -55,14 +55,6 @@ func DecodeEvent(data []byte, epoch uint64, seq uint64) (*sdk.Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.Epoch, e.RecordSeq = epochBytes(epoch), seq
+	e.Epoch, e.RecordSeq = sdk.EpochOf(epoch), seq
 	return e, nil
-}
-
-func epochBytes(epoch uint64) sdk.Epoch {
-	var e sdk.Epoch
-	for i := range 8 {
-		e[i] = byte(epoch >> (56 - 8*i))
-	}
-	return e
 }

@@ -387,7 +387,7 @@ func (u *Uploader) compose(ctx context.Context, recs []store.Record, batchFixes 
 		batch, batchSeqs = sdk.Telemetry{}, nil
 	}
 	for _, r := range recs {
-		epoch := epochBytes(recordEpoch(u.cfg.Store, r))
+		epoch := sdk.EpochOf(recordEpoch(u.cfg.Store, r))
 		switch r.Kind {
 		case KindFix:
 			f, err := DecodeFix(r.Data)
