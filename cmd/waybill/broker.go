@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 
 	"github.com/waybill-iot/waybill/sdk/brokerconf"
 	"github.com/waybill-iot/waybill/sdk/devbroker"
@@ -37,9 +38,11 @@ func runBroker(ctx context.Context, s streams, args []string) error {
 
 func brokerConfig(s streams, args []string) error {
 	const usage = "Usage: waybill broker config [--dir PKI] --out DIR [--port N] [flags]\n\n" +
-		"Writes DIR/mosquitto.conf, DIR/acl, DIR/certs/ (CA, CRL, broker certificate and key) and DIR/data/.\n" +
-		"Start Mosquitto with: mosquitto -c DIR/mosquitto.conf. Run again after every issue or revoke and send\n" +
-		"Mosquitto SIGHUP (dispatch identities are ACL user blocks; the CRL is a copy).\n\n"
+		"Writes DIR/mosquitto.conf, DIR/certs/ (CA, CRL, broker certificate and key) and DIR/data/ with\n" +
+		"dynamic-security.json: every truck and dispatch identity and its rights. Start Mosquitto with:\n" +
+		"mosquitto -c DIR/mosquitto.conf. While it runs, `waybill pki issue|revoke --broker URL` (or\n" +
+		"`waybill broker sync`) tell it about new and revoked identities; run this again and send SIGHUP\n" +
+		"after a revoke or `pki crl`, so its copy of the CRL is current.\n\n"
 	fs := pkiFlagSet("config")
 	dir := fs.String("dir", pkiDirDefault(), "PKI directory")
 	out := fs.String("out", "", "output directory (required)")
@@ -75,8 +78,12 @@ func brokerConfig(s streams, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(s.out, "wrote %s and %s (broker certificate %s, %d dispatch identities)\n", res.ConfPath, res.ACLPath, res.Broker, len(res.Dispatch))
-	fmt.Fprintf(s.out, "start: mosquitto -c %s   (reload after changes: kill -HUP $(pidof mosquitto))\n", res.ConfPath)
+	fmt.Fprintf(s.out, "wrote %s and %s (broker certificate %s, %d identities)\n", res.ConfPath, res.DynsecPath, res.Broker, len(res.Identities))
+	owner := ""
+	if *user == "" {
+		owner = fmt.Sprintf("chown -R mosquitto: %s && ", filepath.Dir(res.ConfPath))
+	}
+	fmt.Fprintf(s.out, "start: %smosquitto -c %s   (after `pki crl` or a revoke, run this again and: kill -HUP $(pidof mosquitto))\n", owner, res.ConfPath)
 	return nil
 }
 

@@ -1,7 +1,7 @@
 package brokerconf
 
 import (
-	"bytes"
+	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -11,53 +11,77 @@ import (
 // DefaultPrefix is the topic prefix when ACL.Prefix is empty (design.md).
 const DefaultPrefix = "fleet"
 
-// ACL is the fleet's topic access rules (design.md), as one Go value that both renders Mosquitto's
-// acl_file and decides for the development broker, so the two brokers enforce the same rules.
+// ControlTopics is the filter of Mosquitto's dynamic security control topics: only the administrator
+// (pki.AdminName) may write or read there.
+const ControlTopics = "$CONTROL/dynamic-security/#"
+
+// ACL is the fleet's topic access rules (design.md), as one Go value that both renders Mosquitto's dynamic
+// security configuration (Dynsec, DynsecRole) and decides for the development broker (Allowed), so the two
+// brokers enforce the same rules.
 //
-// The rules, with P the prefix:
+// The rules, with P the prefix and N the identity's name:
 //
-//	every identity N  write P/trucks/N/telemetry, P/trucks/N/events, P/trucks/N/status
-//	                  read  P/trucks/N/orders/#, P/trucks/N/receipts
-//	                  read  P/dispatch/+/status
-//	role dispatch     write P/trucks/+/orders/#, P/trucks/+/receipts
-//	                  write P/dispatch/N/status
-//	                  read  P/trucks/#
+//	role truck     write P/trucks/N/telemetry, P/trucks/N/events, P/trucks/N/status
+//	               read  P/trucks/N/orders/#, P/trucks/N/receipts, P/dispatch/+/status, P/crl
+//	role dispatch  write P/trucks/+/orders/#, P/trucks/+/receipts, P/dispatch/N/status
+//	               read  P/trucks/#, P/dispatch/+/status, P/crl
+//	               share $share/GROUP/P/trucks/# (only dispatch joins share groups)
+//	admin          write $CONTROL/dynamic-security/#, P/crl
+//	               read  $CONTROL/dynamic-security/#
 //
 // Receipts (P/trucks/T/receipts) are dispatch's signed word that it committed a truck's records: any
 // dispatch may send them to any truck, a truck reads only its own. P/dispatch/N/status is each dispatch
-// process's retained online/offline status (also its will): only dispatch N writes it, trucks and dispatch
-// read every one. Nothing else may be written under P/dispatch/, so a truck cannot pose as dispatch.
-//
-// The per-name rules of every identity are Mosquitto `pattern` lines (%u), which apply to every client,
-// dispatch included; Allowed mirrors that exactly. It is harmless: names are unique across roles, and
-// receivers accept telemetry only from a truck certificate named in the topic. The dispatch status rule is
-// per name too, but in the dispatch `user` blocks with the name written out: as a pattern it would let a
-// truck write P/dispatch/<truck>/status.
+// process's retained online/offline status (also its will): only dispatch N writes it. P/crl is the fleet
+// CRL, retained: only the administrator writes it, everybody reads it. A read right is both the right to
+// subscribe and the right to receive: Mosquitto's dynamic security plugin checks both, so a truck that
+// subscribes to another truck's orders, or to any share group, gets SUBACK 135. Identities the broker has
+// not been told about (Dynsec, or the admin client at run time) may do nothing at all.
 type ACL struct {
 	Prefix string // topic prefix; "" means DefaultPrefix
 }
 
 type rule struct {
-	filter string // an MQTT filter; "%u" stands for the identity's name
+	filter string // an MQTT filter under the prefix (or absolute if abs); "%u" stands for the identity's name
 	write  bool   // write if true, read if false
+	shared bool   // a read rule that may also be subscribed through $share/GROUP/
+	abs    bool   // filter is not under the prefix
 }
 
-// Mosquitto's `pattern` rules: they apply to every authenticated client.
-var patternRules = []rule{
-	{"trucks/%u/telemetry", true},
-	{"trucks/%u/events", true},
-	{"trucks/%u/status", true},
-	{"trucks/%u/orders/#", false},
-	{"trucks/%u/receipts", false},
-	{"dispatch/+/status", false},
+var truckRules = []rule{
+	{filter: "trucks/%u/telemetry", write: true},
+	{filter: "trucks/%u/events", write: true},
+	{filter: "trucks/%u/status", write: true},
+	{filter: "trucks/%u/orders/#"},
+	{filter: "trucks/%u/receipts"},
+	{filter: "dispatch/+/status"},
+	{filter: "crl"},
 }
 
-// Rules of role dispatch (Mosquitto `user` blocks).
 var dispatchRules = []rule{
-	{"trucks/+/orders/#", true},
-	{"trucks/+/receipts", true},
-	{"dispatch/%u/status", true},
-	{"trucks/#", false},
+	{filter: "trucks/+/orders/#", write: true},
+	{filter: "trucks/+/receipts", write: true},
+	{filter: "dispatch/%u/status", write: true},
+	{filter: "trucks/#", shared: true},
+	{filter: "dispatch/+/status"},
+	{filter: "crl"},
+}
+
+var adminRules = []rule{
+	{filter: ControlTopics, write: true, abs: true},
+	{filter: "crl", write: true},
+	{filter: ControlTopics, abs: true},
+}
+
+func rulesOf(id pki.Identity) []rule {
+	switch {
+	case id.Role == pki.RoleTruck && pki.ValidateName(id.Name) == nil:
+		return truckRules
+	case id.Role == pki.RoleDispatch && pki.ValidateName(id.Name) == nil:
+		return dispatchRules
+	case id.Role == pki.RoleAdmin && id.Name == pki.AdminName:
+		return adminRules
+	}
+	return nil // brokers and invalid identities: nothing
 }
 
 func (a ACL) prefix() string {
@@ -66,6 +90,9 @@ func (a ACL) prefix() string {
 	}
 	return strings.TrimSuffix(a.Prefix, "/")
 }
+
+// CRLTopic is where the fleet CRL travels, retained: P/crl.
+func (a ACL) CRLTopic() string { return a.prefix() + "/crl" }
 
 // Validate checks the prefix: no wildcards, not empty levels, no leading '$'.
 func (a ACL) Validate() error {
@@ -77,41 +104,41 @@ func (a ACL) Validate() error {
 	return nil
 }
 
-// Allowed reports whether identity may publish to topic (write) or receive from it (read). For reads,
-// topic may also be a subscription filter (with + and #, or $share/GROUP/filter): it is allowed when every
-// topic it can match is readable. An identity with an invalid name is refused everything.
+func (a ACL) expand(r rule, name string) string {
+	f := strings.ReplaceAll(r.filter, "%u", name)
+	if r.abs {
+		return f
+	}
+	return a.prefix() + "/" + f
+}
+
+// Allowed reports whether identity may publish to topic (write) or subscribe to and receive from it
+// (read). For reads, topic may also be a subscription filter (with + and #): it is allowed when every topic
+// it can match is readable. $share/GROUP/filter is allowed only under a shared rule (dispatch's fleet
+// topics). Identities of other roles, and invalid names, are refused everything.
 func (a ACL) Allowed(id pki.Identity, topic string, write bool) bool {
-	if pki.ValidateName(id.Name) != nil || topic == "" {
+	rules := rulesOf(id)
+	if rules == nil || topic == "" {
 		return false
 	}
+	shared := false
 	if write {
 		if strings.ContainsAny(topic, "+#") {
 			return false
 		}
 	} else if rest, ok := strings.CutPrefix(topic, "$share/"); ok {
-		_, filter, found := strings.Cut(rest, "/")
-		if !found {
+		group, filter, found := strings.Cut(rest, "/")
+		if !found || group == "" || strings.ContainsAny(group, "+#") {
 			return false
 		}
-		topic = filter
+		topic, shared = filter, true
 	}
-	p := a.prefix() + "/"
-	check := func(rules []rule) bool {
-		for _, r := range rules {
-			if r.write != write {
-				continue
-			}
-			f := p + strings.ReplaceAll(r.filter, "%u", id.Name)
-			if covers(f, topic) {
-				return true
-			}
+	for _, r := range rules {
+		if r.write == write && (!shared || r.shared) && covers(a.expand(r, id.Name), topic) {
+			return true
 		}
-		return false
 	}
-	if check(patternRules) {
-		return true
-	}
-	return id.Role == pki.RoleDispatch && check(dispatchRules)
+	return false
 }
 
 // covers reports whether every topic that filter sub matches is also matched by filter rule. A plain
@@ -141,41 +168,82 @@ func covers(rule, sub string) bool {
 	return len(s) == len(r)
 }
 
-// Mosquitto renders the rules as a Mosquitto acl_file, with a `user` block for each dispatch name.
-// Mosquitto knows roles only through these blocks: regenerate the file and send Mosquitto SIGHUP after
-// issuing or revoking a dispatch certificate (truck certificates need nothing: the patterns cover them).
-func (a ACL) Mosquitto(dispatch []string) ([]byte, error) {
+// DynsecACL is one ACL entry of Mosquitto's dynamic security plugin, as its JSON file and its $CONTROL
+// commands (createRole, addRoleACL) spell it.
+type DynsecACL struct {
+	Type     string `json:"acltype"` // publishClientSend, publishClientReceive, subscribePattern
+	Topic    string `json:"topic"`
+	Priority int    `json:"priority"`
+	Allow    bool   `json:"allow"`
+}
+
+// DynsecRole returns the plugin ACLs of one identity, with its name written out: the plugin of Mosquitto
+// 2.0 does not expand %u, so every identity gets a role of its own, named like the identity. A read rule
+// becomes subscribePattern plus publishClientReceive; a shared rule adds subscribePattern $share/+/filter.
+func (a ACL) DynsecRole(id pki.Identity) ([]DynsecACL, error) {
 	if err := a.Validate(); err != nil {
 		return nil, err
 	}
-	var b bytes.Buffer
-	p := a.prefix() + "/"
-	fmt.Fprintln(&b, "# Waybill broker ACL, generated by `waybill broker config`. Do not edit: regenerate it, then")
-	fmt.Fprintln(&b, "# send Mosquitto SIGHUP. Identities are certificate CNs (use_identity_as_username).")
-	fmt.Fprintln(&b, "")
-	fmt.Fprintln(&b, "# Every identity: write its own telemetry, events and status; read its own orders and receipts,")
-	fmt.Fprintln(&b, "# and every dispatch process's status. (Mosquitto warns that the status pattern has no %u: it is")
-	fmt.Fprintln(&b, "# meant for everybody, and a topic line outside a user block would apply only to anonymous clients.)")
-	for _, r := range patternRules {
-		fmt.Fprintf(&b, "pattern %s %s%s\n", access(r.write), p, r.filter)
+	rules := rulesOf(id)
+	if rules == nil {
+		return nil, fmt.Errorf("brokerconf: %s %q has no rights at the broker", id.Role, id.Name)
 	}
-	for _, name := range dispatch {
-		if err := pki.ValidateName(name); err != nil {
-			return nil, err
+	var acls []DynsecACL
+	for _, r := range rules {
+		topic := a.expand(r, id.Name)
+		if r.write {
+			acls = append(acls, DynsecACL{Type: "publishClientSend", Topic: topic, Allow: true})
+			continue
 		}
-		fmt.Fprintln(&b, "")
-		fmt.Fprintf(&b, "# dispatch: orders and receipts for any truck, its own status, read the whole fleet\n")
-		fmt.Fprintf(&b, "user %s\n", name)
-		for _, r := range dispatchRules {
-			fmt.Fprintf(&b, "topic %s %s%s\n", access(r.write), p, strings.ReplaceAll(r.filter, "%u", name))
+		acls = append(acls, DynsecACL{Type: "subscribePattern", Topic: topic, Allow: true},
+			DynsecACL{Type: "publishClientReceive", Topic: topic, Allow: true})
+		if r.shared {
+			acls = append(acls, DynsecACL{Type: "subscribePattern", Topic: "$share/+/" + topic, Allow: true})
 		}
 	}
-	return b.Bytes(), nil
+	return acls, nil
 }
 
-func access(write bool) string {
-	if write {
-		return "write"
+// DynsecDefaultAccess is the plugin's answer for anything no role allows: nothing, except unsubscribing.
+var DynsecDefaultAccess = map[string]bool{
+	"publishClientSend": false, "publishClientReceive": false, "subscribe": false, "unsubscribe": true,
+}
+
+// Dynsec renders the dynamic security plugin's configuration file: a client and a role for every
+// identity in ids (trucks and dispatch processes with a valid certificate, and the administrator),
+// default access nothing. The plugin reads it only at start and rewrites it itself after every $CONTROL
+// command; while the broker runs, changes go through $CONTROL (brokeradmin.Sync).
+func (a ACL) Dynsec(ids []pki.Identity) ([]byte, error) {
+	type roleRef struct {
+		Name string `json:"rolename"`
 	}
-	return "read"
+	type client struct {
+		Username string    `json:"username"`
+		TextName string    `json:"textname"`
+		Roles    []roleRef `json:"roles"`
+	}
+	type role struct {
+		Name string      `json:"rolename"`
+		ACLs []DynsecACL `json:"acls"`
+	}
+	out := struct {
+		Default map[string]bool `json:"defaultACLAccess"`
+		Clients []client        `json:"clients"`
+		Groups  []struct{}      `json:"groups"`
+		Roles   []role          `json:"roles"`
+	}{Default: DynsecDefaultAccess, Clients: []client{}, Groups: []struct{}{}, Roles: []role{}}
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if seen[id.Name] {
+			return nil, fmt.Errorf("brokerconf: identity %q listed twice", id.Name)
+		}
+		seen[id.Name] = true
+		acls, err := a.DynsecRole(id)
+		if err != nil {
+			return nil, err
+		}
+		out.Clients = append(out.Clients, client{Username: id.Name, TextName: string(id.Role), Roles: []roleRef{{id.Name}}})
+		out.Roles = append(out.Roles, role{Name: id.Name, ACLs: acls})
+	}
+	return json.MarshalIndent(out, "", " ")
 }

@@ -1,6 +1,7 @@
 package brokerconf
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -37,7 +38,10 @@ func TestAllowed(t *testing.T) {
 		{truckA, "fleet/trucks/truck-a/orders/#", false, true},
 		{truckA, "fleet/trucks/truck-a/orders/+", false, true},
 		{truckA, "fleet/trucks/truck-a/orders", false, true},
-		{truckA, "$share/g/fleet/trucks/truck-a/orders/#", false, true},
+		{truckA, "$share/g/fleet/trucks/truck-a/orders/#", false, false}, // only dispatch joins share groups
+		{truckA, "$share/g/fleet/trucks/+/events", false, false},
+		{truckA, "fleet/crl", false, true},
+		{truckA, "fleet/crl", true, false},
 		{truckA, "fleet/trucks/truck-b/orders/o1", false, false},
 		{truckA, "fleet/trucks/+/orders/#", false, false},
 		{truckA, "fleet/trucks/truck-a/telemetry", false, false},
@@ -74,7 +78,7 @@ func TestAllowed(t *testing.T) {
 		{office, "fleet/dispatch/office-2/status", false, true},
 		{truckA, "fleet/dispatch/+/status", false, true},
 		{truckA, "fleet/dispatch/office-1/status", false, true},
-		{truckA, "$share/g/fleet/dispatch/+/status", false, true},
+		{truckA, "$share/g/fleet/dispatch/+/status", false, false},
 		{truckA, "fleet/dispatch/#", false, false},
 		{truckA, "fleet/dispatch/truck-a/status", true, false},
 		{truckA, "fleet/dispatch/office-1/status", true, false},
@@ -98,41 +102,88 @@ func TestAllowed(t *testing.T) {
 	}
 }
 
-func TestMosquittoACL(t *testing.T) {
-	out, err := ACL{}.Mosquitto([]string{"office-1", "office-2"})
+func TestDynsec(t *testing.T) {
+	admin := pki.Identity{Name: pki.AdminName, Role: pki.RoleAdmin}
+	out, err := ACL{}.Dynsec([]pki.Identity{truckA, office, admin})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := string(out)
-	for _, want := range []string{
-		"pattern write fleet/trucks/%u/telemetry\n",
-		"pattern write fleet/trucks/%u/events\n",
-		"pattern write fleet/trucks/%u/status\n",
-		"pattern read fleet/trucks/%u/orders/#\n",
-		"pattern read fleet/trucks/%u/receipts\n",
-		"pattern read fleet/dispatch/+/status\n",
-		"user office-1\ntopic write fleet/trucks/+/orders/#\ntopic write fleet/trucks/+/receipts\n" +
-			"topic write fleet/dispatch/office-1/status\ntopic read fleet/trucks/#\n",
-		"user office-2\n",
-		"topic write fleet/dispatch/office-2/status\n",
-	} {
-		if !strings.Contains(s, want) {
-			t.Errorf("ACL lacks %q:\n%s", want, s)
+	var conf struct {
+		Default map[string]bool `json:"defaultACLAccess"`
+		Clients []struct {
+			Username string `json:"username"`
+			Roles    []struct {
+				Name string `json:"rolename"`
+			} `json:"roles"`
+		} `json:"clients"`
+		Roles []struct {
+			Name string      `json:"rolename"`
+			ACLs []DynsecACL `json:"acls"`
+		} `json:"roles"`
+	}
+	if err := json.Unmarshal(out, &conf); err != nil {
+		t.Fatal(err)
+	}
+	if conf.Default["publishClientSend"] || conf.Default["publishClientReceive"] || conf.Default["subscribe"] {
+		t.Errorf("default access grants something: %v", conf.Default)
+	}
+	if len(conf.Clients) != 3 || len(conf.Roles) != 3 {
+		t.Fatalf("want 3 clients and 3 roles, got %d and %d", len(conf.Clients), len(conf.Roles))
+	}
+	for i, c := range conf.Clients {
+		if len(c.Roles) != 1 || c.Roles[0].Name != c.Username || conf.Roles[i].Name != c.Username {
+			t.Errorf("client %s: want one role of its own name", c.Username)
 		}
 	}
-	// Patterns come before any user block: Mosquitto reads topic lines before the first user as anonymous.
-	if strings.Index(s, "pattern") > strings.Index(s, "user ") {
-		t.Error("pattern lines after user blocks")
+	has := func(role int, typ, topic string) bool {
+		for _, a := range conf.Roles[role].ACLs {
+			if a.Type == typ && a.Topic == topic && a.Allow {
+				return true
+			}
+		}
+		return false
 	}
-	// No pattern lets anybody write under dispatch/: a truck would get its own "dispatch status".
-	if strings.Contains(s, "pattern write fleet/dispatch") {
-		t.Error("a pattern grants writes under fleet/dispatch/")
+	for _, c := range []struct {
+		role       int
+		typ, topic string
+		want       bool
+	}{
+		{0, "publishClientSend", "fleet/trucks/truck-a/telemetry", true},
+		{0, "subscribePattern", "fleet/trucks/truck-a/orders/#", true},
+		{0, "publishClientReceive", "fleet/trucks/truck-a/orders/#", true},
+		{0, "subscribePattern", "fleet/crl", true},
+		{0, "subscribePattern", "$share/+/fleet/trucks/#", false},
+		{0, "publishClientSend", "fleet/crl", false},
+		{1, "subscribePattern", "$share/+/fleet/trucks/#", true},
+		{1, "publishClientSend", "fleet/dispatch/office-1/status", true},
+		{1, "publishClientSend", "fleet/crl", false},
+		{2, "publishClientSend", "fleet/crl", true},
+		{2, "publishClientSend", ControlTopics, true},
+		{2, "subscribePattern", ControlTopics, true},
+	} {
+		if has(c.role, c.typ, c.topic) != c.want {
+			t.Errorf("role %s: %s %s: want %v", conf.Roles[c.role].Name, c.typ, c.topic, c.want)
+		}
 	}
-	if _, err := (ACL{}).Mosquitto([]string{"bad/name"}); err == nil {
-		t.Error("bad dispatch name rendered")
+	// A role is never a wildcard write under dispatch/ (a truck would get its own "dispatch status").
+	for _, r := range conf.Roles {
+		for _, a := range r.ACLs {
+			if a.Type == "publishClientSend" && strings.Contains(a.Topic, "dispatch/+") {
+				t.Errorf("role %s writes %s", r.Name, a.Topic)
+			}
+		}
+	}
+	if _, err := (ACL{}).Dynsec([]pki.Identity{{Name: "bad/name", Role: pki.RoleTruck}}); err == nil {
+		t.Error("bad name rendered")
+	}
+	if _, err := (ACL{}).Dynsec([]pki.Identity{brokerID}); err == nil {
+		t.Error("a broker identity rendered as a client")
+	}
+	if _, err := (ACL{}).Dynsec([]pki.Identity{truckA, truckA}); err == nil {
+		t.Error("duplicate identity rendered")
 	}
 	for _, p := range []string{"fl+eet", "#", "$SYS", "/fleet", "a//b", "a b"} {
-		if _, err := (ACL{Prefix: p}).Mosquitto(nil); err == nil {
+		if _, err := (ACL{Prefix: p}).Dynsec([]pki.Identity{truckA}); err == nil {
 			t.Errorf("prefix %q accepted", p)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -30,7 +31,7 @@ func TestRender(t *testing.T) {
 		"use_username_as_clientid true",
 		"tls_version tlsv1.2",
 		"allow_anonymous false",
-		"acl_file /etc/waybill/broker/acl",
+		"plugin_opt_config_file /etc/waybill/broker/data/dynamic-security.json",
 		"persistence true",
 		"persistence_location /etc/waybill/broker/data/",
 		"autosave_interval 10",
@@ -164,12 +165,17 @@ func TestWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Broker != "mqtt" || strings.Join(res.Dispatch, ",") != "office-1" {
+	want := []pki.Identity{{Name: "truck-a", Role: pki.RoleTruck}, {Name: "office-1", Role: pki.RoleDispatch},
+		{Name: pki.AdminName, Role: pki.RoleAdmin}}
+	if res.Broker != "mqtt" || !slices.Equal(res.Identities, want) {
 		t.Errorf("result %+v", res)
 	}
-	acl, _ := os.ReadFile(res.ACLPath)
-	if !strings.Contains(string(acl), "user office-1\n") || strings.Contains(string(acl), "office-2") {
-		t.Errorf("ACL users wrong:\n%s", acl)
+	dynsec, _ := os.ReadFile(res.DynsecPath)
+	if !strings.Contains(string(dynsec), `"username": "office-1"`) || strings.Contains(string(dynsec), "office-2") {
+		t.Errorf("dynamic security clients wrong:\n%s", dynsec)
+	}
+	if fi, err := os.Stat(res.DynsecPath); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("dynamic security file: %v %v", fi.Mode(), err)
 	}
 	if err := pki.CheckKeyFile(filepath.Join(out, CertsDir, BrokerKey)); err != nil {
 		t.Error(err)

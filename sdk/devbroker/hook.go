@@ -2,7 +2,6 @@ package devbroker
 
 import (
 	"bytes"
-	"strings"
 	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -67,15 +66,13 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) bool {
 }
 
 // OnACLCheck applies brokerconf's rules. mochi calls it for publishes (write), for subscription filters and
-// for every message delivered (read). Like Mosquitto, a wildcard subscription is granted and each delivered
-// message is checked; a plain-topic subscription is checked at once.
+// for every message delivered (read). Like Mosquitto with its dynamic security plugin, a subscription
+// filter is granted only when every topic it matches is readable (and $share only to dispatch), and each
+// delivered message is checked again.
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	id, ok := identity(cl)
 	if !ok {
 		return false
-	}
-	if !write && (strings.ContainsAny(topic, "+#") || strings.HasPrefix(topic, "$share/")) {
-		return pki.ValidateName(id.Name) == nil
 	}
 	allowed := h.b.cfg.ACL.Allowed(id, topic, write)
 	if !allowed && write {

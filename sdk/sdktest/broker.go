@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/waybill-iot/waybill/sdk/brokeradmin"
 	"github.com/waybill-iot/waybill/sdk/brokerconf"
 	"github.com/waybill-iot/waybill/sdk/devbroker"
 	"github.com/waybill-iot/waybill/sdk/pki"
@@ -260,9 +261,9 @@ func (b *Broker) Restart() {
 	b.Start()
 }
 
-// Reload regenerates Mosquitto's configuration, ACL and CRL copy from the PKI and sends SIGHUP, then waits
-// until Mosquitto has reloaded; call it after issuing a dispatch certificate or revoking one. The
-// development broker needs nothing (it reads roles from certificates and watches the CRL file).
+// Reload regenerates Mosquitto's configuration and CRL copy from the PKI and sends SIGHUP, then waits
+// until Mosquitto has reloaded (its TLS listener then refuses revoked certificates). The development
+// broker needs nothing (it watches the CRL file).
 func (b *Broker) Reload() {
 	b.t.Helper()
 	if b.Kind != Mosquitto {
@@ -331,17 +332,95 @@ type Client struct {
 	CAFile, CertFile, KeyFile string
 }
 
-// Issue issues a certificate in the broker's PKI. For Mosquitto, issuing a dispatch identity regenerates
-// the ACL and reloads the broker (Mosquitto learns dispatch names only from its ACL file).
+// Issue issues a certificate in the broker's PKI. A running Mosquitto learns the new identity at once,
+// as `waybill pki issue --broker` tells it: through its dynamic security plugin (Sync).
 func (b *Broker) Issue(role pki.Role, name string, opts pki.IssueOptions) Client {
 	b.t.Helper()
 	if _, err := b.PKI.Issue(role, name, opts); err != nil {
 		b.t.Fatal(err)
 	}
-	if role == pki.RoleDispatch {
-		b.Reload()
-	}
+	b.Sync()
 	return b.ClientFiles(name)
+}
+
+// Admin connects to Mosquitto as the administrator (pki.MintAdmin); the session closes when the test ends.
+func (b *Broker) Admin() *brokeradmin.Admin {
+	b.t.Helper()
+	if b.Kind != Mosquitto {
+		b.t.Fatal("sdktest: only Mosquitto has an administrator")
+	}
+	cfg, err := brokeradmin.FromPKI(b.PKI, b.Addr, b.opts.Config.ACL)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	a, err := brokeradmin.Dial(ctx, cfg)
+	if err != nil {
+		b.t.Fatalf("sdktest: %v\n%s", err, b.Logs())
+	}
+	b.t.Cleanup(func() { a.Close() })
+	return a
+}
+
+// Sync tells a running Mosquitto every identity of the PKI (brokeradmin.Sync): new ones may connect,
+// revoked ones are deleted and their sessions end. A stopped Mosquitto gets a new configuration instead.
+// The development broker needs nothing: it reads roles from certificates.
+func (b *Broker) Sync() {
+	b.t.Helper()
+	if b.Kind != Mosquitto {
+		return
+	}
+	b.mu.Lock()
+	running := b.cmd != nil
+	b.mu.Unlock()
+	if !running {
+		b.writeConfig()
+		return
+	}
+	ids, err := brokerconf.Identities(b.PKI)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	a := b.Admin()
+	defer a.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	if _, err := a.Sync(ctx, ids); err != nil {
+		b.t.Fatalf("sdktest: %v\n%s", err, b.Logs())
+	}
+}
+
+// PublishCRL publishes the PKI's current CRL, retained, on the fleet CRL topic (Mosquitto only).
+func (b *Broker) PublishCRL() {
+	b.t.Helper()
+	crl, err := b.PKI.CRL()
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	a := b.Admin()
+	defer a.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	if err := a.PublishCRL(ctx, crl.Raw); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+// Revoke revokes name in the PKI as `waybill pki revoke --broker` does: for Mosquitto the identity is
+// deleted from the running broker (its session ends), the new CRL is published to the fleet and the
+// broker's CRL copy reloaded. The development broker watches the CRL file.
+func (b *Broker) Revoke(name string) {
+	b.t.Helper()
+	if _, err := b.PKI.Revoke(name); err != nil {
+		b.t.Fatal(err)
+	}
+	if b.Kind != Mosquitto {
+		return
+	}
+	b.Sync()
+	b.PublishCRL()
+	b.Reload()
 }
 
 // Truck issues a truck certificate valid now.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -95,6 +96,19 @@ func (c *mqttClient) subscribe(t *testing.T, filters ...string) {
 	defer cancel()
 	if _, err := c.Subscribe(ctx, s); err != nil {
 		t.Fatalf("subscribe %v: %v", filters, err)
+	}
+}
+
+// refused asserts that the broker answers each filter with SUBACK 135 (not authorized).
+func (c *mqttClient) refused(t *testing.T, filters ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	for _, f := range filters {
+		sa, _ := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: f, QoS: 1}}})
+		if sa == nil || len(sa.Reasons) != 1 || sa.Reasons[0] != reasonNotAuthorized {
+			t.Errorf("subscribe %s: SUBACK %+v, want reason %d", f, sa, reasonNotAuthorized)
+		}
 	}
 }
 
@@ -204,7 +218,8 @@ var isolationCases = []isolationCase{
 	}},
 	{"dispatch sends orders to any truck, each truck reads only its own", func(t *testing.T, b *sdktest.Broker, _ sdktest.Kind, office, truckA, truckB sdktest.Client) {
 		a := mustConnect(t, b, truckA)
-		a.subscribe(t, "fleet/trucks/truck-b/orders/#", "fleet/trucks/+/orders/#") // Mosquitto grants, delivers nothing of B's
+		a.refused(t, "fleet/trucks/truck-b/orders/#", "fleet/trucks/+/orders/#", "fleet/#", "#")
+		a.subscribe(t, "fleet/trucks/truck-a/orders/#")
 		tb := mustConnect(t, b, truckB)
 		tb.subscribe(t, "fleet/trucks/truck-b/orders/#")
 		d := mustConnect(t, b, office)
@@ -235,7 +250,8 @@ var isolationCases = []isolationCase{
 	}},
 	{"dispatch sends receipts to any truck, each truck reads only its own", func(t *testing.T, b *sdktest.Broker, _ sdktest.Kind, office, truckA, truckB sdktest.Client) {
 		a := mustConnect(t, b, truckA)
-		a.subscribe(t, "fleet/trucks/+/receipts", "fleet/trucks/truck-b/receipts/#") // Mosquitto grants, delivers only A's
+		a.refused(t, "fleet/trucks/+/receipts", "fleet/trucks/truck-b/receipts/#")
+		a.subscribe(t, "fleet/trucks/truck-a/receipts")
 		tb := mustConnect(t, b, truckB)
 		tb.subscribe(t, "fleet/trucks/truck-b/receipts")
 		d := mustConnect(t, b, office)
@@ -304,7 +320,7 @@ var isolationCases = []isolationCase{
 			if err != nil {
 				t.Fatalf("mosquitto refused: %v", err)
 			}
-			imp.subscribe(t, "fleet/trucks/truck-b/orders/#")
+			imp.refused(t, "fleet/trucks/truck-b/orders/#")
 		}
 		d := mustConnect(t, b, office)
 		d.publish(t, "fleet/trucks/truck-b/orders/o3", "still b", false)
@@ -380,6 +396,84 @@ var isolationCases = []isolationCase{
 			})
 		}
 		mustConnect(t, b, truckA) // and the good one still works
+	}},
+	{"only dispatch joins share groups", func(t *testing.T, b *sdktest.Broker, _ sdktest.Kind, office, truckA, truckB sdktest.Client) {
+		a := mustConnect(t, b, truckA)
+		a.refused(t, "$share/dispatch/fleet/trucks/+/events", "$share/dispatch/fleet/trucks/truck-a/orders/#",
+			"$share/g/fleet/dispatch/+/status", "$share/g/fleet/crl")
+		d := mustConnect(t, b, office)
+		d.subscribe(t, "$share/dispatch/fleet/trucks/+/events")
+		tb := mustConnect(t, b, truckB)
+		for i := range 4 { // with the truck out of the group, dispatch gets every one
+			payload := fmt.Sprintf("proof %d", i)
+			if rc := tb.publish(t, "fleet/trucks/truck-b/events", payload, false); rc >= 0x80 {
+				t.Fatalf("event: reason %d", rc)
+			}
+			d.expect(t, "dispatch", "fleet/trucks/truck-b/events", payload)
+		}
+		a.expectNothing(t, "truck-a")
+	}},
+	{"the fleet CRL: only the administrator writes it, everybody reads it", func(t *testing.T, b *sdktest.Broker, kind sdktest.Kind, office, truckA, _ sdktest.Client) {
+		a := mustConnect(t, b, truckA)
+		d := mustConnect(t, b, office)
+		for _, c := range []*mqttClient{a, d} {
+			if rc := c.publish(t, "fleet/crl", "forged crl", true); rc != reasonNotAuthorized {
+				t.Errorf("CRL from a client: reason %d, want %d", rc, reasonNotAuthorized)
+			}
+		}
+		if kind != sdktest.Mosquitto {
+			return // the development broker has no administrator
+		}
+		a.subscribe(t, "fleet/crl")
+		b.PublishCRL()
+		crl, err := b.PKI.CRL()
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.expect(t, "truck-a", "fleet/crl", string(crl.Raw))
+		mustConnect(t, b, office).subscribe(t, "fleet/crl") // retained: a late subscriber gets it too
+	}},
+	{"an identity the broker was not told about may do nothing", func(t *testing.T, b *sdktest.Broker, kind sdktest.Kind, _, _, _ sdktest.Client) {
+		if _, err := b.PKI.Issue(pki.RoleTruck, "truck-unknown", pki.IssueOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		u := mustConnect(t, b, b.ClientFiles("truck-unknown"))
+		rc := u.publish(t, "fleet/trucks/truck-unknown/telemetry", "fix", false)
+		switch kind {
+		case sdktest.Mosquitto: // the dynamic security plugin lists identities: not yet told, nothing allowed
+			if rc != reasonNotAuthorized {
+				t.Errorf("unknown identity's telemetry: reason %d, want %d", rc, reasonNotAuthorized)
+			}
+			u.refused(t, "fleet/trucks/truck-unknown/orders/#")
+			b.Sync() // now it may
+			u = mustConnect(t, b, b.ClientFiles("truck-unknown"))
+			if rc := u.publish(t, "fleet/trucks/truck-unknown/telemetry", "fix", false); rc >= 0x80 {
+				t.Errorf("after sync: reason %d", rc)
+			}
+		case sdktest.DevBroker: // reads the role from the certificate
+			if rc >= 0x80 {
+				t.Errorf("development broker: reason %d", rc)
+			}
+		}
+	}},
+	{"a revoked identity's live session ends", func(t *testing.T, b *sdktest.Broker, kind sdktest.Kind, office, _, _ sdktest.Client) {
+		r := b.Truck("truck-stolen")
+		c := mustConnect(t, b, r)
+		if rc := c.publish(t, "fleet/trucks/truck-stolen/telemetry", "fix", false); rc >= 0x80 {
+			t.Fatalf("before revocation: reason %d", rc)
+		}
+		b.Revoke("truck-stolen")
+		if kind == sdktest.Mosquitto {
+			select {
+			case <-c.Done():
+			case <-time.After(waitFor):
+				t.Fatal("the revoked truck's session is still open")
+			}
+		}
+		if _, err := connect(t, b, r.TLSConfig(t), r.Name, connectOpts{}); err == nil {
+			t.Error("the revoked truck connected again")
+		}
+		mustConnect(t, b, office) // others are untouched
 	}},
 	{"mosquitto_pub and mosquitto_sub", mosquittoClientsCase},
 }
