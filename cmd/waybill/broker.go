@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 
 	"github.com/waybill-iot/waybill/sdk/brokerconf"
@@ -12,10 +13,12 @@ import (
 
 const brokerUsage = `Usage: waybill broker COMMAND [flags]
 
-  config --out DIR      write mosquitto.conf, acl and the broker's certificates from the PKI
-  run                   run the development broker (same mutual TLS and ACL as the Mosquitto config)
+  config --out DIR      write mosquitto.conf, the access rules and the broker's certificates from the PKI
+  sync --broker URL     tell a running Mosquitto every identity of the PKI (new ones may connect,
+                        revoked ones are removed and their sessions closed) and publish the CRL
+  run                   run the development broker (same mutual TLS and rules as the Mosquitto config)
 
-Both take --dir DIR (the PKI; default $WAYBILL_PKI, else ./pki).
+Each takes --dir DIR (the PKI; default $WAYBILL_PKI, else ./pki).
 `
 
 func runBroker(ctx context.Context, s streams, args []string) error {
@@ -31,6 +34,8 @@ func runBroker(ctx context.Context, s streams, args []string) error {
 		return brokerConfig(s, args[1:])
 	case "run":
 		return brokerRun(ctx, s, args[1:])
+	case "sync":
+		return brokerSync(ctx, s, args[1:])
 	}
 	fmt.Fprint(s.err, brokerUsage)
 	return usageError{fmt.Sprintf("unknown broker command %q", args[0])}
@@ -129,4 +134,29 @@ func brokerRun(ctx context.Context, s streams, args []string) error {
 	}
 	fmt.Fprintf(s.out, "development broker listening on %s (mutual TLS, prefix %q); Ctrl-C stops it\n", b.Addr(), *prefix)
 	return b.Serve(ctx)
+}
+
+func brokerSync(ctx context.Context, s streams, args []string) error {
+	const usage = "Usage: waybill broker sync [--dir PKI] --broker URL [--prefix P]\n\n" +
+		"Tells the running Mosquitto, through its dynamic security plugin, every truck and dispatch identity\n" +
+		"with a valid certificate in the PKI: new ones may connect, revoked or unknown ones are removed (their\n" +
+		"sessions close). Publishes the CRL to the fleet, retained. Connects as the broker administrator with a\n" +
+		"certificate minted for the session from the CA key.\n\n"
+	fs := pkiFlagSet("sync")
+	dir := fs.String("dir", pkiDirDefault(), "PKI directory")
+	broker := fs.String("broker", os.Getenv("WAYBILL_BROKER"), brokerFlagHelp)
+	prefix := fs.String("prefix", brokerconf.DefaultPrefix, "topic prefix")
+	pos, err := parseSubcommandFlags(s, fs, usage, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 || *broker == "" {
+		return usageError{"broker sync needs --broker mqtts://HOST:PORT (or WAYBILL_BROKER) and no arguments"}
+	}
+	p, err := openPKI(*dir)
+	if err != nil {
+		return err
+	}
+	warnCRL(s, p)
+	return tellBroker(ctx, s, p, *broker, *prefix, true)
 }

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/waybill-iot/waybill/sdk/brokerconf"
 	"github.com/waybill-iot/waybill/sdk/pki"
 )
 
@@ -18,12 +19,14 @@ const pkiUsage = `Usage: waybill pki COMMAND [flags] [NAME]
 
   init                  create the fleet CA in --dir
   issue --role ROLE NAME issue a key and certificate (ROLE: truck, dispatch, broker)
-  revoke NAME           revoke every certificate of NAME and rewrite the CRL
+  revoke NAME           revoke every certificate of NAME, rewrite the CRL, end NAME's session
   crl                   re-sign the CRL with a fresh next update (run monthly)
   list                  list issued certificates and the CRL's freshness
 
-Every command takes --dir DIR (default $WAYBILL_PKI, else ./pki). After issue or revoke, run
-"waybill broker config" again and send Mosquitto SIGHUP.
+Every command takes --dir DIR (default $WAYBILL_PKI, else ./pki). issue, revoke and crl take
+--broker URL (default $WAYBILL_BROKER) and tell the running broker at once: a new identity may
+connect, a revoked one's session ends, the new CRL goes to the fleet. Without a broker, run
+"waybill broker sync --broker URL" later.
 `
 
 // pkiDirDefault is --dir's default: $WAYBILL_PKI, else ./pki.
@@ -34,7 +37,7 @@ func pkiDirDefault() string {
 	return "pki"
 }
 
-func runPKI(_ context.Context, s streams, args []string) error {
+func runPKI(ctx context.Context, s streams, args []string) error {
 	if len(args) == 0 {
 		fmt.Fprint(s.err, pkiUsage)
 		return usageError{"missing command"}
@@ -46,11 +49,11 @@ func runPKI(_ context.Context, s streams, args []string) error {
 	case "init":
 		return pkiInit(s, args[1:])
 	case "issue":
-		return pkiIssue(s, args[1:])
+		return pkiIssue(ctx, s, args[1:])
 	case "revoke":
-		return pkiRevoke(s, args[1:])
+		return pkiRevoke(ctx, s, args[1:])
 	case "crl":
-		return pkiCRL(s, args[1:])
+		return pkiCRL(ctx, s, args[1:])
 	case "list":
 		return pkiList(s, args[1:])
 	}
@@ -126,11 +129,14 @@ type hostList []string
 func (l *hostList) String() string     { return strings.Join(*l, ",") }
 func (l *hostList) Set(v string) error { *l = append(*l, v); return nil }
 
-func pkiIssue(s streams, args []string) error {
-	const usage = "Usage: waybill pki issue --role truck|dispatch|broker [--host HOST]... [--dir DIR] NAME\n\n" +
-		"Writes issued/NAME.crt and private/NAME.key (0600). NAME: 1-63 of a-z, 0-9, '-'.\n\n"
+func pkiIssue(ctx context.Context, s streams, args []string) error {
+	const usage = "Usage: waybill pki issue --role truck|dispatch|broker [--host HOST]... [--dir DIR] [--broker URL] NAME\n\n" +
+		"Writes issued/NAME.crt and private/NAME.key (0600). NAME: 1-63 of a-z, 0-9, '-'.\n" +
+		"With --broker, the running broker lets NAME connect at once.\n\n"
 	fs := pkiFlagSet("issue")
 	dir := fs.String("dir", pkiDirDefault(), "PKI directory")
+	broker := fs.String("broker", os.Getenv("WAYBILL_BROKER"), brokerFlagHelp)
+	prefix := fs.String("prefix", brokerconf.DefaultPrefix, "topic prefix")
 	role := fs.String("role", "", "truck, dispatch or broker (required)")
 	days := fs.Int("days", 730, "validity in days")
 	key := fs.String("key", string(pki.ECDSAP256), "key type: ecdsa-p256 or ed25519")
@@ -161,17 +167,28 @@ func pkiIssue(s streams, args []string) error {
 	}
 	fmt.Fprintf(s.out, "issued %s %s (serial %s, valid until %s)\n  certificate %s\n  key         %s\n",
 		e.Role, e.Name, e.Serial, e.NotAfter.Format(time.DateOnly), p.CertPath(e.Name), p.KeyPath(e.Name))
-	if e.Role == pki.RoleDispatch {
-		fmt.Fprintln(s.out, "Mosquitto learns dispatch identities from its ACL: run `waybill broker config` again and send it SIGHUP.")
-	}
 	warnCRL(s, p)
+	switch {
+	case e.Role == pki.RoleBroker:
+	case *broker != "":
+		if err := tellBroker(ctx, s, p, *broker, *prefix, false); err != nil {
+			return notTold("issued "+e.Name, err)
+		}
+	default:
+		fmt.Fprintf(s.out, "the broker lets %s in once told: waybill broker sync --broker mqtts://HOST:PORT (or issue with --broker)\n", e.Name)
+	}
 	return nil
 }
 
-func pkiRevoke(s streams, args []string) error {
-	const usage = "Usage: waybill pki revoke [--dir DIR] NAME\n\nRevokes every certificate of NAME and rewrites crl.pem.\n\n"
+func pkiRevoke(ctx context.Context, s streams, args []string) error {
+	const usage = "Usage: waybill pki revoke [--dir DIR] [--broker URL] NAME\n\n" +
+		"Revokes every certificate of NAME and rewrites crl.pem. With --broker, at once: the CRL is published\n" +
+		"to the fleet (trucks refuse orders signed by a revoked dispatch key, dispatch refuses a revoked\n" +
+		"truck's messages) and NAME is removed from the running broker, which closes its session.\n\n"
 	fs := pkiFlagSet("revoke")
 	dir := fs.String("dir", pkiDirDefault(), "PKI directory")
+	broker := fs.String("broker", os.Getenv("WAYBILL_BROKER"), brokerFlagHelp)
+	prefix := fs.String("prefix", brokerconf.DefaultPrefix, "topic prefix")
 	pos, err := parseSubcommandFlags(s, fs, usage, args)
 	if err != nil {
 		return err
@@ -190,15 +207,23 @@ func pkiRevoke(s streams, args []string) error {
 	for _, e := range revoked {
 		fmt.Fprintf(s.out, "revoked %s %s (serial %s)\n", e.Role, e.Name, e.Serial)
 	}
-	fmt.Fprintf(s.out, "wrote %s: run `waybill broker config` again and send Mosquitto SIGHUP; a connected client keeps its session until it reconnects\n", p.CRLPath())
+	fmt.Fprintf(s.out, "wrote %s\n", p.CRLPath())
+	if *broker == "" {
+		fmt.Fprintf(s.out, "%s's open session goes on until the broker is told: waybill broker sync --broker mqtts://HOST:PORT\n", pos[0])
+	} else if err := tellBroker(ctx, s, p, *broker, *prefix, true); err != nil {
+		return notTold("revoked "+pos[0], err)
+	}
+	fmt.Fprintln(s.out, "then run `waybill broker config` again and send Mosquitto SIGHUP: its TLS listener refuses the certificate too")
 	return nil
 }
 
-func pkiCRL(s streams, args []string) error {
+func pkiCRL(ctx context.Context, s streams, args []string) error {
 	const usage = "Usage: waybill pki crl [--dir DIR] [--days N]\n\nRe-signs crl.pem with a next update N days ahead. A CRL past its next update locks every client\nout of Mosquitto: run this monthly, then `waybill broker config` and SIGHUP.\n\n"
 	fs := pkiFlagSet("crl")
 	dir := fs.String("dir", pkiDirDefault(), "PKI directory")
 	days := fs.Int("days", int(pki.DefaultCRLValidity/(24*time.Hour)), "days until the CRL's next update")
+	broker := fs.String("broker", os.Getenv("WAYBILL_BROKER"), brokerFlagHelp+": the new CRL is published to the fleet")
+	prefix := fs.String("prefix", brokerconf.DefaultPrefix, "topic prefix")
 	pos, err := parseSubcommandFlags(s, fs, usage, args)
 	if err != nil {
 		return err
@@ -222,6 +247,11 @@ func pkiCRL(s streams, args []string) error {
 	}
 	fmt.Fprintf(s.out, "wrote %s: next update %s\n", p.CRLPath(), crl.NextUpdate.UTC().Format(time.RFC3339))
 	warnCRL(s, p)
+	if *broker != "" {
+		if err := tellBroker(ctx, s, p, *broker, *prefix, true); err != nil {
+			return notTold("re-signed the CRL", err)
+		}
+	}
 	return nil
 }
 

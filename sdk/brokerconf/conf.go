@@ -57,7 +57,8 @@ const (
 // Files written by Write into its output directory.
 const (
 	ConfFile    = "mosquitto.conf"
-	DynsecFile  = "dynamic-security.json" // in the data directory: the plugin rewrites it
+	AccessDir   = "access"                // the plugin's file: Mosquitto must be able to write here
+	DynsecFile  = "dynamic-security.json" // in AccessDir: the plugin rewrites it after every change
 	CertsDir    = "certs"
 	DataDir     = "data"
 	BrokerCert  = "broker.crt"
@@ -205,7 +206,7 @@ func Render(cfg Config) ([]byte, error) {
 	w("# subscription), and its $CONTROL topic lets `waybill pki revoke` end a revoked identity's session.")
 	w("# It reads %s only at start and rewrites it after every change.", DynsecFile)
 	w("plugin %s", cfg.dynsecPlugin())
-	w("plugin_opt_config_file %s", filepath.Join(data, DynsecFile))
+	w("plugin_opt_config_file %s", filepath.Join(dir, AccessDir, DynsecFile))
 	if cfg.User != "" {
 		w("user %s", cfg.User)
 	}
@@ -300,15 +301,16 @@ func overridden(yes bool) string {
 // Result says what Write wrote.
 type Result struct {
 	ConfPath   string         // OUT/mosquitto.conf
-	DynsecPath string         // OUT/data/dynamic-security.json (or under Config.PersistenceDir)
+	DynsecPath string         // OUT/access/dynamic-security.json
 	Broker     string         // the broker certificate's name
 	Identities []pki.Identity // the clients the broker knows: trucks, dispatch, the administrator
 }
 
 // Write renders the configuration and ACL from p into outDir, and copies there what the broker needs
 // from the PKI (never the CA key): certs/ca.crt, certs/crl.pem, certs/broker.crt and certs/broker.key
-// (0600). data/ is created for persistence and holds the dynamic security file (Dynsec) listing every
-// truck and dispatch identity with a valid certificate, and the administrator.
+// (0600). data/ is created for persistence, access/ for the dynamic security file (Dynsec) listing every
+// truck and dispatch identity with a valid certificate, and the administrator. A broker that loses its
+// persistence keeps its identities.
 func Write(p *pki.PKI, outDir string, cfg Config) (Result, error) {
 	abs, err := filepath.Abs(outDir)
 	if err != nil {
@@ -339,7 +341,7 @@ func Write(p *pki.PKI, outDir string, cfg Config) (Result, error) {
 	for _, d := range []struct {
 		path string
 		perm os.FileMode
-	}{{abs, 0o755}, {filepath.Join(abs, CertsDir), 0o750}, {filepath.Join(abs, DataDir), 0o750}} {
+	}{{abs, 0o755}, {filepath.Join(abs, CertsDir), 0o750}, {filepath.Join(abs, DataDir), 0o750}, {filepath.Join(abs, AccessDir), 0o750}} {
 		if err := os.MkdirAll(d.path, d.perm); err != nil {
 			return Result{}, fmt.Errorf("brokerconf: %w", err)
 		}
@@ -367,14 +369,7 @@ func Write(p *pki.PKI, outDir string, cfg Config) (Result, error) {
 			return Result{}, err
 		}
 	}
-	data := filepath.Join(abs, DataDir)
-	if cfg.PersistenceDir != "" {
-		data = cfg.PersistenceDir
-		if err := os.MkdirAll(data, 0o750); err != nil {
-			return Result{}, fmt.Errorf("brokerconf: %w", err)
-		}
-	}
-	res := Result{ConfPath: filepath.Join(abs, ConfFile), DynsecPath: filepath.Join(data, DynsecFile), Broker: broker, Identities: ids}
+	res := Result{ConfPath: filepath.Join(abs, ConfFile), DynsecPath: filepath.Join(abs, AccessDir, DynsecFile), Broker: broker, Identities: ids}
 	if err := writeFile(res.DynsecPath, dynsec, 0o600); err != nil {
 		return Result{}, err
 	}

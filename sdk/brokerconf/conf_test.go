@@ -31,7 +31,7 @@ func TestRender(t *testing.T) {
 		"use_username_as_clientid true",
 		"tls_version tlsv1.2",
 		"allow_anonymous false",
-		"plugin_opt_config_file /etc/waybill/broker/data/dynamic-security.json",
+		"plugin_opt_config_file /etc/waybill/broker/access/dynamic-security.json",
 		"persistence true",
 		"persistence_location /etc/waybill/broker/data/",
 		"autosave_interval 10",
