@@ -3,6 +3,7 @@ package sdk
 import (
 	"fmt"
 	"math"
+	"math/big"
 	"time"
 )
 
@@ -45,6 +46,10 @@ type Health struct {
 	StoreEpoch  Epoch     `json:"store_epoch,omitzero"`
 	StoreOrigin string    `json:"store_origin,omitempty"`
 	StoreSince  time.Time `json:"store_since,omitzero"`
+	// CRL is the fleet CRL the truck verifies orders with. Nil: not reported (an agent older than this
+	// field); Loaded false: the truck has no CRL at all and would accept orders signed by a revoked
+	// dispatch key. Number, ThisUpdate, NextUpdate and Revoked travel; a Number over 20 bytes is not sent.
+	CRL *CRLInfo `json:"crl,omitempty"`
 }
 
 // Status is what a truck publishes, retained, on its status topic.
@@ -56,18 +61,66 @@ type Status struct {
 }
 
 type healthWire struct {
-	FixAge       int64  `cbor:"1,keyasint,omitempty"` // milliseconds
-	Sats         int64  `cbor:"2,keyasint,omitempty"`
-	QueueDepth   int64  `cbor:"3,keyasint,omitempty"`
-	OldestAge    int64  `cbor:"4,keyasint,omitempty"` // milliseconds
-	Link         string `cbor:"5,keyasint,omitempty"`
-	CertDaysLeft int64  `cbor:"6,keyasint,omitempty"`
-	DiskFree     uint64 `cbor:"7,keyasint,omitempty"`
-	Version      string `cbor:"8,keyasint,omitempty"`
-	Unreceipted  int64  `cbor:"9,keyasint,omitempty"`
-	StoreEpoch   []byte `cbor:"10,keyasint,omitempty"`
-	StoreOrigin  string `cbor:"11,keyasint,omitempty"`
-	StoreSince   int64  `cbor:"12,keyasint,omitempty"` // Unix ms
+	FixAge       int64    `cbor:"1,keyasint,omitempty"` // milliseconds
+	Sats         int64    `cbor:"2,keyasint,omitempty"`
+	QueueDepth   int64    `cbor:"3,keyasint,omitempty"`
+	OldestAge    int64    `cbor:"4,keyasint,omitempty"` // milliseconds
+	Link         string   `cbor:"5,keyasint,omitempty"`
+	CertDaysLeft int64    `cbor:"6,keyasint,omitempty"`
+	DiskFree     uint64   `cbor:"7,keyasint,omitempty"`
+	Version      string   `cbor:"8,keyasint,omitempty"`
+	Unreceipted  int64    `cbor:"9,keyasint,omitempty"`
+	StoreEpoch   []byte   `cbor:"10,keyasint,omitempty"`
+	StoreOrigin  string   `cbor:"11,keyasint,omitempty"`
+	StoreSince   int64    `cbor:"12,keyasint,omitempty"` // Unix ms
+	CRL          *crlWire `cbor:"13,keyasint,omitempty"`
+}
+
+// crlWire is CRLInfo in a status: an empty map says "no CRL".
+type crlWire struct {
+	Number     []byte `cbor:"1,keyasint,omitempty"` // big-endian, unsigned (RFC 5280: at most 20 octets)
+	ThisUpdate int64  `cbor:"2,keyasint,omitempty"` // Unix ms; set whenever a CRL is loaded
+	NextUpdate int64  `cbor:"3,keyasint,omitempty"` // Unix ms
+	Revoked    int64  `cbor:"4,keyasint,omitempty"`
+}
+
+// maxCRLNumberLen is RFC 5280's bound on a CRL Number, in octets.
+const maxCRLNumberLen = 20
+
+func crlToWire(i *CRLInfo) *crlWire {
+	w := &crlWire{}
+	if !i.Loaded {
+		return w
+	}
+	if i.Number != nil && i.Number.Sign() >= 0 && len(i.Number.Bytes()) <= maxCRLNumberLen {
+		w.Number = i.Number.Bytes()
+	}
+	w.ThisUpdate = i.ThisUpdate.UnixMilli()
+	if !i.NextUpdate.IsZero() {
+		w.NextUpdate = i.NextUpdate.UnixMilli()
+	}
+	w.Revoked = int64(i.Revoked)
+	return w
+}
+
+func crlFromWire(w *crlWire) (*CRLInfo, error) {
+	if len(w.Number) > maxCRLNumberLen || w.Revoked < 0 || w.Revoked > math.MaxInt32 {
+		return nil, fmt.Errorf("sdk: status body: CRL values out of range")
+	}
+	if w.ThisUpdate == 0 {
+		if len(w.Number) != 0 || w.NextUpdate != 0 || w.Revoked != 0 {
+			return nil, fmt.Errorf("sdk: status body: a CRL without this-update")
+		}
+		return &CRLInfo{}, nil
+	}
+	i := &CRLInfo{Loaded: true, ThisUpdate: time.UnixMilli(w.ThisUpdate).UTC(), Revoked: int(w.Revoked)}
+	if len(w.Number) > 0 {
+		i.Number = new(big.Int).SetBytes(w.Number)
+	}
+	if w.NextUpdate != 0 {
+		i.NextUpdate = time.UnixMilli(w.NextUpdate).UTC()
+	}
+	return i, nil
 }
 
 type statusWire struct {
@@ -114,6 +167,9 @@ func (s *Status) MarshalBody() ([]byte, error) {
 		if !h.StoreSince.IsZero() {
 			w.Health.StoreSince = h.StoreSince.UnixMilli()
 		}
+		if h.CRL != nil {
+			w.Health.CRL = crlToWire(h.CRL)
+		}
 	}
 	return encMode.Marshal(w)
 }
@@ -142,6 +198,13 @@ func UnmarshalStatus(body []byte) (*Status, error) {
 		copy(s.Health.StoreEpoch[:], h.StoreEpoch)
 		if h.StoreSince != 0 {
 			s.Health.StoreSince = time.UnixMilli(h.StoreSince).UTC()
+		}
+		if h.CRL != nil {
+			crl, err := crlFromWire(h.CRL)
+			if err != nil {
+				return nil, err
+			}
+			s.Health.CRL = crl
 		}
 	}
 	if err := s.Validate(); err != nil {

@@ -175,6 +175,11 @@ func (t Topics) DispatchStatus(name string) (string, error) {
 // <prefix>/dispatch/+/status.
 func (t Topics) DispatchStatusFilter() string { return t.prefix() + "/dispatch/+/status" }
 
+// CRL returns <prefix>/crl: the fleet CRL (DER), retained, published by the broker administrator and read by
+// trucks and dispatch (Verifier.UpdateCRL). It is not an envelope topic: Parse refuses it. It must stay
+// the topic the broker's ACL lets everyone read, brokerconf.ACL.CRLTopic (TestCRLTopicMatchesBrokerACL).
+func (t Topics) CRL() string { return t.prefix() + "/crl" }
+
 // Order returns <prefix>/trucks/<truck>/orders/<order>.
 func (t Topics) Order(truck, order string) (string, error) {
 	return t.Build(Topic{Truck: truck, Kind: KindOrders, Order: order})

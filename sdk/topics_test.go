@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/waybill-iot/waybill/sdk/brokerconf"
 )
 
 func TestTopicsBuildAndParse(t *testing.T) {
@@ -71,6 +73,20 @@ func TestTopicsRefuse(t *testing.T) {
 	for _, p := range []string{"a/", "/a", "a//b", "a/+", "#", "$SYS", "a b", "1/2/3/4/5/6/7/8/9"} {
 		if err := (Topics{Prefix: p}).Validate(); err == nil {
 			t.Errorf("prefix %q accepted", p)
+		}
+	}
+}
+
+// TestCRLTopicMatchesBrokerACL: trucks and dispatch subscribe to Topics.CRL; the broker lets them read, and
+// the administrator write, brokerconf.ACL.CRLTopic. The two must name the same topic for every prefix.
+func TestCRLTopicMatchesBrokerACL(t *testing.T) {
+	for _, prefix := range []string{"", "fleet", "acme/fleet-eu", "a/b/c"} {
+		got, want := Topics{Prefix: prefix}.CRL(), brokerconf.ACL{Prefix: prefix}.CRLTopic()
+		if got != want {
+			t.Errorf("prefix %q: sdk.Topics.CRL = %q, brokerconf.ACL.CRLTopic = %q", prefix, got, want)
+		}
+		if _, err := (Topics{Prefix: prefix}).Parse(got); err == nil {
+			t.Errorf("prefix %q: Parse accepted the CRL topic %q as an envelope topic", prefix, got)
 		}
 	}
 }

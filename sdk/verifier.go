@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -95,7 +97,8 @@ type Verifier struct {
 
 	mu      sync.RWMutex
 	certs   map[pki.KeyID]*knownCert // guarded by mu
-	revoked map[string]bool          // serial numbers; guarded by mu
+	revoked map[string]bool          // serial numbers of crl; guarded by mu
+	crl     *x509.RevocationList     // the CRL applied, nil for none; guarded by mu
 
 	accepted atomic.Uint64
 	counts   [numReasons]atomic.Uint64
@@ -149,29 +152,175 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	return v, nil
 }
 
-// SetCRL replaces the revocation list after checking that a fleet CA signed it. A CRL past its NextUpdate
-// is still applied (revoked stays revoked) and logged: renew it.
+// SetCRL replaces the revocation list after checking that a fleet CA signed it, whatever its number (see
+// UpdateCRL for a list received from the fleet). A CRL past its NextUpdate is still applied (revoked stays
+// revoked) and logged: renew it.
 func (v *Verifier) SetCRL(crl *x509.RevocationList) error {
+	if err := v.checkCRL(crl); err != nil {
+		return err
+	}
+	v.applyCRL(crl, false)
+	return nil
+}
+
+// ErrBadCRL is wrapped by UpdateCRL's errors: the bytes are not a CRL, or no fleet CA signed it.
+var ErrBadCRL = errors.New("sdk: CRL refused")
+
+// MaxCRLSize is the largest CRL UpdateCRL parses, in bytes: about 30,000 revoked certificates.
+const MaxCRLSize = 1 << 20
+
+// UpdateCRL applies a fleet CRL received as bytes, DER (as published on Topics.CRL) or PEM ("X509 CRL"). It
+// checks that a fleet CA signed it and replaces the list in use only when the new one is newer: a higher
+// CRL Number (RFC 5280 5.2.3; every CRL of sdk/pki has one), or, when either list lacks a number, a later
+// ThisUpdate. An equal or older list is ignored: updated is false and err nil, so a stale retained message
+// or a replayed old CRL never brings a revoked certificate back. The first valid CRL is always applied.
+// Bytes that are not a CRL, or a CRL another CA signed, return an error wrapping ErrBadCRL and change
+// nothing. From the moment it returns true, messages signed by a certificate the new list revokes are
+// refused (ReasonRevoked), also by Verify calls running concurrently.
+func (v *Verifier) UpdateCRL(raw []byte) (updated bool, err error) {
+	crl, err := parseCRL(raw)
+	if err != nil {
+		return false, err
+	}
+	if err := v.checkCRL(crl); err != nil {
+		return false, err
+	}
+	v.mu.RLock()
+	newer := crlNewer(crl, v.crl)
+	v.mu.RUnlock()
+	if !newer {
+		return false, nil // the usual case: the retained CRL again, at every connection
+	}
+	// Checked again under the lock in applyCRL: of two CRLs arriving at once, the newer one stays.
+	return v.applyCRL(crl, true), nil
+}
+
+// parseCRL decodes raw as a DER CRL, or a PEM block holding one.
+func parseCRL(raw []byte) (*x509.RevocationList, error) {
+	if len(raw) == 0 {
+		return nil, fmt.Errorf("%w: empty", ErrBadCRL)
+	}
+	if len(raw) > MaxCRLSize {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrBadCRL, len(raw), MaxCRLSize)
+	}
+	der := raw
+	if bytes.HasPrefix(bytes.TrimLeft(raw, " \t\r\n"), []byte("-----BEGIN")) {
+		blk, _ := pem.Decode(raw)
+		if blk == nil {
+			return nil, fmt.Errorf("%w: PEM without a complete block", ErrBadCRL)
+		}
+		if blk.Type != "X509 CRL" {
+			return nil, fmt.Errorf("%w: PEM block %q, want \"X509 CRL\"", ErrBadCRL, blk.Type)
+		}
+		der = blk.Bytes
+	}
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return nil, fmt.Errorf("%w: not a CRL: %w", ErrBadCRL, err)
+	}
+	return crl, nil
+}
+
+// checkCRL checks that a fleet CA signed crl.
+func (v *Verifier) checkCRL(crl *x509.RevocationList) error {
+	if crl == nil {
+		return fmt.Errorf("%w: no CRL given", ErrBadCRL)
+	}
 	var err error = errors.New("no CA given")
 	for _, ca := range v.cfg.CA {
 		if err = crl.CheckSignatureFrom(ca); err == nil {
-			break
+			return nil
 		}
 	}
-	if err != nil {
-		return fmt.Errorf("sdk: verifier: the CRL is not signed by the fleet CA: %w", err)
+	return fmt.Errorf("%w: the CRL is not signed by the fleet CA: %w", ErrBadCRL, err)
+}
+
+// crlNewer reports whether a is newer than b (nil: none): a higher CRL Number, or a later ThisUpdate when
+// either has no number.
+func crlNewer(a, b *x509.RevocationList) bool {
+	if b == nil {
+		return true
 	}
+	if a.Number != nil && b.Number != nil {
+		return a.Number.Cmp(b.Number) > 0
+	}
+	return a.ThisUpdate.After(b.ThisUpdate)
+}
+
+// applyCRL makes crl the list in use; with onlyNewer, only if it is newer than the one in use. It reports
+// whether it did.
+func (v *Verifier) applyCRL(crl *x509.RevocationList, onlyNewer bool) bool {
 	revoked := make(map[string]bool, len(crl.RevokedCertificateEntries))
 	for _, e := range crl.RevokedCertificateEntries {
-		revoked[e.SerialNumber.String()] = true
+		if e.SerialNumber != nil {
+			revoked[e.SerialNumber.String()] = true
+		}
 	}
+	v.mu.Lock()
+	if onlyNewer && !crlNewer(crl, v.crl) {
+		v.mu.Unlock()
+		return false
+	}
+	v.revoked, v.crl = revoked, crl
+	v.mu.Unlock()
 	if !crl.NextUpdate.IsZero() && v.cfg.Clock().After(crl.NextUpdate) {
 		v.log.Warn("the fleet CRL is past its next update: issue a new one", "next_update", crl.NextUpdate)
 	}
-	v.mu.Lock()
-	v.revoked = revoked
-	v.mu.Unlock()
-	return nil
+	return true
+}
+
+// CRLInfo describes the revocation list a Verifier applies (Verifier.CRLInfo) or a truck reports in its
+// status (Health.CRL).
+type CRLInfo struct {
+	// Loaded is false when there is no CRL at all: no certificate is refused as revoked, so a stolen
+	// dispatch or truck key stays trusted until its certificate expires.
+	Loaded bool `json:"loaded"`
+	// Number is the CRL Number extension; nil when the list has none (or none is loaded).
+	Number *big.Int `json:"number,omitempty"`
+	// ThisUpdate is when the CA signed the list; NextUpdate when a newer one is due (zero: not given).
+	ThisUpdate time.Time `json:"this_update,omitzero"`
+	NextUpdate time.Time `json:"next_update,omitzero"`
+	// Revoked is the number of revoked certificates it lists.
+	Revoked int `json:"revoked"`
+}
+
+// CRLInfoOf describes crl (nil: none loaded).
+func CRLInfoOf(crl *x509.RevocationList) CRLInfo {
+	if crl == nil {
+		return CRLInfo{}
+	}
+	i := CRLInfo{Loaded: true, ThisUpdate: crl.ThisUpdate.UTC(), Revoked: len(crl.RevokedCertificateEntries)}
+	if crl.Number != nil {
+		i.Number = new(big.Int).Set(crl.Number)
+	}
+	if !crl.NextUpdate.IsZero() {
+		i.NextUpdate = crl.NextUpdate.UTC()
+	}
+	return i
+}
+
+// String is "none" or "#<number> of <this update>, <n> revoked".
+func (i CRLInfo) String() string {
+	if !i.Loaded {
+		return "none"
+	}
+	num := "without number"
+	if i.Number != nil {
+		num = "#" + i.Number.String()
+	}
+	return fmt.Sprintf("%s of %s, %d revoked", num, i.ThisUpdate.UTC().Format(time.RFC3339), i.Revoked)
+}
+
+// CRLInfo describes the CRL in use.
+func (v *Verifier) CRLInfo() CRLInfo {
+	return CRLInfoOf(v.CRL())
+}
+
+// CRL returns the CRL in use, nil for none. It must not be modified.
+func (v *Verifier) CRL() *x509.RevocationList {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.crl
 }
 
 // AddCertificate makes a fleet certificate known, so that messages signed with it verify without carrying
