@@ -9,6 +9,7 @@ import (
 
 	"github.com/waybill-iot/waybill/sdk/brokerconf"
 	"github.com/waybill-iot/waybill/sdk/devbroker"
+	"github.com/waybill-iot/waybill/sdk/pki"
 )
 
 const brokerUsage = `Usage: waybill broker COMMAND [flags]
@@ -83,7 +84,12 @@ func brokerConfig(s streams, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(s.out, "wrote %s and %s (broker certificate %s, %d identities)\n", res.ConfPath, res.DynsecPath, res.Broker, len(res.Identities))
+	roles := map[pki.Role]int{}
+	for _, id := range res.Identities {
+		roles[id.Role]++
+	}
+	fmt.Fprintf(s.out, "wrote %s and %s (broker certificate %s; %d trucks, %d dispatch identities and the administrator may connect)\n",
+		res.ConfPath, res.DynsecPath, res.Broker, roles[pki.RoleTruck], roles[pki.RoleDispatch])
 	owner := ""
 	if *user == "" {
 		owner = fmt.Sprintf("chown -R mosquitto: %s && ", filepath.Dir(res.ConfPath))

@@ -41,8 +41,8 @@ func TestBrokerConfig(t *testing.T) {
 		t.Errorf("stdout: %s", stdout)
 	}
 	conf, _ := os.ReadFile(filepath.Join(out, "mosquitto.conf"))
-	acl, _ := os.ReadFile(filepath.Join(out, "acl"))
-	if !regexp.MustCompile(`(?m)^listener 18883$`).Match(conf) || !strings.Contains(string(acl), "user office\ntopic write acme/trucks/+/orders/#") {
+	acl, _ := os.ReadFile(filepath.Join(out, "access", "dynamic-security.json"))
+	if !regexp.MustCompile(`(?m)^listener 18883$`).Match(conf) || !strings.Contains(string(acl), `"topic": "acme/trucks/+/orders/#"`) {
 		t.Errorf("conf:\n%s\nacl:\n%s", conf, acl)
 	}
 	if err := pki.CheckKeyFile(filepath.Join(out, "certs", "broker.key")); err != nil {

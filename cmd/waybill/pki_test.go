@@ -32,7 +32,7 @@ func TestPKICommands(t *testing.T) {
 		{[]string{"pki", "init", "--dir", dir}, 1, "", "already exists"},
 		{[]string{"pki", "issue", "--dir", dir, "--role", "broker", "--host", "mqtt.example.com", "mqtt"}, 0, "issued broker mqtt", ""},
 		{[]string{"pki", "issue", "--dir", dir, "truck-7", "--role", "truck"}, 0, "issued truck truck-7", ""}, // flags after NAME
-		{[]string{"pki", "issue", "--dir", dir, "--role", "dispatch", "--key", "ed25519", "office"}, 0, "SIGHUP", ""},
+		{[]string{"pki", "issue", "--dir", dir, "--role", "dispatch", "--key", "ed25519", "office"}, 0, "waybill broker sync", ""},
 		{[]string{"pki", "issue", "--dir", dir, "--role", "dispatch", "truck-7"}, 1, "", "another role"},
 		{[]string{"pki", "issue", "--dir", dir, "--role", "truck", "Truck/7"}, 1, "", "invalid identity name"},
 		{[]string{"pki", "issue", "--dir", dir, "--role", "truck", "dispatch"}, 1, "", "reserved"},
