@@ -1,29 +1,56 @@
-// Package brokerconf generates a hardened Mosquitto configuration and ACL for the fleet from its PKI, and
-// holds the fleet's topic access rules as a Go value (ACL) that the development broker enforces too.
+// Package brokerconf generates a hardened Mosquitto configuration and its access rules for the fleet
+// from its PKI, and holds the fleet's topic access rules as a Go value (ACL) that the development broker
+// enforces too.
 //
 // # Basics
 //
 // The rules (ACL): a truck writes its own telemetry, events and status and reads its own orders and
-// receipts; dispatch writes orders and receipts for any truck and its own P/dispatch/NAME/status, and reads
-// the whole fleet; everybody reads P/dispatch/+/status. Nobody else writes under P/dispatch/.
+// receipts; dispatch writes orders and receipts for any truck and its own P/dispatch/NAME/status, reads
+// the whole fleet and alone may join share groups; everybody reads P/dispatch/+/status and the fleet CRL
+// on P/crl, which only the administrator (pki.AdminName) writes. Nobody else writes under P/dispatch/.
 //
 // Write(pki, OUT, Config{...}) produces a directory that is everything the broker host needs:
 //
-//	OUT/mosquitto.conf    mutual TLS listener, ACL, limits, persistence (see Render)
-//	OUT/acl               the topic rules (ACL.Mosquitto)
-//	OUT/certs/            ca.crt, crl.pem, broker.crt, broker.key (0600): copies, never the CA key
-//	OUT/data/             persistence_location
+//	OUT/mosquitto.conf                   mutual TLS listener, access plugin, limits, persistence (Render)
+//	OUT/access/dynamic-security.json     one client and one role per identity (ACL.Dynsec)
+//	OUT/certs/                           ca.crt, crl.pem, broker.crt, broker.key (0600): copies, never the CA key
+//	OUT/data/                            persistence_location
 //
 // Start Mosquitto with `mosquitto -c OUT/mosquitto.conf`. Mosquitto started as root drops to the user
-// "mosquitto" unless Config.User says otherwise: that user must read certs/ and write data/
+// "mosquitto" unless Config.User says otherwise: that user must read certs/ and write data/ and access/
 // (`chown -R mosquitto: OUT`).
 //
 // The configuration: require_certificate, use_identity_as_username and use_username_as_clientid (the
 // certificate CN is the username and the client id, so a client cannot take over another's session),
 // allow_anonymous false, tls_version tlsv1.2 (the minimum) with ECDHE-ECDSA AEAD ciphers, the CRL,
-// max_packet_size, max_inflight_messages 1000 instead of 20 (it is the receive maximum clients get, and
-// throughput is at most window / round trip), queue limits sized for the fleet (below), persistence with
-// a 10 s autosave, and sessions that expire after 30 days.
+// Mosquitto's dynamic security plugin for access (below), max_packet_size, max_inflight_messages 1000
+// instead of 20 (it is the receive maximum clients get, and throughput is at most window / round trip),
+// queue limits sized for the fleet (below), persistence with a 10 s autosave, and sessions that expire
+// after 30 days.
+//
+// # Access: the dynamic security plugin
+//
+// Mosquitto 2.0's acl_file checks publishes and deliveries but never refuses a subscription, and a
+// SIGHUP that re-reads it never closes a connection. Measured with 2.0.11 here: with `pattern deny
+// $share/#`, even with `pattern deny #`, every SUBACK was 1; a truck certificate could join dispatch's
+// share group $share/GROUP/P/trucks/+/events, and Mosquitto dropped at delivery the messages its round
+// robin handed that member (the truck's re-sends made up for them, late). After `pki revoke`, the CRL
+// copy and SIGHUP, a revoked truck's open connection kept publishing with PUBACK 0.
+//
+// The dynamic security plugin (mosquitto_dynamic_security.so, shipped in Debian's mosquitto package)
+// does both, with certificate identities: the CN is the username, the plugin's password check is
+// skipped for certificate logins, and its ACLs apply to subscriptions (SUBACK 135), publishes (PUBACK
+// 135) and deliveries. It does not expand %u in 2.0, so every identity gets a role of its own with its
+// topics written out (ACL.DynsecRole); a client missing from it may do nothing at all. Its $CONTROL topic
+// lets the administrator create and delete clients while the broker runs, and deleting a client closes
+// its session at once (DISCONNECT 0x98). sdk/brokeradmin is that administrator: `waybill pki issue
+// --broker`, `pki revoke --broker` and `waybill broker sync` drive it. The acl_file is not used: when both
+// are configured, Mosquitto decides by the acl_file alone (measured: the plugin's refusals were ignored).
+//
+// The plugin reads its file only at start and rewrites it after every $CONTROL change, so the file is
+// kept in access/ (not data/: a broker that loses its persistence keeps its identities). Write
+// overwrites it with the PKI's truth; run it before a start, or use `waybill broker sync` on a running
+// broker (regenerating while the broker runs is harmless: both say the same).
 //
 // # Queue sizing
 //
@@ -49,48 +76,18 @@
 // until dispatch's signed receipt, so an outage longer than planned costs re-sends, not data. The
 // generated mosquitto.conf repeats the computation and the figures in its comments.
 //
-// # Shared subscriptions
-//
-// Any authenticated client may subscribe to $share/GROUP/P/trucks/+/events: Mosquitto grants it and
-// drops, at delivery, the messages its round robin hands to a member without read access, so a truck
-// certificate in dispatch's share group makes dispatch miss its share of the proofs (it reads nothing;
-// without dispatch's receipt the truck re-sends, so nothing is lost, but delivery is delayed). Measured
-// with Mosquitto 2.0.11 here, each with a truck and a dispatch client subscribing to
-// $share/g/fleet/trucks/+/events, their own orders and fleet/trucks/+/events:
-//
-//   - The file ACL never refuses a subscription: with `pattern deny $share/#` before or after the other
-//     rules, and even with `pattern deny #` (which did refuse the truck's publishes with 135), every SUBACK
-//     was 1. Mosquitto 2.0's acl_file checks only publishes and deliveries.
-//   - The dynamic security plugin (mosquitto_dynamic_security.so, subscribe default-deny, dispatch given
-//     subscribePattern $share/#) together with our acl_file: every SUBACK still 1, also for a truck listed
-//     in the plugin with a default-deny role; the file ACL's grant wins.
-//   - The plugin without acl_file: a client missing from its JSON is refused everything (SUBACK and
-//     PUBACK 135, even its own orders), and `%u` in its ACL topics does not match (a truck role with
-//     subscribePattern fleet/trucks/%u/orders/# got 135 for its own orders). With every identity listed
-//     and literal ACLs per truck (role truck-a: subscribe, receive fleet/trucks/truck-a/orders/#, send its
-//     own topics) it works: the truck's $share/g/fleet/trucks/+/events got SUBACK 135, its own orders 1,
-//     dispatch's $share 1, and messages flowed.
-//
-// So the only mechanism is replacing the file ACL by the plugin with one client and role per truck. We did
-// not adopt it here: the plugin reads its JSON only at start, so every truck issued or revoked would need
-// a broker restart (a reconnect storm for the whole fleet) or an admin client driving $CONTROL
-// (mosquitto_ctrl), and the plugin rewrites that JSON itself. Until then dispatch should not rely on
-// share groups being closed: end-to-end receipts make a stolen message a delay, not a loss.
-//
 // # Caveats
 //
-//   - Mosquitto learns roles only from the ACL file's `user` blocks, one per dispatch identity of the PKI
-//     index. After issuing or revoking a dispatch certificate, run `waybill broker config` again and send
-//     Mosquitto SIGHUP. Trucks need nothing: `pattern` lines with %u cover every truck. The same applies to
-//     a revocation of any kind, for the CRL copy in certs/.
-//   - Mosquitto grants every subscription and checks read access per delivered message (so a truck that
-//     subscribes to another truck's orders gets SUBACK 0 and no messages). The development broker does the
-//     same for wildcard filters; a forbidden subscription to a plain topic gets SUBACK 135 there.
+//   - A certificate issued while the broker runs may do nothing until the broker is told (`pki issue
+//     --broker URL` or `waybill broker sync`). The development broker reads roles from certificates and
+//     needs nothing.
+//   - The CRL copy in certs/ is what the TLS listener checks at connect: after a revoke or `pki crl`, run
+//     `waybill broker config` again and send SIGHUP (the revoked identity is already deleted from the
+//     plugin, so a reconnect before that may connect but do nothing).
+//   - A broker cluster (EMQX, HiveMQ, VerneMQ) has its own access control: render the same rules from ACL
+//     for it; nothing here assumes one broker process, but only Mosquitto's plugin is generated.
 //   - A will message on a topic the client may not write is accepted at connect and dropped when it
 //     fires; a truck's will on its own status topic is allowed (retained is fine), and so is a dispatch
 //     process's will on its own P/dispatch/NAME/status.
-//   - Mosquitto logs "Warning: ACL pattern 'P/dispatch/+/status' does not contain '%c' or '%u'" at start:
-//     that pattern is meant for everybody (a `topic` line outside a user block would apply only to
-//     anonymous clients, and we have none).
 //   - Persistence is a snapshot every autosave interval: a kill -9 loses up to that much of the queue.
 package brokerconf

@@ -12,17 +12,20 @@
 //     the CRL honoured (re-read when the file changes) and a stale CRL refusing everyone, as Mosquitto does.
 //   - The certificate CN is the identity: it replaces the CONNECT username; an empty client id becomes the
 //     CN; a different client id is refused with CONNACK 133.
-//   - brokerconf.ACL (orders, receipts, truck and dispatch status, telemetry, events) decides every publish (MQTT v5 QoS 1/2: PUBACK/PUBREC 135; QoS 0 dropped) and every
-//     delivered message; a will on a topic the client may not write is dropped.
+//   - brokerconf.ACL (orders, receipts, truck and dispatch status, telemetry, events, the CRL) decides
+//     every subscription (SUBACK 135 for a filter outside the identity's rights, $share for anyone but
+//     dispatch), every publish (MQTT v5 QoS 1/2: PUBACK/PUBREC 135; QoS 0 dropped) and every delivered
+//     message; a will on a topic the client may not write is dropped. These are the rules Mosquitto's
+//     dynamic security plugin enforces with brokerconf's configuration.
 //   - Receive maximum, stored messages per client and packet size as in brokerconf (1000, 10000, 256 KiB).
 //
 // # Caveats
 //
 //   - Nothing is persisted: a restart loses sessions, queued and retained messages.
-//   - Differences from Mosquitto: a foreign client id is refused rather than replaced; a forbidden
-//     plain-topic subscription gets SUBACK 135 (Mosquitto grants it and delivers nothing); the CRL is
-//     re-read without SIGHUP; MQTT 3.1.1 clients are disconnected on a denied QoS 1 publish (Mosquitto
-//     acknowledges and drops). Dispatch rights come from the certificate's role, so no ACL regeneration is
-//     needed after issuing a dispatch certificate.
+//   - Differences from Mosquitto: a foreign client id is refused rather than replaced; the CRL is re-read
+//     without SIGHUP, but a revoked client's open session is not closed (Mosquitto's administrator
+//     deletes it, see sdk/brokeradmin); there is no administrator, so nobody publishes the fleet CRL on
+//     it; MQTT 3.1.1 clients are disconnected on a denied QoS 1 publish (Mosquitto acknowledges and
+//     drops). Rights come from the certificate's role, so a new certificate needs no broker change.
 //   - Refused TLS handshakes are logged at Info on Config.Logger, ACL denials of publishes at Info.
 package devbroker
