@@ -462,10 +462,14 @@ var isolationCases = []isolationCase{
 		if rc := c.publish(t, "fleet/trucks/truck-stolen/telemetry", "fix", false); rc >= 0x80 {
 			t.Fatalf("before revocation: reason %d", rc)
 		}
+		start := time.Now()
+		closed := make(chan time.Duration, 1)
+		go func() { <-c.Done(); closed <- time.Since(start) }() // ends with the connection, at the latest at cleanup
 		b.Revoke("truck-stolen")
 		if kind == sdktest.Mosquitto {
 			select {
-			case <-c.Done():
+			case d := <-closed:
+				t.Logf("from revoke (PKI, CRL, broker told) to the revoked truck's connection closed: %v", d)
 			case <-time.After(waitFor):
 				t.Fatal("the revoked truck's session is still open")
 			}
