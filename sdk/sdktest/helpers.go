@@ -97,3 +97,24 @@ func (c Client) Verifier(t testing.TB, cfg sdk.VerifierConfig) *sdk.Verifier {
 	}
 	return v
 }
+
+// NewPKI makes a fleet PKI in a temporary directory, as StartMosquitto and StartDevBroker do when
+// Options.PKI is nil (fleet "test", a broker certificate named BrokerName), with a truck certificate for each
+// name. Give it as Options.PKI (and dispatch names as Options.Dispatch): the broker then knows every
+// identity from its start, with nothing to tell it at run time (Issue, Sync).
+func NewPKI(t testing.TB, trucks ...string) *pki.PKI {
+	t.Helper()
+	p, err := pki.Init(pki.Config{Dir: filepath.Join(t.TempDir(), "pki")}, pki.CAOptions{Fleet: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Issue(pki.RoleBroker, BrokerName, pki.IssueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range trucks {
+		if _, err := p.Issue(pki.RoleTruck, name, pki.IssueOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
