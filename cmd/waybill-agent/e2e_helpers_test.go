@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -378,6 +379,8 @@ type agentProc struct {
 	// next: per store epoch, the seq the store would hand out next, learnt after a drain (finish) or set by
 	// the test: every seq below it was handed out, so dispatch must hold them all (a lost tail shows).
 	next map[sdk.Epoch]uint64
+	// token is the listener's token (http.token), sent as a Bearer token by the helpers that call the agent.
+	token string
 }
 
 // noteRun adds the running agent's counters to the totals, just before it stops.
@@ -395,6 +398,7 @@ type agentOptions struct {
 	GPS            string // the GPS device; zero: no GPS (replay of /dev/null)
 	ReceiptTimeout string // zero: "2s"
 	StatusInterval string // zero: the default (5 minutes)
+	Token          string // http.token; zero: none (the listener then answers loopback names only)
 }
 
 // newAgent issues nothing: the truck certificate name must be issued (rig.b.Truck) before the office starts.
@@ -406,7 +410,7 @@ func (r *rig) newAgent(name string, o agentOptions) *agentProc {
 		t.Fatalf("%s is not an issued truck certificate", name)
 	}
 	a := &agentProc{t: t, r: r, name: name, dir: filepath.Join(r.dir, name), http: freeAddr(t), logs: &logBuffer{},
-		next: map[sdk.Epoch]uint64{}}
+		next: map[sdk.Epoch]uint64{}, token: o.Token}
 	if o.Broker == "" {
 		o.Broker = "mqtts://" + r.b.Addr
 	}
@@ -429,6 +433,9 @@ func (r *rig) newAgent(name string, o agentOptions) *agentProc {
 		}
 		fmt.Fprintf(&b, "[gps.filter]\nperiod = \"1s\"\nmin_interval = \"1s\"\n[store]\nfix_batch = 3\nfix_delay = \"500ms\"\n")
 		fmt.Fprintf(&b, "[http]\nlisten = %q\n", a.http)
+		if o.Token != "" {
+			fmt.Fprintf(&b, "token = %q\n", o.Token)
+		}
 		if o.StatusInterval != "" {
 			fmt.Fprintf(&b, "[status]\ninterval = %q\n", o.StatusInterval)
 		}
@@ -553,14 +560,93 @@ func (h health) String() string {
 
 func (a *agentProc) healthz() (health, error) {
 	var h health
-	c := http.Client{Timeout: 3 * time.Second}
-	resp, err := c.Get("http://" + a.http + "/healthz")
+	resp, err := a.request("GET", "/healthz", nil)
 	if err != nil {
 		return h, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusServiceUnavailable {
+		return h, fmt.Errorf("GET /healthz: %s", resp.Status)
+	}
 	err = json.NewDecoder(resp.Body).Decode(&h)
 	return h, err
+}
+
+// request sends a request to the agent's local listener, with its token when it has one, and the headers
+// given as name, value pairs: a "Host" pair sets the Host header, an empty value removes the header (the
+// token's Authorization). The caller closes the body.
+func (a *agentProc) request(method, path string, body io.Reader, header ...string) (*http.Response, error) {
+	req, err := http.NewRequest(method, "http://"+a.http+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if a.token != "" {
+		req.Header.Set("Authorization", "Bearer "+a.token)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		switch {
+		case strings.EqualFold(header[i], "Host"):
+			req.Host = header[i+1]
+		case header[i+1] == "":
+			req.Header.Del(header[i])
+		default:
+			req.Header.Set(header[i], header[i+1])
+		}
+	}
+	c := http.Client{Timeout: 3 * time.Second}
+	return c.Do(req)
+}
+
+// orderView is the part of the driver page's view of an order (GET /api/orders/{id}) the tests read.
+type orderView struct {
+	ID        string `json:"id"`
+	Revision  uint32 `json:"revision"`
+	State     string `json:"state"`
+	Recipient string `json:"recipient"`
+	Address   string `json:"address"`
+	Problems  int    `json:"problems"`
+}
+
+// order returns the driver page's view of order id, and false when the truck's book does not list it (404).
+// It fails t (the test or subtest calling) when the agent does not answer.
+func (a *agentProc) order(t testing.TB, id string) (orderView, bool) {
+	t.Helper()
+	var v orderView
+	resp, err := a.request("GET", "/api/orders/"+id, nil)
+	if err != nil {
+		t.Fatalf("%s: GET /api/orders/%s: %v", a.name, id, err)
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusNotFound:
+		return v, false
+	case http.StatusOK:
+		if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+			t.Fatalf("%s: GET /api/orders/%s: %v", a.name, id, err)
+		}
+		return v, true
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	t.Fatalf("%s: GET /api/orders/%s: %s %s", a.name, id, resp.Status, raw)
+	return v, false
+}
+
+// waitOrder waits until the driver's page shows order id at revision rev and returns its view.
+func (a *agentProc) waitOrder(t testing.TB, id string, rev uint32) orderView {
+	t.Helper()
+	var v orderView
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var ok bool
+		if v, ok = a.order(t, id); ok && v.Revision == rev {
+			return v
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: order %s rev %d not on the driver's page within 10 s (it shows %+v)\nagent log tail:\n%s",
+				a.name, id, rev, v, a.logs.tail(20))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // waitHealth polls /healthz until cond holds, failing after d with the state.
@@ -594,7 +680,7 @@ func (a *agentProc) waitOrders(d time.Duration, ids ...string) {
 	deadline := time.Now().Add(d)
 	for _, id := range ids {
 		for {
-			resp, err := http.Get("http://" + a.http + "/api/orders/" + id)
+			resp, err := a.request("GET", "/api/orders/"+id, nil)
 			if err == nil {
 				resp.Body.Close()
 				if resp.StatusCode == http.StatusOK {
@@ -629,7 +715,7 @@ func (a *agentProc) tryAct(id, action, reason string) (recKey, error) {
 	if reason != "" {
 		body = fmt.Sprintf(`{"reason": %q}`, reason)
 	}
-	resp, err := http.Post("http://"+a.http+"/api/orders/"+id+"/"+action, "application/json", strings.NewReader(body))
+	resp, err := a.request("POST", "/api/orders/"+id+"/"+action, strings.NewReader(body), "Content-Type", "application/json")
 	if err != nil {
 		return recKey{}, fmt.Errorf("%s: POST %s/%s: %v", a.name, id, action, err)
 	}
@@ -649,29 +735,48 @@ func (a *agentProc) tryAct(id, action, reason string) (recKey, error) {
 	return recKey{a.name, a.epochs[len(a.epochs)-1], out.Event.Seq}, nil
 }
 
-// metrics reads the unlabelled values of the agent's /metrics.
+// metrics reads the values of the agent's /metrics: an unlabelled series under its name, a labelled one
+// under its name and labels as written (waybill_orders_rejected_total{reason="bad signature"}).
 func (a *agentProc) metrics() (map[string]float64, error) {
-	c := http.Client{Timeout: 3 * time.Second}
-	resp, err := c.Get("http://" + a.http + "/metrics")
+	resp, err := a.request("GET", "/metrics", nil)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]float64{}
 	for _, l := range strings.Split(string(raw), "\n") {
-		var name string
-		var v float64
-		if !strings.HasPrefix(l, "#") && !strings.Contains(l, "{") {
-			if _, err := fmt.Sscanf(l, "%s %g", &name, &v); err == nil {
-				out[name] = v
-			}
+		i := strings.LastIndexByte(l, ' ')
+		if strings.HasPrefix(l, "#") || i <= 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(l[i+1:], 64); err == nil {
+			out[l[:i]] = v
 		}
 	}
 	return out, nil
+}
+
+// metric reads one series of /metrics (name, or name and labels as written), failing t (the test or
+// subtest calling) when /metrics does not answer; an absent series is 0.
+func (a *agentProc) metric(t testing.TB, series string) float64 {
+	t.Helper()
+	m, err := a.metrics()
+	if err != nil {
+		t.Fatalf("%s: %v", a.name, err)
+	}
+	return m[series]
+}
+
+// rejectedSeries is the /metrics series counting the orders the agent's verifier refused for reason.
+func rejectedSeries(reason sdk.Reason) string {
+	return fmt.Sprintf("waybill_orders_rejected_total{reason=%q}", reason.String())
 }
 
 // finish stops the agent with SIGTERM, runs it once more without GPS until its store is empty (everything
@@ -975,4 +1080,87 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool, state
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// peer is a plain MQTT v5 client of the fleet (sdk/transport over mutual TLS) besides the agents and the
+// office: an attacker, a sniffer, a second dispatch tool. It records every message it receives.
+type peer struct {
+	name   string
+	c      *transport.Conn
+	cancel context.CancelFunc
+	done   chan struct{}
+	mu     sync.Mutex
+	got    []transport.Message // guarded by mu
+}
+
+// connectPeer connects as cl's certificate with clientID (zero: the certificate's name), a clean session
+// that ends with the connection, subscribed to filters (QoS 1), and waits until it is connected. The broker
+// may refuse a subscription: subscribeErr says so. It disconnects when t (the test or subtest calling) ends,
+// or at close.
+func (r *rig) connectPeer(t testing.TB, cl sdktest.Client, clientID string, filters ...string) *peer {
+	t.Helper()
+	if clientID == "" {
+		clientID = cl.Name
+	}
+	p := &peer{name: clientID, done: make(chan struct{})}
+	var subs []transport.Subscription
+	for _, f := range filters {
+		subs = append(subs, transport.Subscription{Topic: f, QoS: 1})
+	}
+	c, err := transport.New(transport.Config{Brokers: []string{"mqtts://" + r.b.Addr}, ClientID: clientID,
+		CertFile: cl.CertFile, KeyFile: cl.KeyFile, CAFile: cl.CAFile, CleanStart: true, SessionExpiry: -1,
+		BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, Subscriptions: subs,
+		OnPublish: func(_ context.Context, m transport.Message) error {
+			p.mu.Lock()
+			p.got = append(p.got, m)
+			p.mu.Unlock()
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.c = c
+	ctx, cancel := context.WithCancel(r.ctx)
+	p.cancel = cancel
+	go func() { defer close(p.done); c.Run(ctx) }()
+	t.Cleanup(p.close)
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	if err := c.Wait(wctx); err != nil {
+		t.Fatalf("%s (certificate %s) did not connect: %v (%v)\nbroker log:\n%s", clientID, cl.Name, err,
+			c.Current().Err, r.b.Logs())
+	}
+	return p
+}
+
+// publish publishes payload with QoS 1 and returns the broker's answer: nil for a PUBACK below 128, a
+// *transport.PublishError with the reason code otherwise.
+func (p *peer) publish(topic string, payload []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return p.c.Publish(ctx, topic, payload, transport.PublishOptions{QoS: 1})
+}
+
+// mustPublish publishes and fails t unless the broker accepted.
+func (p *peer) mustPublish(t testing.TB, topic string, payload []byte) {
+	t.Helper()
+	if err := p.publish(topic, payload); err != nil {
+		t.Fatalf("%s: publish to %s: %v", p.name, topic, err)
+	}
+}
+
+// received returns the messages received so far.
+func (p *peer) received() []transport.Message {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.got)
+}
+
+// subscribeErr is why the broker refused one of the peer's subscriptions at its connection, or nil.
+func (p *peer) subscribeErr() error { return p.c.Current().Info.SubscribeErr }
+
+// close disconnects (a clean DISCONNECT) and waits for the connection to end.
+func (p *peer) close() {
+	p.cancel()
+	<-p.done
 }
