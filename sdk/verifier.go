@@ -316,6 +316,9 @@ func (v *Verifier) CRLInfo() CRLInfo {
 	return CRLInfoOf(v.CRL())
 }
 
+// Topics is the topic prefix the verifier checks topics against (and the fleet CRL's topic, Topics.CRL).
+func (v *Verifier) Topics() Topics { return v.cfg.Topics }
+
 // CRL returns the CRL in use, nil for none. It must not be modified.
 func (v *Verifier) CRL() *x509.RevocationList {
 	v.mu.RLock()

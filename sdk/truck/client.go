@@ -27,6 +27,13 @@ type ClientConfig struct {
 	// Clock is the time for signatures, verification and TLS checks. Nil = time.Now. A unit without a
 	// real-time clock passes GPS time until its system clock is plausible.
 	Clock func() time.Time
+	// CRLCacheFile is where the newest fleet CRL received on Topics.CRL is kept (DER, replaced whole with
+	// an fsync), so that after a restart the truck goes on refusing what it revoked before the broker sends
+	// the list again. At start the verifier uses the newer (by CRL Number) of Transport.CRLFile and this
+	// file; a missing or unusable cache is logged and skipped. Zero: nothing is kept, and after a restart
+	// only Transport.CRLFile applies until the broker's retained CRL arrives. The agent sets it to
+	// <data_dir>/crl.der.
+	CRLCacheFile string
 	// Health returns the agent's health summary for the status topic. Nil: status carries no summary.
 	Health func() sdk.Health
 	// StatusInterval is how often the retained status is refreshed while connected. Zero means 5 minutes.
@@ -51,6 +58,8 @@ type Client struct {
 	book     *Book
 	status   string
 	verifier *sdk.Verifier // orders, receipts and dispatch status
+	crlTopic string        // the fleet CRL: applied to verifier
+	crl      crlState
 
 	dmu           sync.Mutex
 	dispatchState map[string]sdk.State // last state of each dispatch process; guarded by dmu
@@ -91,17 +100,15 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("truck: %w", err)
 	}
-	vcfg := sdk.VerifierConfig{CA: ca, Topics: cfg.Topics, Clock: cfg.Clock, Logger: cfg.Logger}
-	if tc.CRLFile != "" {
-		if vcfg.CRL, err = pki.LoadCRL(tc.CRLFile); err != nil {
-			return nil, fmt.Errorf("truck: %w", err)
-		}
-	}
-	verifier, err := sdk.NewVerifier(vcfg)
+	verifier, err := sdk.NewVerifier(sdk.VerifierConfig{CA: ca, Topics: cfg.Topics, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, name: id.Name, signer: signer, verifier: verifier, dispatchState: map[string]sdk.State{}}
+	c := &Client{cfg: cfg, name: id.Name, signer: signer, verifier: verifier, crlTopic: cfg.Topics.CRL(),
+		dispatchState: map[string]sdk.State{}}
+	if err := c.loadCRLs(tc.CRLFile, cfg.CRLCacheFile); err != nil {
+		return nil, err
+	}
 	if c.book, err = NewBook(BookConfig{Store: cfg.Store, Verifier: verifier, Truck: id.Name, Clock: cfg.Clock,
 		OnChange: cfg.OnOrder, Logger: cfg.Logger}); err != nil {
 		return nil, err
@@ -119,7 +126,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	tc.ClientID = id.Name
 	tc.Subscriptions = []transport.Subscription{{Topic: orders, QoS: 1}, {Topic: receipts, QoS: 1},
-		{Topic: cfg.Topics.DispatchStatusFilter(), QoS: 1}}
+		{Topic: cfg.Topics.DispatchStatusFilter(), QoS: 1}, {Topic: c.crlTopic, QoS: 1}}
 	tc.OnPublish = c.onPublish
 	tc.OnConnect = c.onConnect
 	tc.Will = &transport.Will{Topic: c.status, Retain: true, Refresh: func() ([]byte, error) {
@@ -224,8 +231,13 @@ func (c *Client) refreshStatus(ctx context.Context) error {
 }
 
 // onPublish routes what dispatch sends: orders to the book, receipts to the uploader, dispatch status (a
-// dispatch process coming online sends what waits for a receipt at once).
+// dispatch process coming online sends what waits for a receipt at once), and the fleet CRL to the
+// verifier.
 func (c *Client) onPublish(ctx context.Context, m transport.Message) error {
+	if m.Topic == c.crlTopic {
+		c.handleCRL(m.Payload, m.Retained)
+		return nil
+	}
 	tp, err := c.cfg.Topics.Parse(m.Topic)
 	if err != nil || tp.Kind == sdk.KindOrders {
 		return c.book.Handle(ctx, m) // the book refuses and counts anything malformed

@@ -159,6 +159,12 @@ func writeSideFile(path string, reserved map[sdk.MsgType]uint64) error {
 		b = append(b, byte(t))
 		b = binary.BigEndian.AppendUint64(b, r)
 	}
+	return writeFileSync(path, b)
+}
+
+// writeFileSync replaces path with b, durably: a temporary file beside it (mode 0600), fsync, rename, and
+// the directory synced. A crash leaves the old file or the new one.
+func writeFileSync(path string, b []byte) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
