@@ -25,8 +25,9 @@ func runWatch(ctx context.Context, s streams, args []string) error {
 	fs.Usage = func() {
 		fmt.Fprintln(s.err, "Usage: waybill watch [--data DIR] [--json] [--share GROUP] --pki DIR|--cert/--key/--ca --broker URL")
 		fmt.Fprintln(s.err)
-		fmt.Fprintln(s.err, "Live, verified view of the fleet: one line per fix, delivery event and status change, and every")
-		fmt.Fprintln(s.err, "refused message with its reason. Every fix, event and status is committed to the archive")
+		fmt.Fprintln(s.err, "Live, verified view of the fleet: one line per fix, delivery event and status change, every")
+		fmt.Fprintln(s.err, "refused message with its reason, and each newer fleet CRL from the broker (applied at once: what")
+		fmt.Fprintln(s.err, "it revokes is refused from then on). Every fix, event and status is committed to the archive")
 		fmt.Fprintln(s.err, "(DATA/archive.db) before it is acknowledged and shown, and receipted to the truck, which then")
 		fmt.Fprintln(s.err, "deletes it. The MQTT session is persistent: what trucks sent while neither watch nor an order")
 		fmt.Fprintln(s.err, "command ran arrives at the next start. It also sends the outbox's unconfirmed orders until the")
@@ -170,6 +171,9 @@ func (p *printer) update(_ context.Context, u dispatch.Update) error {
 		}
 		p.line(text, map[string]any{"type": "status", "truck": st.Truck, "status": st.Status, "changed": st.Changed,
 			"retained": st.Retained})
+	case u.CRL != nil:
+		p.line(fmt.Sprintf("fleet CRL %s applied: whatever it revokes is refused from now on", u.CRL),
+			map[string]any{"type": "crl", "crl": u.CRL})
 	case u.Rejection != nil:
 		r := u.Rejection
 		p.line(fmt.Sprintf("REFUSED on %s: %s: %v", r.Topic, r.Reason, r.Err), map[string]any{"type": "rejected",

@@ -61,6 +61,9 @@ type Update struct {
 	Event     *Event     `json:"event,omitempty"`
 	Status    *Status    `json:"status,omitempty"`
 	Rejection *Rejection `json:"rejection,omitempty"`
+	// CRL is the fleet CRL the verifier applies from now on: a newer one arrived on Topics.CRL. It is
+	// handed to Handle only, never committed to a Record.
+	CRL *sdk.CRLInfo `json:"crl,omitempty"`
 }
 
 // ConsumerConfig configures a Consumer. Verifier is required.
@@ -94,6 +97,9 @@ type ConsumerStats struct {
 	DuplicateEvents uint64                `json:"duplicate_events"` // events dropped as seen before
 	Statuses        uint64                `json:"statuses"`         // status messages handed over
 	CommitErrors    uint64                `json:"commit_errors"`    // failed Record commits (messages left unacknowledged)
+	CRLsApplied     uint64                `json:"crls_applied"`     // fleet CRLs newer than the one in use, applied
+	CRLsNotNewer    uint64                `json:"crls_not_newer"`   // fleet CRLs no newer than the one in use (the retained one at each connection): ignored
+	CRLsRefused     uint64                `json:"crls_refused"`     // fleet CRLs refused: not a CRL of the fleet CA
 	Rejected        map[sdk.Reason]uint64 `json:"rejected"`         // refused messages by reason
 }
 
@@ -110,6 +116,8 @@ type Consumer struct {
 	events   *dedup
 	statuses map[string]Status
 	stats    ConsumerStats
+
+	crlTopic string // the fleet CRL, applied to the verifier
 }
 
 // NewConsumer checks cfg.
@@ -129,12 +137,12 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	}
 	return &Consumer{cfg: cfg, log: log, fixes: newDedup(cfg.MaxRanges, cfg.MaxEpochs),
 		events: newDedup(cfg.MaxRanges, cfg.MaxEpochs), statuses: map[string]Status{},
-		stats: ConsumerStats{Rejected: map[sdk.Reason]uint64{}}}, nil
+		stats: ConsumerStats{Rejected: map[sdk.Reason]uint64{}}, crlTopic: cfg.Verifier.Topics().CRL()}, nil
 }
 
 // Subscriptions returns the subscriptions a consumer needs: telemetry and events of every truck (shared in
-// group when it is not empty, so that the processes of the group split them) and status of every truck
-// (never shared: every process needs to know who is online).
+// group when it is not empty, so that the processes of the group split them), status of every truck and the
+// fleet CRL (never shared: every process needs to know who is online, and what is revoked).
 func Subscriptions(t sdk.Topics, group string) []transport.Subscription {
 	share := ""
 	if group != "" {
@@ -144,14 +152,19 @@ func Subscriptions(t sdk.Topics, group string) []transport.Subscription {
 		{Topic: share + t.FleetFilter(sdk.KindTelemetry), QoS: 1},
 		{Topic: share + t.FleetFilter(sdk.KindEvents), QoS: 1},
 		{Topic: t.FleetFilter(sdk.KindStatus), QoS: 1},
+		{Topic: t.CRL(), QoS: 1},
 	}
 }
 
 // HandleMessage verifies one message, commits it to the Record (if any) and hands over what is new. It
 // returns nil (acknowledge) for rejected and duplicate messages too: they must not come back forever. It
 // returns an error only when Commit, Handle or the verifier's replay state fails, so the broker delivers the
-// message again.
+// message again. A message on the fleet CRL topic goes to the verifier (UpdateCRL): from then on messages
+// signed by a certificate it revokes are refused (sdk.ReasonRevoked).
 func (c *Consumer) HandleMessage(ctx context.Context, m transport.Message) error {
+	if m.Topic == c.crlTopic {
+		return c.handleCRL(ctx, m.Payload)
+	}
 	msg, err := c.cfg.Verifier.Verify(ctx, m.Topic, m.Payload)
 	dup := errors.Is(err, sdk.ReasonDuplicate)
 	var rej *sdk.RejectError
@@ -233,6 +246,27 @@ func (c *Consumer) HandleMessage(ctx context.Context, m transport.Message) error
 		c.stats.Statuses++
 	}
 	return nil
+}
+
+// handleCRL applies a fleet CRL to the verifier and hands a newer one to Handle. An older or equal one is
+// ignored; one that is not the fleet's is logged and counted. Only a failing Handle returns an error.
+func (c *Consumer) handleCRL(ctx context.Context, payload []byte) error {
+	up, err := c.cfg.Verifier.UpdateCRL(payload)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case err != nil:
+		c.stats.CRLsRefused++
+		c.log.Warn("dispatch: fleet CRL refused; keeping the one in use", "crl", c.cfg.Verifier.CRLInfo().String(), "err", err)
+		return nil
+	case !up:
+		c.stats.CRLsNotNewer++ // the retained CRL again after a reconnect, or an older one
+		return nil
+	}
+	c.stats.CRLsApplied++
+	info := c.cfg.Verifier.CRLInfo()
+	c.log.Info("dispatch: fleet CRL applied", "crl", info.String())
+	return c.handle(ctx, Update{CRL: &info})
 }
 
 // commit writes u to the Record, if there is one.

@@ -129,6 +129,12 @@
 // marks the gap between them as seen; at 64 runs of 16 bytes that is about 1 KB per truck and epoch, twice
 // (fixes and events).
 //
+// The consumer also takes the fleet CRL, which the broker administrator publishes retained on
+// Topics.CRL (Subscriptions includes it, never shared): Verifier.UpdateCRL applies a newer list at once, so
+// a revoked truck's messages are refused (sdk.ReasonRevoked) from the moment it arrives, without a restart;
+// an older or equal list is ignored, and one the fleet CA did not sign is logged and counted
+// (Stats.CRLsRefused). Handle gets an Update with CRL set for each list applied.
+//
 // Statuses are not de-duplicated by identity: each verified status message is handed over once, the retained
 // copy delivered again after a reconnect is dropped by the verifier as a duplicate.
 //
