@@ -26,6 +26,10 @@ import (
 	"github.com/waybill-iot/waybill/store"
 )
 
+// CRLCacheFile is the file in the data directory where the truck keeps the newest fleet CRL the broker
+// sent (truck.ClientConfig.CRLCacheFile), so a restart keeps refusing what it revoked.
+const CRLCacheFile = "crl.der"
+
 // StopTimeout bounds the shutdown after the context ends (ignition off): the GPS source stops, pending fixes
 // are committed, the connection closes with its will, the store closes.
 const StopTimeout = 10 * time.Second
@@ -118,6 +122,7 @@ func newAgent(cfg Config, opts Options) (*Agent, error) {
 			CAFile: cfg.Identity.CA, CRLFile: cfg.Identity.CRL, KeepAlive: cfg.Broker.KeepAlive, BackoffMax: cfg.Broker.BackoffMax,
 			AllowPlaintext: cfg.Broker.AllowPlaintext},
 		Store:          st,
+		CRLCacheFile:   filepath.Join(cfg.DataDir, CRLCacheFile),
 		Topics:         sdk.Topics{Prefix: cfg.Broker.TopicPrefix},
 		Clock:          a.clock.Now,
 		Health:         a.health,

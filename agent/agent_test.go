@@ -218,21 +218,46 @@ func TestAgentEndToEnd(t *testing.T) {
 	if st.Truck != "truck-0001" || !st.Connected || !strings.HasPrefix(st.GPS, "ok") || st.CertDaysLeft < 300 {
 		t.Fatalf("healthz = %+v", st)
 	}
+	if st.CRL.Loaded {
+		t.Fatalf("healthz reports a CRL before any was configured or published: %+v", st.CRL)
+	}
 	metrics := get(t, base+"/metrics")
 	for _, m := range []string{"waybill_queue_records{lane=\"normal\"}", "waybill_link_up 1", "waybill_upload_fixes_total",
-		"waybill_gps_fix_age_seconds", "waybill_cert_days_left"} {
+		"waybill_gps_fix_age_seconds", "waybill_cert_days_left", "waybill_crl_number -1"} {
 		if !strings.Contains(metrics, m) {
 			t.Errorf("metrics lack %s", m)
 		}
 	}
-	view.mu.Lock()
-	statusOK := false
-	for _, s := range view.statuses {
-		statusOK = statusOK || (s.State == sdk.StateOnline && s.Health != nil && s.Health.Version == "test")
+	statusWith := func(pred func(*sdk.Health) bool) bool {
+		view.mu.Lock()
+		defer view.mu.Unlock()
+		for _, s := range view.statuses {
+			if s.State == sdk.StateOnline && s.Health != nil && s.Health.Version == "test" && pred(s.Health) {
+				return true
+			}
+		}
+		return false
 	}
-	view.mu.Unlock()
-	if !statusOK {
-		t.Error("no online status with health at the consumer")
+	if !statusWith(func(h *sdk.Health) bool { return h.CRL != nil && !h.CRL.Loaded }) {
+		t.Error("no online status with health saying the truck has no CRL")
+	}
+
+	// The fleet CRL published by the administrator reaches the running agent: healthz, metrics, the status
+	// and the cache in the data directory say so.
+	b.PublishCRL()
+	sdktest.WaitFor(t, 20*time.Second, "healthz reporting CRL #1", func() bool {
+		var st Status
+		getJSON(t, base+"/healthz", &st)
+		return st.CRL.Loaded && st.CRL.Number != nil && st.CRL.Number.Int64() == 1 && st.CRL.Received.Applied == 1
+	})
+	if m := get(t, base+"/metrics"); !strings.Contains(m, "waybill_crl_number 1\n") {
+		t.Errorf("metrics lack waybill_crl_number 1")
+	}
+	sdktest.WaitFor(t, 20*time.Second, "a status reporting CRL #1", func() bool {
+		return statusWith(func(h *sdk.Health) bool { return h.CRL != nil && h.CRL.Loaded && h.CRL.Number.Int64() == 1 })
+	})
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, CRLCacheFile)); err != nil {
+		t.Errorf("the fleet CRL is not kept in the data directory: %v", err)
 	}
 
 	// Ignition off: stops within the bound.

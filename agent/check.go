@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/url"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/waybill-iot/waybill/gps"
+	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/pki"
 	"github.com/waybill-iot/waybill/store"
 )
@@ -153,6 +155,8 @@ func Check(ctx context.Context, cfg Config, o CheckOptions) []CheckResult {
 		}
 	}
 
+	out = append(out, checkFleetCRL(cfg, now))
+
 	if o.Offline {
 		return out
 	}
@@ -163,6 +167,60 @@ func Check(ctx context.Context, cfg Config, o CheckOptions) []CheckResult {
 	// GPS.
 	out = append(out, probeGPS(ctx, cfg.GPS, o.GPSTimeout))
 	return out
+}
+
+// checkFleetCRL says which fleet CRL the agent will verify orders with at start: the newer of identity.crl
+// and the one it keeps from the broker (CRLCacheFile in the data directory), as truck.NewClient picks it.
+// Without either the truck cannot refuse an order signed by a revoked dispatch key until the broker sends
+// a CRL: a warning with what to do.
+func checkFleetCRL(cfg Config, now time.Time) CheckResult {
+	const name = "fleet CRL for orders"
+	cache := filepath.Join(cfg.DataDir, CRLCacheFile)
+	ca, err := pki.LoadCertificates(cfg.Identity.CA)
+	if err != nil {
+		return CheckResult{name, Warn, "not checked: the fleet CA is unusable (see above)", ""}
+	}
+	v, err := sdk.NewVerifier(sdk.VerifierConfig{CA: ca, Clock: func() time.Time { return now }})
+	if err != nil {
+		return CheckResult{name, Warn, "not checked: " + err.Error(), ""}
+	}
+	var notes []string
+	for _, f := range []struct{ what, path string }{{"identity.crl", cfg.Identity.CRL}, {"received from the broker", cache}} {
+		if f.path == "" {
+			continue
+		}
+		raw, err := os.ReadFile(f.path)
+		if errors.Is(err, fs.ErrNotExist) && f.path == cache {
+			continue
+		}
+		if err == nil {
+			_, err = v.UpdateCRL(raw)
+		}
+		if err != nil {
+			notes = append(notes, fmt.Sprintf("%s (%s) not usable: %v", f.what, f.path, err))
+		}
+	}
+	info := v.CRLInfo()
+	if !info.Loaded {
+		detail := "none: neither identity.crl nor a CRL received from the broker (" + cache + "); until the broker " +
+			"sends one, orders signed by a revoked dispatch key are accepted"
+		if len(notes) > 0 {
+			detail += "; " + strings.Join(notes, "; ")
+		}
+		return CheckResult{name, Warn, detail, "on the PKI host run `waybill broker sync --broker URL` (it publishes the " +
+			"fleet CRL, which the agent receives and keeps once connected), or copy the PKI's crl.pem to the truck and " +
+			"set identity.crl"}
+	}
+	detail := info.String()
+	if len(notes) > 0 {
+		return CheckResult{name, Warn, detail + "; " + strings.Join(notes, "; "), "replace or remove the unusable file"}
+	}
+	crl := v.CRL()
+	if err := pki.CheckCRL(crl, now, 0); errors.Is(err, pki.ErrCRLStale) {
+		return CheckResult{name, Warn, detail + ": past its next update " + info.NextUpdate.Format(time.DateOnly),
+			"on the PKI host: waybill pki crl, then waybill broker sync --broker URL (the truck applies it when it arrives)"}
+	}
+	return CheckResult{name, OK, detail, ""}
 }
 
 func probeBroker(ctx context.Context, raw string, roots *x509.CertPool, pair tls.Certificate, now time.Time, timeout time.Duration) CheckResult {

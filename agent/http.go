@@ -3,6 +3,7 @@ package agent
 import (
 	"encoding/json"
 	"fmt"
+	"math/big"
 	"net/http"
 	"sort"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/pki"
+	"github.com/waybill-iot/waybill/sdk/truck"
 )
 
 // handler serves /healthz and /metrics; Mount adds the driver page and hook. /healthz and /metrics are
@@ -72,6 +74,13 @@ type Status struct {
 	} `json:"store"`
 	CertDaysLeft int    `json:"cert_days_left"`
 	DiskFree     uint64 `json:"disk_free_bytes"`
+	// CRL is the fleet CRL orders are verified with: "loaded": false means none at all (neither
+	// identity.crl nor one received from the broker), so an order signed by a revoked dispatch key would
+	// be accepted. Received counts the CRLs the broker sent: applied, ignored as not newer, refused.
+	CRL struct {
+		sdk.CRLInfo
+		Received truck.CRLStats `json:"received"`
+	} `json:"crl"`
 }
 
 // Status reports the agent's state now.
@@ -100,6 +109,7 @@ func (a *Agent) Status() Status {
 	s.Store.Epoch, s.Store.Origin, s.Store.Since, s.Store.Detail = sdk.EpochOf(a.store.Epoch()), o.Kind.String(), o.At, o.Detail
 	s.CertDaysLeft = a.certDaysLeft(now)
 	s.DiskFree = diskFree(a.cfg.DataDir)
+	s.CRL.CRLInfo, s.CRL.Received = a.client.CRLInfo(), a.client.CRLStats()
 	return s
 }
 
@@ -118,6 +128,8 @@ func (a *Agent) health() sdk.Health {
 	h.Unreceipted = a.client.Uploader().Stats().Unreceipted
 	o := a.store.Origin()
 	h.StoreEpoch, h.StoreOrigin, h.StoreSince = sdk.EpochOf(a.store.Epoch()), o.Kind.String(), o.At
+	crl := a.client.CRLInfo()
+	h.CRL = &crl
 	return h
 }
 
@@ -216,6 +228,19 @@ func (a *Agent) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	for _, l := range reasons {
 		fmt.Fprint(w, l)
 	}
+	crl, cs := a.client.CRLInfo(), a.client.CRLStats()
+	crlNumber := -1.0
+	if crl.Loaded {
+		crlNumber = 0
+		if crl.Number != nil {
+			crlNumber, _ = new(big.Float).SetInt(crl.Number).Float64()
+		}
+	}
+	m("waybill_crl_number", "gauge", "Number of the fleet CRL orders are verified with; -1: no CRL at all.", crlNumber)
+	if crl.Loaded {
+		m("waybill_crl_this_update_seconds", "gauge", "When the CA signed the CRL in use (Unix time).", float64(crl.ThisUpdate.Unix()))
+	}
+	m("waybill_crl_refused_total", "counter", "CRLs from the broker refused (not the fleet CA's).", float64(cs.Refused))
 	m("waybill_cert_days_left", "gauge", "Days until the truck certificate expires.", float64(a.certDaysLeft(now)))
 	m("waybill_disk_free_bytes", "gauge", "Free bytes where the store lives.", float64(diskFree(a.cfg.DataDir)))
 	m("waybill_clock_from_gps", "gauge", "The system clock is implausible and GPS time is used.", b2f(!a.clock.plausible()))
