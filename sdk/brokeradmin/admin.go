@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/waybill-iot/waybill/sdk/brokerconf"
@@ -100,7 +101,9 @@ func Dial(ctx context.Context, cfg Config) (*Admin, error) {
 		return nil, fmt.Errorf("brokeradmin: connect to %s: %w", cfg.Broker, err)
 	}
 	a.c = paho.NewClient(paho.ClientConfig{
-		Conn:                       conn,
+		// paho writes a packet in several Writes and may send a PINGREQ from another goroutine meanwhile:
+		// without the lock they interleave and the broker drops the connection as malformed.
+		Conn:                       packets.NewThreadSafeConn(conn),
 		OnPublishReceived:          []func(paho.PublishReceived) (bool, error){a.onPublish},
 		OnClientError:              func(err error) { a.log.Debug("brokeradmin: connection error", "err", err) },
 		EnableManualAcknowledgment: false,
@@ -329,7 +332,10 @@ type SyncResult struct {
 
 // Sync makes the broker's clients and roles match ids: one client and one role (of the same name) per
 // identity, with brokerconf's rules. Clients not in ids are deleted, which ends their sessions; the
-// administrator itself is always kept.
+// administrator itself is always kept as configured. The plugin disconnects the clients of a role it
+// changes (they reconnect with the new rules); created and unchanged identities are not disturbed.
+// Every change makes the plugin rewrite its whole file: Sync is for the changes of a day, a new fleet
+// starts from the file that brokerconf.Write renders.
 func (a *Admin) Sync(ctx context.Context, ids []pki.Identity) (SyncResult, error) {
 	var res SyncResult
 	clients, err := a.Clients(ctx)
@@ -347,6 +353,11 @@ func (a *Admin) Sync(ctx context.Context, ids []pki.Identity) (SyncResult, error
 	want := map[string]bool{pki.AdminName: true}
 	var cmds []command
 	for _, id := range ids {
+		if id.Name == pki.AdminName {
+			// Changing a role makes the plugin disconnect its clients: correcting our own would cut this
+			// session off mid-batch. The administrator's role comes from the configuration file.
+			continue
+		}
 		want[id.Name] = true
 		acls, err := a.cfg.ACL.DynsecRole(id)
 		if err != nil {
@@ -356,10 +367,7 @@ func (a *Admin) Sync(ctx context.Context, ids []pki.Identity) (SyncResult, error
 		changed := false
 		switch {
 		case !roleExists:
-			cmds = append(cmds, command{"command": "createRole", "rolename": id.Name, "textname": string(id.Role)})
-			for _, acl := range acls {
-				cmds = append(cmds, addACL(id.Name, acl))
-			}
+			cmds = append(cmds, command{"command": "createRole", "rolename": id.Name, "textname": string(id.Role), "acls": acls})
 		case !sameACLs(got, acls):
 			changed = true
 			for _, acl := range got {
