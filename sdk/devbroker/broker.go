@@ -229,6 +229,24 @@ func (b *Broker) Run(ctx context.Context) error {
 	return b.Serve(ctx)
 }
 
+// revoked reports whether the client's certificate is on the current CRL.
+func (b *Broker) revoked(cl *mqtt.Client) bool {
+	ic, ok := cl.Net.Conn.(*identConn)
+	if !ok || ic.cert == nil {
+		return false
+	}
+	crl, err := b.crl.get()
+	if err != nil {
+		return false // the file is being replaced: the connect-time check stays
+	}
+	for _, e := range crl.RevokedCertificateEntries {
+		if e.SerialNumber.Cmp(ic.cert.SerialNumber) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // crlCache re-reads the CRL file when its size or modification time changes.
 type crlCache struct {
 	path string

@@ -23,9 +23,9 @@
 //
 //   - Nothing is persisted: a restart loses sessions, queued and retained messages.
 //   - Differences from Mosquitto: a foreign client id is refused rather than replaced; the CRL is re-read
-//     without SIGHUP, but a revoked client's open session is not closed (Mosquitto's administrator
-//     deletes it, see sdk/brokeradmin); there is no administrator, so nobody publishes the fleet CRL on
-//     it; MQTT 3.1.1 clients are disconnected on a denied QoS 1 publish (Mosquitto acknowledges and
+//     without SIGHUP when the file changes, and a revoked client's session is closed at its next publish,
+//     subscription or delivery (Mosquitto's administrator deletes it at once, see sdk/brokeradmin); there
+//     is no administrator, so nobody publishes the fleet CRL on it; MQTT 3.1.1 clients are disconnected on a denied QoS 1 publish (Mosquitto acknowledges and
 //     drops). Rights come from the certificate's role, so a new certificate needs no broker change.
 //   - Refused TLS handshakes are logged at Info on Config.Logger, ACL denials of publishes at Info.
 package devbroker

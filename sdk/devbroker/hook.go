@@ -74,6 +74,13 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if !ok {
 		return false
 	}
+	if h.b.revoked(cl) {
+		// Mosquitto's administrator deletes a revoked identity, which ends its session; here the CRL file
+		// is the news, noticed at the session's next publish, subscription or delivery.
+		h.b.log.Info("certificate revoked: session closed", "identity", id.Name)
+		cl.Stop(packets.ErrNotAuthorized)
+		return false
+	}
 	allowed := h.b.cfg.ACL.Allowed(id, topic, write)
 	if !allowed && write {
 		h.b.log.Info("publish denied by ACL", "identity", id.Name, "topic", topic)

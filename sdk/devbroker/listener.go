@@ -3,6 +3,7 @@ package devbroker
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"net"
@@ -21,7 +22,8 @@ const handshakeTimeout = 10 * time.Second
 // is what the hook uses for the username, client id and ACL.
 type identConn struct {
 	*tls.Conn
-	id pki.Identity
+	id   pki.Identity
+	cert *x509.Certificate // the verified client certificate, checked against the CRL as it changes
 }
 
 // tlsListener is a mochi listener that owns its connections: it performs the mutual TLS handshake itself
@@ -99,7 +101,7 @@ func (l *tlsListener) handle(c net.Conn, establish listeners.EstablishFn) {
 		return
 	}
 	// The handshake deadline stays until CONNECT has been read; mochi then sets its keep-alive deadline.
-	if err := establish(l.id, &identConn{Conn: tc, id: id}); err != nil {
+	if err := establish(l.id, &identConn{Conn: tc, id: id, cert: state.PeerCertificates[0]}); err != nil {
 		l.log.Debug("client connection ended", "identity", id.Name, "error", err)
 	}
 }
