@@ -26,6 +26,10 @@ package main
 //	11 order created a year ahead                               TestAttackOrderFromFuture
 //	   cancel for an unknown order blocking a later order       TestAttackCancelOfUnknownOrder
 //	   event reason with invalid UTF-8                          TestAttackInvalidUTF8Reason
+//	12 a revoked truck keeps its live connection                TestAttackRevokedTruck (attack_revoke_test.go)
+//	13 a running truck accepts orders of a revoked dispatch key TestAttackRevokedDispatchKey
+//	14 a truck certificate joins dispatch's share group         TestAttackShareGroupJoin
+//	15 the local HTTP listener exhausted                        TestListenerFlood (agent/listener_test.go)
 //
 // How a refusal is observed: the agent's verifier counts every refused order by reason on /metrics
 // (waybill_orders_rejected_total{reason=...}); a test waits for its reason to count one more, so it knows the
