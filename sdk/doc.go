@@ -37,6 +37,13 @@
 // *RejectError with a Reason, counted in Stats; a message delivered again is reported as ReasonDuplicate
 // together with the message, so the receiver acknowledges it without applying it twice.
 //
+// The fleet CRL travels as a retained message (DER) on Topics.CRL, published by the broker administrator.
+// Verifier.UpdateCRL applies one only if a fleet CA signed it and it is newer than the list in use (a
+// higher CRL Number), so an old retained copy never brings a revoked certificate back; from then on
+// messages signed by a certificate it lists are refused (ReasonRevoked), also by Verify calls already
+// running. The truck client (sdk/truck) and the dispatch consumer (sdk/dispatch) subscribe to it; CRLInfo
+// says which list is in use, or that there is none.
+//
 // Identities for duplicate detection: an event's message id is its (store epoch, record seq); an order's is
 // derived from (order id, revision); fixes in telemetry are identified by (truck, epoch, record seq), because
 // the uploader cuts batches at upload time and may cut them differently after a crash. OrderHash, the SHA-256

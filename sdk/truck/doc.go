@@ -68,6 +68,17 @@
 // long as its clock (GPS time on units without a real-time clock) is right. A restart skips at most one
 // block.
 //
+// # The fleet CRL
+//
+// The Client subscribes to the fleet CRL (sdk.Topics.CRL, retained, published by the broker administrator
+// with every revocation) and applies each list newer than the one in use to its verifier at once
+// (sdk.Verifier.UpdateCRL): orders, receipts and dispatch statuses signed by a certificate it revokes are
+// refused from that moment, without a restart. An older or equal list is ignored, a list that is not the
+// fleet CA's is logged and counted (CRLStats), never fatal. The newest list is written to CRLCacheFile, so
+// a restart keeps refusing what it revoked even before the broker sends the list again (or when the
+// broker's retained copy is older); at start the newer of Transport.CRLFile and the cache applies.
+// Orders already in the book when their signer is revoked stay there.
+//
 // # Caveats
 //
 //   - Delivery is at least once. A record re-sent after a crash, a lost PUBACK or a lost receipt keeps its
