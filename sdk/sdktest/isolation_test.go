@@ -520,6 +520,19 @@ func mosquittoClientsCase(t *testing.T, b *sdktest.Broker, _ sdktest.Kind, offic
 	if err != nil || strings.TrimSpace(string(out)) != "fleet/trucks/truck-a/orders/r2 for a" {
 		t.Errorf("mosquitto_sub as truck-a: %v\n%s", err, out)
 	}
+	// Least privilege at subscription time: truck-a's filters beyond its own topics, and every share
+	// group, get SUBACK 135 from mosquitto_sub too; its own orders 0. (-d prints "Subscribed (mid: N): ...")
+	args = append(b.MosquittoArgs(truckA), "-d", "-W", "1", "-t", "fleet/trucks/truck-a/orders/#",
+		"-t", "fleet/trucks/truck-b/orders/#", "-t", "$share/g/fleet/trucks/+/events", "-t", "fleet/#")
+	out, _ = exec.Command(sdktest.ClientTool(t, "mosquitto_sub"), args...).CombinedOutput()
+	if !strings.Contains(string(out), "Subscribed (mid: 1): 0, 135, 135, 135") {
+		t.Errorf("mosquitto_sub as truck-a: want SUBACK 0, 135, 135, 135:\n%s", out)
+	}
+	args = append(b.MosquittoArgs(office), "-d", "-W", "1", "-t", "$share/g/fleet/trucks/+/events")
+	out, _ = exec.Command(sdktest.ClientTool(t, "mosquitto_sub"), args...).CombinedOutput()
+	if !strings.Contains(string(out), "Subscribed (mid: 1): 0") {
+		t.Errorf("mosquitto_sub as dispatch in a share group: want SUBACK 0:\n%s", out)
+	}
 	// and as dispatch it reads B's.
 	args = append(b.MosquittoArgs(office), "-v", "-C", "1", "-W", "5", "-t", "fleet/trucks/truck-b/orders/#")
 	out, err = exec.Command(sdktest.ClientTool(t, "mosquitto_sub"), args...).CombinedOutput()
