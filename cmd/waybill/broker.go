@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 
 	"github.com/waybill-iot/waybill/sdk/brokerconf"
@@ -150,8 +149,7 @@ func brokerSync(ctx context.Context, s streams, args []string) error {
 		"certificate minted for the session from the CA key.\n\n"
 	fs := pkiFlagSet("sync")
 	dir := fs.String("dir", pkiDirDefault(), "PKI directory")
-	broker := fs.String("broker", os.Getenv("WAYBILL_BROKER"), brokerFlagHelp)
-	prefix := fs.String("prefix", brokerconf.DefaultPrefix, "topic prefix")
+	broker, prefix := tellFlags(fs, "")
 	pos, err := parseSubcommandFlags(s, fs, usage, args)
 	if err != nil {
 		return err

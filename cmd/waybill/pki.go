@@ -11,7 +11,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/waybill-iot/waybill/sdk/brokerconf"
 	"github.com/waybill-iot/waybill/sdk/pki"
 )
 
@@ -135,8 +134,7 @@ func pkiIssue(ctx context.Context, s streams, args []string) error {
 		"With --broker, the running broker lets NAME connect at once.\n\n"
 	fs := pkiFlagSet("issue")
 	dir := fs.String("dir", pkiDirDefault(), "PKI directory")
-	broker := fs.String("broker", os.Getenv("WAYBILL_BROKER"), brokerFlagHelp)
-	prefix := fs.String("prefix", brokerconf.DefaultPrefix, "topic prefix")
+	broker, prefix := tellFlags(fs, "")
 	role := fs.String("role", "", "truck, dispatch or broker (required)")
 	days := fs.Int("days", 730, "validity in days")
 	key := fs.String("key", string(pki.ECDSAP256), "key type: ecdsa-p256 or ed25519")
@@ -187,8 +185,7 @@ func pkiRevoke(ctx context.Context, s streams, args []string) error {
 		"truck's messages) and NAME is removed from the running broker, which closes its session.\n\n"
 	fs := pkiFlagSet("revoke")
 	dir := fs.String("dir", pkiDirDefault(), "PKI directory")
-	broker := fs.String("broker", os.Getenv("WAYBILL_BROKER"), brokerFlagHelp)
-	prefix := fs.String("prefix", brokerconf.DefaultPrefix, "topic prefix")
+	broker, prefix := tellFlags(fs, "")
 	pos, err := parseSubcommandFlags(s, fs, usage, args)
 	if err != nil {
 		return err
@@ -222,8 +219,7 @@ func pkiCRL(ctx context.Context, s streams, args []string) error {
 	fs := pkiFlagSet("crl")
 	dir := fs.String("dir", pkiDirDefault(), "PKI directory")
 	days := fs.Int("days", int(pki.DefaultCRLValidity/(24*time.Hour)), "days until the CRL's next update")
-	broker := fs.String("broker", os.Getenv("WAYBILL_BROKER"), brokerFlagHelp+": the new CRL is published to the fleet")
-	prefix := fs.String("prefix", brokerconf.DefaultPrefix, "topic prefix")
+	broker, prefix := tellFlags(fs, ": the new CRL is published to the fleet")
 	pos, err := parseSubcommandFlags(s, fs, usage, args)
 	if err != nil {
 		return err

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -14,9 +16,15 @@ import (
 // tellTimeout bounds one administrator session with the broker.
 const tellTimeout = 30 * time.Second
 
-// brokerFlagHelp is the help of --broker on the commands that tell a running broker.
-const brokerFlagHelp = "the running broker to tell, e.g. mqtts://mqtt.example.com:8883 (default $WAYBILL_BROKER; " +
-	"several: the first is used, a cluster shares its clients)"
+// tellFlags adds --broker and --prefix to a command that tells the running broker; extra ends the help of
+// --broker.
+func tellFlags(fs *flag.FlagSet, extra string) (broker, prefix *string) {
+	broker = fs.String("broker", os.Getenv("WAYBILL_BROKER"), "the running broker to tell, e.g. "+
+		"mqtts://mqtt.example.com:8883 (default $WAYBILL_BROKER; several: the first is used, a cluster shares "+
+		"its clients)"+extra)
+	prefix = fs.String("prefix", brokerconf.DefaultPrefix, "topic prefix")
+	return broker, prefix
+}
 
 // tellBroker brings the running broker in line with the PKI as its administrator (a certificate minted
 // for the session): every valid identity may connect with its rights, a revoked one is deleted, which

@@ -382,11 +382,20 @@ func (b *Broker) Sync() {
 	if err != nil {
 		b.t.Fatal(err)
 	}
+	b.asAdmin(func(ctx context.Context, a *brokeradmin.Admin) error {
+		_, err := a.Sync(ctx, ids)
+		return err
+	})
+}
+
+// asAdmin runs f in an administrator session that ends with it, failing the test on an error.
+func (b *Broker) asAdmin(f func(context.Context, *brokeradmin.Admin) error) {
+	b.t.Helper()
 	a := b.Admin()
 	defer a.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	if _, err := a.Sync(ctx, ids); err != nil {
+	if err := f(ctx, a); err != nil {
 		b.t.Fatalf("sdktest: %v\n%s", err, b.Logs())
 	}
 }
@@ -398,13 +407,7 @@ func (b *Broker) PublishCRL() {
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	a := b.Admin()
-	defer a.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	defer cancel()
-	if err := a.PublishCRL(ctx, crl.Raw); err != nil {
-		b.t.Fatal(err)
-	}
+	b.asAdmin(func(ctx context.Context, a *brokeradmin.Admin) error { return a.PublishCRL(ctx, crl.Raw) })
 }
 
 // Revoke revokes name in the PKI as `waybill pki revoke --broker` does: for Mosquitto the identity is
