@@ -63,7 +63,7 @@ cross:
 # second each; the system benchmarks (durable appends, wire bytes, backlog drain, agent resources) do a fixed
 # amount of work once.
 MICRO_BENCH_PKGS := ./sdk ./gps
-SYSTEM_BENCH_PKGS := ./store ./sdk/transport ./sdk/truck ./cmd/waybill-agent
+SYSTEM_BENCH_PKGS := ./store ./sdk/transport ./sdk/truck ./sdk/brokeradmin ./cmd/waybill-agent
 bench:
 	@mkdir -p $(DIST)
 	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -benchtime 1s -timeout 30m $(MICRO_BENCH_PKGS) | tee $(DIST)/bench.txt
