@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -161,10 +162,39 @@ func ParseConfig(r io.Reader) (Config, error) {
 		for i, k := range un {
 			keys[i] = k.String()
 		}
-		return Config{}, fmt.Errorf("config: unknown keys: %s (see the example configuration in README.md)",
+		return Config{}, fmt.Errorf("config: unknown keys: %s (boards/agent.example.toml lists every key)",
 			strings.Join(keys, ", "))
 	}
+	if bare := bareDurations(md, reflect.TypeOf(c), nil); len(bare) > 0 {
+		return Config{}, fmt.Errorf("config: %s: a duration needs its unit, as a string such as \"30s\", \"5m\" or "+
+			"\"1h\" (a bare number would be read as nanoseconds)", strings.Join(bare, ", "))
+	}
 	return c, nil
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+// bareDurations lists the duration keys under path that the file gives as bare numbers: the TOML library
+// would take `interval = 300` as 300 ns, and a status interval of 300 ns floods the link.
+func bareDurations(md toml.MetaData, t reflect.Type, path []string) []string {
+	var bare []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		key := append(path[:len(path):len(path)], name)
+		switch {
+		case f.Type == durationType:
+			if md.Type(key...) == "Integer" { // a float fails to decode already, naming the key
+				bare = append(bare, strings.Join(key, "."))
+			}
+		case f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Time{}):
+			bare = append(bare, bareDurations(md, f.Type, key)...)
+		}
+	}
+	return bare
 }
 
 // LoadConfig reads the file at path, applies the environment overrides and the defaults, and validates.
