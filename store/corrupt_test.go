@@ -12,28 +12,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/waybill-iot/waybill/sdk/sdktest"
 )
 
-// logBuffer collects log output for assertions.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func loggingOptions() (Options, *logBuffer) {
-	lb := &logBuffer{}
+func loggingOptions() (Options, *sdktest.SyncBuffer) {
+	lb := &sdktest.SyncBuffer{}
 	return Options{Logger: slog.New(slog.NewTextHandler(lb, nil))}, lb
 }
 

@@ -33,7 +33,7 @@ func TestAttackRevokedTruck(t *testing.T) {
 	t.Logf("revoke to the revoked agent's connection closed: at most %v (link %q)", time.Since(start).Round(time.Millisecond), h.Link)
 	time.Sleep(2 * time.Second) // the agent retries within its backoff: it must stay out
 	if h, err := f.a.healthz(); err != nil || h.Connected {
-		t.Errorf("the revoked truck is connected again: %+v (%v)\n%s", h, err, f.a.logs.tail(20))
+		t.Errorf("the revoked truck is connected again: %+v (%v)\n%s", h, err, f.a.logs.Tail(20))
 	}
 	topic, err := sdk.Topics{}.Telemetry(truckB)
 	if err != nil {
@@ -62,7 +62,7 @@ func TestAttackRevokedDispatchKey(t *testing.T) {
 	f.b.Revoke("office-2")
 	told := time.Since(start)
 	waitFor(t, 10*time.Second, "the truck applying the new CRL", func() bool { return f.a.metric(t, "waybill_crl_number") > crlBefore },
-		func() string { return f.a.logs.tail(20) })
+		func() string { return f.a.logs.Tail(20) })
 	t.Logf("revoke (PKI, CRL published, broker told: %v) to the running truck applying the CRL: at most %v",
 		told.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 

@@ -135,7 +135,7 @@ func (f *fleet) refused(t *testing.T, topic string, payload []byte, reason sdk.R
 	waitFor(t, 10*time.Second, "the agent refusing it ("+series+")", func() bool { return f.a.metric(t, series) > before },
 		func() string {
 			m, err := f.a.metrics()
-			return fmt.Sprintf("metrics %v (%v)\n%s", m, err, f.a.logs.tail(20))
+			return fmt.Sprintf("metrics %v (%v)\n%s", m, err, f.a.logs.Tail(20))
 		})
 }
 
@@ -535,7 +535,7 @@ func TestAttackCrossTruck(t *testing.T) {
 		f.atDispatch(t, hashOf(t, o))
 		waitFor(t, 20*time.Second, "a receipt from dispatch at truck-a", func() bool {
 			return f.a.metric(t, "waybill_upload_receipts_total") > receipted
-		}, func() string { return f.a.logs.tail(20) })
+		}, func() string { return f.a.logs.Tail(20) })
 		ob := newOrder(truckB, "cross-read-2")
 		f.relay.mustPublish(t, orderTopic(t, truckB, ob.ID), signOrder(t, f.signer, ob))
 		want := orderTopic(t, truckB, ob.ID)
@@ -611,7 +611,7 @@ func TestAttackClientIDTakeover(t *testing.T) {
 		t.Errorf("the impostor publishing on %s: %v, want PUBACK %d", tel, err, reasonNotAuthorized)
 	}
 	if n := f.a.metric(t, "waybill_link_connects_total"); n != 1 {
-		t.Errorf("truck-a's agent connected %v times, want 1: the impostor took its session over\n%s", n, f.a.logs.tail(30))
+		t.Errorf("truck-a's agent connected %v times, want 1: the impostor took its session over\n%s", n, f.a.logs.Tail(30))
 	}
 	if h, err := f.a.healthz(); err != nil || !h.Connected {
 		t.Errorf("truck-a's agent: %v (%v)", h, err)
@@ -802,7 +802,7 @@ func TestAttackCancelOfUnknownOrder(t *testing.T) {
 	f.relay.mustPublish(t, orderTopic(t, truckA, o.ID), signOrder(t, f.signer, cancel))
 	waitFor(t, 10*time.Second, "the cancellation applied", func() bool {
 		return f.a.metric(t, "waybill_orders_applied_total") > applied
-	}, func() string { return f.a.logs.tail(20) })
+	}, func() string { return f.a.logs.Tail(20) })
 	f.notOnPage(t, o.ID, "cancellation of an order the truck never had")
 	if got := call(t, f.a, "POST", "/api/orders/"+o.ID+"/delivered", "{}", "Content-Type", "application/json"); got != (answer{404, "unknown_order"}) {
 		t.Errorf("delivering the unseen cancelled order: %+v, want 404 unknown_order", got)

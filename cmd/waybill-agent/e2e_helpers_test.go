@@ -6,7 +6,6 @@ package main
 // tests count at dispatch's durable record, the archive file read after the run.
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -369,7 +368,7 @@ type agentProc struct {
 	http   string
 	cmd    *exec.Cmd
 	exited chan struct{}
-	logs   *logBuffer
+	logs   *sdktest.SyncBuffer
 	runs   int
 	epochs []sdk.Epoch // every store epoch seen in /healthz, in order
 	// actions answered 200 by the agent's HTTP hook: the proofs that must reach dispatch.
@@ -409,7 +408,7 @@ func (r *rig) newAgent(name string, o agentOptions) *agentProc {
 	if cl.Role != pki.RoleTruck {
 		t.Fatalf("%s is not an issued truck certificate", name)
 	}
-	a := &agentProc{t: t, r: r, name: name, dir: filepath.Join(r.dir, name), http: freeAddr(t), logs: &logBuffer{},
+	a := &agentProc{t: t, r: r, name: name, dir: filepath.Join(r.dir, name), http: freeAddr(t), logs: &sdktest.SyncBuffer{},
 		next: map[sdk.Epoch]uint64{}, token: o.Token}
 	if o.Broker == "" {
 		o.Broker = "mqtts://" + r.b.Addr
@@ -508,7 +507,7 @@ func (a *agentProc) kill9() {
 	<-a.exited
 	a.cmd = nil
 	if strings.Contains(a.logs.String(), "panic") {
-		a.t.Fatalf("%s panicked:\n%s", a.name, a.logs.tail(60))
+		a.t.Fatalf("%s panicked:\n%s", a.name, a.logs.Tail(60))
 	}
 }
 
@@ -526,12 +525,12 @@ func (a *agentProc) stop() {
 		a.cmd.Process.Kill()
 		<-a.exited
 		a.cmd = nil
-		a.t.Fatalf("%s did not stop within 15 s of SIGTERM:\n%s", a.name, a.logs.tail(60))
+		a.t.Fatalf("%s did not stop within 15 s of SIGTERM:\n%s", a.name, a.logs.Tail(60))
 	}
 	err := a.cmd.ProcessState
 	a.cmd = nil
 	if !err.Success() {
-		a.t.Fatalf("%s stopped with %v:\n%s", a.name, err, a.logs.tail(60))
+		a.t.Fatalf("%s stopped with %v:\n%s", a.name, err, a.logs.Tail(60))
 	}
 }
 
@@ -643,7 +642,7 @@ func (a *agentProc) waitOrder(t testing.TB, id string, rev uint32) orderView {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: order %s rev %d not on the driver's page within 10 s (it shows %+v)\nagent log tail:\n%s",
-				a.name, id, rev, v, a.logs.tail(20))
+				a.name, id, rev, v, a.logs.Tail(20))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -659,7 +658,7 @@ func (a *agentProc) waitHealth(d time.Duration, what string, cond func(health) b
 		if a.cmd != nil {
 			select {
 			case <-a.exited:
-				a.t.Fatalf("%s exited while waiting for %s:\n%s", a.name, what, a.logs.tail(60))
+				a.t.Fatalf("%s exited while waiting for %s:\n%s", a.name, what, a.logs.Tail(60))
 			default:
 			}
 		}
@@ -668,7 +667,7 @@ func (a *agentProc) waitHealth(d time.Duration, what string, cond func(health) b
 		}
 		if time.Now().After(deadline) {
 			a.t.Fatalf("%s: no %s within %v: healthz %v (err %v); archive: %s; %s\nagent log tail:\n%s", a.name, what, d,
-				h, err, a.r.archiveSummary(), a.r.handled.summary(), a.logs.tail(40))
+				h, err, a.r.archiveSummary(), a.r.handled.summary(), a.logs.Tail(40))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -689,7 +688,7 @@ func (a *agentProc) waitOrders(d time.Duration, ids ...string) {
 			}
 			if time.Now().After(deadline) {
 				a.t.Fatalf("%s: order %s not in the truck's book within %v (err %v); %s\nagent log tail:\n%s",
-					a.name, id, d, err, a.r.handled.summary(), a.logs.tail(40))
+					a.name, id, d, err, a.r.handled.summary(), a.logs.Tail(40))
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -1034,30 +1033,6 @@ func head[T any](s []T, n int) []T {
 		return s[:n]
 	}
 	return s
-}
-
-// logBuffer collects a process's output for failure messages.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// tail returns the last n lines.
-func (l *logBuffer) tail(n int) string {
-	lines := strings.Split(strings.TrimRight(l.String(), "\n"), "\n")
-	return strings.Join(head(slices.Clone(lines[max(len(lines)-n, 0):]), n), "\n")
 }
 
 func freeAddr(t *testing.T) string {

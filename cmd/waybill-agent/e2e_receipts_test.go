@@ -178,7 +178,7 @@ func TestStatusRefreshesThenKill9(t *testing.T) {
 	waitFor(t, 40*time.Second, fmt.Sprintf("%d online statuses at dispatch", refreshes+1), func() bool {
 		_, n := r.handled.lastStatus(name)
 		return n > refreshes
-	}, func() string { return r.handled.summary() + "\n" + a.logs.tail(20) })
+	}, func() string { return r.handled.summary() + "\n" + a.logs.Tail(20) })
 	if m, err := a.metrics(); err != nil || m["waybill_link_connects_total"] != 1 {
 		t.Fatalf("the refreshes were not all on one connection: connects %v (%v)", m["waybill_link_connects_total"], err)
 	}

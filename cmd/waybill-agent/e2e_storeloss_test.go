@@ -114,7 +114,7 @@ func storeLoss(t *testing.T, noSeq bool) {
 		}
 		if time.Since(started) > bound {
 			t.Fatalf("the driver's page shows %q (err %v) %v after the restart, want %q; outbox:%s\n%s\nagent log:\n%s",
-				active, err, time.Since(started).Round(time.Millisecond), open, outbox(), r.handled.summary(), a.logs.tail(40))
+				active, err, time.Since(started).Round(time.Millisecond), open, outbox(), r.handled.summary(), a.logs.Tail(40))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -7,11 +7,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/waybill-iot/waybill/sdk/pki"
+	"github.com/waybill-iot/waybill/sdk/sdktest"
 )
 
 func newCmdPKI(t *testing.T) string {
@@ -62,24 +62,11 @@ func TestBrokerConfig(t *testing.T) {
 	}
 }
 
-// lockedBuffer lets the test read what the running command writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
 func TestBrokerRun(t *testing.T) {
 	dir := newCmdPKI(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errb lockedBuffer
+	var out, errb sdktest.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, streams{strings.NewReader(""), &out, &errb}, []string{"broker", "run", "--dir", dir, "--listen", "127.0.0.1:0"})

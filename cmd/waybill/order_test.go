@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,24 +17,6 @@ import (
 	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"github.com/waybill-iot/waybill/sdk/transport"
 )
-
-// syncBuf is a bytes.Buffer safe for a command writing while the test reads.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // testTruck is a minimal truck for command tests: it verifies orders and answers each new revision with a
 // signed received event, publishes its online status, and can publish telemetry. Only sdk and transport.
@@ -161,7 +142,7 @@ func TestOrderAndWatchCommands(t *testing.T) {
 
 	// watch, then the truck comes online.
 	ctx, cancel := context.WithCancel(context.Background())
-	wout, werr := &syncBuf{}, &syncBuf{}
+	wout, werr := &sdktest.SyncBuffer{}, &sdktest.SyncBuffer{}
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, streams{strings.NewReader(""), wout, werr}, append([]string{"watch", "--json"}, common...))
@@ -248,7 +229,7 @@ func TestWatchKeepsSession(t *testing.T) {
 		t.Helper()
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		wout, werr := &syncBuf{}, &syncBuf{}
+		wout, werr := &sdktest.SyncBuffer{}, &sdktest.SyncBuffer{}
 		done := make(chan int, 1)
 		go func() {
 			done <- run(ctx, streams{strings.NewReader(""), wout, werr}, append([]string{"watch", "--json"}, common...))

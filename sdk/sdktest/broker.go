@@ -1,7 +1,6 @@
 package sdktest
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -68,7 +67,7 @@ type Broker struct {
 	// Mosquitto
 	cmd    *exec.Cmd
 	exited chan struct{}
-	logs   *syncBuffer
+	logs   *SyncBuffer
 	// development broker
 	cancel context.CancelFunc
 	served chan error
@@ -195,7 +194,7 @@ func (b *Broker) Start() {
 		if b.cmd != nil {
 			b.t.Fatal("sdktest: mosquitto already running")
 		}
-		b.logs = &syncBuffer{}
+		b.logs = &SyncBuffer{}
 		cmd := exec.Command(MosquittoPath(b.t), "-c", b.ConfPath())
 		cmd.Stdout, cmd.Stderr = b.logs, b.logs
 		if err := cmd.Start(); err != nil {
@@ -519,22 +518,4 @@ func waitListening(addr string, exited <-chan struct{}) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the process's writer and the test's readers.
-type syncBuffer struct {
-	mu  sync.Mutex // guards b
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
 }

@@ -1,8 +1,11 @@
 package sdktest
 
 import (
+	"bytes"
 	"crypto/x509"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -117,4 +120,30 @@ func NewPKI(t testing.TB, trucks ...string) *pki.PKI {
 		}
 	}
 	return p
+}
+
+// SyncBuffer is a bytes.Buffer safe for a writer (a process, a logger, a running command) and the test
+// reading it at the same time.
+type SyncBuffer struct {
+	mu  sync.Mutex // guards buf
+	buf bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+// Tail returns the last n lines written, for failure messages.
+func (s *SyncBuffer) Tail(n int) string {
+	lines := strings.Split(strings.TrimRight(s.String(), "\n"), "\n")
+	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
 }
