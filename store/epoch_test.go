@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/waybill-iot/waybill/sdk/sdktest"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -21,27 +22,6 @@ func fixEntries(prefix string, n int) []Entry {
 		entries = append(entries, entry(Normal, fmt.Sprintf("%s-%05d-%s", prefix, i, strings.Repeat("x", 40))))
 	}
 	return entries
-}
-
-// damagePage overwrites the 4 KiB page holding the first copy of marker with garbage page headers, the way
-// a bad flash block reads back.
-func damagePage(t *testing.T, path, marker string) {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := bytes.Index(b, []byte(marker))
-	if i < 0 {
-		t.Fatalf("%q not found in the file", marker)
-	}
-	page := i / 4096 * 4096
-	for j := page; j < page+4096; j++ {
-		b[j] = byte(j*7 + 3)
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // openSalvaged opens a file with a damaged page and checks that it was salvaged into a new epoch.
@@ -112,7 +92,7 @@ func TestSalvageStartsNewEpoch(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	damagePage(t, path, "fix-02500-")
+	sdktest.DamagePages(t, path, []byte("fix-02500-"), false)
 	// A flipped byte in a record on another page: salvage quarantines it rather than drop it.
 	b, _ := os.ReadFile(path)
 	i := bytes.Index(b, []byte("fix-02800-"))
@@ -193,7 +173,7 @@ func TestSecondSalvageKeepsFirstOrigin(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	damagePage(t, path, "one-01000-")
+	sdktest.DamagePages(t, path, []byte("one-01000-"), false)
 	s = openSalvaged(t, path, e1)
 	e2 := s.Epoch()
 	second, err := s.Append(ctx, fixEntries("two", 1000)...)
@@ -204,7 +184,7 @@ func TestSecondSalvageKeepsFirstOrigin(t *testing.T) {
 		t.Fatalf("first seq after salvage %d, want above 2000", second[0])
 	}
 	s.Close()
-	damagePage(t, path, "one-00500-")
+	sdktest.DamagePages(t, path, []byte("one-00500-"), false)
 	s = openSalvaged(t, path, e2)
 	e3 := s.Epoch()
 	if e3 == e1 {

@@ -7,11 +7,9 @@ package main
 // empty with /healthz queue.unreceipted 0 (agentProc.finish).
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -273,30 +271,8 @@ func TestForeignMemberOfDispatchShareGroup(t *testing.T) {
 // and kind fix), stale copies in free pages included. It returns how many pages it damaged.
 func damageRecordPages(t *testing.T, path string, seq uint64) int {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	pat := binary.BigEndian.AppendUint64(nil, seq)
-	pat = append(pat, 1, truck.KindFix)
-	pages := map[int]bool{}
-	for off := 0; ; {
-		i := bytes.Index(b[off:], pat)
-		if i < 0 {
-			break
-		}
-		pages[(off+i)/4096] = true
-		off += i + 1
-	}
-	for p := range pages {
-		for j := p * 4096; j < (p+1)*4096 && j < len(b); j++ {
-			b[j] = byte(j*7 + 3)
-		}
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return len(pages)
+	return sdktest.DamagePages(t, path, append(pat, 1, truck.KindFix), true)
 }
 
 // TestSalvagedStoreKeepsRecordIdentity: the agent is cut off from the broker (so what it stores meanwhile is

@@ -1,17 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/waybill-iot/waybill/sdk"
+	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"github.com/waybill-iot/waybill/sdk/truck"
 	"github.com/waybill-iot/waybill/store"
 )
@@ -98,7 +97,7 @@ func TestStoreInspectSalvaged(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Close()
-	damagePage(t, path, "o-00700-")
+	sdktest.DamagePages(t, path, []byte("o-00700-"), false)
 	if st, err = store.Open(path, store.Options{}); err != nil {
 		t.Fatal(err)
 	}
@@ -156,26 +155,5 @@ func TestStoreInspectSalvaged(t *testing.T) {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q:\n%s", want, text)
 		}
-	}
-}
-
-// damagePage overwrites the 4 KiB page holding the first copy of marker with garbage, the way a bad flash
-// block reads back.
-func damagePage(t *testing.T, path, marker string) {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := bytes.Index(b, []byte(marker))
-	if i < 0 {
-		t.Fatalf("%q not found in %s", marker, path)
-	}
-	page := i / 4096 * 4096
-	for j := page; j < page+4096; j++ {
-		b[j] = byte(j*7 + 3)
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
 	}
 }

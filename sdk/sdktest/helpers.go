@@ -3,6 +3,7 @@ package sdktest
 import (
 	"bytes"
 	"crypto/x509"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -146,4 +147,39 @@ func (s *SyncBuffer) String() string {
 func (s *SyncBuffer) Tail(n int) string {
 	lines := strings.Split(strings.TrimRight(s.String(), "\n"), "\n")
 	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
+}
+
+// DamagePages overwrites with garbage, the way a bad flash block reads back, the 4 KiB page of the file at
+// path that holds the first copy of marker, or with every, each page holding a copy (stale copies in free
+// pages included). It fails the test when marker is nowhere, and returns how many pages it damaged.
+func DamagePages(t testing.TB, path string, marker []byte, every bool) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := map[int]bool{}
+	for off := 0; ; {
+		i := bytes.Index(b[off:], marker)
+		if i < 0 {
+			break
+		}
+		pages[(off+i)/4096] = true
+		if !every {
+			break
+		}
+		off += i + 1
+	}
+	if len(pages) == 0 {
+		t.Fatalf("sdktest: %q not found in %s", marker, path)
+	}
+	for p := range pages {
+		for j := p * 4096; j < (p+1)*4096 && j < len(b); j++ {
+			b[j] = byte(j*7 + 3)
+		}
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return len(pages)
 }
