@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -195,7 +194,7 @@ func (v *Verifier) UpdateCRL(raw []byte) (updated bool, err error) {
 	return v.applyCRL(crl, true), nil
 }
 
-// parseCRL decodes raw as a DER CRL, or a PEM block holding one.
+// parseCRL decodes raw as a DER CRL, or a PEM block holding one, of at most MaxCRLSize bytes.
 func parseCRL(raw []byte) (*x509.RevocationList, error) {
 	if len(raw) == 0 {
 		return nil, fmt.Errorf("%w: empty", ErrBadCRL)
@@ -203,20 +202,9 @@ func parseCRL(raw []byte) (*x509.RevocationList, error) {
 	if len(raw) > MaxCRLSize {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrBadCRL, len(raw), MaxCRLSize)
 	}
-	der := raw
-	if bytes.HasPrefix(bytes.TrimLeft(raw, " \t\r\n"), []byte("-----BEGIN")) {
-		blk, _ := pem.Decode(raw)
-		if blk == nil {
-			return nil, fmt.Errorf("%w: PEM without a complete block", ErrBadCRL)
-		}
-		if blk.Type != "X509 CRL" {
-			return nil, fmt.Errorf("%w: PEM block %q, want \"X509 CRL\"", ErrBadCRL, blk.Type)
-		}
-		der = blk.Bytes
-	}
-	crl, err := x509.ParseRevocationList(der)
+	crl, err := pki.ParseCRL(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%w: not a CRL: %w", ErrBadCRL, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadCRL, err)
 	}
 	return crl, nil
 }

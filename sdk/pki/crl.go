@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"bytes"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -31,16 +32,30 @@ func LoadCRL(path string) (*x509.RevocationList, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: %w", err)
 	}
+	crl, err := ParseCRL(data)
+	if err != nil {
+		return nil, fmt.Errorf("pki: %s: %w", path, err)
+	}
+	return crl, nil
+}
+
+// ParseCRL decodes a certificate revocation list, DER or one PEM "X509 CRL" block. Text that starts like
+// PEM but holds no complete block is an error, not DER.
+func ParseCRL(data []byte) (*x509.RevocationList, error) {
 	der := data
-	if block, _ := pem.Decode(data); block != nil {
+	if bytes.HasPrefix(bytes.TrimLeft(data, " \t\r\n"), []byte("-----BEGIN")) {
+		block, _ := pem.Decode(data)
+		if block == nil {
+			return nil, errors.New("PEM without a complete block")
+		}
 		if block.Type != "X509 CRL" {
-			return nil, fmt.Errorf("pki: %s: unexpected PEM block %q in a CRL file", path, block.Type)
+			return nil, fmt.Errorf("PEM block %q, want \"X509 CRL\"", block.Type)
 		}
 		der = block.Bytes
 	}
 	crl, err := x509.ParseRevocationList(der)
 	if err != nil {
-		return nil, fmt.Errorf("pki: %s: %w", path, err)
+		return nil, fmt.Errorf("not a CRL: %w", err)
 	}
 	return crl, nil
 }

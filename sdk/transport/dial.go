@@ -6,11 +6,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+
+	"github.com/waybill-iot/waybill/sdk/pki"
 )
 
 // dial opens one connection to one broker: TCP, the byte counter, TLS, the packet coalescer.
@@ -78,7 +79,7 @@ func (c *Conn) tlsConfig(ctx context.Context, serverName string) (*tls.Config, *
 	}
 	var crl *x509.RevocationList
 	if c.cfg.CRLFile != "" {
-		if crl, err = loadCRL(c.cfg.CRLFile); err != nil {
+		if crl, err = pki.LoadCRL(c.cfg.CRLFile); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -144,22 +145,6 @@ func (c *Conn) loadCertificate(ctx context.Context) (*tls.Certificate, error) {
 			"serial", cert.Leaf.SerialNumber.String(), "not_after", cert.Leaf.NotAfter)
 	}
 	return cert, nil
-}
-
-// loadCRL reads a PEM or DER CRL.
-func loadCRL(path string) (*x509.RevocationList, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading CRL: %w", err)
-	}
-	if blk, _ := pem.Decode(data); blk != nil {
-		data = blk.Bytes
-	}
-	crl, err := x509.ParseRevocationList(data)
-	if err != nil {
-		return nil, fmt.Errorf("parsing CRL %s: %w", path, err)
-	}
-	return crl, nil
 }
 
 // checkCRL refuses a broker certificate listed in crl. It runs after the chain was verified (also on a
