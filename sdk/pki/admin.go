@@ -1,12 +1,9 @@
 package pki
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"time"
 )
@@ -34,9 +31,9 @@ func (p *PKI) MintAdmin(validity time.Duration) (tls.Certificate, error) {
 	if validity <= 0 {
 		validity = DefaultAdminValidity
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := newKey(ECDSAP256)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("pki: %w", err)
+		return tls.Certificate{}, err
 	}
 	serial, err := newSerial()
 	if err != nil {
@@ -47,19 +44,8 @@ func (p *PKI) MintAdmin(validity time.Duration) (tls.Certificate, error) {
 	if notAfter.After(p.caCert.NotAfter) {
 		notAfter = p.caCert.NotAfter
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject: pkix.Name{
-			CommonName:         AdminName,
-			OrganizationalUnit: []string{string(RoleAdmin)},
-			Organization:       p.caCert.Subject.Organization,
-		},
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-	}
+	tmpl := p.leafTemplate(serial, AdminName, RoleAdmin, notBefore, notAfter)
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.caCert, key.Public(), p.caKey)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("pki: mint admin certificate: %w", err)

@@ -298,18 +298,7 @@ func (p *PKI) Issue(role Role, name string, opts IssueOptions) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject: pkix.Name{
-			CommonName:         name,
-			OrganizationalUnit: []string{string(role)},
-			Organization:       p.caCert.Subject.Organization,
-		},
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-	}
+	tmpl := p.leafTemplate(serial, name, role, notBefore, notAfter)
 	switch role {
 	case RoleBroker:
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
@@ -352,6 +341,23 @@ func (p *PKI) Issue(role Role, name string, opts IssueOptions) (Entry, error) {
 		return Entry{}, err
 	}
 	return e, nil
+}
+
+// leafTemplate is a leaf certificate of the fleet for name with role (the OU), a signing key and the CA's
+// organisation; the caller sets the extended key usage.
+func (p *PKI) leafTemplate(serial *big.Int, name string, role Role, notBefore, notAfter time.Time) *x509.Certificate {
+	return &x509.Certificate{
+		SerialNumber: serial,
+		Subject: pkix.Name{
+			CommonName:         name,
+			OrganizationalUnit: []string{string(role)},
+			Organization:       p.caCert.Subject.Organization,
+		},
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+	}
 }
 
 // Revoke revokes every unrevoked certificate issued to name and rewrites the CRL. Brokers pick the new
