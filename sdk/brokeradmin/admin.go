@@ -63,6 +63,8 @@ type Admin struct {
 	log *slog.Logger
 	c   *paho.Client
 
+	closeOnce sync.Once
+
 	mu      sync.Mutex
 	waiting map[string]chan response // correlation data -> the caller waiting for it
 }
@@ -150,8 +152,14 @@ func hostPort(broker string) (host, addr string, err error) {
 	return host, s, nil
 }
 
-// Close disconnects.
+// Close disconnects. Calling it again does nothing.
 func (a *Admin) Close() error {
+	var err error
+	a.closeOnce.Do(func() { err = a.close() })
+	return err
+}
+
+func (a *Admin) close() error {
 	err := a.c.Disconnect(&paho.Disconnect{ReasonCode: 0})
 	a.mu.Lock()
 	for k, ch := range a.waiting {
@@ -268,56 +276,64 @@ type role struct {
 
 // Clients lists every client the plugin knows.
 func (a *Admin) Clients(ctx context.Context) ([]Client, error) {
-	var all []Client
-	for offset := 0; ; offset += pageSize {
-		rs, err := a.run(ctx, []command{{"command": "listClients", "verbose": true, "count": pageSize, "offset": offset}}, nil)
-		if err != nil {
-			return nil, err
-		}
-		var page struct {
-			Total   int `json:"totalCount"`
-			Clients []struct {
-				Username string `json:"username"`
-				Disabled bool   `json:"disabled"`
-				Roles    []struct {
-					Name string `json:"rolename"`
-				} `json:"roles"`
-			} `json:"clients"`
-		}
-		if err := json.Unmarshal(rs[0].Data, &page); err != nil {
-			return nil, fmt.Errorf("brokeradmin: unreadable client list: %w", err)
-		}
-		for _, c := range page.Clients {
-			cl := Client{Username: c.Username, Disabled: c.Disabled}
-			for _, r := range c.Roles {
-				cl.Roles = append(cl.Roles, r.Name)
-			}
-			all = append(all, cl)
-		}
-		if len(page.Clients) < pageSize || offset+pageSize >= page.Total {
-			return all, nil
-		}
+	type listed struct {
+		Username string `json:"username"`
+		Disabled bool   `json:"disabled"`
+		Roles    []struct {
+			Name string `json:"rolename"`
+		} `json:"roles"`
 	}
+	items, err := listAll[listed](ctx, a, "listClients", "clients")
+	if err != nil {
+		return nil, err
+	}
+	all := make([]Client, 0, len(items))
+	for _, c := range items {
+		cl := Client{Username: c.Username, Disabled: c.Disabled}
+		for _, r := range c.Roles {
+			cl.Roles = append(cl.Roles, r.Name)
+		}
+		all = append(all, cl)
+	}
+	return all, nil
 }
 
 func (a *Admin) roles(ctx context.Context) (map[string][]brokerconf.DynsecACL, error) {
-	all := map[string][]brokerconf.DynsecACL{}
+	items, err := listAll[role](ctx, a, "listRoles", "roles")
+	if err != nil {
+		return nil, err
+	}
+	all := make(map[string][]brokerconf.DynsecACL, len(items))
+	for _, r := range items {
+		all[r.Name] = r.ACLs
+	}
+	return all, nil
+}
+
+// listAll runs a verbose list command page by page (a response stays below the packet limit) and returns
+// the items under key of every page.
+func listAll[T any](ctx context.Context, a *Admin, cmd, key string) ([]T, error) {
+	var all []T
 	for offset := 0; ; offset += pageSize {
-		rs, err := a.run(ctx, []command{{"command": "listRoles", "verbose": true, "count": pageSize, "offset": offset}}, nil)
+		rs, err := a.run(ctx, []command{{"command": cmd, "verbose": true, "count": pageSize, "offset": offset}}, nil)
 		if err != nil {
 			return nil, err
 		}
-		var page struct {
-			Total int    `json:"totalCount"`
-			Roles []role `json:"roles"`
+		var page map[string]json.RawMessage
+		var total int
+		var items []T
+		err = json.Unmarshal(rs[0].Data, &page)
+		if err == nil && page["totalCount"] != nil {
+			err = json.Unmarshal(page["totalCount"], &total)
 		}
-		if err := json.Unmarshal(rs[0].Data, &page); err != nil {
-			return nil, fmt.Errorf("brokeradmin: unreadable role list: %w", err)
+		if err == nil && page[key] != nil { // an empty list may be left out
+			err = json.Unmarshal(page[key], &items)
 		}
-		for _, r := range page.Roles {
-			all[r.Name] = r.ACLs
+		if err != nil {
+			return nil, fmt.Errorf("brokeradmin: unreadable answer to %s: %w", cmd, err)
 		}
-		if len(page.Roles) < pageSize || offset+pageSize >= page.Total {
+		all = append(all, items...)
+		if len(items) < pageSize || offset+pageSize >= total {
 			return all, nil
 		}
 	}
