@@ -229,31 +229,28 @@ func (b *Broker) Run(ctx context.Context) error {
 	return b.Serve(ctx)
 }
 
-// revoked reports whether the client's certificate is on the current CRL.
+// revoked reports whether the client's certificate is on the current CRL. It runs for every publish,
+// subscription and delivery: one stat of the file (re-read only when it changed) and a set lookup.
 func (b *Broker) revoked(cl *mqtt.Client) bool {
 	ic, ok := cl.Net.Conn.(*identConn)
 	if !ok || ic.cert == nil {
 		return false
 	}
-	crl, err := b.crl.get()
+	serials, err := b.crl.revokedSerials()
 	if err != nil {
 		return false // the file is being replaced: the connect-time check stays
 	}
-	for _, e := range crl.RevokedCertificateEntries {
-		if e.SerialNumber.Cmp(ic.cert.SerialNumber) == 0 {
-			return true
-		}
-	}
-	return false
+	return serials[ic.cert.SerialNumber.String()]
 }
 
 // crlCache re-reads the CRL file when its size or modification time changes.
 type crlCache struct {
-	path string
-	mu   sync.Mutex // guards the fields below
-	mod  time.Time
-	size int64
-	crl  *x509.RevocationList
+	path    string
+	mu      sync.Mutex // guards the fields below
+	mod     time.Time
+	size    int64
+	crl     *x509.RevocationList
+	serials map[string]bool // of crl's revoked certificates
 }
 
 func (c *crlCache) get() (*x509.RevocationList, error) {
@@ -270,6 +267,20 @@ func (c *crlCache) get() (*x509.RevocationList, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.crl, c.mod, c.size = crl, fi.ModTime(), fi.Size()
+	serials := make(map[string]bool, len(crl.RevokedCertificateEntries))
+	for _, e := range crl.RevokedCertificateEntries {
+		serials[e.SerialNumber.String()] = true
+	}
+	c.crl, c.mod, c.size, c.serials = crl, fi.ModTime(), fi.Size(), serials
 	return crl, nil
+}
+
+// revokedSerials returns the serial numbers the current CRL revokes.
+func (c *crlCache) revokedSerials() (map[string]bool, error) {
+	if _, err := c.get(); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.serials, nil
 }
