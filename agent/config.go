@@ -34,6 +34,8 @@ type Config struct {
 	Button   ButtonConfig   `toml:"button"`
 	Status   StatusConfig   `toml:"status"`
 	Log      LogConfig      `toml:"log"`
+	Odometer OdometerConfig `toml:"odometer"` // see config_odometer.go
+	Orders   OrdersConfig   `toml:"orders"`   // see config_orders.go
 }
 
 // IdentityConfig names the truck's certificate files. The truck's name is the certificate's CN.
