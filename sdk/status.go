@@ -50,6 +50,13 @@ type Health struct {
 	// field); Loaded false: the truck has no CRL at all and would accept orders signed by a revoked
 	// dispatch key. Number, ThisUpdate, NextUpdate and Revoked travel; a Number over 20 bytes is not sent.
 	CRL *CRLInfo `json:"crl,omitempty"`
+	// ClockSkew is GPS time minus the system clock at the last fix, when the two disagree by more than
+	// the agent's tolerance; zero when they agree or there is no fix. A large value means a dead clock
+	// battery or a receiver with a wrong date (week rollover): records carry the time the agent trusted.
+	ClockSkew time.Duration `json:"clock_skew,omitempty"`
+	// Odometer is the truck's mileage in metres, from GPS (set from the vehicle's odometer by the
+	// operator); zero: not reported.
+	Odometer uint64 `json:"odometer_m,omitempty"`
 }
 
 // Status is what a truck publishes, retained, on its status topic.
@@ -74,6 +81,8 @@ type healthWire struct {
 	StoreOrigin  string   `cbor:"11,keyasint,omitempty"`
 	StoreSince   int64    `cbor:"12,keyasint,omitempty"` // Unix ms
 	CRL          *crlWire `cbor:"13,keyasint,omitempty"`
+	ClockSkew    int64    `cbor:"14,keyasint,omitempty"` // milliseconds
+	Odometer     uint64   `cbor:"15,keyasint,omitempty"` // metres
 }
 
 // crlWire is CRLInfo in a status: an empty map says "no CRL".
@@ -160,6 +169,7 @@ func (s *Status) MarshalBody() ([]byte, error) {
 			FixAge: h.FixAge.Milliseconds(), Sats: int64(h.Sats), QueueDepth: int64(h.QueueDepth),
 			OldestAge: h.OldestAge.Milliseconds(), Link: h.Link, CertDaysLeft: int64(h.CertDaysLeft),
 			DiskFree: h.DiskFree, Version: h.Version, Unreceipted: int64(h.Unreceipted), StoreOrigin: h.StoreOrigin,
+			ClockSkew: h.ClockSkew.Milliseconds(), Odometer: h.Odometer,
 		}
 		if h.StoreEpoch != (Epoch{}) {
 			w.Health.StoreEpoch = h.StoreEpoch[:]
@@ -184,6 +194,7 @@ func UnmarshalStatus(body []byte) (*Status, error) {
 	if h := w.Health; h != nil {
 		const maxMs = int64(100 * 365 * 24 * time.Hour / time.Millisecond) // keeps Duration from overflowing
 		if h.FixAge > maxMs || h.FixAge < -maxMs || h.OldestAge > maxMs || h.OldestAge < -maxMs ||
+			h.ClockSkew > maxMs || h.ClockSkew < -maxMs ||
 			h.Sats < 0 || h.Sats > 1000 || h.QueueDepth < 0 || h.QueueDepth > math.MaxInt32 ||
 			h.CertDaysLeft < -1<<20 || h.CertDaysLeft > 1<<20 || h.Unreceipted < 0 || h.Unreceipted > math.MaxInt32 ||
 			(len(h.StoreEpoch) != 0 && len(h.StoreEpoch) != len(Epoch{})) {
@@ -194,6 +205,7 @@ func UnmarshalStatus(body []byte) (*Status, error) {
 			OldestAge: time.Duration(h.OldestAge) * time.Millisecond, Link: h.Link,
 			CertDaysLeft: int(h.CertDaysLeft), DiskFree: h.DiskFree, Version: h.Version,
 			Unreceipted: int(h.Unreceipted), StoreOrigin: h.StoreOrigin,
+			ClockSkew: time.Duration(h.ClockSkew) * time.Millisecond, Odometer: h.Odometer,
 		}
 		copy(s.Health.StoreEpoch[:], h.StoreEpoch)
 		if h.StoreSince != 0 {

@@ -53,7 +53,8 @@ func TestVerifyAcceptsEachTypeOnceThenDuplicate(t *testing.T) {
 			}
 			statusMsg, err := f.truck.SignStatus(&Status{State: StateOnline, Time: t0,
 				Health: &Health{FixAge: 800 * time.Millisecond, Sats: 11, QueueDepth: 3, Link: "lte", Version: "v1",
-					Unreceipted: 120, StoreEpoch: Epoch{9, 8}, StoreOrigin: "salvaged", StoreSince: t0.Add(-time.Hour)}})
+					Unreceipted: 120, StoreEpoch: Epoch{9, 8}, StoreOrigin: "salvaged", StoreSince: t0.Add(-time.Hour),
+					ClockSkew: -25 * 365 * 24 * time.Hour, Odometer: 123456789}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -83,7 +84,8 @@ func TestVerifyAcceptsEachTypeOnceThenDuplicate(t *testing.T) {
 				{top(t, KindStatus, "truck-0001"), statusMsg, func(m *Message) {
 					if m.Status == nil || m.Status.State != StateOnline || m.Status.Health.FixAge != 800*time.Millisecond ||
 						m.Status.Health.Unreceipted != 120 || m.Status.Health.StoreEpoch != (Epoch{9, 8}) ||
-						m.Status.Health.StoreOrigin != "salvaged" || !m.Status.Health.StoreSince.Equal(t0.Add(-time.Hour)) {
+						m.Status.Health.StoreOrigin != "salvaged" || !m.Status.Health.StoreSince.Equal(t0.Add(-time.Hour)) ||
+						m.Status.Health.ClockSkew != -25*365*24*time.Hour || m.Status.Health.Odometer != 123456789 {
 						t.Fatalf("status: %+v", m.Status)
 					}
 				}},
