@@ -192,6 +192,11 @@ func (cfg *Config) parseBrokers() ([]brokerURL, error) {
 	}
 	out := make([]brokerURL, 0, len(cfg.Brokers))
 	for _, s := range cfg.Brokers {
+		if !strings.Contains(s, "://") {
+			// "127.0.0.1:8883" fails to parse and "broker:8883" parses as scheme "broker": say what to write.
+			return nil, fmt.Errorf("transport: broker URL %q has no scheme: write mqtts://%s (TLS, port 8883 when omitted)",
+				s, s)
+		}
 		u, err := url.Parse(s)
 		if err != nil {
 			return nil, fmt.Errorf("transport: broker URL %q: %w", s, err)
@@ -207,7 +212,9 @@ func (cfg *Config) parseBrokers() ([]brokerURL, error) {
 			if !cfg.AllowPlaintext {
 				return nil, fmt.Errorf("transport: broker URL %q is plaintext MQTT: without TLS there is no "+
 					"client certificate, so the broker cannot tell who we are and anyone on the path can read and "+
-					"alter messages; use mqtts://, or set Config.AllowPlaintext for local development only", s)
+					"alter messages; use mqtts://, or, for local development only, allow plaintext: "+
+					"broker.allow_plaintext = true in the agent's config, --allow-plaintext on the waybill command "+
+					"line, Config.AllowPlaintext in Go", s)
 			}
 			plain, port = true, "1883"
 		default:

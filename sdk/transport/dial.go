@@ -21,7 +21,7 @@ func (c *Conn) dial(ctx context.Context, b brokerURL) (*link, error) {
 	var d net.Dialer
 	raw, err := d.DialContext(ctx, "tcp", b.url.Host)
 	if err != nil {
-		return nil, err
+		return nil, dialError(b, err)
 	}
 	var nc net.Conn = &countingConn{Conn: raw, read: &c.wireRead, written: &c.wireWritten}
 	info := ConnectInfo{Broker: b.url.String()}
@@ -34,7 +34,7 @@ func (c *Conn) dial(ctx context.Context, b brokerURL) (*link, error) {
 		tc := tls.Client(nc, tcfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			_ = raw.Close()
-			return nil, fmt.Errorf("TLS handshake with %s: %w", b.url.Host, err)
+			return nil, handshakeError(b, err)
 		}
 		st := tc.ConnectionState()
 		info.TLSVersion, info.TLSResumed = st.Version, st.DidResume

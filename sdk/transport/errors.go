@@ -1,8 +1,12 @@
 package transport
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	"strings"
+	"syscall"
 )
 
 var (
@@ -120,4 +124,52 @@ func disconnectReason(code byte) string {
 		return "server moved"
 	}
 	return "unknown reason code"
+}
+
+// dialError says which broker could not be reached and what to look at. The agent logs it and waybill
+// prints it as the reason an order is not sent yet, so it must point the operator somewhere useful; the
+// underlying error stays wrapped.
+func dialError(b brokerURL, err error) error {
+	var dns *net.DNSError
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("broker %s: connection refused — is Mosquitto running and listening on port %s? "+
+			"(`systemctl status mosquitto`): %w", b.url, b.url.Port(), err)
+	case errors.As(err, &dns):
+		return fmt.Errorf("broker %s: host %q not found — is the name right and DNS reachable?: %w", b.url,
+			b.url.Hostname(), err)
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return fmt.Errorf("broker %s: no route to the host — is the network up?: %w", b.url, err)
+	case errors.As(err, &ne) && ne.Timeout():
+		return fmt.Errorf("broker %s: no answer — is the address right, the network up and port %s open?: %w",
+			b.url, b.url.Port(), err)
+	}
+	return fmt.Errorf("broker %s: %w", b.url, err)
+}
+
+// handshakeError explains a failed TLS handshake. A broker certificate that does not name the host we
+// dialled is the common mistake of a new install (the broker was issued for its DNS name, the operator
+// types its IP address): the broker only sees the alert, so its log says nothing useful, and the fix is
+// on the PKI host.
+func handshakeError(b brokerURL, err error) error {
+	var he x509.HostnameError
+	if errors.As(err, &he) && he.Certificate != nil {
+		names := append([]string(nil), he.Certificate.DNSNames...)
+		for _, ip := range he.Certificate.IPAddresses {
+			names = append(names, ip.String())
+		}
+		have := "no host names at all"
+		if len(names) > 0 {
+			have = strings.Join(names, ", ")
+		}
+		name := he.Certificate.Subject.CommonName
+		if name == "" {
+			name = "NAME"
+		}
+		return fmt.Errorf("TLS handshake with %s: the broker certificate is for %s; you connected to %s: reissue it "+
+			"with `waybill pki issue --role broker --host %s %s` (then install it on the broker and restart it), "+
+			"or connect to one of those names: %w", b.url.Host, have, he.Host, he.Host, name, err)
+	}
+	return fmt.Errorf("TLS handshake with %s: %w", b.url.Host, err)
 }
