@@ -3,10 +3,12 @@ package dispatch
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -81,9 +83,10 @@ func TestOutboxResendsUntilReceived(t *testing.T) {
 	}
 }
 
-// TestCancelAfterDeliveryIsConflict: the truck answers a cancellation of an order it delivered with a
-// received event marked conflict; the outbox shows the conflict and stops sending.
-func TestCancelAfterDeliveryIsConflict(t *testing.T) {
+// TestCancelAfterDeliveryIsRefused: once the truck's delivered event reached the outbox, a cancellation is
+// refused with ErrClosed and the entry stays delivered (TestOutboxCancelTooLate covers a cancellation sent
+// before the delivery was known).
+func TestCancelAfterDeliveryIsRefused(t *testing.T) {
 	b := sdktest.StartDevBroker(t, sdktest.Options{Dispatch: []string{"office"}})
 	truckCl, office := b.Truck("truck-1"), b.ClientFiles("office")
 	r := newResponder(t, b, truckCl)
@@ -104,10 +107,14 @@ func TestCancelAfterDeliveryIsConflict(t *testing.T) {
 	sdktest.WaitFor(t, 20*time.Second, "received", func() bool { return get().State == StateReceived })
 	r.deliver("o-9")
 	sdktest.WaitFor(t, 20*time.Second, "delivered", func() bool { return get().State == StateDelivered })
-	if _, err := ob.Cancel(ctx, "truck-1", "o-9", ""); err != nil {
-		t.Fatal(err)
+	// The outbox knows the order is delivered: the cancellation is refused at once and nothing is stored.
+	before := get()
+	if _, err := ob.Cancel(ctx, "truck-1", "o-9", ""); !errors.Is(err, ErrClosed) || !strings.Contains(err.Error(), "delivered") {
+		t.Fatalf("cancel after delivery: %v, want ErrClosed saying delivered", err)
 	}
-	sdktest.WaitFor(t, 20*time.Second, "conflict", func() bool { e := get(); return e.State == StateConflict && !e.Unconfirmed() })
+	if e := get(); e.State != StateDelivered || e.Order.Revision != before.Order.Revision || e.Order.Status == sdk.OrderCancelled {
+		t.Fatalf("after the refused cancel: %+v", e)
+	}
 }
 
 // TestOfflineTruckGets2000Orders: 2,000 orders created while the truck is offline all reach it after it

@@ -95,6 +95,11 @@
 // (the truck keeps the newest). Orders that expire unconfirmed are marked expired and no longer sent.
 // Duplicates are expected and harmless: the truck applies an order revision once and acknowledges repeats.
 //
+// A cancellation cannot undo a delivery. Cancel refuses (ErrClosed, nothing stored) an order the outbox
+// knows is delivered or failed. One stored before that was known reaches a truck that already closed the
+// order, which answers with a conflict: the entry keeps the delivered or failed state (conflict only until
+// the driver's event arrives) and sets CancelRefused, so a list says "delivered (cancel refused)".
+//
 // Orders' envelope sequence numbers come from the outbox's store: each round reserves a block of at most
 // MaxBatch (500) numbers in the same store, the first one starting at the clock in microseconds. Trucks
 // keep a replay window of 1024 numbers per sender, so numbers must not jump around between processes

@@ -20,7 +20,10 @@ const (
 	StateFailed    State = "failed"    // the driver could not deliver (LastEvent.Reason says why)
 	StateProblem   State = "problem"   // the driver reported a problem
 	StateCancelled State = "cancelled" // the truck confirmed the cancellation
-	StateConflict  State = "conflict"  // a cancellation reached the truck after the order was delivered or failed
+	// StateConflict: the truck refused a cancellation because the driver had already closed the order, and
+	// the outbox has not yet heard whether it was delivered or failed. Once that event arrives the state is
+	// delivered or failed again, with CancelRefused set: the delivery is what happened.
+	StateConflict State = "conflict"
 	StateExpired   State = "expired"   // expired before the truck confirmed it: no longer sent
 )
 
@@ -56,6 +59,23 @@ type Entry struct {
 	// (Outbox.NoteStore reopened it): a received event from an older store (a salvaged store re-sends its
 	// old records) does not confirm it.
 	Awaiting sdk.Epoch `json:"awaiting,omitzero"`
+	// CancelRefused records that a cancellation came too late: the driver had delivered (or failed) the
+	// order before it reached the truck, which answered with a conflict. State keeps what the driver did,
+	// so the delivery stays visible; this says that a later cancel was refused.
+	CancelRefused bool `json:"cancel_refused,omitempty"`
+}
+
+// StateText is State for people, saying when a cancellation came too late: "delivered (cancel refused)",
+// so a list shows both what the driver did and that the later cancel did not take effect.
+func (e *Entry) StateText() string {
+	s := string(e.State)
+	if e.CancelRefused && e.State != StateConflict {
+		s += " (cancel refused)"
+	}
+	if e.State == StateConflict {
+		s += " (cancel refused: delivered or failed on the truck)"
+	}
+	return s
 }
 
 // Unconfirmed reports whether the current revision still waits for the truck's received event.
@@ -76,6 +96,7 @@ type entryWire struct {
 	Note        string     `json:"note,omitempty"`
 	Updated     time.Time  `json:"updated"`
 	Awaiting    []byte     `json:"awaiting,omitempty"`
+	Refused     bool       `json:"cancel_refused,omitempty"`
 }
 
 func encodeEntry(e *Entry) ([]byte, error) {
@@ -85,7 +106,8 @@ func encodeEntry(e *Entry) ([]byte, error) {
 	}
 	return json.Marshal(entryWire{Body: body, State: e.State, Confirmed: e.Confirmed, ConfirmedAt: e.ConfirmedAt,
 		Sends: e.Sends, LastSent: e.LastSent, NextAttempt: e.NextAttempt, LastError: e.LastError,
-		LastEvent: e.LastEvent, Note: e.Note, Updated: e.Updated, Awaiting: awaitingWire(e.Awaiting)})
+		LastEvent: e.LastEvent, Note: e.Note, Updated: e.Updated, Awaiting: awaitingWire(e.Awaiting),
+		Refused: e.CancelRefused})
 }
 
 func awaitingWire(e sdk.Epoch) []byte {
@@ -106,7 +128,7 @@ func decodeEntry(b []byte) (*Entry, error) {
 	}
 	e := &Entry{Order: *o, Hash: sha256.Sum256(w.Body), State: w.State, Confirmed: w.Confirmed,
 		ConfirmedAt: w.ConfirmedAt, Sends: w.Sends, LastSent: w.LastSent, NextAttempt: w.NextAttempt,
-		LastError: w.LastError, LastEvent: w.LastEvent, Note: w.Note, Updated: w.Updated}
+		LastError: w.LastError, LastEvent: w.LastEvent, Note: w.Note, Updated: w.Updated, CancelRefused: w.Refused}
 	copy(e.Awaiting[:], w.Awaiting)
 	return e, nil
 }

@@ -41,6 +41,9 @@ var (
 	ErrExists    = errors.New("dispatch: an order with this id exists with other content (revise it instead)")
 	ErrNotFound  = errors.New("dispatch: no such order in the outbox")
 	ErrCancelled = errors.New("dispatch: the order is cancelled")
+	// ErrClosed is returned by Cancel for an order the driver already delivered or failed (as far as the
+	// outbox knows from the truck's events): the truck would refuse the cancellation, so none is stored.
+	ErrClosed = errors.New("dispatch: the order is already closed by the driver")
 )
 
 // OutboxConfig configures an Outbox. Either Store or Path is required, and Certificate and Key.
@@ -272,11 +275,23 @@ func (o *Outbox) Revise(ctx context.Context, ord sdk.Order) (Entry, error) {
 }
 
 // Cancel stores a cancellation: a new revision with status cancelled. Cancelling a cancelled order returns
-// it unchanged. The truck answers a cancellation of an order it already delivered with a conflict.
+// it unchanged. Cancelling an order the outbox knows is delivered or failed is ErrClosed, and nothing is
+// stored: the truck would refuse it. When the delivery is not known yet the cancellation is sent, and a
+// truck that already closed the order answers with a conflict: the entry then keeps the delivered (or
+// failed) state and sets CancelRefused.
 func (o *Outbox) Cancel(ctx context.Context, truck, id, reason string) (Entry, error) {
 	return o.newRevision(ctx, truck, id, func(cur *Entry) (sdk.Order, error) {
 		if cur.Order.Status == sdk.OrderCancelled {
 			return sdk.Order{}, nil // nothing to do
+		}
+		switch cur.State {
+		case StateDelivered, StateFailed, StateConflict:
+			at := ""
+			if cur.LastEvent != nil && cur.LastEvent.Kind != sdk.EventReceived {
+				at = " at " + cur.LastEvent.Time.UTC().Format(time.DateTime) + " UTC"
+			}
+			return sdk.Order{}, fmt.Errorf("%w: %s/%s was %s%s; nothing was cancelled, the order stays %s",
+				ErrClosed, truck, id, cur.State, at, cur.State)
 		}
 		ord := cur.Order
 		ord.Status = sdk.OrderCancelled
@@ -315,7 +330,7 @@ func (o *Outbox) newRevision(ctx context.Context, truck, id string, change func(
 				return err
 			}
 			e := &Entry{Order: n, State: StatePending, Confirmed: cur.Confirmed, ConfirmedAt: cur.ConfirmedAt,
-				LastEvent: cur.LastEvent, Updated: now}
+				LastEvent: cur.LastEvent, Updated: now, CancelRefused: cur.CancelRefused}
 			if cur.State == StateConflict || cur.State == StateDelivered || cur.State == StateFailed {
 				e.State = cur.State // what the driver did stays visible; Confirmed says the revision is pending
 			}
@@ -456,7 +471,15 @@ func applyEvent(e *Entry, ev *sdk.Event, now time.Time) (changed bool, note stri
 		e.Confirmed, e.ConfirmedAt, e.LastError, e.Awaiting = ev.Revision, now, "", sdk.Epoch{}
 		switch {
 		case ev.Conflict:
-			e.State, e.LastEvent = StateConflict, info
+			// The truck refused the cancellation: the driver closed the order first. Keep what the driver
+			// did; until its event arrives the outcome is unknown (conflict).
+			e.CancelRefused = true
+			if e.State != StateDelivered && e.State != StateFailed {
+				e.State = StateConflict
+			}
+			if e.LastEvent == nil || e.LastEvent.Kind == sdk.EventReceived {
+				e.LastEvent = info
+			}
 		case e.Order.Status == sdk.OrderCancelled:
 			e.State = StateCancelled
 		case e.State == StatePending || e.State == StateExpired:
@@ -476,10 +499,13 @@ func applyEvent(e *Entry, ev *sdk.Event, now time.Time) (changed bool, note stri
 		return false, "" // the same event again
 	}
 	e.LastEvent = info
+	closes := ev.Kind == sdk.EventDelivered || ev.Kind == sdk.EventFailed
 	switch {
+	case closes && (e.State == StateConflict || e.Order.Status == sdk.OrderCancelled):
+		// The driver closed the order before the cancellation reached the truck: that is what happened,
+		// and the cancellation did not take effect.
+		e.State, e.CancelRefused = stateOf(ev.Kind), true
 	case e.State == StateConflict:
-	case e.Order.Status == sdk.OrderCancelled && (ev.Kind == sdk.EventDelivered || ev.Kind == sdk.EventFailed):
-		e.State = StateConflict
 	default:
 		e.State = stateOf(ev.Kind)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -244,5 +245,64 @@ func TestBackoff(t *testing.T) {
 				t.Fatalf("backoff(%d) = %v, want in [%v, %v]", n, d, want/2, want)
 			}
 		}
+	}
+}
+
+// TestOutboxCancelTooLate (issue 11.3): a cancellation stored before the outbox heard of the delivery is
+// refused by the truck with a conflict; the entry must go on saying the order was delivered, and that the
+// cancel was refused, in whichever order the conflict and the delivered event arrive, also after a reopen.
+func TestOutboxCancelTooLate(t *testing.T) {
+	for _, conflictFirst := range []bool{true, false} {
+		t.Run(fmt.Sprintf("conflict first %v", conflictFirst), func(t *testing.T) {
+			office := officeIdentity(t)
+			path := filepath.Join(t.TempDir(), "outbox.db")
+			ob := newOutbox(t, office, OutboxConfig{Path: path})
+			ctx := context.Background()
+			e, err := ob.Create(ctx, testOrder("truck-1", "o-1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			apply := func(ev *sdk.Event) {
+				t.Helper()
+				if err := ob.Apply(ctx, TruckEvent{Truck: "truck-1", Event: ev}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			now := time.Now()
+			apply(event(sdk.EventReceived, e, now))
+			c, err := ob.Cancel(ctx, "truck-1", "o-1", "customer moved")
+			if err != nil {
+				t.Fatal(err)
+			}
+			conflict := event(sdk.EventReceived, c, now.Add(2*time.Minute))
+			conflict.Conflict = true
+			delivered := event(sdk.EventDelivered, e, now.Add(time.Minute))
+			if conflictFirst {
+				apply(conflict)
+				g, _ := ob.Get(ctx, "truck-1", "o-1")
+				if g.State != StateConflict || !g.CancelRefused || g.Unconfirmed() {
+					t.Fatalf("after the conflict alone: %+v", g)
+				}
+				apply(delivered)
+			} else {
+				apply(delivered)
+				apply(conflict)
+			}
+			reopened := newOutbox(t, office, OutboxConfig{Path: path})
+			g, err := reopened.Get(ctx, "truck-1", "o-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g.State != StateDelivered || !g.CancelRefused || g.Unconfirmed() || g.LastEvent.Kind != sdk.EventDelivered {
+				t.Fatalf("after delivery and the refused cancel: %+v", g)
+			}
+			if got := g.StateText(); got != "delivered (cancel refused)" {
+				t.Fatalf("StateText %q", got)
+			}
+			// The cancellation revision is stored already: cancelling again changes nothing.
+			if _, err := reopened.Cancel(ctx, "truck-1", "o-1", ""); err != nil {
+				t.Fatalf("cancelling a cancelled order again: %v", err)
+			}
+		})
 	}
 }
