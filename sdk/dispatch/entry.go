@@ -24,7 +24,7 @@ const (
 	// the outbox has not yet heard whether it was delivered or failed. Once that event arrives the state is
 	// delivered or failed again, with CancelRefused set: the delivery is what happened.
 	StateConflict State = "conflict"
-	StateExpired   State = "expired"   // expired before the truck confirmed it: no longer sent
+	StateExpired  State = "expired" // expired before the truck confirmed it: no longer sent
 )
 
 // EventInfo is the last event the outbox applied to an order.
