@@ -77,6 +77,13 @@ func run(ctx context.Context, s streams, args []string) int {
 			return 0
 		case errors.Is(err, flag.ErrHelp):
 			return 0
+		case errors.As(err, new(exitError)):
+			var e exitError
+			errors.As(err, &e)
+			if e.msg != "" {
+				fmt.Fprintf(s.err, "waybill %s: %s\n", c.name, e.msg)
+			}
+			return e.code
 		case errors.As(err, new(usageError)):
 			fmt.Fprintf(s.err, "waybill %s: %v\n", c.name, err)
 			return 2
@@ -94,6 +101,15 @@ func run(ctx context.Context, s streams, args []string) int {
 type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
+
+// exitError ends a command with a specific exit code (documented in the command's --help) after it said
+// what happened on standard output; msg, if any, goes to standard error.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d: %s", e.code, e.msg) }
 
 // notBuilt is returned by subcommands whose issue has not landed yet.
 func notBuilt(what, issue string) error {

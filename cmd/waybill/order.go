@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -38,8 +39,34 @@ const (
 // dispatchFlags are the flags shared by `waybill order` and `waybill watch`.
 type dispatchFlags struct {
 	data, pkiDir, name, cert, key, ca, crl, broker, prefix string
-	verbose                                                bool
+	verbose, allowPlaintext                                bool
 	onlineGrace                                            time.Duration
+}
+
+// brokerEnv is the default for --broker: WAYBILL_BROKER, or the agent's WAYBILL_BROKERS, so one exported
+// variable serves both programs on a development machine.
+func brokerEnv() string {
+	if v := os.Getenv("WAYBILL_BROKER"); v != "" {
+		return v
+	}
+	return os.Getenv("WAYBILL_BROKERS")
+}
+
+// brokerURLs splits --broker and completes "host:port" to "mqtts://host:port": people type the address
+// they see in mosquitto.conf, and TLS is the only sensible default for a fleet broker.
+func brokerURLs(list string) []string {
+	var out []string
+	for _, b := range strings.Split(list, ",") {
+		b = strings.TrimSpace(b)
+		if b == "" {
+			continue
+		}
+		if !strings.Contains(b, "://") {
+			b = "mqtts://" + b
+		}
+		out = append(out, b)
+	}
+	return out
 }
 
 func (d *dispatchFlags) register(fs *flag.FlagSet) {
@@ -54,7 +81,8 @@ func (d *dispatchFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.key, "key", "", "its private key (PEM)")
 	fs.StringVar(&d.ca, "ca", "", "fleet CA certificate (PEM)")
 	fs.StringVar(&d.crl, "crl", "", "fleet CRL (PEM or DER), optional (default with --pki: its crl.pem)")
-	fs.StringVar(&d.broker, "broker", os.Getenv("WAYBILL_BROKER"), "broker URL(s), comma-separated, e.g. mqtts://mqtt.example.com:8883 (default $WAYBILL_BROKER)")
+	fs.StringVar(&d.broker, "broker", brokerEnv(), "broker URL(s), comma-separated, e.g. mqtts://mqtt.example.com:8883; HOST:PORT means mqtts://HOST:PORT (default $WAYBILL_BROKER, else the agent's $WAYBILL_BROKERS)")
+	fs.BoolVar(&d.allowPlaintext, "allow-plaintext", false, "allow mqtt:// broker URLs without TLS (local development only: the broker cannot tell who connects)")
 	fs.StringVar(&d.prefix, "prefix", sdk.DefaultPrefix, "topic prefix")
 	fs.DurationVar(&d.onlineGrace, "online-grace", dispatch.DefaultOnlineGrace, "when a truck comes online, send its unconfirmed orders again after this long (the broker's queue goes first)")
 	fs.BoolVar(&d.verbose, "v", false, "log connection and sending details to standard error")
@@ -185,8 +213,8 @@ func onlineGrace(d time.Duration) time.Duration {
 // receipt it to the trucks; both subscribe to the same topics, so the session's subscriptions stay the same.
 func (d *dispatchFlags) client(id *identity, ob *dispatch.Outbox, rec dispatch.Record, log *slog.Logger, share string,
 	handle func(context.Context, dispatch.Update) error) (*dispatch.Client, error) {
-	if d.broker == "" {
-		return nil, usageError{"no broker: give --broker mqtts://HOST:PORT (or set WAYBILL_BROKER)"}
+	if err := d.checkBroker(); err != nil {
+		return nil, err
 	}
 	var crl *x509.RevocationList
 	if id.crlFile != "" {
@@ -206,11 +234,26 @@ func (d *dispatchFlags) client(id *identity, ob *dispatch.Outbox, rec dispatch.R
 	}
 	return dispatch.New(dispatch.Config{
 		Transport: transport.Config{
-			Brokers: strings.Split(d.broker, ","), CertFile: id.certFile, KeyFile: id.keyFile, CAFile: id.caFile,
+			Brokers: brokerURLs(d.broker), AllowPlaintext: d.allowPlaintext, CertFile: id.certFile, KeyFile: id.keyFile, CAFile: id.caFile,
 			CRLFile: id.crlFile, BackoffMin: 500 * time.Millisecond, BackoffMax: 30 * time.Second, Logger: log,
 		},
 		Topics: id.topics, ShareGroup: share, Verifier: v, Outbox: ob, Record: rec, Handle: handle, Logger: log,
 	})
+}
+
+// checkBroker validates --broker before anything waits or connects, so a mistake is reported at once.
+func (d *dispatchFlags) checkBroker() error {
+	urls := brokerURLs(d.broker)
+	if len(urls) == 0 {
+		return usageError{"no broker: give --broker mqtts://HOST:PORT (or set WAYBILL_BROKER)"}
+	}
+	// The transport validates URLs without touching the network; its errors say what to write.
+	_, err := transport.New(transport.Config{Brokers: urls, AllowPlaintext: d.allowPlaintext, ClientID: "check",
+		CAFile: "unused"})
+	if err != nil {
+		return usageError{strings.TrimPrefix(err.Error(), "transport: ")}
+	}
+	return nil
 }
 
 // openArchive opens DATA/archive.db; call it only while holding the sender lock.
@@ -220,25 +263,39 @@ func (d *dispatchFlags) openArchive() (*archive.Archive, error) {
 
 // senderLock is an exclusive lock on DATA/sender.lock: only its holder connects as the dispatch identity
 // (a second connection with the same certificate would take the first one's place at the broker) and
-// signs orders (sequence numbers must not interleave from two processes).
+// signs orders (sequence numbers must not interleave from two processes). The holder writes its pid and
+// command into the file, so others can say who holds it.
 type lockFile struct{ f *os.File }
 
-func tryLock(dir string) (*lockFile, bool, error) {
+// tryLock takes the lock without waiting. When another process holds it, holder describes that process
+// (" (pid 123, waybill watch)") if it wrote its pid.
+func tryLock(dir, who string) (l *lockFile, got bool, holder string, err error) {
 	f, err := os.OpenFile(filepath.Join(dir, senderLock), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
-		return nil, false, err
+		return nil, false, "", err
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
+		defer f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, false, nil
+			b, _ := io.ReadAll(io.LimitReader(f, 200))
+			if who := strings.TrimSpace(string(b)); who != "" {
+				holder = " (pid " + who + ")"
+			}
+			return nil, false, holder, nil
 		}
-		return nil, false, fmt.Errorf("lock %s: %w", f.Name(), err)
+		return nil, false, "", fmt.Errorf("lock %s: %w", f.Name(), err)
 	}
-	return &lockFile{f}, true, nil
+	if f.Truncate(0) == nil {
+		_, _ = f.WriteAt([]byte(fmt.Sprintf("%d, %s\n", os.Getpid(), who)), 0)
+	}
+	return &lockFile{f}, true, "", nil
 }
 
-func (l *lockFile) release() { l.f.Close() } // closing the file releases the lock
+// release empties the pid and closes the file, which releases the lock.
+func (l *lockFile) release() {
+	_ = l.f.Truncate(0)
+	l.f.Close()
+}
 
 func runOrder(ctx context.Context, s streams, args []string) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
@@ -281,6 +338,8 @@ func runOrderCreate(ctx context.Context, s streams, args []string) error {
 	fs.Usage = func() {
 		fmt.Fprintln(s.err, "Usage: waybill order create --truck T --id ID --lat LAT --lon LON [--recipient R] [--address A]")
 		fmt.Fprintln(s.err, "         [--radius M] [--notes N] [--expires 24h] [--wait 10s] --pki DIR|--cert/--key/--ca --broker URL")
+		fmt.Fprintln(s.err)
+		fmt.Fprintln(s.err, exitCodes)
 		fmt.Fprintln(s.err)
 		fs.PrintDefaults()
 	}
@@ -325,8 +384,11 @@ func runOrderCancel(ctx context.Context, s streams, args []string) error {
 	fs.Usage = func() {
 		fmt.Fprintln(s.err, "Usage: waybill order cancel --truck T --id ID [--reason R] [--wait 10s] --pki DIR|--cert/--key/--ca --broker URL")
 		fmt.Fprintln(s.err)
-		fmt.Fprintln(s.err, "A cancellation is a new revision of the order with status cancelled. A truck that already delivered")
-		fmt.Fprintln(s.err, "the order answers with a conflict.")
+		fmt.Fprintln(s.err, "A cancellation is a new revision of the order with status cancelled. An order the outbox knows is")
+		fmt.Fprintln(s.err, "delivered or failed cannot be cancelled (exit 1, nothing stored); a truck that delivered it before the")
+		fmt.Fprintln(s.err, "cancellation arrived refuses it (exit 1; order list shows e.g. \"delivered (cancel refused)\").")
+		fmt.Fprintln(s.err)
+		fmt.Fprintln(s.err, exitCodes)
 		fmt.Fprintln(s.err)
 		fs.PrintDefaults()
 	}
@@ -348,9 +410,23 @@ func runOrderCancel(ctx context.Context, s streams, args []string) error {
 	return sendAndReport(ctx, s, &d, ident, ob, log, e, *wait)
 }
 
+// Exit codes of order create and order cancel besides 0 (the truck confirmed, or the broker took the order
+// and the outbox sends it until the truck confirms), 1 (failed or refused) and 2 (command line).
+const (
+	// exitNotSent: the order is stored in the outbox but could not be handed to the broker yet (the broker
+	// is unreachable, or another process sends for the data directory and did not send it in time). It is
+	// not lost: waybill watch, or the next order command, sends it.
+	exitNotSent = 3
+)
+
+// exitCodes is the part of --help that documents them; README repeats it.
+const exitCodes = `Exit status: 0 the truck confirmed the order, or the broker took it and the outbox re-sends it until the
+truck confirms; 1 failed or refused (e.g. cancelling a delivered order); 2 bad command line; 3 stored in the
+outbox but not sent yet (broker unreachable): waybill watch, or the next order command, sends it.`
+
 // sendAndReport sends what the outbox holds (when no other process is the sender) and waits up to wait for
-// the truck to confirm e's revision, then says where it stands. Not being confirmed yet is not an error: the
-// outbox keeps the order.
+// the truck to confirm e's revision, then says where it stands. Not being confirmed yet is not a failure:
+// the outbox keeps the order; not being sent at all is exit code 3, with the reason.
 func sendAndReport(ctx context.Context, s streams, d *dispatchFlags, id *identity, ob *dispatch.Outbox, log *slog.Logger,
 	e dispatch.Entry, wait time.Duration) error {
 	truck, oid, rev := e.Order.Truck, e.Order.ID, e.Order.Revision
@@ -361,6 +437,7 @@ func sendAndReport(ctx context.Context, s streams, d *dispatchFlags, id *identit
 		}
 		return cur, cur.Confirmed >= rev
 	}
+	var linkErr error // the transport's last connection error, if the link never came up
 	if wait > 0 {
 		wctx, cancel := context.WithTimeout(ctx, wait)
 		defer cancel()
@@ -369,12 +446,13 @@ func sendAndReport(ctx context.Context, s streams, d *dispatchFlags, id *identit
 			if _, ok := confirmed(); ok {
 				break
 			}
-			lock, got, err := tryLock(d.data)
+			lock, got, holder, err := tryLock(d.data, "waybill order")
 			if err != nil {
 				return err
 			}
 			if got {
-				err := sendUntil(wctx, d, id, ob, log, confirmed)
+				var err error
+				linkErr, err = sendUntil(wctx, s, d, id, ob, log, wait, confirmed)
 				lock.release()
 				if err != nil {
 					return err
@@ -382,27 +460,39 @@ func sendAndReport(ctx context.Context, s streams, d *dispatchFlags, id *identit
 				break
 			}
 			if !delegated {
-				fmt.Fprintln(s.out, "another waybill process (watch, or an order command) is sending for this data directory: it sends this order")
+				fmt.Fprintf(s.out, "another waybill process%s (watch, or an order command) is sending for this data directory: it sends this order\n",
+					holder)
 				delegated = true
 			}
 			sleep(wctx, 250*time.Millisecond)
 		}
 	}
 	cur, ok := confirmed()
+	cancelling := cur.Order.Status == sdk.OrderCancelled
 	switch {
-	case ok && cur.State == dispatch.StateConflict:
-		fmt.Fprintf(s.out, "CONFLICT: %s confirmed revision %d, but had already %s the order\n", truck, rev, lastKind(cur))
+	case ok && cancelling && (cur.CancelRefused || cur.State == dispatch.StateConflict):
+		fmt.Fprintf(s.out, "REFUSED: %s had already %s the order before the cancellation arrived; the order stays %s\n",
+			truck, lastKind(cur), cur.StateText())
+		return fmt.Errorf("cancellation of %s/%s refused by the truck: the order was already %s", truck, oid, lastKind(cur))
 	case ok:
-		fmt.Fprintf(s.out, "confirmed: %s received revision %d at %s\n", truck, rev, cur.ConfirmedAt.Local().Format(time.DateTime))
+		fmt.Fprintf(s.out, "confirmed: %s received revision %d at %s\n", truck, rev, cur.ConfirmedAt.UTC().Format(time.DateTime+" UTC"))
 	case cur.Sends > 0:
 		fmt.Fprintf(s.out, "sent to the broker (%d time(s)), not confirmed by %s yet: waybill watch, or the next order command, "+
 			"sends it again until the truck confirms it\n", cur.Sends, truck)
 	default:
+		why := cur.LastError
+		if linkErr != nil {
+			why = linkErr.Error()
+		}
+		if wait <= 0 {
+			why = "--wait 0: stored only"
+		}
 		msg := "not sent yet"
-		if cur.LastError != "" {
-			msg += " (" + cur.LastError + ")"
+		if why != "" {
+			msg += " (" + why + ")"
 		}
 		fmt.Fprintf(s.out, "%s: it is safe in the outbox; waybill watch, or the next order command, sends it\n", msg)
+		return exitError{code: exitNotSent}
 	}
 	return nil
 }
@@ -416,21 +506,48 @@ func lastKind(e dispatch.Entry) string {
 
 // sendUntil connects, runs the outbox's re-sender and applies the events that come back, until done
 // reports true or ctx ends. What arrives meanwhile (the persistent session's queue) goes into the archive.
-func sendUntil(ctx context.Context, d *dispatchFlags, id *identity, ob *dispatch.Outbox, log *slog.Logger,
-	done func() (dispatch.Entry, bool)) error {
+// Each failed connection attempt is a line on standard error, so a broker that is down is seen at once, not
+// after the whole wait; the last one is returned (nil once connected).
+func sendUntil(ctx context.Context, s streams, d *dispatchFlags, id *identity, ob *dispatch.Outbox, log *slog.Logger,
+	wait time.Duration, done func() (dispatch.Entry, bool)) (linkErr error, err error) {
 	a, err := d.openArchive()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer a.Close()
 	c, err := d.client(id, ob, a, log, "", nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 1)
 	go func() { errc <- c.Run(rctx) }()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // progress, for people
+		defer wg.Done()
+		start, attempt := time.Now(), 0
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case st, ok := <-c.Conn().States():
+				if !ok || st.Closed {
+					return
+				}
+				mu.Lock()
+				linkErr = st.Err
+				mu.Unlock()
+				if st.Err != nil && !st.Connected {
+					attempt++
+					fmt.Fprintf(s.err, "waybill: attempt %d (%s of %s): %v\n", attempt,
+						time.Since(start).Round(100*time.Millisecond), wait, st.Err)
+				}
+			}
+		}
+	}()
 	for rctx.Err() == nil {
 		sleep(rctx, 200*time.Millisecond)
 		if _, ok := done(); ok {
@@ -438,7 +555,11 @@ func sendUntil(ctx context.Context, d *dispatchFlags, id *identity, ob *dispatch
 		}
 	}
 	cancel()
-	return <-errc
+	err = <-errc
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	return linkErr, err
 }
 
 func sleep(ctx context.Context, d time.Duration) {
@@ -463,7 +584,9 @@ func runOrderList(ctx context.Context, s streams, args []string) error {
 		fmt.Fprintln(s.err, "Usage: waybill order list [--data DIR] [--json]")
 		fmt.Fprintln(s.err)
 		fmt.Fprintln(s.err, "Lists the outbox: each order's current revision and state (pending, received, arrived, delivered,")
-		fmt.Fprintln(s.err, "failed, problem, cancelled, conflict, expired), as known from the trucks' verified events.")
+		fmt.Fprintln(s.err, "failed, problem, cancelled, conflict, expired), as known from the trucks' verified events. A")
+		fmt.Fprintln(s.err, "cancellation that reached the truck after the driver closed the order shows as, e.g.,")
+		fmt.Fprintln(s.err, "\"delivered (cancel refused)\": the delivery is what happened.")
 		fmt.Fprintln(s.err)
 		fs.PrintDefaults()
 	}
@@ -503,12 +626,12 @@ func runOrderList(ctx context.Context, s streams, args []string) error {
 		if e.Confirmed > 0 {
 			conf = fmt.Sprintf("rev %d", e.Confirmed)
 		}
-		state := string(e.State)
+		state := e.StateText()
 		if e.Order.Status == sdk.OrderCancelled && e.Unconfirmed() {
 			state += " (cancel pending)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", e.Order.Truck, e.Order.ID, e.Order.Revision, state, conf,
-			e.Sends, e.Order.Recipient, e.Order.Address, e.Updated.Local().Format(time.DateTime))
+			e.Sends, e.Order.Recipient, e.Order.Address, e.Updated.UTC().Format(time.DateTime+" UTC"))
 	}
 	return tw.Flush()
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -20,18 +21,25 @@ func runWatch(ctx context.Context, s streams, args []string) error {
 	var d dispatchFlags
 	d.register(fs)
 	asJSON := fs.Bool("json", false, "one JSON object per line instead of readable lines")
+	allStatus := fs.Bool("all-status", false, "print every status message, not only those where something an operator cares about changed")
+	lockWait := fs.Duration("lock-wait", 15*time.Second, "how long to wait for another process sending for --data (an order command holds it for its --wait) before giving up")
 	share := fs.String("share", "", "shared subscription group: processes with the same group split telemetry and events; "+
 		"Mosquitto lets anyone who can name a group join it: use an unguessable name, e.g. dispatch-$(openssl rand -hex 12)")
 	fs.Usage = func() {
-		fmt.Fprintln(s.err, "Usage: waybill watch [--data DIR] [--json] [--share GROUP] --pki DIR|--cert/--key/--ca --broker URL")
+		fmt.Fprintln(s.err, "Usage: waybill watch [--data DIR] [--json] [--all-status] [--share GROUP] --pki DIR|--cert/--key/--ca --broker URL")
 		fmt.Fprintln(s.err)
-		fmt.Fprintln(s.err, "Live, verified view of the fleet: one line per fix, delivery event and status change, every")
-		fmt.Fprintln(s.err, "refused message with its reason, and each newer fleet CRL from the broker (applied at once: what")
-		fmt.Fprintln(s.err, "it revokes is refused from then on). Every fix, event and status is committed to the archive")
-		fmt.Fprintln(s.err, "(DATA/archive.db) before it is acknowledged and shown, and receipted to the truck, which then")
-		fmt.Fprintln(s.err, "deletes it. The MQTT session is persistent: what trucks sent while neither watch nor an order")
-		fmt.Fprintln(s.err, "command ran arrives at the next start. It also sends the outbox's unconfirmed orders until the")
-		fmt.Fprintln(s.err, "trucks confirm them. Stop it with Ctrl-C.")
+		fmt.Fprintln(s.err, "Live, verified view of the fleet: one line per fix and delivery event, a truck's status when")
+		fmt.Fprintln(s.err, "something changed (online/offline, store epoch or origin, queue depth crossing 100/1,000/10,000,")
+		fmt.Fprintln(s.err, "CRL number, GPS and system clock disagreeing; --all-status: every status), every refused message")
+		fmt.Fprintln(s.err, "with its reason, and each newer fleet CRL from the broker (applied at once: what it revokes is")
+		fmt.Fprintln(s.err, "refused from then on). Times are UTC with the date. Every fix, event and status is committed to")
+		fmt.Fprintln(s.err, "the archive (DATA/archive.db) before it is acknowledged and shown, and receipted to the truck,")
+		fmt.Fprintln(s.err, "which then deletes it. The MQTT session is persistent: what trucks sent while neither watch nor")
+		fmt.Fprintln(s.err, "an order command ran arrives at the next start. It also sends the outbox's unconfirmed orders until")
+		fmt.Fprintln(s.err, "the trucks confirm them. Stop it with Ctrl-C.")
+		fmt.Fprintln(s.err)
+		fmt.Fprintln(s.err, "One process sends for a data directory: a second watch on the same --data waits --lock-wait for")
+		fmt.Fprintln(s.err, "the lock (DATA/sender.lock), then says which process holds it.")
 		fmt.Fprintln(s.err)
 		fmt.Fprintln(s.err, "A passive view that must not receipt (trucks would delete what the office has not stored) needs")
 		fmt.Fprintln(s.err, "an identity of its own: with this one it would take over the office's session.")
@@ -44,33 +52,19 @@ func runWatch(ctx context.Context, s streams, args []string) error {
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
 	}
+	// Everything the command line says is checked before waiting for anything.
+	if err := d.checkBroker(); err != nil {
+		return err
+	}
 	id, log, ob, err := d.open(s.err)
 	if err != nil {
 		return err
 	}
-	if d.broker == "" {
-		return usageError{"no broker: give --broker mqtts://HOST:PORT (or set WAYBILL_BROKER)"}
-	}
 
-	// Only one process sends for a data directory; an order command holds the lock for seconds at most.
-	var lock *lockFile
-	for said := false; ; {
-		l, got, err := tryLock(d.data)
-		if err != nil {
-			return err
-		}
-		if got {
-			lock = l
-			break
-		}
-		if !said {
-			fmt.Fprintln(s.err, "waybill watch: another process is sending for", d.data, "(an order command, or another watch); waiting")
-			said = true
-		}
-		sleep(ctx, 500*time.Millisecond)
-		if ctx.Err() != nil {
-			return nil
-		}
+	// Only one process sends for a data directory; an order command holds the lock for its --wait at most.
+	lock, err := waitLock(ctx, s, d.data, *lockWait)
+	if err != nil || lock == nil {
+		return err
 	}
 	defer lock.release()
 
@@ -79,7 +73,7 @@ func runWatch(ctx context.Context, s streams, args []string) error {
 		return err
 	}
 	defer a.Close()
-	p := &printer{w: s.out, json: *asJSON}
+	p := &printer{w: s.out, json: *asJSON, all: *allStatus}
 	c, err := d.client(id, ob, a, log, *share, p.update)
 	if err != nil {
 		return err
@@ -125,12 +119,48 @@ func sum(m map[sdk.Reason]uint64) uint64 {
 	return n
 }
 
+// waitLock takes DATA/sender.lock, waiting at most wait (saying so once) for the process holding it. nil
+// lock and nil error: ctx ended.
+func waitLock(ctx context.Context, s streams, data string, wait time.Duration) (*lockFile, error) {
+	deadline := time.Now().Add(wait)
+	for said := false; ; {
+		l, got, holder, err := tryLock(data, "waybill watch")
+		if err != nil {
+			return nil, err
+		}
+		if got {
+			return l, nil
+		}
+		path := filepath.Join(data, senderLock)
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("another waybill process%s holds %s: stop it (an order command ends after its --wait), "+
+				"or use --data DIR for another data directory", holder, path)
+		}
+		if !said {
+			fmt.Fprintf(s.err, "waybill watch: another waybill process%s holds %s; waiting up to %s\n", holder, path, wait)
+			said = true
+		}
+		sleep(ctx, 200*time.Millisecond)
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+	}
+}
+
 // printer writes one line per update.
 type printer struct {
-	mu   sync.Mutex
+	json, all bool // all: every status, not only changes
+
+	mu   sync.Mutex // guards the fields below
 	w    io.Writer
-	json bool
+	last map[string]statusKey // truck -> what the last printed status said
 }
+
+// timeFormat is how watch shows every time: UTC with the date, because a truck's records can be days old
+// (a unit offline over a weekend) and a GPS with a wrong date must be visible as such.
+const timeFormat = "2006-01-02T15:04:05Z"
+
+func utc(t time.Time) string { return t.UTC().Format(timeFormat) }
 
 func (p *printer) line(text string, obj map[string]any) {
 	p.mu.Lock()
@@ -141,7 +171,61 @@ func (p *printer) line(text string, obj map[string]any) {
 		fmt.Fprintln(p.w, string(b))
 		return
 	}
-	fmt.Fprintf(p.w, "%s  %s\n", time.Now().Format("15:04:05"), text)
+	fmt.Fprintf(p.w, "%s  %s\n", utc(time.Now()), text)
+}
+
+// statusKey is what an operator cares about in a status: a status line is printed when it changes.
+type statusKey struct {
+	state      sdk.State
+	epoch      sdk.Epoch
+	origin     string
+	queueLevel int // queueLevel(QueueDepth)
+	crl        string
+	skew       bool
+}
+
+// queueLevel buckets a queue depth so that a status is printed when the backlog crosses 100, 1,000 or
+// 10,000 records, not on every change of a few records.
+func queueLevel(n int) int {
+	switch {
+	case n >= 10000:
+		return 3
+	case n >= 1000:
+		return 2
+	case n >= 100:
+		return 1
+	}
+	return 0
+}
+
+func keyOf(st sdk.Status) statusKey {
+	k := statusKey{state: st.State}
+	if h := st.Health; h != nil {
+		k.epoch, k.origin, k.queueLevel, k.skew = h.StoreEpoch, h.StoreOrigin, queueLevel(h.QueueDepth), h.ClockSkew != 0
+		if h.CRL != nil {
+			k.crl = "none"
+			if h.CRL.Loaded {
+				k.crl = fmt.Sprint(h.CRL.Number)
+			}
+		}
+	}
+	return k
+}
+
+// statusChanged records st for its truck and reports whether it differs from the last one printed.
+func (p *printer) statusChanged(truck string, st sdk.Status) bool {
+	k := keyOf(st)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.last == nil {
+		p.last = map[string]statusKey{}
+	}
+	prev, seen := p.last[truck]
+	if st.Health == nil && seen { // a status without a summary (the will) keeps the last known health
+		k.epoch, k.origin, k.queueLevel, k.crl, k.skew = prev.epoch, prev.origin, prev.queueLevel, prev.crl, prev.skew
+	}
+	p.last[truck] = k
+	return !seen || k != prev
 }
 
 func (p *printer) update(_ context.Context, u dispatch.Update) error {
@@ -159,18 +243,25 @@ func (p *printer) update(_ context.Context, u dispatch.Update) error {
 			p.line(describeNewStore(ch), map[string]any{"type": "new_store", "truck": ch.Truck, "epoch": ch.Epoch,
 				"previous": ch.Previous, "origin": ch.Origin, "since": ch.Since, "reopened": ch.Reopened})
 		}
-		if !st.Changed && st.Status.Health == nil {
+		if !p.statusChanged(st.Truck, st.Status) && !p.all {
 			return nil
 		}
-		text := fmt.Sprintf("%-16s status %s", st.Truck, st.Status.State)
-		if st.Retained {
-			text += fmt.Sprintf(" (since %s)", st.Status.Time.Local().Format(time.DateTime))
-		}
+		obj := map[string]any{"type": "status", "truck": st.Truck, "status": st.Status, "changed": st.Changed,
+			"retained": st.Retained}
 		if h := st.Status.Health; h != nil {
-			text += fmt.Sprintf(" queue %d, sats %d", h.QueueDepth, h.Sats)
+			if h.ClockSkew != 0 {
+				obj["clock_skew_s"] = h.ClockSkew.Seconds()
+			}
+			if h.Odometer != 0 {
+				obj["odometer_km"] = float64(h.Odometer) / 1000
+			}
 		}
-		p.line(text, map[string]any{"type": "status", "truck": st.Truck, "status": st.Status, "changed": st.Changed,
-			"retained": st.Retained})
+		p.line(describeStatus(st), obj)
+		if h := st.Status.Health; h != nil && h.ClockSkew != 0 && !p.json {
+			p.line(fmt.Sprintf("%-16s WARNING clock: GPS and system clock disagree by %s (GPS %s the system clock): "+
+				"a dead clock battery or a receiver with a wrong date; check the unit (waybill-agent check)",
+				st.Truck, h.ClockSkew.Abs().Round(time.Second), aheadBehind(h.ClockSkew)), nil)
+		}
 	case u.CRL != nil:
 		p.line(fmt.Sprintf("fleet CRL %s applied: whatever it revokes is refused from now on", u.CRL),
 			map[string]any{"type": "crl", "crl": u.CRL})
@@ -182,6 +273,47 @@ func (p *printer) update(_ context.Context, u dispatch.Update) error {
 	return nil
 }
 
+func aheadBehind(d time.Duration) string {
+	if d > 0 {
+		return "ahead of"
+	}
+	return "behind"
+}
+
+// describeStatus is one status line: the state and the health summary an operator reads.
+func describeStatus(st *dispatch.Status) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-16s status %s", st.Truck, st.Status.State)
+	if st.Retained {
+		fmt.Fprintf(&b, " (since %s)", utc(st.Status.Time))
+	}
+	h := st.Status.Health
+	if h == nil {
+		return b.String()
+	}
+	fmt.Fprintf(&b, " queue %d, sats %d", h.QueueDepth, h.Sats)
+	if h.Odometer != 0 {
+		fmt.Fprintf(&b, ", odometer %.1f km", float64(h.Odometer)/1000)
+	}
+	if h.StoreEpoch != (sdk.Epoch{}) {
+		fmt.Fprintf(&b, ", store %x", h.StoreEpoch[:4])
+		if h.StoreOrigin != "" {
+			fmt.Fprintf(&b, " (%s)", h.StoreOrigin)
+		}
+	}
+	if h.CRL != nil {
+		if h.CRL.Loaded {
+			fmt.Fprintf(&b, ", CRL %v", h.CRL.Number)
+		} else {
+			b.WriteString(", NO CRL")
+		}
+	}
+	if h.ClockSkew != 0 {
+		fmt.Fprintf(&b, ", clock skew %s", h.ClockSkew.Round(time.Second))
+	}
+	return b.String()
+}
+
 // describeNewStore says that a truck's store is new, so an operator knows the unit lost data.
 func describeNewStore(ch *dispatch.StoreChange) string {
 	origin := ch.Origin
@@ -189,7 +321,7 @@ func describeNewStore(ch *dispatch.StoreChange) string {
 		origin = "new"
 	}
 	if !ch.Since.IsZero() {
-		origin += " since " + ch.Since.Local().Format(time.DateTime)
+		origin += " since " + utc(ch.Since)
 	}
 	return fmt.Sprintf("%-16s store is NEW (%s; epoch %x, was %x): it lost data; %d open order(s) sent again",
 		ch.Truck, origin, ch.Epoch[:], ch.Previous[:], ch.Reopened)
@@ -207,7 +339,7 @@ func describeFix(f dispatch.Fix) string {
 	if f.Fix.Has&sdk.FixSats != 0 {
 		fmt.Fprintf(&b, " %d sats", f.Fix.Sats)
 	}
-	fmt.Fprintf(&b, " at %s (seq %d)", f.Fix.Time.Local().Format("15:04:05"), f.Seq)
+	fmt.Fprintf(&b, " at %s (seq %d)", utc(f.Fix.Time), f.Seq)
 	return b.String()
 }
 
@@ -230,6 +362,6 @@ func describeEvent(e *dispatch.Event) string {
 	if ev.Fix != nil {
 		fmt.Fprintf(&b, " at %.6f,%.6f", ev.Fix.Lat, ev.Fix.Lon)
 	}
-	fmt.Fprintf(&b, " (%s)", ev.Time.Local().Format("15:04:05"))
+	fmt.Fprintf(&b, " (%s)", utc(ev.Time))
 	return b.String()
 }
