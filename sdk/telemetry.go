@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/fxamacker/cbor/v2"
 )
 
 // Telemetry is a batch of fixes from one truck store, composed by the uploader at upload time from its
@@ -13,6 +15,9 @@ import (
 type Telemetry struct {
 	Epoch Epoch          `json:"epoch"` // the truck store's epoch
 	Fixes []TelemetryFix `json:"fixes"`
+	// Odometer is the truck's odometer in metres at the batch's newest fix (GPS distance, set from the
+	// vehicle's odometer by the operator); zero: not reported.
+	Odometer uint64 `json:"odometer_m,omitempty"`
 }
 
 // TelemetryFix is one fix and its record sequence number in the truck's store.
@@ -118,20 +123,56 @@ func (t *Telemetry) MarshalBody() ([]byte, error) {
 		diff(col, secondDiff[c], c == colCourse)
 		buf = appendTokens(buf, col)
 	}
-	return encMode.Marshal(telemetryWire{Epoch: t.Epoch[:], Cols: buf})
+	if t.Odometer == 0 {
+		return encMode.Marshal(telemetryWire{Epoch: t.Epoch[:], Cols: buf})
+	}
+	return encMode.Marshal(telemetryWireExt{Epoch: t.Epoch[:], Cols: buf, Ext: telemetryExt{Odometer: t.Odometer}})
 }
 
+// The body is the CBOR array [epoch, packed columns] or, when the batch carries batch-wide values,
+// [epoch, packed columns, {key: value}]: the map is where new batch-wide values go, under new keys, and
+// the decoder ignores keys and array elements it does not know, so later additions cost old decoders
+// nothing. Decoders before the map existed (it came with Odometer) refuse a three-element body: upgrade
+// dispatch and the tools before the trucks.
 type telemetryWire struct {
 	_     struct{} `cbor:",toarray"`
 	Epoch []byte
 	Cols  []byte
 }
 
+type telemetryWireExt struct {
+	_     struct{} `cbor:",toarray"`
+	Epoch []byte
+	Cols  []byte
+	Ext   telemetryExt
+}
+
+// telemetryExt holds the batch-wide values. Keys: 1 odometer in metres at the newest fix.
+type telemetryExt struct {
+	Odometer uint64 `cbor:"1,keyasint,omitempty"`
+}
+
 // UnmarshalTelemetry decodes and validates a telemetry body. It never panics, whatever the input.
 func UnmarshalTelemetry(body []byte) (*Telemetry, error) {
-	var w telemetryWire
-	if err := decMode.Unmarshal(body, &w); err != nil {
+	var elems []cbor.RawMessage
+	if err := decMode.Unmarshal(body, &elems); err != nil {
 		return nil, fmt.Errorf("%w body: %w", errTelemetry, err)
+	}
+	if len(elems) < 2 {
+		return nil, fmt.Errorf("%w body: %d elements, want at least 2 (epoch, columns)", errTelemetry, len(elems))
+	}
+	var w telemetryWire
+	var ext telemetryExt
+	if err := decMode.Unmarshal(elems[0], &w.Epoch); err != nil {
+		return nil, fmt.Errorf("%w body: epoch: %w", errTelemetry, err)
+	}
+	if err := decMode.Unmarshal(elems[1], &w.Cols); err != nil {
+		return nil, fmt.Errorf("%w body: columns: %w", errTelemetry, err)
+	}
+	if len(elems) > 2 {
+		if err := decMode.Unmarshal(elems[2], &ext); err != nil {
+			return nil, fmt.Errorf("%w body: batch values: %w", errTelemetry, err)
+		}
 	}
 	if len(w.Epoch) != len(Epoch{}) {
 		return nil, fmt.Errorf("%w: epoch is %d bytes, want 8", errTelemetry, len(w.Epoch))
@@ -151,7 +192,7 @@ func UnmarshalTelemetry(body []byte) (*Telemetry, error) {
 	if len(b) < numCols {
 		return nil, fmt.Errorf("%w: truncated columns", errTelemetry)
 	}
-	t := &Telemetry{Fixes: make([]TelemetryFix, n)}
+	t := &Telemetry{Fixes: make([]TelemetryFix, n), Odometer: ext.Odometer}
 	copy(t.Epoch[:], w.Epoch)
 	col := make([]int64, n)
 	for c := range numCols {

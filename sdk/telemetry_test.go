@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -155,6 +156,87 @@ func TestTelemetryDecodeRefusesCorruptColumns(t *testing.T) {
 	for name, b := range cases {
 		if _, err := UnmarshalTelemetry(b); err == nil {
 			t.Errorf("%s: decoded", name)
+		}
+	}
+}
+
+// TestTelemetryOdometer: a batch carries the odometer at its newest fix in the batch-values map; a batch
+// without it keeps the two-element body byte for byte; unknown keys and later elements are ignored; the
+// odometer costs a few bytes per message, so a 60-fix batch stays within the 16 bytes per fix of
+// TestTelemetryBytesPerFix.
+func TestTelemetryOdometer(t *testing.T) {
+	fixes := drive(60, 3)
+	plain := &Telemetry{Epoch: Epoch{1, 2, 3, 4, 5, 6, 7, 8}, Fixes: fixes}
+	plainBody, err := plain.MarshalBody()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plainBody[0] != 0x82 {
+		t.Fatalf("a batch without odometer is no longer the two-element array: %x", plainBody[:1])
+	}
+	withOdo := *plain
+	withOdo.Odometer = 123_456_789 // 123,456.789 km
+	body, err := withOdo.MarshalBody()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := UnmarshalTelemetry(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Odometer != withOdo.Odometer || len(got.Fixes) != 60 {
+		t.Fatalf("odometer %d, %d fixes; want %d, 60", got.Odometer, len(got.Fixes), withOdo.Odometer)
+	}
+	extra := len(body) - len(plainBody)
+	t.Logf("odometer %d m costs %d bytes per message (%.2f per fix in 60)", withOdo.Odometer, extra, float64(extra)/60)
+	if extra > 8 {
+		t.Errorf("the odometer costs %d bytes per message, want at most 8", extra)
+	}
+	got, err = UnmarshalTelemetry(plainBody)
+	if err != nil || got.Odometer != 0 {
+		t.Fatalf("a body without odometer: %v, odometer %d", err, got.Odometer)
+	}
+
+	// A newer sender: unknown batch keys and a fourth element are ignored.
+	type newer struct {
+		_     struct{} `cbor:",toarray"`
+		Epoch []byte
+		Cols  []byte
+		Ext   map[int]any
+		More  string
+	}
+	var w telemetryWireExt
+	if err := decMode.Unmarshal(body, &w); err != nil {
+		t.Fatal(err)
+	}
+	future, err := encMode.Marshal(newer{Epoch: w.Epoch, Cols: w.Cols, Ext: map[int]any{1: uint64(42), 99: "x"}, More: "later"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = UnmarshalTelemetry(future)
+	if err != nil || got.Odometer != 42 || len(got.Fixes) != 60 {
+		t.Fatalf("a newer body: %v, odometer %d", err, got.Odometer)
+	}
+
+	// Bad batch values are refused with a reason, not a panic.
+	bad, _ := encMode.Marshal([]any{w.Epoch, w.Cols, "not a map"})
+	if _, err := UnmarshalTelemetry(bad); err == nil || !strings.Contains(err.Error(), "batch values") {
+		t.Fatalf("batch values that are not a map: %v", err)
+	}
+	short, _ := encMode.Marshal([]any{w.Epoch})
+	if _, err := UnmarshalTelemetry(short); err == nil {
+		t.Fatal("a one-element body was accepted")
+	}
+
+	// The signed 60-fix batch with an odometer, on the wire.
+	for _, ed := range []bool{false, true} {
+		f := newFleet(t, ed)
+		env, err := f.truck.SignTelemetry(&withOdo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if perFix := float64(wireBytes(len(env), 1)) / 60; perFix > 16 {
+			t.Errorf("%s: a 60-fix batch with odometer costs %.2f bytes per fix on the wire, target 16", f.truck.alg, perFix)
 		}
 	}
 }
