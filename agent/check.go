@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -62,6 +64,7 @@ func Check(ctx context.Context, cfg Config, o CheckOptions) []CheckResult {
 	}
 	now := o.Now()
 	var out []CheckResult
+	agentRunning := false // the store is locked: an agent runs with this data directory
 	add := func(name string, sev Severity, detail, fix string) {
 		out = append(out, CheckResult{name, sev, detail, fix})
 	}
@@ -145,6 +148,7 @@ func Check(ctx context.Context, cfg Config, o CheckOptions) []CheckResult {
 		st, err := store.Open(filepath.Join(cfg.DataDir, "queue.db"), store.Options{LockTimeout: 500 * time.Millisecond})
 		switch {
 		case errors.Is(err, store.ErrLocked):
+			agentRunning = true
 			add("store", OK, "in use by the running agent", "")
 		case err != nil:
 			add("store", Fail, err.Error(), "")
@@ -164,9 +168,93 @@ func Check(ctx context.Context, cfg Config, o CheckOptions) []CheckResult {
 	for _, raw := range cfg.Broker.URLs {
 		out = append(out, probeBroker(ctx, strings.TrimSpace(raw), roots, pair, now, o.BrokerProbe))
 	}
-	// GPS.
-	out = append(out, probeGPS(ctx, cfg.GPS, o.GPSTimeout))
+	// GPS. A running agent holds the receiver: opening the port again would, with auto baud, switch its
+	// rate under the agent (and on a UART, with no exclusive lock, steal its bytes). Ask the agent instead.
+	if agentRunning {
+		out = append(out, gpsFromAgent(ctx, cfg, o.BrokerProbe))
+	} else {
+		out = append(out, probeGPS(ctx, cfg.GPS, o.GPSTimeout, o.Now))
+	}
 	return out
+}
+
+// gpsFromAgent reports the GPS state from the running agent's /healthz (its listener from http.listen, with
+// http.token), without opening the receiver.
+func gpsFromAgent(ctx context.Context, cfg Config, timeout time.Duration) CheckResult {
+	name := "gps (" + cfg.GPS.Source + ")"
+	const notOpened = "the agent is running (its store is locked), so the receiver was not opened"
+	if cfg.HTTP.Listen == "off" {
+		return CheckResult{name, Warn, notOpened + " and its HTTP listener is off: GPS state unknown",
+			"stop the agent to probe the receiver, or set http.listen to read its /healthz"}
+	}
+	base, err := agentURL(cfg.HTTP.Listen)
+	if err != nil {
+		return CheckResult{name, Warn, notOpened + "; http.listen: " + err.Error(), "fix http.listen"}
+	}
+	var s Status
+	if err := getAgentJSON(ctx, base+"/healthz", cfg.HTTP.Token, timeout, &s); err != nil {
+		return CheckResult{name, Warn, notOpened + "; its /healthz did not answer: " + err.Error(),
+			"is the store locked by another program (waybill store inspect)? Stop it, or stop the agent to probe the receiver"}
+	}
+	detail := "from the running agent's /healthz (receiver not opened): " + s.GPS
+	if f := s.Fix; f != nil {
+		detail += fmt.Sprintf("; last fix %s, %s", f.Time.UTC().Format(time.RFC3339), f.Mode)
+		if f.Sats > 0 {
+			detail += fmt.Sprintf(", %d sats", f.Sats)
+		}
+		if f.HDOP != nil {
+			detail += fmt.Sprintf(", HDOP %.1f", *f.HDOP)
+		}
+	}
+	switch {
+	case s.ClockWarning != "":
+		return CheckResult{name, Warn, detail + "; " + s.ClockWarning, clockFix}
+	case !strings.HasPrefix(s.GPS, "ok"):
+		return CheckResult{name, Warn, detail, "give the antenna a view of the sky; check gps.device and the wiring"}
+	}
+	return CheckResult{name, OK, detail, ""}
+}
+
+// clockFix is what to do when GPS time and the system clock disagree.
+const clockFix = "find out which is right (date -u; timedatectl): if the system clock is, the receiver's date is wrong " +
+	"(check gps.rollover_floor, update the receiver's firmware); if GPS is, fix NTP or the RTC"
+
+// agentURL turns http.listen into the URL the local agent answers on: an unspecified address (":8080",
+// "0.0.0.0:8080", "[::]:8080") is reached on loopback.
+func agentURL(listen string) (string, error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", err
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port), nil
+}
+
+// getAgentJSON reads a JSON answer from the local agent; 200 and 503 (/healthz with a problem) both carry it.
+func getAgentJSON(ctx context.Context, url, token string, timeout time.Duration, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusServiceUnavailable {
+		return fmt.Errorf("GET %s: %s (is http.token right?)", url, resp.Status)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(v); err != nil {
+		return fmt.Errorf("GET %s: %w", url, err)
+	}
+	return nil
 }
 
 // checkFleetCRL says which fleet CRL the agent will verify orders with at start: the newer of identity.crl
@@ -272,7 +360,10 @@ func brokerFix(err error) string {
 	return "see the broker's log"
 }
 
-func probeGPS(ctx context.Context, c GPSConfig, timeout time.Duration) CheckResult {
+// probeGPS reads the receiver until its first fix, and compares the fix's date with the system clock the
+// way the running agent does (clock.check): a receiver with a wrong date, or a wrong week-rollover
+// correction of it, is a warning with what to do.
+func probeGPS(ctx context.Context, c GPSConfig, timeout time.Duration, now func() time.Time) CheckResult {
 	name := "gps (" + c.Source + ")"
 	switch c.Source {
 	case "replay":
@@ -303,7 +394,22 @@ func probeGPS(ctx context.Context, c GPSConfig, timeout time.Duration) CheckResu
 	h := src.Health()
 	switch {
 	case got != nil:
-		return CheckResult{name, OK, fmt.Sprintf("fix at %.5f,%.5f (%d sats)", got.Lat, got.Lon, got.Sats), ""}
+		detail := fmt.Sprintf("fix at %.5f,%.5f (%d sats), dated %s", got.Lat, got.Lon, got.Sats, got.Time.UTC().Format(time.RFC3339))
+		floor := c.RolloverFloor
+		if floor.IsZero() {
+			floor = gps.DefaultRolloverFloor
+		}
+		clk := newClock(floor, now, nil)
+		clk.observe(got.Time)
+		cc := clk.check()
+		switch {
+		case cc.Disagree:
+			return CheckResult{name, Warn, detail + ": " + cc.warning(h.Stats.Rollovers, floor), clockFix}
+		case !cc.Comparable:
+			detail += fmt.Sprintf("; the system clock (%s) is before %s, so the date cannot be cross-checked: the agent will use GPS time",
+				cc.System.UTC().Format(time.RFC3339), floor.Format(time.DateOnly))
+		}
+		return CheckResult{name, OK, detail, ""}
 	case h.Stats.Sentences > 0:
 		return CheckResult{name, Warn, fmt.Sprintf("%d valid sentences but no fix yet (receiver without sky view?)", h.Stats.Sentences),
 			"give the antenna a view of the sky"}

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -41,6 +42,7 @@ type clock struct {
 	mu         sync.Mutex
 	gps        time.Time     // guarded by mu: the last fix's GPS time
 	gpsSeen    time.Duration // guarded by mu: elapsed() when it was seen
+	sysAtFix   time.Time     // guarded by mu: the system clock when it was seen
 	overruling bool          // guarded by mu: a plausible system clock is treated as wrong
 }
 
@@ -59,10 +61,68 @@ func newClock(floor time.Time, now func() time.Time, log *slog.Logger) *clock {
 
 // observe records a fix's GPS time (fixes from the source are position fixes, whose time is good).
 func (c *clock) observe(gpsTime time.Time) {
-	seen := c.elapsed()
+	seen, sys := c.elapsed(), c.now()
 	c.mu.Lock()
-	c.gps, c.gpsSeen = gpsTime, seen
+	c.gps, c.gpsSeen, c.sysAtFix = gpsTime, seen, sys
 	c.mu.Unlock()
+}
+
+// clockCheck compares the last fix's GPS time with the system clock at that moment, for the warnings of
+// check, /healthz and the status message. It does not decide which clock is used (read does).
+type clockCheck struct {
+	GPS, System time.Time     // the last fix's time and the system clock when it was seen; zero before any fix
+	Skew        time.Duration // GPS minus system; zero unless Comparable
+	// Comparable: a fix was seen while the system clock was past the floor. A clock before the floor (no
+	// RTC, 1970) is no reference: GPS time is used and there is nothing to compare.
+	Comparable bool
+	// Disagree: Comparable and the two differ by more than MaxClockSkew. Either the system clock is wrong
+	// (a restored fake-hwclock save) or the receiver's date is (a week-rollover bug, or our correction of
+	// one); the agent cannot tell which, and uses GPS time while the fix is fresh (see clock).
+	Disagree bool
+}
+
+// check returns the comparison at the last fix.
+func (c *clock) check() clockCheck {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cc := clockCheck{GPS: c.gps, System: c.sysAtFix}
+	if c.gps.IsZero() || c.sysAtFix.Before(c.floor) {
+		return cc
+	}
+	cc.Comparable, cc.Skew = true, c.gps.Sub(c.sysAtFix)
+	cc.Disagree = cc.Skew > MaxClockSkew || cc.Skew < -MaxClockSkew
+	return cc
+}
+
+// warning says what is wrong in one sentence, or "" when the clocks agree. rollovers is how many fixes the
+// GPS source moved forward by 1024 weeks (gps.Stats.Rollovers) and floor its rollover floor: a corrected
+// date that disagrees with a plausible clock is most likely a wrong correction.
+func (cc clockCheck) warning(rollovers uint64, floor time.Time) string {
+	if !cc.Disagree {
+		return ""
+	}
+	s := fmt.Sprintf("GPS time %s and the system clock %s disagree by %s (tolerance %s)",
+		cc.GPS.UTC().Format(time.RFC3339), cc.System.UTC().Format(time.RFC3339), formatSkew(cc.Skew), MaxClockSkew)
+	if rollovers > 0 {
+		s += fmt.Sprintf("; the receiver's date was before gps.rollover_floor (%s) and was moved forward by 1024 weeks: "+
+			"if the system clock is right, that correction is wrong (lower gps.rollover_floor)", floor.Format(time.DateOnly))
+	} else {
+		s += "; if the system clock is right (NTP), the receiver reports a wrong date (firmware week-rollover bug?)"
+	}
+	return s
+}
+
+// formatSkew writes a skew with its sign and a unit a person reads: "GPS ahead by 2994 days", "GPS behind
+// by 12m0s".
+func formatSkew(d time.Duration) string {
+	dir := "ahead"
+	if d < 0 {
+		dir, d = "behind", -d
+	}
+	if d >= 48*time.Hour {
+		return fmt.Sprintf("GPS %s by %d days", dir, int(d.Hours()/24))
+	}
+	return fmt.Sprintf("GPS %s by %s", dir, d.Round(time.Second))
 }
 
 // Now returns the system time when it is plausible and agrees with a recent fix, else GPS time carried
@@ -101,7 +161,8 @@ func (c *clock) read() (t time.Time, fromGPS bool) {
 	switch {
 	case changed && wrong:
 		c.log.Warn("system clock disagrees with GPS time: using GPS time for certificates and messages",
-			"system_time", sys, "gps_time", gpsNow, "skew", skew.Round(time.Second), "bound", MaxClockSkew)
+			"system_time", sys, "gps_time", gpsNow, "skew", skew.Round(time.Second), "bound", MaxClockSkew,
+			"hint", "if the system clock is right (NTP), the receiver's date is wrong: see waybill-agent check and gps.rollover_floor")
 	case changed && age > GPSTimeFresh:
 		c.log.Warn("no recent GPS fix: back to the system clock, which disagreed with GPS time",
 			"system_time", sys, "gps_time", gpsNow, "fix_age", age.Round(time.Second))

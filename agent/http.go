@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/waybill-iot/waybill/gps"
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/pki"
 	"github.com/waybill-iot/waybill/sdk/truck"
@@ -46,13 +47,23 @@ func (a *Agent) Mount(pattern string, h http.Handler) {
 
 // Status is the agent's state for /healthz and the driver page's status API.
 type Status struct {
-	Truck     string    `json:"truck"`
-	Version   string    `json:"version"`
-	Time      time.Time `json:"time"`
-	ClockGPS  bool      `json:"clock_from_gps"` // the system clock is implausible: GPS time in use
-	GPS       string    `json:"gps"`            // "ok (fix 2s ago)" or "no GPS since ..."
-	Link      string    `json:"link"`           // "connected to ..." or why not
-	Connected bool      `json:"connected"`
+	// Healthy: fixes are flowing (one within GPSStale), the link is up and GPS time agrees with the system
+	// clock. Problems says what is wrong otherwise, one sentence each (/healthz answers 503).
+	Healthy  bool      `json:"healthy"`
+	Problems []string  `json:"problems,omitempty"`
+	Truck    string    `json:"truck"`
+	Version  string    `json:"version"`
+	Time     time.Time `json:"time"`
+	ClockGPS bool      `json:"clock_from_gps"` // the system clock is implausible or overruled: GPS time in use
+	// ClockSkew is GPS time minus the system clock at the last fix, in seconds, when they disagree by more
+	// than MaxClockSkew (as sdk.Health.ClockSkew); ClockWarning says what that means and what to do.
+	ClockSkew    float64 `json:"clock_skew_s,omitempty"`
+	ClockWarning string  `json:"clock_warning,omitempty"`
+	GPS          string  `json:"gps"` // "ok (fix 2s ago)" or "no GPS since ..."
+	// Fix is the latest fix's quality as the receiver gave it; absent before the first fix.
+	Fix       *FixQuality `json:"fix,omitempty"`
+	Link      string      `json:"link"` // "connected to ..." or why not
+	Connected bool        `json:"connected"`
 	Queue     struct {
 		Critical  int64   `json:"critical"`
 		Normal    int64   `json:"normal"`
@@ -83,12 +94,35 @@ type Status struct {
 	} `json:"crl"`
 }
 
+// FixQuality is what /healthz says of the latest fix: the installer's first questions (how many
+// satellites, how good the geometry, 2D or 3D).
+type FixQuality struct {
+	Time time.Time `json:"time"`
+	Age  float64   `json:"age_s"`
+	Mode string    `json:"mode"`           // "2D" or "3D"
+	Sats int       `json:"sats,omitempty"` // satellites used; absent when the receiver did not say
+	HDOP *float64  `json:"hdop,omitempty"`
+	PDOP *float64  `json:"pdop,omitempty"`
+}
+
+// GPSStale is how old the latest fix may be before the GPS counts as down in /healthz: receivers send
+// at 1 Hz or faster, so ten missed epochs is a receiver that stopped, not a slow one.
+const GPSStale = 10 * time.Second
+
 // Status reports the agent's state now.
 func (a *Agent) Status() Status {
 	now := a.clock.Now()
 	var s Status
 	s.Truck, s.Version, s.Time, s.ClockGPS = a.client.Name(), a.opts.Version, now, !a.clock.plausible()
-	s.GPS = a.source.Health().Status(a.opts.now(), 10*time.Second)
+	gh := a.source.Health()
+	s.GPS = gh.Status(a.opts.now(), GPSStale)
+	if f := a.latest.Load(); f != nil {
+		s.Fix = fixQuality(*f, now)
+	}
+	if cc := a.clock.check(); cc.Disagree {
+		s.ClockSkew = cc.Skew.Seconds()
+		s.ClockWarning = cc.warning(gh.Stats.Rollovers, a.rolloverFloor())
+	}
 	st := a.client.Conn().Current()
 	s.Connected = st.Connected
 	switch {
@@ -110,7 +144,36 @@ func (a *Agent) Status() Status {
 	s.CertDaysLeft = a.certDaysLeft(now)
 	s.DiskFree = diskFree(a.cfg.DataDir)
 	s.CRL.CRLInfo, s.CRL.Received = a.client.CRLInfo(), a.client.CRLStats()
+	if !strings.HasPrefix(s.GPS, "ok") {
+		s.Problems = append(s.Problems, "gps: "+s.GPS)
+	}
+	if !s.Connected {
+		s.Problems = append(s.Problems, "link: "+s.Link)
+	}
+	if s.ClockWarning != "" {
+		s.Problems = append(s.Problems, "clock: "+s.ClockWarning)
+	}
+	s.Healthy = len(s.Problems) == 0
 	return s
+}
+
+func fixQuality(f gps.Fix, now time.Time) *FixQuality {
+	q := &FixQuality{Time: f.Time, Age: now.Sub(f.Time).Seconds(), Mode: fmt.Sprintf("%dD", f.Mode), Sats: f.Sats}
+	if f.HasHDOP() {
+		q.HDOP = &f.HDOP
+	}
+	if f.HasPDOP() {
+		q.PDOP = &f.PDOP
+	}
+	return q
+}
+
+// rolloverFloor is the GPS source's week-rollover floor.
+func (a *Agent) rolloverFloor() time.Time {
+	if a.cfg.GPS.RolloverFloor.IsZero() {
+		return gps.DefaultRolloverFloor
+	}
+	return a.cfg.GPS.RolloverFloor
 }
 
 // health is the summary in the retained status message.
@@ -130,6 +193,9 @@ func (a *Agent) health() sdk.Health {
 	h.StoreEpoch, h.StoreOrigin, h.StoreSince = sdk.EpochOf(a.store.Epoch()), o.Kind.String(), o.At
 	crl := a.client.CRLInfo()
 	h.CRL = &crl
+	if cc := a.clock.check(); cc.Disagree {
+		h.ClockSkew = cc.Skew
+	}
 	return h
 }
 
@@ -149,11 +215,16 @@ func diskFree(dir string) uint64 {
 	return fs.Bavail * uint64(fs.Bsize)
 }
 
+// serveHealthz answers 200 only when the agent does its whole job: a fix within GPSStale, the link to a
+// broker up, and GPS time agreeing with the system clock (Status.Healthy). Otherwise it answers 503 with
+// one sentence per problem in "problems": a monitor alerts on the code, a person reads the reasons. The
+// body is the whole Status either way (queue, store, certificate, CRL, the fix's satellites, HDOP and
+// mode), so a 503 is still the full picture; an agent that does not answer at all is down. A truck in a
+// dead zone or a garage is 503 although it keeps queueing on disk: that is worth a look, not a restart.
 func (a *Agent) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 	s := a.Status()
 	w.Header().Set("Content-Type", "application/json")
-	if strings.HasPrefix(s.GPS, "no GPS") && !s.Connected {
-		// Both eyes and voice gone: still alive and queueing, but worth a look.
+	if !s.Healthy {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
 	_ = json.NewEncoder(w).Encode(s)
