@@ -5,9 +5,38 @@ import (
 	"time"
 )
 
+// FilterMode selects how the filter picks the fixes to send.
+type FilterMode string
+
+// Filter modes. The zero FilterMode is DefaultFilterMode.
+const (
+	// FilterThresholds reports a fix when a period, distance, heading, speed change or stop/start
+	// threshold is crossed (Teltonika's kind of filter): decided at once, fix by fix.
+	FilterThresholds FilterMode = "thresholds"
+	// FilterCurve is curve logging: 1 Hz fixes wait in a bounded buffer and Ramer-Douglas-Peucker keeps
+	// only those needed to redraw the drive within PositionError and SpeedError (Geotab's kind of
+	// filter). Fixes are decided up to MaxDelay late; see Filter.Push.
+	FilterCurve FilterMode = "curve"
+)
+
+// DefaultFilterMode is the mode of a zero FilterConfig.Mode; doc.go gives the measurements behind it.
+const DefaultFilterMode = FilterThresholds
+
 // FilterConfig holds the reporting thresholds. A zero field takes the default in brackets (justified in
 // doc.go); a negative one disables that criterion.
 type FilterConfig struct {
+	Mode FilterMode // FilterThresholds or FilterCurve [DefaultFilterMode]
+
+	// Both modes use StopSpeed, StopAfter, StartSpeed, StartDistance, StoppedPeriod and MaxHDOP below.
+	// Only thresholds mode uses Period, MinInterval, MinDistance, MinHeading, HeadingMinSpeed and
+	// MinSpeedChange; only curve mode uses the five fields that follow.
+
+	PositionError float64       // metres: no dropped fix is further than this from the logged track [5]
+	SpeedError    float64       // m/s: nor is its speed further than this from the track's [1.39, 5 km/h]
+	Timeout       time.Duration // a fix is logged at least this often while moving [100 s]
+	MaxDelay      time.Duration // no fix waits undecided in the buffer longer than this [60 s]
+	Buffer        int           // most fixes waiting undecided, bounding memory (at least 2) [128]
+
 	Period          time.Duration // report at least this often while moving [60 s]
 	StoppedPeriod   time.Duration // and this often while stopped [15 min]
 	MinInterval     time.Duration // no distance/heading/speed report sooner than this after the last [5 s]
@@ -48,6 +77,17 @@ func (c FilterConfig) withDefaults() FilterConfig {
 	num(&c.StartSpeed, 2.5)
 	num(&c.StartDistance, 50)
 	num(&c.MaxHDOP, 5)
+	if c.Mode == "" {
+		c.Mode = DefaultFilterMode
+	}
+	num(&c.PositionError, 5)
+	num(&c.SpeedError, 5/3.6)
+	dur(&c.Timeout, 100*time.Second)
+	dur(&c.MaxDelay, 60*time.Second)
+	if c.Buffer == 0 {
+		c.Buffer = 128
+	}
+	c.Buffer = min(max(c.Buffer, 2), maxCurveBuffer)
 	return c
 }
 
@@ -64,7 +104,19 @@ const (
 	ReasonSpeed         Reason = "speed"
 	ReasonStopped       Reason = "stopped" // the truck has just stopped: the fix where it stands
 	ReasonMoving        Reason = "moving"  // the truck has just started again
+	// Curve mode only.
+	ReasonCurve   Reason = "curve"       // a vertex the track needs to stay within the error bounds
+	ReasonTimeout Reason = "timeout"     // Timeout elapsed since the last logged fix while moving
+	ReasonDelay   Reason = "delay"       // the oldest undecided fix waited MaxDelay: the newest is sent
+	ReasonFull    Reason = "buffer-full" // the buffer was full and the whole of it fitted one line
+	ReasonEnd     Reason = "end"         // Flush: the input ended
 )
+
+// Logged is a fix the filter decided to send, and why.
+type Logged struct {
+	Fix    Fix
+	Reason Reason
+}
 
 // Reasons not to report.
 const (
@@ -84,17 +136,53 @@ type Filter struct {
 	stopPos  Fix
 	prev     Fix // previous fix seen, to estimate speed when the receiver gives none
 	havePrev bool
+	curve    curve // curve mode's buffer; empty in thresholds mode
 }
 
-// NewFilter returns a filter with cfg's thresholds.
-func NewFilter(cfg FilterConfig) *Filter { return &Filter{cfg: cfg.withDefaults()} }
+// NewFilter returns a filter with cfg's thresholds. In curve mode it allocates the whole buffer here,
+// so Push never allocates beyond what it appends to dst.
+func NewFilter(cfg FilterConfig) *Filter {
+	f := &Filter{cfg: cfg.withDefaults()}
+	if f.cfg.Mode == FilterCurve {
+		f.curve.init(f.cfg.Buffer)
+	}
+	return f
+}
+
+// Push takes every fix in order and appends to dst the fixes to send now, oldest first, with their
+// reasons. In thresholds mode that is the fix itself or nothing, as Next decides. In curve mode it may be
+// earlier fixes (vertices found when the buffer is simplified), none of them older than MaxDelay; the
+// caller sends them in the order given. Call Flush when the input ends.
+func (f *Filter) Push(fix Fix, dst []Logged) []Logged {
+	if f.cfg.Mode != FilterCurve {
+		if ok, why := f.Next(fix); ok {
+			dst = append(dst, Logged{fix, why})
+		}
+		return dst
+	}
+	return f.pushCurve(fix, dst)
+}
+
+// Flush appends what the filter still holds undecided (curve mode: the vertices of the buffer and its
+// newest fix, so the end of a drive is not lost) and empties it. Pushing may continue afterwards.
+func (f *Filter) Flush(dst []Logged) []Logged {
+	if f.cfg.Mode != FilterCurve {
+		return dst
+	}
+	return f.flushCurve(dst)
+}
+
+// Pending is the number of fixes waiting undecided (always 0 in thresholds mode).
+func (f *Filter) Pending() int { return f.curve.pending() }
 
 // Stopped reports whether the filter believes the truck is stopped.
 func (f *Filter) Stopped() bool { return f.stopped }
 
 func on(v float64) bool { return v > 0 }
 
-// Next takes every fix in order and says whether to report it, and why.
+// Next takes every fix in order and says whether to report it, and why, by the thresholds, whatever
+// Mode says: a yes/no for this fix cannot express curve mode, which decides fixes later. Use Push, which
+// honours Mode; Next stays so that callers written for it keep today's behaviour.
 func (f *Filter) Next(fix Fix) (bool, Reason) {
 	c := f.cfg
 	now := fix.Time
