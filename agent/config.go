@@ -25,6 +25,10 @@ type Config struct {
 	Board string `toml:"board"`
 	// DataDir holds the store (queue.db). Zero: the board's, else /var/lib/waybill. Env WAYBILL_DATA_DIR.
 	DataDir string `toml:"data_dir"`
+	// AllowTestTimings lifts the floor of every duration (to 1 ms; the ceilings stay) so test rigs and
+	// `waybill demo` can run a status every 10 ms or a receipt timeout of 2 s. Never on a truck: the floors
+	// are what keeps a typo from flooding the cellular link.
+	AllowTestTimings bool `toml:"allow_test_timings"`
 
 	Identity IdentityConfig `toml:"identity"`
 	Broker   BrokerConfig   `toml:"broker"`
@@ -51,14 +55,17 @@ type BrokerConfig struct {
 	URLs []string `toml:"urls"` // tried in order, mqtts://host:port; required; env WAYBILL_BROKERS (comma-separated)
 	// TopicPrefix zero: "fleet".
 	TopicPrefix string `toml:"topic_prefix"`
-	// KeepAlive zero: 60 s (see sdk/transport).
+	// KeepAlive zero: 60 s (see sdk/transport). Range 10s..30m: shorter, the pings cost more cellular
+	// data than the fixes; longer, a carrier NAT drops the idle connection before a ping notices.
 	KeepAlive time.Duration `toml:"keep_alive"`
 	// BackoffMax bounds the wait between connection attempts (jittered exponential from 1 s). A longer wait
 	// spares a bad cellular link; a shorter one reconnects sooner when it comes back. Zero: 2 minutes.
+	// Range 5s..1h: a fleet retrying faster hammers a broker that is down; slower, a truck back from a dead
+	// zone stays silent for an hour.
 	BackoffMax time.Duration `toml:"backoff_max"`
 	// ReceiptTimeout is how long a record sent to the broker waits for dispatch's signed receipt before it
 	// is sent again (doubling while none comes, up to 6x this); a record leaves the queue only on its
-	// receipt. It must be well above dispatch's receipt delay (30 s). Zero: 5 minutes.
+	// receipt. It must be well above dispatch's receipt delay (30 s). Zero: 5 minutes. Range 1m..1h.
 	ReceiptTimeout time.Duration `toml:"receipt_timeout"`
 	// AllowPlaintext allows mqtt:// for local development only.
 	AllowPlaintext bool `toml:"allow_plaintext"`
@@ -74,34 +81,39 @@ type GPSConfig struct {
 	Baud string `toml:"baud"`
 	// GPSDAddr zero: localhost:2947.
 	GPSDAddr string `toml:"gpsd_addr"`
-	// ReplayFile is a capture for Source "replay"; ReplaySpeed 1 = real time (default), 0 = as fast as possible.
+	// ReplayFile is a capture for Source "replay"; ReplaySpeed 1 = real time, 10 = ten times faster. Zero:
+	// 1. Range 0.1..1000.
 	ReplayFile  string  `toml:"replay_file"`
 	ReplaySpeed float64 `toml:"replay_speed"`
 	// RolloverFloor corrects receivers with the GPS week-rollover bug: dates before it are moved forward by
-	// 1024 weeks. Zero: gps.DefaultRolloverFloor.
+	// 1024 weeks. Zero: gps.DefaultRolloverFloor. Range: the first rollover (1999-08-22) to the next
+	// (2038-11-21); a floor in the future would move today's fixes 19.6 years ahead.
 	RolloverFloor time.Time `toml:"rollover_floor"`
 	// Filter overrides the reporting filter's thresholds; zero fields keep gps's documented defaults.
 	Filter FilterConfig `toml:"filter"`
 }
 
-// FilterConfig mirrors gps.FilterConfig's thresholds.
+// FilterConfig mirrors gps.FilterConfig's thresholds; zero keeps gps's default (in brackets). The ranges
+// stop a flood (a report per fix) and a truck that never reports; min_interval <= period <= stopped_period.
 type FilterConfig struct {
-	Period         time.Duration `toml:"period"`
-	StoppedPeriod  time.Duration `toml:"stopped_period"`
-	MinInterval    time.Duration `toml:"min_interval"`
-	MinDistance    float64       `toml:"min_distance_m"`
-	MinHeading     float64       `toml:"min_heading_deg"`
-	MinSpeedChange float64       `toml:"min_speed_change_mps"`
-	MaxHDOP        float64       `toml:"max_hdop"`
+	Period         time.Duration `toml:"period"`               // [60s] 5s..1h while moving
+	StoppedPeriod  time.Duration `toml:"stopped_period"`       // [15m] 1m..24h while stopped
+	MinInterval    time.Duration `toml:"min_interval"`         // [5s] 1s..10m between turn/distance reports
+	MinDistance    float64       `toml:"min_distance_m"`       // [200] 10..100000; under 10 m jitter is motion
+	MinHeading     float64       `toml:"min_heading_deg"`      // [15] 1..180
+	MinSpeedChange float64       `toml:"min_speed_change_mps"` // [2.78] 0.5..50
+	MaxHDOP        float64       `toml:"max_hdop"`             // [5] 1..50; under 1 nearly every fix is dropped
 }
 
 // StoreConfig is the durable queue.
 type StoreConfig struct {
-	// MaxMB bounds the queued records, in MiB. Zero: 64.
+	// MaxMB bounds the queued records, in MiB. Zero: 64. Range 1..1024: the file may grow to about twice
+	// this, and a 32-bit board cannot map more than 2 GiB.
 	MaxMB int `toml:"max_mb"`
 	// FixBatch and FixDelay: reported fixes wait in memory until FixBatch are pending or the oldest has
 	// waited FixDelay, then go to disk in one commit (store/doc.go: 30 fixes per commit write 26x less than a
-	// commit per fix). Delivery events never wait. Zero: 30 and 30 s.
+	// commit per fix). Delivery events never wait. Zero: 30 and 30 s. Ranges 1..4096 and 1s..10m: under a
+	// second every fix is its own commit and wears the flash; a power cut loses what waits in memory.
 	FixBatch int           `toml:"fix_batch"`
 	FixDelay time.Duration `toml:"fix_delay"`
 }
@@ -114,19 +126,22 @@ type HTTPConfig struct {
 	Token string `toml:"token"`
 	// ReadTimeout bounds reading one request, body included (a request body is at most 16 KiB); it also
 	// bounds a new connection that sends nothing (the header timeout is the smaller of it and 10 s).
-	// Zero: 30 s.
+	// Zero: 30 s. Range 5s..10m (a tablet on weak cab Wi-Fi needs a few seconds).
 	ReadTimeout time.Duration `toml:"read_timeout"`
 	// WriteTimeout bounds a request from its headers to the end of its answer. It is above the driver
 	// hook's 30 s bound on writing a proof, so a slow store still gets its answer out. The /events stream
-	// is exempt (it sets a deadline per event). Zero: 60 s.
+	// is exempt (it sets a deadline per event). Zero: 60 s. Range 35s..10m.
 	WriteTimeout time.Duration `toml:"write_timeout"`
 	// IdleTimeout closes a keep-alive connection that waits that long for its next request. Zero: 30 s.
+	// Range 1s..10m.
 	IdleTimeout time.Duration `toml:"idle_timeout"`
 	// MaxConns caps the open connections. At the cap a new connection takes the place of the oldest one
 	// that is idle or has sent nothing yet; when every one is busy, the new one is closed at once. Zero: 64
-	// (a browser opens at most 6 per host; a cab has a few devices).
+	// (a browser opens at most 6 per host; a cab has a few devices). Range 2..512 (a service has 1024 file
+	// descriptors) and above MaxStreams.
 	MaxConns int `toml:"max_conns"`
 	// MaxStreams caps the driver page's open /events streams; a new one closes the oldest. Zero: 8.
+	// Range 1..64.
 	MaxStreams int `toml:"max_streams"`
 }
 
@@ -136,13 +151,15 @@ type ButtonConfig struct {
 	Line    *int   `toml:"line"`     // nil: the board's; -1: no button
 	LEDChip string `toml:"led_chip"` // zero: Chip
 	LEDLine *int   `toml:"led_line"` // nil: the board's; -1: no LED
-	// LongPress zero: 2 s.
+	// LongPress zero: 2 s. Range 500ms..10s: shorter, an ordinary press reports a problem.
 	LongPress time.Duration `toml:"long_press"`
 }
 
 // StatusConfig is the retained status message.
 type StatusConfig struct {
-	// Interval zero: 5 minutes.
+	// Interval zero: 5 minutes. Range 10s..24h: each status is a signed message, so more often floods the
+	// link (a bare 300 once meant 300 ns: 34,535 messages in 8 s); less than daily, dispatch cannot tell a
+	// parked truck from a dead one.
 	Interval time.Duration `toml:"interval"`
 }
 
@@ -160,12 +177,7 @@ func ParseConfig(r io.Reader) (Config, error) {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
 	if un := md.Undecoded(); len(un) > 0 {
-		keys := make([]string, len(un))
-		for i, k := range un {
-			keys[i] = k.String()
-		}
-		return Config{}, fmt.Errorf("config: unknown keys: %s (boards/agent.example.toml lists every key)",
-			strings.Join(keys, ", "))
+		return Config{}, unknownKeys(un)
 	}
 	if bare := bareDurations(md, reflect.TypeOf(c), nil); len(bare) > 0 {
 		return Config{}, fmt.Errorf("config: %s: a duration needs its unit, as a string such as \"30s\", \"5m\" or "+
@@ -175,6 +187,112 @@ func ParseConfig(r io.Reader) (Config, error) {
 }
 
 var durationType = reflect.TypeOf(time.Duration(0))
+
+// unknownKeys names each unknown key (a table once, not each key in it) with the closest known key, so a
+// typo such as `intreval` says what was meant.
+func unknownKeys(un []toml.Key) error {
+	reported := map[string]bool{}
+	var parts []string
+	for _, k := range un {
+		name := k.String()
+		if reportedPrefix(reported, k) { // a key of an unknown table: the table is named already
+			reported[name] = true
+			continue
+		}
+		reported[name] = true
+		if hint := suggestKey(k); hint != "" {
+			name += " (did you mean " + hint + "?)"
+		}
+		parts = append(parts, name)
+	}
+	what := "unknown key"
+	if len(parts) > 1 {
+		what = "unknown keys"
+	}
+	return fmt.Errorf("config: %s %s: boards/agent.example.toml lists every key with its default",
+		what, strings.Join(parts, ", "))
+}
+
+func reportedPrefix(reported map[string]bool, k toml.Key) bool {
+	for i := 1; i < len(k); i++ {
+		if reported[k[:i].String()] {
+			return true
+		}
+	}
+	return false
+}
+
+// configKeys lists the dotted TOML key of every setting (leaves and tables) under t, in field order.
+func configKeys(t reflect.Type, path []string) []string {
+	var out []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		key := append(path[:len(path):len(path)], name)
+		out = append(out, strings.Join(key, "."))
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Time{}) {
+			out = append(out, configKeys(f.Type, key)...)
+		}
+	}
+	return out
+}
+
+// suggestKey returns the known key closest to k: one a few edits away in the same table, else the same
+// name in another table (`interval` under [broker] is status.interval). "" when nothing is close.
+func suggestKey(k toml.Key) string {
+	known := configKeys(reflect.TypeOf(Config{}), nil)
+	parent, last := k[:len(k)-1].String(), k[len(k)-1]
+	best, bestDist := "", len(last)/3+2 // at most a third of the name, and at least 2 edits, may differ
+	for _, cand := range known {
+		cp, cl := "", cand
+		if i := strings.LastIndexByte(cand, '.'); i >= 0 {
+			cp, cl = cand[:i], cand[i+1:]
+		}
+		if cp != parent {
+			continue
+		}
+		d := editDistance(last, cl)
+		if strings.HasPrefix(last, cl+"_") || strings.HasPrefix(cl, last+"_") {
+			d = 1 // listen_addr for listen, min_distance for min_distance_m
+		}
+		if d < bestDist {
+			best, bestDist = cand, d
+		}
+	}
+	if best != "" {
+		return best
+	}
+	for _, cand := range known {
+		if cand == last || strings.HasSuffix(cand, "."+last) {
+			return cand
+		}
+	}
+	return ""
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
 
 // bareDurations lists the duration keys under path that the file gives as bare numbers: the TOML library
 // would take `interval = 300` as 300 ns, and a status interval of 300 ns floods the link.
@@ -248,6 +366,11 @@ func (c *Config) Env(env func(string) string) {
 func (c *Config) Defaults() error {
 	if c.Board != "" {
 		p, err := boards.Lookup(c.Board)
+		if errors.Is(err, boards.ErrUnknownBoard) {
+			return fmt.Errorf("config: board = %q: %w; put one of %s there (`make dist BOARD=name` does it), "+
+				"or delete the line and set gps.device and the [button] lines yourself",
+				c.Board, err, strings.Join(boards.Names(), ", "))
+		}
 		if err != nil {
 			return err
 		}
@@ -381,9 +504,6 @@ func (c *Config) Validate() error {
 		if c.GPS.ReplayFile == "" {
 			add("gps.replay_file is required for the replay source")
 		}
-		if c.GPS.ReplaySpeed < 0 {
-			add("gps.replay_speed must not be negative")
-		}
 	default:
 		add("gps.source %q: want serial, gpsd or replay", c.GPS.Source)
 	}
@@ -392,14 +512,12 @@ func (c *Config) Validate() error {
 			add("gps.baud %q: want auto or a rate such as 9600", c.GPS.Baud)
 		}
 	}
-	if c.Store.MaxMB < 1 {
-		add("store.max_mb must be at least 1")
-	}
-	if c.Store.FixBatch < 1 || c.Store.FixBatch > 4096 {
-		add("store.fix_batch must be 1..4096")
-	}
-	if c.Store.FixDelay < 0 || c.Store.FixDelay > 10*time.Minute {
-		add("store.fix_delay must be 0..10m (fixes wait in memory that long; a power cut loses them)")
+	p = append(p, c.checkLimits()...)
+	p = append(p, c.checkFilterOrder()...)
+	if f := c.GPS.RolloverFloor; !f.IsZero() && (f.Before(firstRollover) || !f.Before(nextRollover)) {
+		add("gps.rollover_floor %s is out of range: allowed %s..%s (dates before the floor are moved 1024 weeks "+
+			"forward, so a floor in the future moves today's fixes 19.6 years ahead); remove it for the default",
+			f.Format(time.DateOnly), firstRollover.Format(time.DateOnly), nextRollover.Add(-day).Format(time.DateOnly))
 	}
 	if c.HTTP.Listen != "off" {
 		host, _, err := net.SplitHostPort(c.HTTP.Listen)
@@ -409,10 +527,7 @@ func (c *Config) Validate() error {
 			add("http.listen %q is reachable from the network: set http.token (or WAYBILL_HTTP_TOKEN) so only "+
 				"the cab's devices can act on orders", c.HTTP.Listen)
 		}
-		if c.HTTP.ReadTimeout < 0 || c.HTTP.WriteTimeout < 0 || c.HTTP.IdleTimeout < 0 {
-			add("http.read_timeout, write_timeout and idle_timeout must not be negative")
-		}
-		if c.HTTP.MaxConns < 0 || c.HTTP.MaxStreams < 0 || (c.HTTP.MaxConns > 0 && c.HTTP.MaxStreams >= c.HTTP.MaxConns) {
+		if c.HTTP.MaxConns > 0 && c.HTTP.MaxStreams >= c.HTTP.MaxConns {
 			add("http.max_streams (%d) must be below http.max_conns (%d): streams hold connections", c.HTTP.MaxStreams, c.HTTP.MaxConns)
 		}
 	}

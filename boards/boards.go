@@ -2,6 +2,7 @@ package boards
 
 import (
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
@@ -43,11 +44,19 @@ func Names() []string {
 	return out
 }
 
-// Lookup returns the named board's profile.
+// ErrUnknownBoard: Lookup was given a name that is not a directory of boards/.
+var ErrUnknownBoard = errors.New("boards: unknown board")
+
+// Lookup returns the named board's profile. An unknown name wraps ErrUnknownBoard, names the closest board
+// ("rpi-4": did you mean rpi4?) and lists them all.
 func Lookup(name string) (Profile, error) {
 	raw, err := profiles.ReadFile(path.Join(name, "profile.toml"))
-	if err != nil {
-		return Profile{}, fmt.Errorf("boards: unknown board %q (known: %s)", name, strings.Join(Names(), ", "))
+	if err != nil || name == "" || strings.ContainsAny(name, "/.") {
+		hint := ""
+		if c := closest(name, Names()); c != "" {
+			hint = "did you mean " + c + "? "
+		}
+		return Profile{}, fmt.Errorf("%w %q (%sknown: %s)", ErrUnknownBoard, name, hint, strings.Join(Names(), ", "))
 	}
 	var p Profile
 	md, err := toml.Decode(string(raw), &p)
@@ -100,4 +109,39 @@ func (p Profile) validate(dir string) error {
 		return fmt.Errorf("boards: %s/profile.toml: %s", dir, strings.Join(problems, "; "))
 	}
 	return nil
+}
+
+// closest returns the name fewest edits from s, if a third of it or less differs (ignoring case, '-' and
+// '_': "RPi_4" is rpi4).
+func closest(s string, names []string) string {
+	norm := func(s string) string {
+		return strings.NewReplacer("-", "", "_", "", " ", "").Replace(strings.ToLower(s))
+	}
+	best, bestDist := "", len(norm(s))/3+1
+	for _, n := range names {
+		if d := editDistance(norm(s), norm(n)); d < bestDist {
+			best, bestDist = n, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev, cur := make([]int, len(b)+1), make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
