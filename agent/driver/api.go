@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -37,6 +38,8 @@ type OrderView struct {
 	Distance  *float64            `json:"distance_m"`
 	Bearing   *float64            `json:"bearing_deg"`
 	Action    *truck.ActionResult `json:"action"` // the driver's final action (delivered, failed), or null
+	// GeoURI opens the destination in the tablet's navigation app: geo:lat,lon?q=lat,lon(label).
+	GeoURI string `json:"geo_uri"`
 }
 
 // ordersBody is GET /api/orders and the page's snapshot.
@@ -148,12 +151,62 @@ func view(e truck.Entry, fix sdk.Fix, hasFix bool) OrderView {
 	v := OrderView{ID: o.ID, Revision: o.Revision, State: e.State, Recipient: o.Recipient, Address: o.Address,
 		Notes: o.Notes, Lat: o.Lat, Lon: o.Lon, RadiusM: o.RadiusM, Expires: o.Expires, Received: e.Received,
 		Arrived: e.Arrived, Conflict: e.Conflict, Problems: e.Problems, Action: e.Action}
+	v.GeoURI = geoURI(o.Lat, o.Lon, navLabel(o.Recipient, o.Address, o.ID))
 	if hasFix {
 		d := math.Round(truck.Distance(fix.Lat, fix.Lon, o.Lat, o.Lon))
 		b := math.Round(truck.Bearing(fix.Lat, fix.Lon, o.Lat, o.Lon))
 		v.Distance, v.Bearing = &d, &b
 	}
 	return v
+}
+
+// geoURI is a geo: URI (RFC 5870) for a point, with the "q" parameter Android's and iOS's navigation apps
+// read to drop a pin named label: geo:52.52,13.405?q=52.52,13.405(Ada%20Lovelace). Coordinates are rounded
+// to 6 decimals (0.1 m) and written without an exponent; the label is percent-encoded except for RFC 3986's
+// unreserved characters, so spaces, parentheses, '&', '#' and non-ASCII text cannot end the label or the URI.
+func geoURI(lat, lon float64, label string) string {
+	c := coord(lat) + "," + coord(lon)
+	return "geo:" + c + "?q=" + c + "(" + escapeAll(label) + ")"
+}
+
+func coord(v float64) string {
+	v = math.Round(v*1e6) / 1e6
+	if v == 0 {
+		v = 0 // not "-0"
+	}
+	return strconv.FormatFloat(v, 'f', -1, 64)
+}
+
+// escapeAll percent-encodes every byte but ALPHA, DIGIT, '-', '.', '_' and '~' (url.PathEscape and
+// QueryEscape leave '(' ')' or '&' alone, or write spaces as '+', which some apps show literally).
+func escapeAll(s string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	return b.String()
+}
+
+// navLabel names the pin the navigation app drops: recipient and address, or the order's ID without them.
+func navLabel(recipient, address, id string) string {
+	var parts []string
+	for _, p := range []string{recipient, address} {
+		if p = strings.Join(strings.Fields(p), " "); p != "" {
+			parts = append(parts, p)
+		}
+	}
+	if len(parts) == 0 {
+		return id
+	}
+	return strings.Join(parts, ", ")
 }
 
 // sortViews puts active orders first, nearest first when there is a fix and oldest received first

@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"bytes"
 	"context"
 	_ "embed"
 	"errors"
@@ -110,7 +111,11 @@ var page []byte
 
 // Server is the driver's page, its event stream and the JSON hook. It is an http.Handler.
 type Server struct {
-	cfg  Config
+	cfg Config
+	// page is page.html with the message catalogues in it; langs are the catalogues' languages.
+	page  []byte
+	langs map[string]map[string]string
+
 	mux  *http.ServeMux
 	csrf *http.CrossOriginProtection
 	idem *idemCache
@@ -137,13 +142,23 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("driver: Config.Token must not contain spaces, quotes, commas or semicolons")
 	}
 	cfg = cfg.withDefaults()
+	cats, err := loadCatalogues(catalogueFiles)
+	if err != nil {
+		return nil, err
+	}
+	withWords, err := buildPage(page, cats)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
-		cfg:  cfg,
-		mux:  http.NewServeMux(),
-		csrf: http.NewCrossOriginProtection(),
-		idem: newIdemCache(cfg.IdempotencyKeys, cfg.IdempotencyTTL),
-		done: make(chan struct{}),
-		subs: map[*subscriber]struct{}{},
+		cfg:   cfg,
+		page:  withWords,
+		langs: cats,
+		mux:   http.NewServeMux(),
+		csrf:  http.NewCrossOriginProtection(),
+		idem:  newIdemCache(cfg.IdempotencyKeys, cfg.IdempotencyTTL),
+		done:  make(chan struct{}),
+		subs:  map[*subscriber]struct{}{},
 	}
 	s.mux.HandleFunc("/{$}", s.handlePage)
 	s.mux.HandleFunc("/index.html", s.handlePage)
@@ -197,10 +212,17 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "+
 		"connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Vary", "Accept-Language")
 	if r.Method == http.MethodHead {
 		return
 	}
-	w.Write(page)
+	// The page speaks the language Accept-Language prefers among the catalogues; it falls back to
+	// navigator.languages, then English, and the driver can override it in the page.
+	body := s.page
+	if lang := pickLanguage(r.Header.Get("Accept-Language"), s.langs); lang != "" {
+		body = bytes.Replace(body, []byte(`<html lang="en">`), []byte(`<html lang="`+lang+`" data-accept="`+lang+`">`), 1)
+	}
+	w.Write(body)
 }
 
 // allow reports whether r's method is one of methods, and answers 405 with Allow when it is not.
