@@ -250,22 +250,48 @@ func (p *PKI) KeyPath(name string) string { return filepath.Join(p.cfg.Dir, Priv
 // it (the older certificate stays valid until it expires or is revoked); a name issued to another role is
 // refused.
 func (p *PKI) Issue(role Role, name string, opts IssueOptions) (Entry, error) {
-	if !role.Valid() {
-		return Entry{}, fmt.Errorf("pki: unknown role %q (want truck, dispatch or broker)", role)
-	}
-	if err := ValidateName(name); err != nil {
-		return Entry{}, err
-	}
-	if role != RoleBroker && len(opts.Hosts) > 0 {
-		return Entry{}, fmt.Errorf("pki: host names are for broker certificates, not %s", role)
-	}
-	idx, err := p.readIndex()
+	entries, err := p.IssueMany(role, []string{name}, opts)
 	if err != nil {
 		return Entry{}, err
 	}
+	return entries[0], nil
+}
+
+// issueChunk is how many certificates IssueMany records in the index per write: the index is rewritten
+// whole, so one write per certificate made issuing a fleet O(N²) (34 ms per certificate at 10,000).
+const issueChunk = 512
+
+// IssueMany issues a certificate for each name, as Issue does, reading the index once and writing it once
+// per issueChunk names, so a fleet of N costs O(N) rather than N calls to Issue's O(N) each.
+//
+// The index is written (and synced) before the files it describes, and the files of a chunk are made
+// durable together: a certificate that exists is always in the index (so it can be revoked). An
+// interrupted run or a power cut leaves at most one chunk of entries whose files are missing or empty;
+// their serials were never seen by anyone, and issuing those names again renews them.
+func (p *PKI) IssueMany(role Role, names []string, opts IssueOptions) ([]Entry, error) {
+	if !role.Valid() {
+		return nil, fmt.Errorf("pki: unknown role %q (want truck, dispatch or broker)", role)
+	}
+	if role != RoleBroker && len(opts.Hosts) > 0 {
+		return nil, fmt.Errorf("pki: host names are for broker certificates, not %s", role)
+	}
+	seen := make(map[string]bool, len(names))
+	for _, name := range names {
+		if err := ValidateName(name); err != nil {
+			return nil, err
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("pki: %q is listed twice", name)
+		}
+		seen[name] = true
+	}
+	idx, err := p.readIndex()
+	if err != nil {
+		return nil, err
+	}
 	for _, e := range idx.Entries {
-		if e.Name == name && e.Role != role {
-			return Entry{}, fmt.Errorf("%w: %q is a %s; choose another name", ErrRoleConflict, name, e.Role)
+		if seen[e.Name] && e.Role != role {
+			return nil, fmt.Errorf("%w: %q is a %s; choose another name", ErrRoleConflict, e.Name, e.Role)
 		}
 	}
 	notBefore := opts.NotBefore
@@ -281,22 +307,70 @@ func (p *PKI) Issue(role Role, name string, opts IssueOptions) (Entry, error) {
 		notAfter = notBefore.Add(v)
 	}
 	if !notAfter.After(notBefore) {
-		return Entry{}, errors.New("pki: validity window ends before it starts")
+		return nil, errors.New("pki: validity window ends before it starts")
 	}
 	if notAfter.After(p.caCert.NotAfter) {
 		notAfter = p.caCert.NotAfter // a leaf cannot outlive its CA
 	}
+	if err := os.MkdirAll(filepath.Join(p.cfg.Dir, PrivateDir), 0o700); err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(p.cfg.Dir, IssuedDir), 0o755); err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	out := make([]Entry, 0, len(names))
+	for len(names) > 0 {
+		chunk := names[:min(issueChunk, len(names))]
+		names = names[len(chunk):]
+		made := make([]issued, 0, len(chunk))
+		for _, name := range chunk {
+			c, err := p.makeLeaf(role, name, notBefore, notAfter, opts)
+			if err != nil {
+				return out, err
+			}
+			made = append(made, c)
+			idx.Entries = append(idx.Entries, c.entry)
+		}
+		if err := p.writeIndex(idx); err != nil {
+			return out, err
+		}
+		for _, c := range made {
+			if err := writeFileRenamed(p.KeyPath(c.entry.Name), c.keyPEM, 0o600, false); err != nil {
+				return out, fmt.Errorf("pki: %w", err)
+			}
+			if err := writeFileRenamed(p.CertPath(c.entry.Name), c.certPEM, 0o644, false); err != nil {
+				return out, fmt.Errorf("pki: %w", err)
+			}
+		}
+		if err := syncFS(p.cfg.Dir); err != nil { // one sync per chunk instead of four per certificate
+			return out, fmt.Errorf("pki: %w", err)
+		}
+		for _, c := range made {
+			out = append(out, c.entry)
+		}
+	}
+	return out, nil
+}
+
+// issued is a certificate made in memory, not yet on disk.
+type issued struct {
+	entry           Entry
+	keyPEM, certPEM []byte
+}
+
+// makeLeaf creates name's key and certificate.
+func (p *PKI) makeLeaf(role Role, name string, notBefore, notAfter time.Time, opts IssueOptions) (issued, error) {
 	kt := opts.KeyType
 	if kt == "" {
 		kt = ECDSAP256
 	}
 	key, err := newKey(kt)
 	if err != nil {
-		return Entry{}, err
+		return issued{}, err
 	}
 	serial, err := newSerial()
 	if err != nil {
-		return Entry{}, err
+		return issued{}, err
 	}
 	tmpl := p.leafTemplate(serial, name, role, notBefore, notAfter)
 	switch role {
@@ -317,30 +391,16 @@ func (p *PKI) Issue(role Role, name string, opts IssueOptions) (Entry, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.caCert, key.Public(), p.caKey)
 	if err != nil {
-		return Entry{}, fmt.Errorf("pki: issue %q: %w", name, err)
+		return issued{}, fmt.Errorf("pki: issue %q: %w", name, err)
 	}
 	keyPEM, err := marshalKeyPEM(key)
 	if err != nil {
-		return Entry{}, err
+		return issued{}, err
 	}
-	if err := os.MkdirAll(filepath.Join(p.cfg.Dir, PrivateDir), 0o700); err != nil {
-		return Entry{}, fmt.Errorf("pki: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Join(p.cfg.Dir, IssuedDir), 0o755); err != nil {
-		return Entry{}, fmt.Errorf("pki: %w", err)
-	}
-	if err := writeFileAtomic(p.KeyPath(name), keyPEM, 0o600); err != nil {
-		return Entry{}, fmt.Errorf("pki: %w", err)
-	}
-	if err := writeFileAtomic(p.CertPath(name), certPEM(der), 0o644); err != nil {
-		return Entry{}, fmt.Errorf("pki: %w", err)
-	}
-	e := Entry{Name: name, Role: role, Serial: serial.Text(16), NotBefore: notBefore.UTC(), NotAfter: notAfter.UTC()}
-	idx.Entries = append(idx.Entries, e)
-	if err := p.writeIndex(idx); err != nil {
-		return Entry{}, err
-	}
-	return e, nil
+	return issued{
+		entry:  Entry{Name: name, Role: role, Serial: serial.Text(16), NotBefore: notBefore.UTC(), NotAfter: notAfter.UTC()},
+		keyPEM: keyPEM, certPEM: certPEM(der),
+	}, nil
 }
 
 // leafTemplate is a leaf certificate of the fleet for name with role (the OU), a signing key and the CA's
