@@ -76,8 +76,8 @@ func runDecode(ctx context.Context, s streams, args []string) error {
 	body, err := decodeBody(env)
 	if err != nil {
 		out.BodyError = err.Error()
-	} else {
-		out.Body = body
+	} else if out.Body, err = durationsInSeconds(body); err != nil {
+		return err
 	}
 
 	var verr error
@@ -132,11 +132,60 @@ type certJSON struct {
 }
 
 type verification struct {
-	OK     bool          `json:"ok"`
-	Topic  string        `json:"topic"`
-	Reason string        `json:"reason,omitempty"`
-	Error  string        `json:"error,omitempty"`
-	Signer *pki.Identity `json:"signer,omitempty"`
+	OK     bool        `json:"ok"`
+	Topic  string      `json:"topic"`
+	Reason string      `json:"reason,omitempty"`
+	Error  string      `json:"error,omitempty"`
+	Signer *signerJSON `json:"signer,omitempty"`
+}
+
+// signerJSON is who signed a verified message, for people: the identity from its certificate and the key id
+// the envelope names.
+type signerJSON struct {
+	Name  string `json:"name"`
+	Role  string `json:"role"`
+	KeyID string `json:"key_id"`
+}
+
+// durationKeys are the duration fields of message bodies (Go time.Duration, nanoseconds in encoding/json),
+// by the JSON object that holds them: decode shows them as seconds, with the unit in the key.
+var durationKeys = map[string]bool{"fix_age": true, "oldest_age": true, "clock_skew": true, "duration": true, "idle": true}
+
+// durationsInSeconds turns body into JSON with every duration field renamed KEY_s and given in seconds:
+// "fix_age": 2500000000 becomes "fix_age_s": 2.5.
+func durationsInSeconds(body any) (any, error) {
+	raw, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, val := range x {
+				if n, ok := val.(json.Number); ok && durationKeys[k] {
+					if ns, err := n.Int64(); err == nil {
+						delete(x, k)
+						x[k+"_s"] = time.Duration(ns).Seconds()
+						continue
+					}
+				}
+				walk(val)
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	walk(v)
+	return v, nil
 }
 
 func describeEnvelope(env *sdk.Envelope) envelopeJSON {
@@ -231,7 +280,8 @@ func verifyForDecode(ctx context.Context, s streams, env *sdk.Envelope, body any
 		fmt.Fprintln(s.err, "waybill decode: the message would be refused:", err)
 		return res, fmt.Errorf("verification failed: %s", res.Reason)
 	}
-	res.OK, res.Signer = true, &m.Signer
+	res.OK, res.Signer = true, &signerJSON{Name: m.Signer.Name, Role: string(m.Signer.Role),
+		KeyID: hex.EncodeToString(env.KeyID[:])}
 	return res, nil
 }
 

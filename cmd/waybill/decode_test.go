@@ -251,3 +251,33 @@ func TestDecodeReceipt(t *testing.T) {
 		t.Fatalf("dispatch status: exit %d\n%s\n%s", code, out, stderr)
 	}
 }
+
+// TestDecodeStatusReadable (issue 11.9): durations are seconds with the unit in the key, not nanoseconds,
+// and the verified signer is a name, a role and a key id, not a Go struct.
+func TestDecodeStatusReadable(t *testing.T) {
+	dir, _, truck := decodeFleet(t)
+	st, err := truck.SignStatus(&sdk.Status{State: sdk.StateOnline, Time: time.Now(), Health: &sdk.Health{
+		FixAge: 2500 * time.Millisecond, Sats: 9, QueueDepth: 3, OldestAge: 90 * time.Second, ClockSkew: -3 * time.Second,
+		Odometer: 123456}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := runDecodeCmd(t, nil, "--ca", filepath.Join(dir, "ca.crt"), writeFile(t, st))
+	if code != 0 {
+		t.Fatalf("exit %d: %s\n%s", code, stderr, out)
+	}
+	for _, want := range []string{`"fix_age_s": 2.5`, `"oldest_age_s": 90`, `"clock_skew_s": -3`, `"odometer_m": 123456`,
+		`"name": "truck-0001"`, `"role": "truck"`, `"key_id": "`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %s", want)
+		}
+	}
+	for _, bad := range []string{`"fix_age":`, `"Name"`, `"Role"`, `2500000000`} {
+		if strings.Contains(out, bad) {
+			t.Errorf("output has %s", bad)
+		}
+	}
+	if t.Failed() {
+		t.Log(out)
+	}
+}

@@ -249,7 +249,7 @@ func (d *dispatchFlags) checkBroker() error {
 	}
 	// The transport validates URLs without touching the network; its errors say what to write.
 	_, err := transport.New(transport.Config{Brokers: urls, AllowPlaintext: d.allowPlaintext, ClientID: "check",
-		CAFile: "unused"})
+		CertFile: "unused", KeyFile: "unused", CAFile: "unused"})
 	if err != nil {
 		return usageError{strings.TrimPrefix(err.Error(), "transport: ")}
 	}
@@ -357,6 +357,11 @@ func runOrderCreate(ctx context.Context, s streams, args []string) error {
 	if *expires <= 0 {
 		return usageError{"--expires must be positive"}
 	}
+	if *wait > 0 {
+		if err := d.checkBroker(); err != nil { // before anything is stored
+			return err
+		}
+	}
 	ident, log, ob, err := d.open(s.err)
 	if err != nil {
 		return err
@@ -397,6 +402,11 @@ func runOrderCancel(ctx context.Context, s streams, args []string) error {
 	}
 	if *truck == "" || *id == "" {
 		return usageError{"--truck and --id are required"}
+	}
+	if *wait > 0 {
+		if err := d.checkBroker(); err != nil { // before anything is stored
+			return err
+		}
 	}
 	ident, log, ob, err := d.open(s.err)
 	if err != nil {

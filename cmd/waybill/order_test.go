@@ -27,7 +27,18 @@ type testTruck struct {
 	events chan *sdk.Event
 	mu     sync.Mutex
 	seen   map[string]uint32
+	closed map[string]bool // orders the driver delivered: a cancellation of one is answered with a conflict
 	seq    uint64
+}
+
+// deliver has the driver deliver order id: a signed delivered event goes out.
+func (tt *testTruck) deliver(id string, rev uint32) {
+	tt.mu.Lock()
+	defer tt.mu.Unlock()
+	tt.closed[id] = true
+	tt.seq++
+	tt.events <- &sdk.Event{Kind: sdk.EventDelivered, Epoch: sdk.Epoch{7}, RecordSeq: tt.seq, Time: time.Now(),
+		OrderID: id, Revision: rev, Via: sdk.ViaButton}
 }
 
 func startTestTruck(t *testing.T, b *sdktest.Broker, cl sdktest.Client) *testTruck {
@@ -46,7 +57,7 @@ func startTestTruck(t *testing.T, b *sdktest.Broker, cl sdktest.Client) *testTru
 	if err != nil {
 		t.Fatal(err)
 	}
-	tt := &testTruck{signer: signer, events: make(chan *sdk.Event, 100), seen: map[string]uint32{}}
+	tt := &testTruck{signer: signer, events: make(chan *sdk.Event, 100), seen: map[string]uint32{}, closed: map[string]bool{}}
 	orders, _ := tt.topics.TruckOrdersFilter(cl.Name)
 	status, _ := tt.topics.Status(cl.Name)
 	tt.conn, err = transport.New(transport.Config{
@@ -66,7 +77,8 @@ func startTestTruck(t *testing.T, b *sdktest.Broker, cl sdktest.Client) *testTru
 			tt.seen[msg.Order.ID] = msg.Order.Revision
 			tt.seq++
 			tt.events <- &sdk.Event{Kind: sdk.EventReceived, Epoch: sdk.Epoch{7}, RecordSeq: tt.seq, Time: time.Now(),
-				OrderID: msg.Order.ID, Revision: msg.Order.Revision, OrderHash: msg.BodyHash()}
+				OrderID: msg.Order.ID, Revision: msg.Order.Revision, OrderHash: msg.BodyHash(),
+				Conflict: msg.Order.Status == sdk.OrderCancelled && tt.closed[msg.Order.ID]}
 			return nil
 		},
 		OnConnect: func(ctx context.Context, _ transport.ConnectInfo) {

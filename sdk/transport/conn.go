@@ -343,6 +343,9 @@ func (c *Conn) onConnectionDown() bool {
 
 func (c *Conn) onConnectError(err error) {
 	c.connectFailures.Add(1)
+	if be := (*brokerError)(nil); errors.As(err, &be) {
+		err = be // says which broker already, and what to check
+	}
 	c.cfg.Logger.Warn("connection attempt failed", "err", err)
 	c.mu.Lock()
 	defer c.mu.Unlock()

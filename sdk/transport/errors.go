@@ -134,19 +134,30 @@ func dialError(b brokerURL, err error) error {
 	var ne net.Error
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("broker %s: connection refused — is Mosquitto running and listening on port %s? "+
-			"(`systemctl status mosquitto`): %w", b.url, b.url.Port(), err)
+		return &brokerError{msg: fmt.Sprintf("broker %s: connection refused — is Mosquitto running and listening on "+
+			"port %s? (`systemctl status mosquitto`)", b.url, b.url.Port()), err: err}
 	case errors.As(err, &dns):
-		return fmt.Errorf("broker %s: host %q not found — is the name right and DNS reachable?: %w", b.url,
-			b.url.Hostname(), err)
+		return &brokerError{msg: fmt.Sprintf("broker %s: host %q not found — is the name right and DNS reachable?",
+			b.url, b.url.Hostname()), err: err}
 	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		return fmt.Errorf("broker %s: no route to the host — is the network up?: %w", b.url, err)
+		return &brokerError{msg: fmt.Sprintf("broker %s: no route to the host — is the network up?", b.url), err: err}
 	case errors.As(err, &ne) && ne.Timeout():
-		return fmt.Errorf("broker %s: no answer — is the address right, the network up and port %s open?: %w",
-			b.url, b.url.Port(), err)
+		return &brokerError{msg: fmt.Sprintf("broker %s: no answer — is the address right, the network up and port %s "+
+			"open?", b.url, b.url.Port()), err: err}
 	}
-	return fmt.Errorf("broker %s: %w", b.url, err)
+	return &brokerError{msg: fmt.Sprintf("broker %s: %v", b.url, err), err: err}
 }
+
+// brokerError is a failed connection attempt explained for people. Its message is complete on its own
+// (autopaho's "failed to connect to URL:" prefix is dropped by Conn); the cause stays available to
+// errors.Is and errors.As.
+type brokerError struct {
+	msg string
+	err error
+}
+
+func (e *brokerError) Error() string { return e.msg }
+func (e *brokerError) Unwrap() error { return e.err }
 
 // handshakeError explains a failed TLS handshake. A broker certificate that does not name the host we
 // dialled is the common mistake of a new install (the broker was issued for its DNS name, the operator
@@ -167,9 +178,9 @@ func handshakeError(b brokerURL, err error) error {
 		if name == "" {
 			name = "NAME"
 		}
-		return fmt.Errorf("TLS handshake with %s: the broker certificate is for %s; you connected to %s: reissue it "+
-			"with `waybill pki issue --role broker --host %s %s` (then install it on the broker and restart it), "+
-			"or connect to one of those names: %w", b.url.Host, have, he.Host, he.Host, name, err)
+		return &brokerError{msg: fmt.Sprintf("TLS handshake with %s: the broker certificate is for %s; you connected "+
+			"to %s: reissue it with `waybill pki issue --role broker --host %s %s` (then install it on the broker and "+
+			"restart it), or connect to one of those names", b.url.Host, have, he.Host, he.Host, name), err: err}
 	}
-	return fmt.Errorf("TLS handshake with %s: %w", b.url.Host, err)
+	return &brokerError{msg: fmt.Sprintf("TLS handshake with %s: %v", b.url.Host, err), err: err}
 }
