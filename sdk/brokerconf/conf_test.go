@@ -50,6 +50,9 @@ func TestRender(t *testing.T) {
 		n, _ := strconv.Atoi(m[1])
 		return n
 	}
+	if n := num("max_connections"); n != 2100 {
+		t.Errorf("max_connections %d, want 2100 (2 x 1000 trucks + 100)", n)
+	}
 	if n := num("max_inflight_messages"); n <= 20 {
 		t.Errorf("max_inflight_messages %d, want more than Mosquitto's 20", n)
 	}
@@ -169,6 +172,10 @@ func TestWrite(t *testing.T) {
 		{Name: pki.AdminName, Role: pki.RoleAdmin}}
 	if res.Broker != "mqtt" || !slices.Equal(res.Identities, want) {
 		t.Errorf("result %+v", res)
+	}
+	dropIn, err := os.ReadFile(res.DropInPath)
+	if err != nil || !strings.Contains(string(dropIn), "\n[Service]\nLimitNOFILE=3124\n") {
+		t.Errorf("systemd drop-in (want LimitNOFILE=3124 for 2100 connections): %v\n%s", err, dropIn)
 	}
 	dynsec, _ := os.ReadFile(res.DynsecPath)
 	if !strings.Contains(string(dynsec), `"username": "office-1"`) || strings.Contains(string(dynsec), "office-2") {

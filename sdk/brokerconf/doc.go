@@ -90,4 +90,14 @@
 //     fires; a truck's will on its own status topic is allowed (retained is fine), and so is a dispatch
 //     process's will on its own P/dispatch/NAME/status.
 //   - Persistence is a snapshot every autosave interval: a kill -9 loses up to that much of the queue.
+//
+// # Connections and open files
+//
+// Each connection is a file descriptor, and a stock systemd unit allows 1,024: Mosquitto stops accepting
+// near 1,000 trucks. The listener's max_connections is ConnectionLimit(FleetSize) = 2 x fleet + 100 (room
+// for growth and for sockets a broker restart leaves half-closed) unless Config.MaxConnections sets it,
+// and Write puts systemd/mosquitto.service.d/waybill.conf beside the configuration: LimitNOFILE =
+// max_connections + 1024 (FileLimit). Mosquitto 2.0's listen backlog is fixed at 100 connections; what
+// keeps a fleet-wide reconnect from overflowing it is the trucks' randomised reconnect delay, not the
+// broker.
 package brokerconf
