@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/waybill-iot/waybill/sdk/brokerconf"
 	"github.com/waybill-iot/waybill/sdk/devbroker"
@@ -54,7 +57,7 @@ func brokerConfig(s streams, args []string) error {
 	port := fs.Int("port", brokerconf.DefaultPort, "TLS listener port")
 	bind := fs.String("bind", "", "listen address (default: every interface)")
 	prefix := fs.String("prefix", brokerconf.DefaultPrefix, "topic prefix")
-	name := fs.String("broker", "", "broker certificate name (default: the only one)")
+	name := brokerCertFlag(s, fs)
 	install := fs.String("install-dir", "", "where DIR will live on the broker host (default: DIR)")
 	user := fs.String("user", "", "user Mosquitto runs as after starting as root (default: Mosquitto's, \"mosquitto\")")
 	inflight := fs.Int("max-inflight", brokerconf.DefaultMaxInflight, "max_inflight_messages: the receive maximum clients get")
@@ -75,6 +78,9 @@ func brokerConfig(s streams, args []string) error {
 		return err
 	}
 	warnCRL(s, p)
+	if err := pickBrokerCert(p, name); err != nil {
+		return err
+	}
 	res, err := brokerconf.Write(p, *out, brokerconf.Config{
 		Port: *port, Bind: *bind, ACL: brokerconf.ACL{Prefix: *prefix}, BrokerName: *name,
 		InstallDir: *install, User: *user, MaxInflight: *inflight, MaxQueued: *queued,
@@ -105,7 +111,7 @@ func brokerRun(ctx context.Context, s streams, args []string) error {
 	dir := fs.String("dir", pkiDirDefault(), "PKI directory")
 	listen := fs.String("listen", devbroker.DefaultAddr, "TCP listen address")
 	prefix := fs.String("prefix", brokerconf.DefaultPrefix, "topic prefix")
-	name := fs.String("broker", "", "broker certificate name (default: the only one)")
+	name := brokerCertFlag(s, fs)
 	verbose := fs.Bool("v", false, "log every connection")
 	pos, err := parseSubcommandFlags(s, fs, usage, args)
 	if err != nil {
@@ -119,6 +125,9 @@ func brokerRun(ctx context.Context, s streams, args []string) error {
 		return err
 	}
 	warnCRL(s, p)
+	if err := pickBrokerCert(p, name); err != nil {
+		return err
+	}
 	cfg, err := devbroker.FromPKI(p, *name)
 	if err != nil {
 		return err
@@ -163,4 +172,38 @@ func brokerSync(ctx context.Context, s streams, args []string) error {
 	}
 	warnCRL(s, p)
 	return tellBroker(ctx, s, p, *broker, *prefix, true)
+}
+
+// brokerCertFlag registers --cert NAME, the broker certificate to use. It was --broker, which everywhere
+// else is a broker URL; --broker NAME still works here, with a deprecation note on standard error.
+func brokerCertFlag(s streams, fs *flag.FlagSet) *string {
+	name := new(string)
+	fs.StringVar(name, "cert", "", "broker certificate name in the PKI (default: the only one)")
+	fs.Func("broker", "deprecated: use --cert NAME", func(v string) error {
+		fmt.Fprintln(s.err, "waybill broker: --broker NAME is deprecated here (elsewhere --broker is a URL): use --cert", v)
+		*name = v
+		return nil
+	})
+	return name
+}
+
+// pickBrokerCert checks that --cert names a broker certificate, or that the PKI has exactly one, and says
+// which flag chooses when there are several.
+func pickBrokerCert(p *pki.PKI, name *string) error {
+	names, err := p.Names(pki.RoleBroker)
+	if err != nil {
+		return err
+	}
+	switch {
+	case *name != "" && !slices.Contains(names, *name):
+		return usageError{fmt.Sprintf("no broker certificate %q in %s (broker certificates: %s); issue one with "+
+			"`waybill pki issue --role broker %s`", *name, p.Dir(), strings.Join(names, ", "), *name)}
+	case *name == "" && len(names) == 0:
+		return usageError{fmt.Sprintf("no broker certificate in %s: issue one with `waybill pki issue --role broker "+
+			"--host HOST NAME`", p.Dir())}
+	case *name == "" && len(names) > 1:
+		return usageError{fmt.Sprintf("%d broker certificates in %s (%s): pick one with --cert NAME", len(names),
+			p.Dir(), strings.Join(names, ", "))}
+	}
+	return nil
 }

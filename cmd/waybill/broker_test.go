@@ -105,3 +105,29 @@ func TestBrokerRun(t *testing.T) {
 		t.Fatal("broker run did not stop")
 	}
 }
+
+// TestBrokerConfigTwoCertificates (issue 11.6): with two broker certificates the error names the flag that
+// picks one, --cert NAME picks it, and the old --broker NAME still works with a deprecation note.
+func TestBrokerConfigTwoCertificates(t *testing.T) {
+	dir := newCmdPKI(t)
+	if code, _, errOut := runCmd(t, "pki", "issue", "--dir", dir, "--role", "broker", "standby"); code != 0 {
+		t.Fatal(errOut)
+	}
+	out := filepath.Join(t.TempDir(), "broker")
+	code, _, errOut := runCmd(t, "broker", "config", "--dir", dir, "--out", out)
+	if code != 2 || !strings.Contains(errOut, "pick one with --cert NAME") || !strings.Contains(errOut, "mqtt, standby") {
+		t.Fatalf("two broker certificates, none chosen: exit %d: %s", code, errOut)
+	}
+	code, stdout, errOut := runCmd(t, "broker", "config", "--dir", dir, "--out", out, "--cert", "standby")
+	if code != 0 || !strings.Contains(stdout, "broker certificate standby") {
+		t.Fatalf("--cert standby: exit %d: %s%s", code, stdout, errOut)
+	}
+	code, stdout, errOut = runCmd(t, "broker", "config", "--dir", dir, "--out", out, "--broker", "mqtt")
+	if code != 0 || !strings.Contains(stdout, "broker certificate mqtt") || !strings.Contains(errOut, "deprecated") {
+		t.Fatalf("--broker mqtt: exit %d: %s%s", code, stdout, errOut)
+	}
+	code, _, errOut = runCmd(t, "broker", "config", "--dir", dir, "--out", out, "--cert", "nope")
+	if code != 2 || !strings.Contains(errOut, `no broker certificate "nope"`) {
+		t.Fatalf("--cert nope: exit %d: %s", code, errOut)
+	}
+}
