@@ -64,8 +64,9 @@ type Agent struct {
 	button  *button.Button // nil without a button
 	closers []func() error // GPIO lines, closed at the end
 
-	latest atomic.Pointer[gps.Fix]
-	fixes  fixCounters
+	latest  atomic.Pointer[gps.Fix]
+	fixes   fixCounters
+	mileage *mileage // the odometer and trips, fed by runFixes
 
 	mu        sync.Mutex
 	listeners []func(truck.Entry)     // guarded by mu: order-change listeners (driver page, LED)
@@ -117,6 +118,19 @@ func newAgent(cfg Config, opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.store = st
+	cfg.Odometer.defaults()
+	if err := cfg.Odometer.validate(); err != nil {
+		st.Close()
+		return nil, err
+	}
+	a.cfg.Odometer = cfg.Odometer
+	octx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	a.mileage, err = openMileage(octx, st, cfg.Odometer, a.clock.Now(), a.log)
+	cancel()
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	a.client, err = truck.NewClient(truck.ClientConfig{
 		Transport: transport.Config{Brokers: cfg.Broker.URLs, CertFile: cfg.Identity.Cert, KeyFile: cfg.Identity.Key,
 			CAFile: cfg.Identity.CA, CRLFile: cfg.Identity.CRL, KeepAlive: cfg.Broker.KeepAlive, BackoffMax: cfg.Broker.BackoffMax,
@@ -125,7 +139,7 @@ func newAgent(cfg Config, opts Options) (*Agent, error) {
 		CRLCacheFile:   filepath.Join(cfg.DataDir, CRLCacheFile),
 		Topics:         sdk.Topics{Prefix: cfg.Broker.TopicPrefix},
 		Clock:          a.clock.Now,
-		Health:         a.health,
+		Health:         a.healthWithOdometer,
 		StatusInterval: cfg.Status.Interval,
 		OnOrder:        a.orderChanged,
 		Uploader: truck.UploaderConfig{ReceiptTimeout: cfg.Broker.ReceiptTimeout, ReceiptTimeoutMax: 6 * cfg.Broker.ReceiptTimeout,
@@ -151,6 +165,16 @@ func newAgent(cfg Config, opts Options) (*Agent, error) {
 	a.button = a.openButton()
 	return a, nil
 }
+
+// healthWithOdometer is the status summary with the odometer reading.
+func (a *Agent) healthWithOdometer() sdk.Health {
+	h := a.health()
+	h.Odometer = a.mileage.Metres()
+	return h
+}
+
+// Odometer is the truck's odometer reading in metres.
+func (a *Agent) Odometer() uint64 { return a.mileage.Metres() }
 
 // maxUnreceipted bounds the records waiting for a receipt to a quarter of the store limit (a fix takes about
 // 64 bytes there): records waiting for their receipt are handed out, and the store cannot thin them, so a
@@ -380,13 +404,17 @@ func (a *Agent) runFixes(fixes <-chan gps.Fix) {
 	var pending []store.Entry
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	// flush commits the pending fixes and movement events, and the odometer with them in the same
+	// transaction (one fsync, no extra flash write); with nothing pending it saves the odometer alone.
 	flush := func() {
-		if len(pending) == 0 {
+		m := a.mileage
+		if len(pending) == 0 && m.unsaved() <= 0 {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if _, err := a.store.Append(ctx, pending...); err != nil {
+		err := m.commit(ctx, a.store, pending)
+		if err != nil {
 			a.fixes.storeErrors.Add(uint64(len(pending)))
 			a.log.Error("store fixes", "fixes", len(pending), "err", err)
 		} else {
@@ -408,6 +436,21 @@ func (a *Agent) runFixes(fixes <-chan gps.Fix) {
 			a.latest.Store(&fix)
 			a.clock.observe(f.Time)
 			sf := toSDKFix(f)
+			for _, ev := range a.mileage.next(f) {
+				e, err := encodeTripEvent(ev)
+				if err != nil {
+					a.log.Warn("movement event cannot be encoded; skipped", "kind", ev.Kind, "err", err)
+					continue
+				}
+				a.log.Info("movement", "event", ev.Kind, "odometer_m", ev.Odometer, "distance_m", ev.Distance, "duration", ev.Duration)
+				if len(pending) == 0 {
+					timer.Reset(a.cfg.Store.FixDelay)
+				}
+				pending = append(pending, e)
+			}
+			if a.mileage.mustSave() {
+				flush() // SaveDistance driven, or the truck stands: the reading goes to flash now
+			}
 			if len(a.activeOrders()) > 0 {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				if _, err := a.client.Book().CheckArrival(ctx, sf); err != nil {
@@ -419,7 +462,7 @@ func (a *Agent) runFixes(fixes <-chan gps.Fix) {
 			if !report {
 				continue
 			}
-			e, err := truck.EncodeFix(sf)
+			e, err := encodeFix(sf, a.mileage.Metres())
 			if err != nil {
 				a.log.Warn("fix cannot be encoded; skipped", "reason", why, "err", err)
 				continue
