@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -45,6 +45,9 @@ type Entry struct {
 	Problems  int           `json:"problems"`   // problem reports so far
 	Action    *ActionResult `json:"action"`     // the driver's final action, for idempotent repeats
 	ReceiptAt time.Time     `json:"receipt_at"` // when the last receipt was queued
+	// Closed is when the order closed on this truck (delivered, failed or cancelled): retention counts from
+	// it. Zero while active, and in entries written before it was kept (closedAt stands in).
+	Closed time.Time `json:"closed,omitzero"`
 	// Unseen marks a cancellation of an order this truck never held: there was nothing to cancel, so it is
 	// not listed (Orders) nor acted on (ErrUnknownOrder). It is kept only as a high-water mark, so that a late
 	// lower or equal revision of that order does not bring it to the driver; a higher revision applies as a
@@ -73,7 +76,14 @@ type BookConfig struct {
 	// OnChange is called after an order changed in the store (new, revised, cancelled, acted on). It must not
 	// block for long.
 	OnChange func(Entry)
-	Logger   *slog.Logger // nil discards
+	// KeepClosed is how long a closed order (delivered, failed, cancelled) stays in the book after it closed,
+	// for the driver's history and for repeated actions and re-sent revisions to be recognised; then Run
+	// removes it (see Prune: not before its expiry has passed). Active orders are never removed. Zero: 30
+	// days (DefaultKeepClosed).
+	KeepClosed time.Duration
+	// PruneInterval is how often Run looks for closed orders past KeepClosed. Zero: 1 hour.
+	PruneInterval time.Duration
+	Logger        *slog.Logger // nil discards
 }
 
 // Book is the truck's order book: orders received from dispatch, verified and stored, and the driver's
@@ -81,10 +91,16 @@ type BookConfig struct {
 type Book struct {
 	cfg BookConfig
 
-	stats bookStats
+	// indexed is set once the open and closed indexes match the entries (checkIndex); until then Active and
+	// Counts read the whole book and Prune does nothing.
+	indexed atomic.Bool
+	stats   bookStats
+
+	amu    sync.Mutex
+	active map[string]activeEntry // Active's decoded open orders by id; guarded by amu
 }
 
-type bookStats struct{ applied, duplicates, stale, rejected, conflicts atomic.Uint64 }
+type bookStats struct{ applied, duplicates, stale, rejected, conflicts, pruned atomic.Uint64 }
 
 // BookStats counts what the order handler did.
 type BookStats struct {
@@ -93,9 +109,11 @@ type BookStats struct {
 	Stale      uint64 // an older revision (acknowledged, ignored)
 	Rejected   uint64 // refused by the verifier (acknowledged, never applied; reasons in the verifier's stats)
 	Conflicts  uint64 // cancellations of orders already delivered (not counted in Applied)
+	Pruned     uint64 // closed orders removed after KeepClosed
 }
 
-// NewBook checks cfg.
+// NewBook checks cfg and indexes the book if it has no index yet (a book written by an older version, or a
+// salvaged store): one full read, logged with its duration. Pruning starts with Run.
 func NewBook(cfg BookConfig) (*Book, error) {
 	if cfg.Store == nil || cfg.Verifier == nil || cfg.Truck == "" {
 		return nil, errors.New("truck: order book needs a Store, a Verifier and the Truck name")
@@ -106,7 +124,15 @@ func NewBook(cfg BookConfig) (*Book, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Book{cfg: cfg}, nil
+	if cfg.KeepClosed <= 0 {
+		cfg.KeepClosed = DefaultKeepClosed
+	}
+	if cfg.PruneInterval <= 0 {
+		cfg.PruneInterval = DefaultPruneInterval
+	}
+	b := &Book{cfg: cfg}
+	b.checkIndex(context.Background())
+	return b, nil
 }
 
 // VerifierStats returns the order verifier's counts, rejections by reason.
@@ -115,7 +141,7 @@ func (b *Book) VerifierStats() sdk.Stats { return b.cfg.Verifier.Stats() }
 // Stats returns the counters.
 func (b *Book) Stats() BookStats {
 	return BookStats{b.stats.applied.Load(), b.stats.duplicates.Load(), b.stats.stale.Load(),
-		b.stats.rejected.Load(), b.stats.conflicts.Load()}
+		b.stats.rejected.Load(), b.stats.conflicts.Load(), b.stats.pruned.Load()}
 }
 
 // Handle is the transport.OnPublish handler for the truck's orders topic. It returns nil (the PUBLISH is
@@ -154,11 +180,12 @@ func (b *Book) Handle(ctx context.Context, m transport.Message) error {
 			if now.Sub(cur.ReceiptAt) < receiptRepeat {
 				return nil
 			}
+			prev := cur
 			cur.ReceiptAt = now
 			if err := queueReceipt(tx, cur, now); err != nil {
 				return err
 			}
-			return putEntry(tx, cur)
+			return putEntry(tx, &prev, &cur, now)
 		}
 		e := Entry{Order: o, Hash: hash, State: StateActive, Received: now, ReceiptAt: now}
 		if found && !cur.Unseen { // after an unseen cancellation there is no driver state to carry over
@@ -176,7 +203,11 @@ func (b *Book) Handle(ctx context.Context, m transport.Message) error {
 		if err := queueReceipt(tx, e, now); err != nil {
 			return err
 		}
-		if err := putEntry(tx, e); err != nil {
+		var prev *Entry
+		if found {
+			prev = &cur
+		}
+		if err := putEntry(tx, prev, &e, now); err != nil {
 			return err
 		}
 		if e.Unseen {
@@ -224,21 +255,17 @@ func getEntry(tx *store.Tx, id string) (Entry, bool, error) {
 	}
 	var e Entry
 	if err := json.Unmarshal(raw, &e); err != nil {
-		return Entry{}, false, fmt.Errorf("truck: order book entry %s: %w", id, err)
+		return Entry{}, false, fmt.Errorf("%w %s: %w", errBadEntry, id, err)
 	}
 	return e, true, nil
 }
 
-func putEntry(tx *store.Tx, e Entry) error {
-	raw, err := json.Marshal(e)
-	if err != nil {
-		return err
-	}
-	return tx.Put(orderBucket, []byte(e.Order.ID), raw)
-}
+// errBadEntry is an entry that is stored intact but is not an Entry.
+var errBadEntry = errors.New("truck: order book entry unreadable:")
 
-// Orders lists the order book, newest received first. Cancellations of orders the truck never held are
-// left out.
+// Orders lists the whole order book, newest received first. Cancellations of orders the truck never held
+// are left out. It reads and decodes every entry, so its cost grows with the closed history (bounded by
+// KeepClosed): per GPS fix use Active, for a page of history Closed, for one order Get, for counts Counts.
 func (b *Book) Orders() ([]Entry, error) {
 	var out []Entry
 	err := b.cfg.Store.ForEach(orderBucket, func(_, v []byte) error {
@@ -251,7 +278,7 @@ func (b *Book) Orders() ([]Entry, error) {
 		}
 		return nil
 	})
-	sort.Slice(out, func(i, j int) bool { return out[i].Received.After(out[j].Received) })
+	sortNewest(out)
 	return out, err
 }
 
@@ -305,6 +332,7 @@ func (b *Book) Act(ctx context.Context, a Action) (ActionResult, error) {
 		if e.State == StateCancelled {
 			return fmt.Errorf("%w: %q was cancelled by dispatch", ErrOrderCancelled, a.OrderID)
 		}
+		prev := e
 		if e.Action != nil && a.Kind != sdk.EventProblem {
 			if e.Action.Kind == a.Kind {
 				res = *e.Action
@@ -334,7 +362,7 @@ func (b *Book) Act(ctx context.Context, a Action) (ActionResult, error) {
 			e.Problems++
 		}
 		changed = e
-		return putEntry(tx, e)
+		return putEntry(tx, &prev, &changed, now)
 	})
 	if err != nil {
 		return ActionResult{}, err
@@ -346,9 +374,10 @@ func (b *Book) Act(ctx context.Context, a Action) (ActionResult, error) {
 }
 
 // CheckArrival queues an arrived event, computed on the unit and offline, for every active order whose
-// arrival radius the fix is inside, once per order. It returns the orders it marked.
+// arrival radius the fix is inside, once per order. It returns the orders it marked. It reads only the
+// active orders (Active), so it may run for every fix whatever the book's history.
 func (b *Book) CheckArrival(ctx context.Context, f sdk.Fix) ([]string, error) {
-	entries, err := b.Orders()
+	entries, err := b.Active()
 	if err != nil {
 		return nil, err
 	}
@@ -372,9 +401,10 @@ func (b *Book) CheckArrival(ctx context.Context, f sdk.Fix) ([]string, error) {
 			if _, err := tx.Append(entry); err != nil {
 				return err
 			}
+			prev := cur
 			cur.Arrived = true
 			changed = cur
-			return putEntry(tx, cur)
+			return putEntry(tx, &prev, &changed, b.cfg.Clock().UTC())
 		})
 		if err != nil {
 			return arrived, err
