@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -177,6 +178,9 @@ func ParseDistance(s string) (metres float64, err error) {
 // directory's store. While the agent runs it holds the store, and this fails at once with a message
 // saying to stop it first.
 func SetOdometer(ctx context.Context, cfg Config, metres float64, now time.Time) (previous float64, err error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return 0, fmt.Errorf("data_dir: %w", err)
+	}
 	st, err := store.Open(filepath.Join(cfg.DataDir, "queue.db"), store.Options{LockTimeout: 500 * time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler)})
 	if errors.Is(err, store.ErrLocked) {
@@ -198,6 +202,9 @@ func SetOdometer(ctx context.Context, cfg Config, metres float64, now time.Time)
 
 // ReadOdometer returns the saved odometer of a stopped agent (`waybill-agent odometer show`).
 func ReadOdometer(cfg Config) (metres float64, setAt time.Time, setVia string, err error) {
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, "queue.db")); errors.Is(err, os.ErrNotExist) {
+		return 0, time.Time{}, "", nil // the agent never ran here: nothing driven, nothing set
+	}
 	st, err := store.Open(filepath.Join(cfg.DataDir, "queue.db"), store.Options{LockTimeout: 500 * time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler)})
 	if errors.Is(err, store.ErrLocked) {

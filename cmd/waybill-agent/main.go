@@ -10,7 +10,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/waybill-iot/waybill/agent"
 )
@@ -23,6 +25,10 @@ const usage = `waybill-agent: the in-truck telematics daemon.
 Usage:
   waybill-agent run --config FILE               run the daemon
   waybill-agent check --config FILE [--offline] validate the configuration and its environment
+  waybill-agent odometer show --config FILE     print the saved odometer (agent stopped)
+  waybill-agent odometer set READING --config FILE
+                                                set it from the vehicle's odometer, with its unit:
+                                                123456.7km, 76712.4mi or 500m (agent stopped)
   waybill-agent version                         print the version
 `
 
@@ -45,10 +51,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
-	case "run", "check":
+	case "run", "check", "odometer":
 	default:
 		fmt.Fprintf(stderr, "waybill-agent: unknown command %q\n\n%s", args[0], usage)
 		return 2
+	}
+	var odoArgs []string
+	if args[0] == "odometer" {
+		if len(args) < 2 || (args[1] != "show" && args[1] != "set") {
+			fmt.Fprintf(stderr, "waybill-agent odometer: want show or set\n\n%s", usage)
+			return 2
+		}
+		odoArgs = []string{args[1]}
+		args = args[1:]
+		if odoArgs[0] == "set" {
+			if len(args) < 2 || strings.HasPrefix(args[1], "-") {
+				fmt.Fprintln(stderr, "waybill-agent odometer set: give the reading with its unit, e.g. 123456.7km")
+				return 2
+			}
+			odoArgs = append(odoArgs, args[1])
+			args = args[1:]
+		}
 	}
 	fs := flag.NewFlagSet("waybill-agent "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -65,6 +88,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "waybill-agent:", err)
 		return 1
 	}
+	if odoArgs != nil {
+		return odometer(ctx, cfg, odoArgs, stdout, stderr)
+	}
 	if args[0] == "check" {
 		if !agent.FormatCheck(stdout, agent.Check(ctx, cfg, agent.CheckOptions{Offline: *offline})) {
 			return 1
@@ -75,5 +101,34 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "waybill-agent:", err)
 		return 1
 	}
+	return 0
+}
+
+// odometer shows or sets the saved odometer of a stopped agent.
+func odometer(ctx context.Context, cfg agent.Config, args []string, stdout, stderr io.Writer) int {
+	if args[0] == "show" {
+		m, at, via, err := agent.ReadOdometer(cfg)
+		if err != nil {
+			fmt.Fprintln(stderr, "waybill-agent odometer:", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%.1f km", m/1000)
+		if via != "" {
+			fmt.Fprintf(stdout, " (last set by %s at %s)", via, at.Format(time.RFC3339))
+		}
+		fmt.Fprintln(stdout)
+		return 0
+	}
+	m, err := agent.ParseDistance(args[1])
+	if err != nil {
+		fmt.Fprintln(stderr, "waybill-agent odometer set:", err)
+		return 2
+	}
+	prev, err := agent.SetOdometer(ctx, cfg, m, time.Now())
+	if err != nil {
+		fmt.Fprintln(stderr, "waybill-agent odometer set:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "odometer set to %.1f km (was %.1f km)\n", m/1000, prev/1000)
 	return 0
 }
