@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -67,11 +68,12 @@ type demo struct {
 	archive *archive.Archive // dispatch's durable record: what the trucks sent, counted for the summary
 	stopGPS func()           // stops the GPS simulators: the trucks park
 
-	mu    sync.Mutex      // guards the fields below and output
-	seen  map[string]bool // trucks seen online
-	proof map[string]bool // order id -> proof verified
-	acted map[string]bool // order id -> driver acted
-	notes []string        // problems for the summary
+	mu          sync.Mutex        // guards the fields below and output
+	seen        map[string]bool   // trucks seen online
+	proof       map[string]bool   // order id -> proof verified
+	proofFailed map[string]string // order id -> why a proof did not check out (kept even if a later one did)
+	acted       map[string]bool   // order id -> driver acted
+	notes       []string          // problems for the summary
 	// The cut truck while its link is down: records that waited on its disk for their receipt (the most at
 	// once), and of them those already sent and waiting for a receipt when the link went.
 	cutHeld, cutUnreceipted int
@@ -108,7 +110,7 @@ func runDemo(ctx context.Context, s streams, args []string) error {
 	if err != nil {
 		return err
 	}
-	d := &demo{s: s, dir: abs, t0: time.Now(), seen: map[string]bool{}, proof: map[string]bool{}, acted: map[string]bool{}}
+	d := &demo{s: s, dir: abs, t0: time.Now(), seen: map[string]bool{}, proof: map[string]bool{}, proofFailed: map[string]string{}, acted: map[string]bool{}}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -203,6 +205,10 @@ func (d *demo) run(ctx context.Context, wg *sync.WaitGroup, bin string, keep boo
 		d.logf("%s: GPS simulator on %s, agent pid %d, driver page http://%s/", t.name, t.pty.Path, t.cmd.Process.Pid, t.httpAddr)
 	}
 	defer d.stopAgents(trucks) // on errors; the summary stops them first
+	if keep {
+		// Now, not after the scripted orders: the pages are worth watching while the orders run.
+		d.printPages(trucks, "DEMO_KEEP: driver pages (open them now; the scripted orders start):")
+	}
 
 	// 4. Dispatch: the outbox, the archive and the verified fleet view.
 	ob, dc, outboxStore, err := d.dispatchSide(p, brokerAddr, trucks)
@@ -309,14 +315,21 @@ func (d *demo) run(ctx context.Context, wg *sync.WaitGroup, bin string, keep boo
 		}
 	}
 	if keep {
-		fmt.Fprintln(d.s.out, "\nDEMO_KEEP: everything keeps running. Driver pages:")
-		for _, t := range trucks {
-			fmt.Fprintf(d.s.out, "  %s  http://%s/\n", t.name, t.httpAddr)
-		}
+		d.printPages(trucks, "\nDEMO_KEEP: the scripted orders are done; everything keeps running. Driver pages:")
 		fmt.Fprintln(d.s.out, "Ctrl-C for the summary.")
 		<-ctx.Done()
 	}
 	return d.summary(ctx, ob, trucks, proxy, func() { d.stopAgents(trucks) })
+}
+
+// printPages lists the trucks' driver pages under title.
+func (d *demo) printPages(trucks []*demoTruck, title string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	fmt.Fprintln(d.s.out, title)
+	for _, t := range trucks {
+		fmt.Fprintf(d.s.out, "  %s  http://%s/\n", t.name, t.httpAddr)
+	}
 }
 
 func (d *demo) note(format string, args ...any) {
@@ -554,15 +567,22 @@ func (d *demo) handle(ctx context.Context, ob *dispatch.Outbox, u dispatch.Updat
 			d.logf("%s ARRIVED at %s (inside its radius, computed on the truck)", u.Event.Truck, e.OrderID)
 		case sdk.EventDelivered:
 			entry, err := ob.Get(ctx, u.Event.Truck, e.OrderID)
-			ok := err == nil && entry.Hash == e.OrderHash && e.Fix != nil && !e.OffSite && e.Revision == entry.Order.Revision
+			why := checkProof(entry, err, &e)
 			d.mu.Lock()
-			d.proof[e.OrderID] = ok
+			if why == "" {
+				d.proof[e.OrderID] = true
+			} else {
+				// A failure stays counted: a later, good copy of the event does not make it "every proof verified".
+				d.proof[e.OrderID] = false
+				d.proofFailed[e.OrderID] = why
+			}
 			d.mu.Unlock()
-			if ok {
+			if why == "" {
 				d.logf("PROOF OF DELIVERY for %s verified: signed by %s, order hash matches, fix %.5f,%.5f on site, via %s",
 					e.OrderID, u.Event.Truck, e.Fix.Lat, e.Fix.Lon, e.Via)
 			} else {
-				d.logf("proof of delivery for %s does NOT check out: %+v (%v)", e.OrderID, e, err)
+				d.logf("proof of delivery for %s from %s does NOT check out: %s", e.OrderID, u.Event.Truck, why)
+				d.note("proof of delivery for %s from %s does not check out: %s", e.OrderID, u.Event.Truck, why)
 			}
 		default:
 			d.logf("%s: %s %s", u.Event.Truck, e.Kind, e.OrderID)
@@ -571,6 +591,28 @@ func (d *demo) handle(ctx context.Context, ob *dispatch.Outbox, u dispatch.Updat
 		d.logf("REFUSED a message on %s: %s", u.Rejection.Topic, u.Rejection.Reason)
 		d.note("a message was refused: %s", u.Rejection.Reason)
 	}
+}
+
+// checkProof says what is wrong with a verified delivered event as a proof of delivery of the outbox's
+// entry (got with getErr), in words; "" when it checks out.
+func checkProof(entry dispatch.Entry, getErr error, e *sdk.Event) string {
+	var why []string
+	switch {
+	case getErr != nil:
+		return fmt.Sprintf("the outbox has no such order (%v)", getErr)
+	case e.Revision != entry.Order.Revision:
+		why = append(why, fmt.Sprintf("it is for revision %d, the outbox's current revision is %d", e.Revision, entry.Order.Revision))
+	case e.OrderHash != entry.Hash:
+		why = append(why, fmt.Sprintf("its order hash %x… is not the hash of revision %d as signed (%x…)", e.OrderHash[:6],
+			entry.Order.Revision, entry.Hash[:6]))
+	}
+	if e.Fix == nil {
+		why = append(why, "it carries no GPS fix")
+	} else if e.OffSite {
+		why = append(why, fmt.Sprintf("the truck was OFF SITE (fix %.5f,%.5f, outside the %d m radius)", e.Fix.Lat, e.Fix.Lon,
+			entry.Order.RadiusM))
+	}
+	return strings.Join(why, "; ")
 }
 
 // actOnArrival plays the drivers: each watches its own truck's order on the agent's local API (the cab's
@@ -640,12 +682,13 @@ func postJSON(ctx context.Context, url, body string) (string, int, error) {
 	return string(b), resp.StatusCode, nil
 }
 
-// finished reports whether every truck's order is delivered with a verified proof and o-1004 is cancelled.
+// finished reports whether every truck's order is delivered with a proof that was checked (verified, or
+// failed: the summary counts it) and o-1004 is cancelled.
 func (d *demo) finished(ctx context.Context, ob *dispatch.Outbox, trucks []*demoTruck) (bool, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, t := range trucks {
-		if !d.proof[t.order] {
+		if !d.proof[t.order] && d.proofFailed[t.order] == "" { // a failed proof is an outcome too: the summary says so
 			return false, nil
 		}
 	}
@@ -774,15 +817,19 @@ func (d *demo) summary(ctx context.Context, ob *dispatch.Outbox, trucks []*demoT
 	}
 	d.mu.Lock()
 	proofs := 0
-	for _, ok := range d.proof {
-		if ok {
+	for id, ok := range d.proof {
+		if ok && d.proofFailed[id] == "" {
 			proofs++
 		}
 	}
+	failedProofs := maps.Clone(d.proofFailed)
 	cutHeld, cutUnreceipted := d.cutHeld, d.cutUnreceipted
 	d.mu.Unlock()
 	fmt.Fprintf(out, "  orders delivered: %d of %d, cancelled: %d of 1\n", delivered, len(trucks), cancelledN)
 	fmt.Fprintf(out, "  proofs of delivery verified (signature, order hash, fix on site): %d of %d\n", proofs, len(trucks))
+	for id, why := range failedProofs {
+		fmt.Fprintf(out, "  proof of delivery for %s FAILED verification: %s\n", id, why)
+	}
 	lost := false
 	var receipted []string
 	for _, t := range trucks {
@@ -816,7 +863,7 @@ func (d *demo) summary(ctx context.Context, ob *dispatch.Outbox, trucks []*demoT
 		"waited on its disk for their receipt (%d of them already sent when the link went); nothing lost: %v\n",
 		ps.Dropped, ps.Failed, cutHeld, cutUnreceipted, !lost)
 	fmt.Fprintf(out, "  logs and data: %s (dispatch's archive: %s)\n", d.dir, d.archive.Path())
-	if delivered != len(trucks) || cancelledN != 1 || proofs != len(trucks) || lost || len(d.notes) > 0 {
+	if delivered != len(trucks) || cancelledN != 1 || proofs != len(trucks) || len(failedProofs) > 0 || lost || len(d.notes) > 0 {
 		for _, n := range d.notes {
 			fmt.Fprintf(out, "  PROBLEM: %s\n", n)
 		}

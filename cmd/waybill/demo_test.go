@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/waybill-iot/waybill/sdk"
+	"github.com/waybill-iot/waybill/sdk/dispatch"
 	"github.com/waybill-iot/waybill/sdk/dispatch/archive"
+	"github.com/waybill-iot/waybill/sdk/pki"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
 )
 
@@ -83,5 +86,55 @@ func TestDemoSummary(t *testing.T) {
 	}
 	if took > 2*time.Minute {
 		t.Errorf("the demo took %s, more than two minutes", took)
+	}
+}
+
+// TestDemoProofFailureCounted (issue 11.9): a proof of delivery that does not check out is said in words
+// (not a Go struct), noted as a problem (so the summary fails and the demo exits non-zero), and stays failed
+// when a good copy of the event arrives later.
+func TestDemoProofFailureCounted(t *testing.T) {
+	dir := newCmdPKI(t)
+	p, err := pki.Open(pki.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := pki.LoadCertificate(p.CertPath("office"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := pki.LoadPrivateKey(p.KeyPath("office"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ob, err := dispatch.NewOutbox(dispatch.OutboxConfig{Path: filepath.Join(t.TempDir(), "outbox.db"), Certificate: cert, Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	e, err := ob.Create(ctx, sdk.Order{ID: "o-1", Truck: "truck-1", Expires: time.Now().Add(time.Hour), Lat: 51.5, Lon: -0.1, RadiusM: 80})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	d := &demo{s: streams{nil, &out, &out}, t0: time.Now(), seen: map[string]bool{}, proof: map[string]bool{},
+		proofFailed: map[string]string{}, acted: map[string]bool{}}
+	fix := &sdk.Fix{Time: time.Now(), Lat: 51.5, Lon: -0.1, Mode: 3}
+	bad := &sdk.Event{Kind: sdk.EventDelivered, OrderID: "o-1", Revision: 1, Time: time.Now(), Fix: fix, OffSite: true,
+		OrderHash: sdk.OrderHash{1, 2, 3}}
+	d.handle(ctx, ob, dispatch.Update{Event: &dispatch.Event{Truck: "truck-1", Event: *bad}})
+	good := *bad
+	good.OffSite, good.OrderHash = false, e.Hash
+	d.handle(ctx, ob, dispatch.Update{Event: &dispatch.Event{Truck: "truck-1", Event: good}})
+
+	text := out.String()
+	if strings.Contains(text, "{Kind:") || !strings.Contains(text, "does NOT check out: its order hash") ||
+		!strings.Contains(text, "OFF SITE") {
+		t.Errorf("the failure is not readable:\n%s", text)
+	}
+	if len(d.notes) != 1 || !strings.Contains(d.notes[0], "proof of delivery for o-1") || d.proofFailed["o-1"] == "" {
+		t.Errorf("the failure is not counted: notes %q, failed %v", d.notes, d.proofFailed)
+	}
+	if why := checkProof(e, nil, &good); why != "" {
+		t.Errorf("a good proof: %q", why)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -155,5 +156,60 @@ func TestStoreInspectSalvaged(t *testing.T) {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q:\n%s", want, text)
 		}
+	}
+}
+
+// TestStoreInspectLimitAndOrderBook (issue 11.9): the limit is the agent's store.max_mb from --config (or
+// says it is not in the file), not the 1 TiB the copy is opened with; the order book shows counts by state
+// and the open orders.
+func TestStoreInspectLimitAndOrderBook(t *testing.T) {
+	dir := t.TempDir()
+	st, err := store.Open(filepath.Join(dir, "queue.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	put := func(id string, state truck.State) {
+		raw, err := json.Marshal(truck.Entry{Order: sdk.Order{ID: id, Revision: 1, Truck: "truck-1", Expires: now.Add(time.Hour),
+			Recipient: "A. Jones", Address: "1 Quay St"}, State: state, Received: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Update(ctx, func(tx *store.Tx) error { return tx.Put(bookBucket, []byte(id), raw) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("o-open", truck.StateActive)
+	put("o-done", truck.StateDelivered)
+	put("o-done2", truck.StateDelivered)
+	put("o-gone", truck.StateCancelled)
+	st.Close()
+
+	conf := filepath.Join(t.TempDir(), "agent.toml")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf("data_dir = %q\n[store]\nmax_mb = 16\n", dir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCmd(t, "store", "inspect", "--config", conf)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"limit 16 MiB (store.max_mb = 16 in " + conf, "order book: 1 active, 2 delivered, 0 failed, 1 cancelled",
+		"open o-open", "A. Jones, 1 Quay St"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "1099511627776") || strings.Contains(out, "o-done ") {
+		t.Errorf("output shows the 1 TiB limit or a closed order as open:\n%s", out)
+	}
+	code, out, errOut = runCmd(t, "store", "inspect", "--json", dir)
+	var r inspectReport
+	if code != 0 || json.Unmarshal([]byte(out), &r) != nil {
+		t.Fatalf("json: exit %d: %s\n%s", code, errOut, out)
+	}
+	if r.Stats.MaxBytes != 0 || r.Limit.Bytes != 0 || !strings.Contains(r.Limit.Source, "store.max_mb") ||
+		r.Book.Counts["delivered"] != 2 || len(r.Book.Open) != 1 || r.Book.Open[0].ID != "o-open" {
+		t.Fatalf("json without --config: limit %+v, max %d, book %+v", r.Limit, r.Stats.MaxBytes, r.Book)
 	}
 }
