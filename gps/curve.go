@@ -20,8 +20,12 @@ import (
 //     are logged and it stays undecided with those after the last vertex (a partial commit);
 //   - the buffer is full: a partial commit, and if the whole buffer fits one line, its newest fix is logged;
 //   - the truck stops or starts, Timeout passed since the anchor while moving (StoppedPeriod while
-//     stopped), or the oldest undecided fix waited MaxDelay: the vertices and the newest fix are logged
-//     (a full commit), so dispatch gets the newest position.
+//     stopped), or the first fix after the last release waited MaxDelay: the vertices and the newest
+//     fix are logged (a full commit), so dispatch gets the newest position.
+//
+// Vertices found by partial commits are not released at once: they wait (bounded, Buffer of them) for
+// the next full commit and go out with it. The fixes of a drive thus leave in one burst per MaxDelay,
+// one signed message instead of one per bend, and none waits longer than MaxDelay.
 //
 // Every logged segment is a segment of some RDP result, so every dropped fix is within the bounds of the
 // segment that replaces it.
@@ -56,16 +60,25 @@ type curve struct {
 	stack    [][2]int32 // RDP's pending segments
 	held     cpoint     // last fix absorbed while stopped
 	haveHeld bool
+	// ready holds vertices decided but not yet released. They leave with the next full commit, so a
+	// drive's fixes go out in one burst per MaxDelay, not one per bend: each burst becomes one signed
+	// message instead of several.
+	ready []Logged
+	// waitFrom is when the first fix after the last release arrived (zero: none yet). MaxDelay counts
+	// from it, so every fix is released or dropped within MaxDelay, and while the truck moves the newest
+	// released fix is never older than MaxDelay.
+	waitFrom time.Time
 }
 
 func (c *curve) init(n int) {
 	c.buf = make([]cpoint, 0, n)
 	c.keep = make([]bool, n+1)
 	c.stack = make([][2]int32, 0, n+2)
+	c.ready = make([]Logged, 0, n)
 }
 
 func (c *curve) pending() int {
-	n := len(c.buf)
+	n := len(c.buf) + len(c.ready)
 	if c.haveHeld {
 		n++
 	}
@@ -231,6 +244,7 @@ func (f *Filter) pushCurve(fix Fix, dst []Logged) []Logged {
 		c.project(&p)
 	}
 	c.buf = append(c.buf, p) // there is room: every push ends with len(buf) < cap(buf)
+	c.waiting(now)
 	switch {
 	case trans != ReasonNone:
 		dst = f.commitAll(dst, trans)
@@ -238,7 +252,7 @@ func (f *Filter) pushCurve(fix Fix, dst []Logged) []Logged {
 		dst = f.commitAll(dst, ReasonStoppedPeriod)
 	case !f.stopped && on(float64(cfg.Timeout)) && now.Sub(c.anchor.at) >= cfg.Timeout:
 		dst = f.commitAll(dst, ReasonTimeout)
-	case on(float64(cfg.MaxDelay)) && now.Sub(c.buf[0].at) >= cfg.MaxDelay:
+	case on(float64(cfg.MaxDelay)) && now.Sub(c.waitFrom) >= cfg.MaxDelay:
 		dst = f.commitAll(dst, ReasonDelay)
 	case len(c.buf) == cap(c.buf):
 		if dst = f.commitVertices(dst); len(c.buf) == cap(c.buf) {
@@ -250,11 +264,40 @@ func (f *Filter) pushCurve(fix Fix, dst []Logged) []Logged {
 	return dst
 }
 
-// logAnchor logs p and makes it the anchor.
+// waiting notes that a fix arriving at at now waits for the next release.
+func (c *curve) waiting(at time.Time) {
+	if c.waitFrom.IsZero() {
+		c.waitFrom = at
+	}
+}
+
+// vertex queues a decided vertex for the next release; if the queue is full, it releases the queue.
+func (c *curve) vertex(dst []Logged, p *cpoint) []Logged {
+	if len(c.ready) == cap(c.ready) {
+		dst = c.release(dst)
+	}
+	c.waiting(p.at)
+	c.ready = append(c.ready, Logged{p.fix, ReasonCurve})
+	return dst
+}
+
+func (c *curve) release(dst []Logged) []Logged {
+	dst = append(dst, c.ready...)
+	c.ready = c.ready[:0]
+	return dst
+}
+
+// logAnchor makes p the anchor and logs it: a plain vertex (ReasonCurve) waits for the next release,
+// any other reason releases everything ready and p.
 func (f *Filter) logAnchor(dst []Logged, p cpoint, why Reason) []Logged {
-	f.curve.haveHeld = false
-	f.curve.setAnchor(p)
-	return append(dst, Logged{p.fix, why})
+	c := &f.curve
+	c.haveHeld = false
+	c.setAnchor(p)
+	if why == ReasonCurve {
+		return c.vertex(dst, &p)
+	}
+	c.waitFrom = time.Time{} // the buffer is empty: commitAll emptied it, or nothing was buffered
+	return append(c.release(dst), Logged{p.fix, why})
 }
 
 // commitVertices logs the vertices RDP finds before the newest fix; the fixes after the last of them
@@ -265,7 +308,7 @@ func (f *Filter) commitVertices(dst []Logged) []Logged {
 	last := 0
 	for i := 1; i < len(c.buf); i++ {
 		if c.keep[i] {
-			dst = append(dst, Logged{c.buf[i-1].fix, ReasonCurve})
+			dst = c.vertex(dst, &c.buf[i-1])
 			last = i
 		}
 	}
@@ -288,7 +331,7 @@ func (f *Filter) commitAll(dst []Logged, why Reason) []Logged {
 	c.simplify(f.bounds())
 	for i := 1; i < n; i++ {
 		if c.keep[i] {
-			dst = append(dst, Logged{c.buf[i-1].fix, ReasonCurve})
+			dst = c.vertex(dst, &c.buf[i-1])
 		}
 	}
 	newest := c.buf[n-1]
@@ -304,7 +347,7 @@ func (f *Filter) flushCurve(dst []Logged) []Logged {
 	if c.haveHeld {
 		return f.logAnchor(dst, c.held, ReasonEnd)
 	}
-	return dst
+	return c.release(dst)
 }
 
 // motion updates the stopped/moving state as Next does (slow for StopAfter to stop; clearly faster, or
