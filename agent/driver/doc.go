@@ -18,9 +18,30 @@
 //
 // GET / is one embedded HTML file with its CSS and script inline: no build step and nothing fetched from
 // elsewhere (the cab may be offline). It lists the active orders, nearest first (the order the button acts
-// on is marked Next), with recipient, address, notes, distance and compass bearing from the latest fix,
-// arrival and problem badges, and three large buttons: Delivered (asks to confirm), Failed (asks why) and
-// Problem (asks what). A cancelled order leaves the list with a notice the driver must dismiss.
+// on is marked Next), with recipient, address, notes, distance and direction from the latest fix, a
+// Navigate link (the order's geo: URI, which opens the tablet's navigation app), arrival and problem
+// badges, and three large buttons: Delivered (asks to confirm), Failed (asks why) and Problem (asks what).
+// A cancelled order leaves the list with a notice the driver must dismiss.
+//
+// It is made for the official Raspberry Pi 7-inch panel (800x480, landscape or portrait) and larger
+// tablets: the Delivered/Failed/Problem dialog never grows past the screen; its title and buttons stay in
+// view and only the reasons scroll (with a shadow at the edge that has more).
+//
+// The direction arrow is relative to the truck's heading while the truck moves: when the fix has a course
+// and a speed of at least 2.5 m/s (9 km/h, the GPS filter's HeadingMinSpeed; slower, a receiver's course
+// is noise), it points at bearing - course, so straight up is straight ahead. Otherwise it is a compass
+// bearing with an N on its ring. The header says which ("Arrows: ↑ = ahead" or "Arrows: compass, N up";
+// tapping it explains).
+//
+// # Languages
+//
+// Every word the page shows comes from a message catalogue, i18n/<code>.json (key -> text, "{name}" filled
+// in by the page), embedded in the binary and inlined in the page: English (en) and German (de). The page
+// picks the driver's choice from its language menu (kept in the browser's localStorage), else the language
+// Accept-Language prefers most among the catalogues, else the first of navigator.languages it has, else
+// English. New fails if a catalogue lacks a key of en.json, has one en.json lacks, or fills in other
+// values. To add a language, copy en.json to <code>.json and translate every value; the tests check it is
+// complete. A reason picked from the list goes into the proof of delivery in the language it was shown in.
 //
 // GET /events is a server-sent event stream: "orders" (a snapshot: {"position", "orders"}) on connect,
 // "order" (one OrderView) after each change given to Notify, and "position" (a fix) at most every
@@ -37,7 +58,9 @@
 //	     200 {"position": fix|null, "orders": [OrderView...]}: the whole order book, active orders first
 //	     (nearest first), then closed ones, newest first. OrderView: id, revision, state, recipient,
 //	     address, notes, lat, lon, radius_m, expires, received, arrived, conflict, problems, distance_m and
-//	     bearing_deg (null without a fix), action (the driver's final action, or null).
+//	     bearing_deg (null without a fix), action (the driver's final action, or null), geo_uri (RFC 5870
+//	     with the q parameter navigation apps read: "geo:52.52,13.405?q=52.52,13.405(Ada%20Lovelace%2C%20
+//	     12%20Main%20St)", the label being recipient and address, percent-encoded).
 //	GET  /api/orders/{id}
 //	     200 OrderView, or 404 unknown_order.
 //	POST /api/orders/{id}/delivered|failed|problem
