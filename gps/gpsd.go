@@ -48,6 +48,10 @@ func NewGPSD(cfg GPSDConfig) *GPSD {
 // Health returns the source's current state. Safe to call from any goroutine.
 func (g *GPSD) Health() Health { return g.health.get() }
 
+// Sky returns the receiver's latest sky view (satellites in view, used, DOPs); Updates is 0 before the
+// first. Safe to call from any goroutine.
+func (g *GPSD) Sky() Sky { return g.health.getSky() }
+
 // Run reads fixes into out until ctx ends, then closes out and returns ctx.Err(). Connection failures
 // are logged, recorded in Health and retried with backoff.
 func (g *GPSD) Run(ctx context.Context, out chan<- Fix) error {
@@ -90,7 +94,54 @@ type gpsdReport struct {
 	Status int      `json:"status"`
 	HDOP   *float64 `json:"hdop"`
 	PDOP   *float64 `json:"pdop"`
+	VDOP   *float64 `json:"vdop"`
 	USat   *int     `json:"uSat"`
+	Sats   []struct {
+		PRN    int      `json:"PRN"`
+		El     *float64 `json:"el"`
+		Az     *float64 `json:"az"`
+		SS     *float64 `json:"ss"`
+		Used   bool     `json:"used"`
+		GNSSID *int     `json:"gnssid"`
+	} `json:"satellites"`
+}
+
+// gpsdConstellations maps gpsd's gnssid (u-blox numbering) to ours.
+var gpsdConstellations = map[int]Constellation{0: ConstGPS, 1: ConstSBAS, 2: ConstGalileo, 3: ConstBeiDou,
+	5: ConstQZSS, 6: ConstGLONASS, 7: ConstNavIC}
+
+// sky converts a SKY report; mode is the last TPV's.
+func (r gpsdReport) sky(mode Mode) Sky {
+	s := emptySky()
+	s.Mode = mode
+	opt := func(p *float64, dst *float64) {
+		if p != nil {
+			*dst = *p
+		}
+	}
+	opt(r.HDOP, &s.HDOP)
+	opt(r.PDOP, &s.PDOP)
+	opt(r.VDOP, &s.VDOP)
+	for _, g := range r.Sats {
+		if len(s.Satellites) == MaxSatellites || g.PRN < 1 || g.PRN > 999 {
+			continue
+		}
+		sat := Satellite{PRN: g.PRN, Elevation: -1, Azimuth: -1, Used: g.Used, Constellation: constellationOf("GN", g.PRN, 0)}
+		if g.GNSSID != nil {
+			sat.Constellation = gpsdConstellations[*g.GNSSID]
+		}
+		if g.El != nil && *g.El >= 0 && *g.El <= 90 {
+			sat.Elevation = int(math.Round(*g.El))
+		}
+		if g.Az != nil && *g.Az >= 0 && *g.Az < 360 {
+			sat.Azimuth = int(math.Round(*g.Az))
+		}
+		if g.SS != nil && *g.SS > 0 && *g.SS < 100 {
+			sat.SNR = int(math.Round(*g.SS))
+		}
+		s.Satellites = append(s.Satellites, sat)
+	}
+	return s
 }
 
 func (g *GPSD) session(ctx context.Context, out chan<- Fix, chk *checker) error {
@@ -114,6 +165,7 @@ func (g *GPSD) session(ctx context.Context, out chan<- Fix, chk *checker) error 
 	g.health.connected(true, nil)
 	br := bufio.NewReaderSize(conn, 64<<10)
 	var (
+		mode    Mode // the last TPV's, for the sky view
 		pending Fix
 		have    bool
 		partial []byte
@@ -166,6 +218,9 @@ func (g *GPSD) session(ctx context.Context, out chan<- Fix, chk *checker) error 
 		}
 		switch r.Class {
 		case "TPV":
+			if r.Mode >= 1 && r.Mode <= 3 {
+				mode = Mode(r.Mode)
+			}
 			f, ok := r.fix()
 			if !ok {
 				st.NoFix++
@@ -181,6 +236,9 @@ func (g *GPSD) session(ctx context.Context, out chan<- Fix, chk *checker) error 
 			}
 			pending, have = f, true
 		case "SKY":
+			if len(r.Sats) > 0 {
+				g.health.setSky(r.sky(mode))
+			}
 			if have {
 				if r.HDOP != nil {
 					pending.HDOP = *r.HDOP

@@ -47,13 +47,31 @@ type healthTracker struct {
 	mu   sync.Mutex
 	h    Health
 	base Stats // counters of readers already closed
+	sky  Sky   // the latest sky view
 }
 
 func newHealthTracker(now func() time.Time) *healthTracker {
 	if now == nil {
 		now = time.Now
 	}
-	return &healthTracker{now: now, h: Health{Since: now()}}
+	return &healthTracker{now: now, h: Health{Since: now()}, sky: emptySky()}
+}
+
+// Sky returns the latest sky view.
+func (t *healthTracker) getSky() Sky {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.sky
+	s.Satellites = append([]Satellite(nil), s.Satellites...)
+	return s
+}
+
+// setSky publishes a sky view; its Updates count on from the previous view's, across reopens.
+func (t *healthTracker) setSky(s Sky) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s.Updates = t.sky.Updates + 1
+	t.sky = s
 }
 
 func (t *healthTracker) get() Health {
@@ -121,12 +139,17 @@ func addStats(a, b Stats) Stats {
 // errIdle when no valid sentence arrived for that long (a silent or wrong-baud device).
 func pump(ctx context.Context, r *Reader, out chan<- Fix, h *healthTracker, idle time.Duration) error {
 	lastSentences, lastSeen := uint64(0), h.now()
+	lastSky := uint64(0)
 	defer func() { h.closeReader(r.Stats()) }()
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		f, err := r.Next()
+		if n := r.SkyUpdates(); n != lastSky {
+			lastSky = n
+			h.setSky(r.Sky())
+		}
 		st := r.Stats()
 		if st.Sentences != lastSentences {
 			lastSentences, lastSeen = st.Sentences, h.now()

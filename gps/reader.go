@@ -78,13 +78,15 @@ type Reader struct {
 	dec   *sentenceDecoder
 	asm   *assembler
 	chk   checker
+	sky   *SkyTracker
 	stats Stats
 	err   error
 }
 
 // NewReader reads from r, which is typically a serial port, a file or a pseudo-terminal.
 func NewReader(r io.Reader, cfg Config) *Reader {
-	return &Reader{fr: NewFramer(r, cfg.MaxLine), dec: newSentenceDecoder(), asm: newAssembler(), chk: newChecker(cfg)}
+	return &Reader{fr: NewFramer(r, cfg.MaxLine), dec: newSentenceDecoder(), asm: newAssembler(), chk: newChecker(cfg),
+		sky: NewSkyTracker()}
 }
 
 // Next returns the next fix. At the end of the input it returns the reader's error (io.EOF for a clean
@@ -101,6 +103,7 @@ func (r *Reader) Next() (Fix, error) {
 			if !errors.Is(err, errNoProgress) {
 				r.err = err
 			}
+			r.sky.Flush()
 			if f, ok := r.accept(r.asm.flush()); ok {
 				return f, nil
 			}
@@ -109,6 +112,7 @@ func (r *Reader) Next() (Fix, error) {
 			}
 			return Fix{}, ErrNoData
 		}
+		r.sky.Add(line)
 		o, err := r.dec.decode(line)
 		if err != nil {
 			if err == errNotFix {
@@ -125,7 +129,17 @@ func (r *Reader) Next() (Fix, error) {
 }
 
 // Flush closes the epoch in progress, for callers that know the receiver went quiet.
-func (r *Reader) Flush() (Fix, bool) { return r.accept(r.asm.flush()) }
+func (r *Reader) Flush() (Fix, bool) {
+	r.sky.Flush()
+	return r.accept(r.asm.flush())
+}
+
+// Sky returns the receiver's latest sky view (GSV and GSA), published at the end of each epoch, whether or
+// not the epoch had a fix: an installer needs it most before the first fix.
+func (r *Reader) Sky() Sky { return r.sky.Sky() }
+
+// SkyUpdates is the number of sky views so far; Sky changes when it does.
+func (r *Reader) SkyUpdates() uint64 { return r.sky.Updates() }
 
 func (r *Reader) accept(f Fix, ok bool) (Fix, bool) {
 	if !ok {

@@ -30,6 +30,10 @@ func NewReplay(cfg ReplayConfig) *Replay { return &Replay{cfg: cfg, health: newH
 // Health returns the source's current state.
 func (r *Replay) Health() Health { return r.health.get() }
 
+// Sky returns the receiver's latest sky view (satellites in view, used, DOPs); Updates is 0 before the
+// first. Safe to call from any goroutine.
+func (r *Replay) Sky() Sky { return r.health.getSky() }
+
 // Run sends the capture's fixes to out, closes out, and returns nil at the end of the file or ctx.Err().
 func (r *Replay) Run(ctx context.Context, out chan<- Fix) error {
 	defer close(out)

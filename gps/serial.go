@@ -63,6 +63,10 @@ func NewSerial(cfg SerialConfig) *Serial {
 // Health returns the source's current state. Safe to call from any goroutine.
 func (s *Serial) Health() Health { return s.health.get() }
 
+// Sky returns the receiver's latest sky view (satellites in view, used, DOPs); Updates is 0 before the
+// first. Safe to call from any goroutine.
+func (s *Serial) Sky() Sky { return s.health.getSky() }
+
 // readTimeout bounds each Read so Run notices ctx and a silent line (the end of an epoch) quickly.
 const readTimeout = 100 * time.Millisecond
 
