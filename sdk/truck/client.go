@@ -40,6 +40,9 @@ type ClientConfig struct {
 	StatusInterval time.Duration
 	// OnOrder is called after an order changed in the order book. It must not block for long.
 	OnOrder func(Entry)
+	// KeepClosed is how long a delivered, failed or cancelled order stays in the order book; Run prunes it
+	// then (not before its expiry has passed: see Book.Prune). Zero: 30 days (DefaultKeepClosed).
+	KeepClosed time.Duration
 	// Uploader tuning: BatchFixes, MaxInFlight, PublishTimeout, RetryDelay (Store, Link, Signer, Topics and
 	// Logger are set by the client).
 	Uploader UploaderConfig
@@ -110,7 +113,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	if c.book, err = NewBook(BookConfig{Store: cfg.Store, Verifier: verifier, Truck: id.Name, Clock: cfg.Clock,
-		OnChange: cfg.OnOrder, Logger: cfg.Logger}); err != nil {
+		OnChange: cfg.OnOrder, KeepClosed: cfg.KeepClosed, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	if c.status, err = cfg.Topics.Status(id.Name); err != nil {
@@ -165,14 +168,15 @@ func (c *Client) Conn() *transport.Conn { return c.conn }
 // Uploader is the store's uploader, for its statistics.
 func (c *Client) Uploader() *Uploader { return c.uploader }
 
-// Run connects, uploads, receives orders and refreshes the status until ctx ends, then disconnects (the
-// broker publishes the offline will) and returns after every goroutine it started has finished.
+// Run connects, uploads, receives orders, refreshes the status and prunes the order book until ctx ends,
+// then disconnects (the broker publishes the offline will) and returns after every goroutine it started has
+// finished.
 func (c *Client) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make(chan error, 3)
-	for _, run := range []func(context.Context) error{c.conn.Run, c.uploader.Run, c.refreshStatus} {
+	errs := make(chan error, 4)
+	for _, run := range []func(context.Context) error{c.conn.Run, c.uploader.Run, c.refreshStatus, c.book.Run} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
