@@ -20,7 +20,7 @@ const (
 )
 
 // DefaultFilterMode is the mode of a zero FilterConfig.Mode; doc.go gives the measurements behind it.
-const DefaultFilterMode = FilterThresholds
+const DefaultFilterMode = FilterCurve
 
 // FilterConfig holds the reporting thresholds. A zero field takes the default in brackets (justified in
 // doc.go); a negative one disables that criterion.

@@ -296,3 +296,30 @@ func TestTrackTable(t *testing.T) {
 		}
 	}
 }
+
+// benchPush measures a filter's cost per 1 Hz fix over generated city drives (the busiest for curve
+// mode: bends and stops make it simplify often), with dst reused as the agent would.
+func benchPush(b *testing.B, cfg gps.FilterConfig) {
+	fixes, _ := genRoute(routeCity, 1)
+	f := gps.NewFilter(cfg)
+	dst := make([]gps.Logged, 0, 256)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i == len(fixes) {
+			b.StopTimer()
+			f, i = gps.NewFilter(cfg), 0
+			b.StartTimer()
+		}
+		dst = f.Push(fixes[i], dst[:0])
+		i++
+	}
+}
+
+// BenchmarkCurvePush is curve logging's cost per fix (at 1 Hz the budget is a second).
+func BenchmarkCurvePush(b *testing.B) { benchPush(b, gps.FilterConfig{Mode: gps.FilterCurve}) }
+
+// BenchmarkCurvePushThresholds is thresholds mode's, for comparison.
+func BenchmarkCurvePushThresholds(b *testing.B) {
+	benchPush(b, gps.FilterConfig{Mode: gps.FilterThresholds})
+}
