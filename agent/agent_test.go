@@ -84,6 +84,7 @@ func startFleetView(t *testing.T, ctx context.Context, wg *sync.WaitGroup, b *sd
 func writeConfig(t *testing.T, dir string, b *sdktest.Broker, cl sdktest.Client, gpsDevice string, extra string) string {
 	t.Helper()
 	cfg := fmt.Sprintf(`data_dir = %q
+allow_test_timings = true
 [identity]
 cert = %q
 key = %q
