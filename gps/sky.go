@@ -209,6 +209,9 @@ func (t *SkyTracker) Add(line []byte) bool {
 	if i := bytes.IndexByte(line, '*'); i >= 0 {
 		line = line[:i]
 	}
+	if len(line) < 7 {
+		return false
+	}
 	talker, typ := string(line[1:3]), string(line[3:6])
 	published := false
 	switch typ {
