@@ -78,19 +78,29 @@ demo: build
 clean:
 	rm -rf $(DIST)
 
-# A tarball for one board: the agent built for its CPU, a configuration, the service file, an install note.
-# make dist BOARD=rpi4   (boards: ls boards/*/profile.toml)
+# A tarball for one board, waybill-agent-<board>-<version>.tar.gz: waybill-agent and the waybill tool (for
+# `waybill store inspect` on the unit) built for the board's CPU, agent.toml naming the board, the service
+# file (with the GPIO drop-in and udev rule when the board has a button or LED) and INSTALL.md.
+# make dist BOARD=rpi4   (boards: ls boards/*/profile.toml; VERSION=... overrides git describe)
 dist:
 	@test -n "$(BOARD)" -a -f boards/$(BOARD)/profile.toml || \
 		{ echo "usage: make dist BOARD=name   (one of: $$(ls -d boards/*/ | xargs -n1 basename | tr '\n' ' '))" >&2; exit 2; }
 	@set -e; p=boards/$(BOARD)/profile.toml; \
 	arch=$$(sed -n 's/^goarch *= *"\(.*\)".*/\1/p' $$p); arm=$$(sed -n 's/^goarm *= *\([0-9]\).*/\1/p' $$p); \
-	svc=$$(sed -n 's/^service *= *"\(.*\)".*/\1/p' $$p); out=$(DIST)/waybill-agent-$(BOARD); \
-	rm -rf $$out && mkdir -p $$out; \
-	echo "build waybill-agent for linux/$$arch$${arm:+ GOARM=$$arm} ($(BOARD))"; \
-	CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$out/waybill-agent ./cmd/waybill-agent; \
-	sed 's/"BOARD"/"$(BOARD)"/' boards/agent.example.toml > $$out/agent.toml; \
-	if [ "$$svc" = procd ]; then cp boards/waybill-agent.init $$out/; else cp boards/waybill-agent.service $$out/; fi; \
-	sed "s/BOARD/$(BOARD)/g" boards/INSTALL.md > $$out/INSTALL.md; \
-	tar -C $(DIST) -czf $$out.tar.gz waybill-agent-$(BOARD); \
+	svc=$$(sed -n 's/^service *= *"\(.*\)".*/\1/p' $$p); \
+	gpio=$$(sed -n 's/^\(button\|led\)_line *= *\([0-9][0-9]*\).*/\2/p' $$p); \
+	name=waybill-agent-$(BOARD)-$(VERSION); out=$(DIST)/$$name; \
+	rm -rf $$out $$out.tar.gz && mkdir -p $$out; \
+	for cmd in waybill-agent waybill; do \
+		echo "build $$cmd for linux/$$arch$${arm:+ GOARM=$$arm} ($(BOARD))"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$out/$$cmd ./cmd/$$cmd; \
+	done; \
+	sed 's/^board = "BOARD"/board = "$(BOARD)"/' boards/agent.example.toml > $$out/agent.toml; \
+	grep -q '^board = "$(BOARD)"$$' $$out/agent.toml || { echo "boards/agent.example.toml lost its board = \"BOARD\" line" >&2; exit 1; }; \
+	if [ "$$svc" = procd ]; then cp boards/waybill-agent.init $$out/; else \
+		cp boards/waybill-agent.service $$out/; \
+		if [ -n "$$gpio" ]; then cp boards/waybill-agent-gpio.conf boards/90-waybill-gpio.rules $$out/; fi; \
+	fi; \
+	sed -e "s/BOARD/$(BOARD)/g" -e "s/VERSION/$(VERSION)/g" boards/INSTALL.md > $$out/INSTALL.md; \
+	tar -C $(DIST) -czf $$out.tar.gz $$name; \
 	echo "wrote $$out.tar.gz"
