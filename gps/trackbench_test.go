@@ -225,6 +225,25 @@ func maxOf(v []float64) float64 {
 	return m
 }
 
+// messageSizes says what one message costs on the wire with 1 fix and with 30 consecutive 1 Hz fixes.
+func messageSizes(t testing.TB) string {
+	p := sdktest.NewPKI(t, truckName)
+	signer := sdktest.Client{CertFile: p.CertPath(truckName), KeyFile: p.KeyPath(truckName)}.Signer(t)
+	topic, _ := sdk.Topics{}.Telemetry(truckName)
+	fixes, _ := genRoute(routeCity, 1)
+	one := func(n int) int {
+		var es []emitted
+		for _, f := range fixes[100 : 100+n] {
+			es = append(es, emitted{gps.Logged{Fix: f}, fixes[100].Time})
+		}
+		_, b := wire(t, signer, topic, es)
+		return b
+	}
+	b1, b30 := one(1), one(30)
+	return fmt.Sprintf("one message on the wire: %d bytes with 1 fix, %d with 30 (%.1f per added fix)",
+		b1, b30, float64(b30-b1)/29)
+}
+
 // measureTracks computes every row of the table.
 func measureTracks(t testing.TB) []trackRow {
 	p := sdktest.NewPKI(t, truckName)
@@ -282,6 +301,7 @@ func TestTrackTable(t *testing.T) {
 		b.WriteString(r.String() + "\n")
 	}
 	t.Log(b.String())
+	t.Log(messageSizes(t))
 	byKey := map[[2]string]trackRow{}
 	for _, r := range rows {
 		byKey[[2]string{r.drive, r.mode}] = r
