@@ -3,9 +3,7 @@ package agent
 import (
 	"encoding/json"
 	"fmt"
-	"math/big"
 	"net/http"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -16,7 +14,7 @@ import (
 	"github.com/waybill-iot/waybill/sdk/truck"
 )
 
-// handler serves /healthz and /metrics; Mount adds the driver page and hook. /healthz and /metrics are
+// handler serves /healthz, /metrics and /sky; Mount adds the driver page and hook. /healthz and /metrics are
 // behind the driver page's check (the token when one is set, otherwise a loopback name in Host): they name
 // the truck, its broker, its position and its queue.
 func (a *Agent) handler() http.Handler {
@@ -27,6 +25,7 @@ func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /healthz", guard(a.serveHealthz))
 	mux.Handle("GET /metrics", guard(a.serveMetrics))
+	mux.Handle("GET /sky", guard(a.serveSky))
 	a.mu.Lock()
 	for pattern, h := range a.mounts {
 		mux.Handle(pattern, h)
@@ -230,89 +229,24 @@ func (a *Agent) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 	_ = json.NewEncoder(w).Encode(s)
 }
 
-// serveMetrics writes the Prometheus text format by hand: a dozen gauges and counters do not justify a
-// client library on the truck.
-func (a *Agent) serveMetrics(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	now := a.clock.Now()
-	m := func(name, typ, help string, v float64, labels ...string) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
-		if len(labels) > 0 {
-			fmt.Fprintf(w, "%s{%s} %g\n", name, strings.Join(labels, ","), v)
-		} else {
-			fmt.Fprintf(w, "%s %g\n", name, v)
-		}
+// sky returns the receiver's latest sky view, when the source has one (serial, replay and gpsd all do).
+func (a *Agent) sky() (gps.Sky, bool) {
+	if s, ok := a.source.(interface{ Sky() gps.Sky }); ok {
+		return s.Sky(), true
 	}
-	b2f := func(b bool) float64 {
-		if b {
-			return 1
-		}
-		return 0
+	return gps.Sky{}, false
+}
+
+// serveSky answers the receiver's latest sky view as JSON (gps.Sky: satellites in view with elevation,
+// azimuth, SNR and use in the fix; fix mode; HDOP, PDOP, VDOP), for `waybill gps sky --agent`: the agent
+// holds the serial port, so an installer reads the view from it instead of opening the port. "updates" is
+// 0 until the receiver sent GSV or GSA.
+func (a *Agent) serveSky(w http.ResponseWriter, _ *http.Request) {
+	s, ok := a.sky()
+	if !ok {
+		http.Error(w, "this GPS source gives no sky view", http.StatusNotFound)
+		return
 	}
-	qs := a.store.Stats()
-	fmt.Fprintf(w, "# HELP waybill_queue_records Records waiting for upload.\n# TYPE waybill_queue_records gauge\n")
-	fmt.Fprintf(w, "waybill_queue_records{lane=\"critical\"} %d\nwaybill_queue_records{lane=\"normal\"} %d\n",
-		qs.Critical.Records, qs.Normal.Records)
-	m("waybill_queue_oldest_age_seconds", "gauge", "Age of the oldest waiting record.",
-		max(qs.Critical.OldestAge(now), qs.Normal.OldestAge(now)).Seconds())
-	m("waybill_queue_bytes", "gauge", "Bytes counted against the store limit.", float64(qs.Bytes))
-	m("waybill_queue_thinned_total", "counter", "Old fixes thinned because the store was full.", float64(qs.Thinned))
-	m("waybill_queue_dropped_total", "counter", "Old fixes dropped because the store was full.", float64(qs.Dropped))
-	m("waybill_queue_quarantined_total", "counter", "Records quarantined (damaged or unsendable).", float64(qs.Quarantined))
-	m("waybill_store_commit_seconds", "gauge", "Mean store commit latency, fsync included.", qs.CommitMean.Seconds())
-	m("waybill_store_file_bytes", "gauge", "Size of the store file.", float64(qs.FileBytes))
-	m("waybill_gps_fixes_total", "counter", "Fixes from the receiver.", float64(a.fixes.seen.Load()))
-	m("waybill_gps_fixes_reported_total", "counter", "Fixes the reporting filter kept.", float64(a.fixes.reported.Load()))
-	m("waybill_gps_fixes_stored_total", "counter", "Fixes committed to the store.", float64(a.fixes.stored.Load()))
-	m("waybill_gps_fixes_store_errors_total", "counter", "Fixes that could not be stored.", float64(a.fixes.storeErrors.Load()))
-	age := -1.0
-	if f := a.latest.Load(); f != nil {
-		age = now.Sub(f.Time).Seconds()
-	}
-	m("waybill_gps_fix_age_seconds", "gauge", "Age of the latest fix; -1 before the first.", age)
-	m("waybill_gps_connected", "gauge", "The receiver is open and read.", b2f(a.source.Health().Connected))
-	st := a.client.Conn().Current()
-	m("waybill_link_up", "gauge", "Connected to a broker.", b2f(st.Connected))
-	ts := a.client.Conn().Stats()
-	m("waybill_link_wire_bytes_written_total", "counter", "Bytes written at the TCP socket.", float64(ts.WireBytesWritten))
-	m("waybill_link_wire_bytes_read_total", "counter", "Bytes read at the TCP socket.", float64(ts.WireBytesRead))
-	m("waybill_link_connects_total", "counter", "Successful connections.", float64(ts.Connects))
-	us := a.client.Uploader().Stats()
-	m("waybill_upload_messages_total", "counter", "Messages acknowledged by the broker.", float64(us.Messages))
-	m("waybill_upload_fixes_total", "counter", "Fixes delivered.", float64(us.Fixes))
-	m("waybill_upload_events_total", "counter", "Delivery events delivered.", float64(us.Events))
-	m("waybill_upload_failures_total", "counter", "Publishes that failed and were retried.", float64(us.Failures))
-	m("waybill_upload_unreceipted_records", "gauge", "Records sent and waiting for dispatch's signed receipt.", float64(us.Unreceipted))
-	m("waybill_upload_receipts_total", "counter", "Receipts from dispatch applied.", float64(us.Receipts))
-	m("waybill_upload_receipted_records_total", "counter", "Records removed from the queue on a receipt.", float64(us.Receipted))
-	m("waybill_upload_resent_records_total", "counter", "Records sent again because no receipt came in time.", float64(us.Resent))
-	bs := a.client.Book().Stats()
-	m("waybill_orders_applied_total", "counter", "Orders and revisions stored.", float64(bs.Applied))
-	m("waybill_orders_conflicts_total", "counter", "Cancellations of delivered orders.", float64(bs.Conflicts))
-	vs := a.client.Book().VerifierStats()
-	fmt.Fprintf(w, "# HELP waybill_orders_rejected_total Orders refused, by reason.\n# TYPE waybill_orders_rejected_total counter\n")
-	var reasons []string
-	for r, n := range vs.ByReason {
-		reasons = append(reasons, fmt.Sprintf("waybill_orders_rejected_total{reason=%q} %d\n", r.String(), n))
-	}
-	sort.Strings(reasons)
-	for _, l := range reasons {
-		fmt.Fprint(w, l)
-	}
-	crl, cs := a.client.CRLInfo(), a.client.CRLStats()
-	crlNumber := -1.0
-	if crl.Loaded {
-		crlNumber = 0
-		if crl.Number != nil {
-			crlNumber, _ = new(big.Float).SetInt(crl.Number).Float64()
-		}
-	}
-	m("waybill_crl_number", "gauge", "Number of the fleet CRL orders are verified with; -1: no CRL at all.", crlNumber)
-	if crl.Loaded {
-		m("waybill_crl_this_update_seconds", "gauge", "When the CA signed the CRL in use (Unix time).", float64(crl.ThisUpdate.Unix()))
-	}
-	m("waybill_crl_refused_total", "counter", "CRLs from the broker refused (not the fleet CA's).", float64(cs.Refused))
-	m("waybill_cert_days_left", "gauge", "Days until the truck certificate expires.", float64(a.certDaysLeft(now)))
-	m("waybill_disk_free_bytes", "gauge", "Free bytes where the store lives.", float64(diskFree(a.cfg.DataDir)))
-	m("waybill_clock_from_gps", "gauge", "The system clock is implausible and GPS time is used.", b2f(!a.clock.plausible()))
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(s)
 }

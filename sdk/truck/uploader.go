@@ -69,6 +69,9 @@ type UploaderConfig struct {
 	MaxUnreceipted int
 	// Logger; nil discards.
 	Logger *slog.Logger
+	// Clock is the time the upload latency is measured with; it must be the clock that stamped the records
+	// (the agent's GPS-corrected clock), or a unit without an RTC measures from 1970. Nil: time.Now.
+	Clock func() time.Time
 }
 
 // Defaults for UploaderConfig's receipt timeouts.
@@ -84,8 +87,9 @@ type Uploader struct {
 	telem string // telemetry topic
 	event string // events topic
 
-	stats    uploaderStats
-	certSent atomic.Bool // a telemetry message with the certificate went out on this connection
+	stats         uploaderStats
+	pubackLatency latencyHistogram // record time -> the PUBACK of the message that carried it
+	certSent      atomic.Bool      // a telemetry message with the certificate went out on this connection
 
 	// Records sent and waiting for a receipt. A record joins when its message is submitted (a receipt may
 	// overtake the PUBACK) and leaves when a receipt names it, its publish fails, or it times out.
@@ -149,6 +153,9 @@ func NewUploader(cfg UploaderConfig) (*Uploader, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
 	if cfg.ReceiptTimeout <= 0 {
 		cfg.ReceiptTimeout = DefaultReceiptTimeout
 	}
@@ -181,12 +188,66 @@ func (u *Uploader) Stats() UploaderStats {
 		u.stats.receipted.Load(), u.stats.resent.Load(), n}
 }
 
+// LatencyBuckets are the upper bounds, in seconds, of the upload latency histogram: from a fix that went
+// straight through (the agent batches fixes for a few seconds, the uploader up to a minute of them) to a
+// record that waited out a night in a dead zone.
+var LatencyBuckets = [...]float64{0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600, 4 * 3600, 24 * 3600}
+
+// Histogram is a snapshot of a latency histogram in seconds. Counts[i] counts observations of at most
+// Bounds[i] and more than Bounds[i-1] (not cumulative); Counts[len(Bounds)] those above every bound.
+type Histogram struct {
+	Bounds []float64
+	Counts []uint64
+	Sum    float64
+	Count  uint64
+}
+
+// latencyHistogram counts latencies into LatencyBuckets. Safe for concurrent use.
+type latencyHistogram struct {
+	mu     sync.Mutex
+	counts [len(LatencyBuckets) + 1]uint64 // guarded by mu
+	sum    float64                         // guarded by mu
+	n      uint64                          // guarded by mu
+}
+
+// observe adds the latency of each record from its time to now. A record dated after now (a clock that
+// jumped back) is not counted: it would be a negative latency.
+func (h *latencyHistogram) observe(now time.Time, times []time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, t := range times {
+		d := now.Sub(t).Seconds()
+		if d < 0 || t.IsZero() {
+			continue
+		}
+		i := 0
+		for i < len(LatencyBuckets) && d > LatencyBuckets[i] {
+			i++
+		}
+		h.counts[i]++
+		h.sum += d
+		h.n++
+	}
+}
+
+func (h *latencyHistogram) snapshot() Histogram {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return Histogram{Bounds: LatencyBuckets[:], Counts: append([]uint64(nil), h.counts[:]...), Sum: h.sum, Count: h.n}
+}
+
+// PubackLatency is the histogram of the time from each record's own time (a fix's GPS time, an event's
+// time: within the agent's batching delay of its append to the store) to the broker's PUBACK of the message
+// that carried it. Records sent again count again.
+func (u *Uploader) PubackLatency() Histogram { return u.pubackLatency.snapshot() }
+
 // message is one publish and the records it carries.
 type message struct {
 	topic   string
 	payload []byte
 	epoch   sdk.Epoch // the records' origin epoch: one per message
 	seqs    []uint64
+	times   []time.Time // the records' own times, for the latency histogram
 	fixes   int
 	events  int
 	sent    *sentMsg // while its records wait for a receipt
@@ -371,6 +432,7 @@ func (u *Uploader) compose(ctx context.Context, recs []store.Record, batchFixes 
 	var out []message
 	var batch sdk.Telemetry
 	var batchSeqs []uint64
+	var batchTimes []time.Time
 	flush := func() {
 		if len(batch.Fixes) == 0 {
 			return
@@ -382,9 +444,9 @@ func (u *Uploader) compose(ctx context.Context, recs []store.Record, batchFixes 
 			}
 		} else {
 			out = append(out, message{topic: u.telem, payload: payload, epoch: batch.Epoch, seqs: batchSeqs,
-				fixes: len(batch.Fixes)})
+				times: batchTimes, fixes: len(batch.Fixes)})
 		}
-		batch, batchSeqs = sdk.Telemetry{}, nil
+		batch, batchSeqs, batchTimes = sdk.Telemetry{}, nil, nil
 	}
 	for _, r := range recs {
 		epoch := sdk.EpochOf(recordEpoch(u.cfg.Store, r))
@@ -401,6 +463,7 @@ func (u *Uploader) compose(ctx context.Context, recs []store.Record, batchFixes 
 			batch.Epoch = epoch
 			batch.Fixes = append(batch.Fixes, sdk.TelemetryFix{Seq: r.Seq, Fix: f})
 			batchSeqs = append(batchSeqs, r.Seq)
+			batchTimes = append(batchTimes, r.Time)
 			if len(batch.Fixes) == batchFixes {
 				flush()
 			}
@@ -415,7 +478,8 @@ func (u *Uploader) compose(ctx context.Context, recs []store.Record, batchFixes 
 				u.quarantine(ctx, r.Seq, fmt.Sprintf("sign event: %v", err))
 				continue
 			}
-			out = append(out, message{topic: u.event, payload: payload, epoch: epoch, seqs: []uint64{r.Seq}, events: 1})
+			out = append(out, message{topic: u.event, payload: payload, epoch: epoch, seqs: []uint64{r.Seq},
+				times: []time.Time{r.Time}, events: 1})
 		default:
 			u.quarantine(ctx, r.Seq, fmt.Sprintf("unknown record kind %d", r.Kind))
 		}
@@ -455,6 +519,9 @@ func (u *Uploader) quarantine(ctx context.Context, seq uint64, reason string) {
 // settle handles a message's PUBACK (its records now wait for their receipt, or with AckOnPuback are
 // acked) or its failure (its records are released, to be sent again).
 func (u *Uploader) settle(ctx context.Context, m message, err error, failed chan<- struct{}) {
+	if err == nil {
+		u.pubackLatency.observe(u.cfg.Clock(), m.times)
+	}
 	if err == nil && !u.cfg.AckOnPuback {
 		u.rmu.Lock()
 		if m.sent != nil {
