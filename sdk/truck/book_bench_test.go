@@ -11,6 +11,8 @@ import (
 	"github.com/waybill-iot/waybill/store"
 )
 
+const day = 24 * time.Hour
+
 // fillBook writes closed orders (delivered, each with its proof's fix) and active orders straight into the
 // book's buckets, in transactions of 2,000, as a year of Handle and Act would have left them.
 func fillBook(tb testing.TB, st *store.Store, closed, active int, at time.Time) {
@@ -78,6 +80,73 @@ func BenchmarkPerFixOrders(b *testing.B) {
 				}
 				if _, err := book.CheckArrival(ctx, fix); err != nil {
 					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkPrune is the pruning's cost: removing 1,000 or 36,500 closed orders past retention (in
+// transactions of 500, as Run does; per order in ns/order), and a round with nothing due in a book of
+// 36,500 closed orders (what Run does every hour once it has caught up).
+//
+//	go test -run '^$' -bench Prune -benchtime 1x ./sdk/truck/
+func BenchmarkPrune(b *testing.B) {
+	for _, c := range []struct {
+		name        string
+		closed, due int
+	}{{"due=1000", 1000, 1000}, {"due=36500", 36500, 36500}, {"due=0-of-36500", 36500, 0}} {
+		b.Run(c.name, func(b *testing.B) {
+			var total int
+			for b.Loop() {
+				b.StopTimer()
+				st := openStore(b)
+				now := time.Now().UTC()
+				at := now.Add(-40 * day)
+				if c.due == 0 {
+					at = now.Add(-time.Hour)
+				}
+				fillBook(b, st, c.closed, 10, at)
+				book, err := NewBook(BookConfig{Store: st, Verifier: sdktest.NewOffice(b).Verifier(b), Truck: "truck-0001"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				book.pruneAll(context.Background())
+				b.StopTimer()
+				if got := int(book.Stats().Pruned); got != c.due {
+					b.Fatalf("pruned %d, want %d", got, c.due)
+				}
+				total += c.due
+				st.Close()
+				b.StartTimer()
+			}
+			if total > 0 {
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(total), "ns/order")
+			}
+		})
+	}
+}
+
+// BenchmarkBookIndex is the one-time indexing of a book written before the indexes (an upgraded truck):
+// one full read, at NewBook.
+//
+//	go test -run '^$' -bench BookIndex -benchtime 1x ./sdk/truck/
+func BenchmarkBookIndex(b *testing.B) {
+	for _, closed := range []int{1000, 36500} {
+		b.Run(fmt.Sprintf("closed=%d", closed), func(b *testing.B) {
+			st := openStore(b)
+			fillBook(b, st, closed, 10, time.Now().UTC())
+			v := sdktest.NewOffice(b).Verifier(b)
+			for b.Loop() {
+				b.StopTimer()
+				if err := st.Update(context.Background(), func(tx *store.Tx) error { return tx.Delete(metaBucket, keyIndex) }); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				book, err := NewBook(BookConfig{Store: st, Verifier: v, Truck: "truck-0001"})
+				if err != nil || !book.indexed.Load() {
+					b.Fatalf("not indexed: %v", err)
 				}
 			}
 		})

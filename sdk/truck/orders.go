@@ -88,6 +88,13 @@ type BookConfig struct {
 
 // Book is the truck's order book: orders received from dispatch, verified and stored, and the driver's
 // actions on them, each queued as a signed proof in the store's critical lane.
+//
+// Closed orders (delivered, failed, cancelled) stay KeepClosed (30 days) after they closed, then Run removes
+// them, once their expiry has passed too: a revision re-sent after that is refused by the verifier as
+// expired, so a pruned order never comes back as a new one (Prune says why). Active orders stay however
+// old. What runs per GPS fix (Active, CheckArrival) and per page (Closed, Get, Counts) reads two indexes
+// kept in the same transactions as the entries (book.go), so its cost does not grow with the history;
+// Orders reads everything and is for tools and tests.
 type Book struct {
 	cfg BookConfig
 

@@ -21,8 +21,6 @@ import (
 	"github.com/waybill-iot/waybill/store"
 )
 
-const day = 24 * time.Hour
-
 // retentionRig is an order book on a real store whose clock the test moves: the book, the truck's verifier
 // and the office's signer share it, so orders can be closed, aged past KeepClosed and re-sent weeks later.
 type retentionRig struct {
