@@ -3,10 +3,14 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math"
+	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -27,6 +31,8 @@ func runGPS(ctx context.Context, s streams, args []string) error {
 		return runGPSDecode(ctx, s, args[1:])
 	case "sim":
 		return runGPSSim(ctx, s, args[1:])
+	case "sky":
+		return runGPSSky(ctx, s, args[1:])
 	case "-h", "--help", "help":
 		gpsUsage(s.out)
 		return nil
@@ -39,6 +45,7 @@ func gpsUsage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: waybill gps SUBCOMMAND [FLAGS]")
 	fmt.Fprintln(w, "  decode FILE   print one JSON object per fix (FILE - reads stdin)")
 	fmt.Fprintln(w, "  sim           write simulated or replayed NMEA to a pseudo-terminal or a file")
+	fmt.Fprintln(w, "  sky           satellites in view, SNR, fix mode and DOPs, from a receiver, gpsd, a capture or the agent")
 }
 
 func newFlagSet(s streams, name, usage string) *flag.FlagSet {
@@ -207,5 +214,234 @@ func replayCapture(ctx context.Context, w io.Writer, path string, speed float64)
 	}
 	defer f.Close()
 	_, err = io.Copy(w, gps.NewPacedReader(ctx, f, speed))
+	return err
+}
+
+func runGPSSky(ctx context.Context, s streams, args []string) error {
+	fs := newFlagSet(s, "gps sky", "Usage: waybill gps sky (--device DEV | --gpsd ADDR | --replay FILE | --agent URL) [FLAGS]\n\n"+
+		"Shows the receiver's satellites in view (PRN, system, elevation, azimuth, SNR, used in the fix), the fix\n"+
+		"mode and HDOP/PDOP/VDOP, from its GSV and GSA sentences (gpsd: its SKY reports), as cgps does. On a\n"+
+		"terminal the view is redrawn in place; otherwise it is printed once per receiver epoch. While\n"+
+		"waybill-agent runs it holds the serial port: use --agent http://127.0.0.1:8080 to read its view.")
+	device := fs.String("device", "", "serial device of the receiver (e.g. /dev/ttyACM0); not while the agent runs")
+	baud := fs.Int("baud", 0, "with --device: line rate; 0 tries "+fmt.Sprint(gps.AutoBauds))
+	gpsdAddr := fs.String("gpsd", "", "gpsd's host:port (e.g. localhost:2947)")
+	replay := fs.String("replay", "", "an NMEA capture file")
+	speed := fs.Float64("speed", 0, "with --replay: 1 plays at the receiver's pace, 0 as fast as possible")
+	agentURL := fs.String("agent", "", "a running waybill-agent's local listener, e.g. http://127.0.0.1:8080")
+	token := fs.String("token", os.Getenv("WAYBILL_HTTP_TOKEN"), "with --agent: the agent's http.token (env WAYBILL_HTTP_TOKEN)")
+	asJSON := fs.Bool("json", false, "print one JSON object per view")
+	once := fs.Bool("once", false, "print the first complete view and exit")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usageError{"no arguments expected"}
+	}
+	n := 0
+	for _, v := range []string{*device, *gpsdAddr, *replay, *agentURL} {
+		if v != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return usageError{"give exactly one source: --device, --gpsd, --replay or --agent"}
+	}
+	if *baud < 0 || *speed < 0 {
+		return usageError{"--baud and --speed cannot be negative"}
+	}
+	v := &skyViewer{w: s.out, json: *asJSON, live: isTerminal(s.out)}
+	show := func(sky gps.Sky) (bool, error) {
+		if sky.Updates == 0 || sky.Updates == v.last {
+			return false, nil
+		}
+		v.last = sky.Updates
+		return *once, v.render(sky)
+	}
+	switch {
+	case *replay != "":
+		f, err := os.Open(*replay)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		var in io.Reader = f
+		if *speed > 0 {
+			in = gps.NewPacedReader(ctx, f, *speed)
+		}
+		r := gps.NewReader(in, gps.Config{})
+		for {
+			_, err := r.Next()
+			if r.SkyUpdates() != 0 {
+				if done, werr := show(r.Sky()); werr != nil || done {
+					return werr
+				}
+			}
+			if err != nil && !errors.Is(err, gps.ErrNoData) {
+				if err == io.EOF || ctx.Err() != nil {
+					if v.last == 0 {
+						return fmt.Errorf("%s: no GSV or GSA sentence: the receiver sends no satellite data (enable GSV/GSA in its configuration)", *replay)
+					}
+					return nil
+				}
+				return err
+			}
+		}
+	case *agentURL != "":
+		return pollSky(ctx, time.Second, show, func(ctx context.Context) (gps.Sky, error) {
+			return agentSky(ctx, *agentURL, *token)
+		})
+	}
+	var src interface {
+		Run(context.Context, chan<- gps.Fix) error
+		Sky() gps.Sky
+		Health() gps.Health
+	}
+	if *device != "" {
+		src = gps.NewSerial(gps.SerialConfig{Device: *device, Baud: *baud})
+	} else {
+		src = gps.NewGPSD(gps.GPSDConfig{Addr: *gpsdAddr})
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	fixes := make(chan gps.Fix, 16)
+	done := make(chan error, 1)
+	go func() { done <- src.Run(rctx, fixes) }()
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for range fixes { // the view comes from Sky; the fixes are not needed
+		}
+	}()
+	err := pollSky(rctx, 200*time.Millisecond, show, func(context.Context) (gps.Sky, error) { return src.Sky(), nil })
+	cancel()
+	<-done    // Run returned: it closed fixes,
+	<-drained // which ended the drain
+	if err == nil && ctx.Err() == nil && v.last == 0 {
+		if h := src.Health(); h.LastError != "" {
+			return errors.New(h.LastError)
+		}
+	}
+	return err
+}
+
+// pollSky shows the view from get every interval until ctx ends or show says it is done. Interrupting is
+// the normal way to stop: it returns nil then.
+func pollSky(ctx context.Context, every time.Duration, show func(gps.Sky) (bool, error), get func(context.Context) (gps.Sky, error)) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		sky, err := get(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if done, err := show(sky); err != nil || done {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// agentSky reads a running agent's GET /sky.
+func agentSky(ctx context.Context, base, token string) (gps.Sky, error) {
+	u, err := url.Parse(strings.TrimRight(base, "/") + "/sky")
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return gps.Sky{}, usageError{fmt.Sprintf("--agent %q: want the agent's listener as a URL, e.g. http://127.0.0.1:8080", base)}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return gps.Sky{}, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return gps.Sky{}, fmt.Errorf("%w (is waybill-agent running, and http.listen %s?)", err, u.Host)
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusUnauthorized:
+		return gps.Sky{}, fmt.Errorf("GET %s: %s: give the agent's http.token with --token or WAYBILL_HTTP_TOKEN", u, resp.Status)
+	default:
+		return gps.Sky{}, fmt.Errorf("GET %s: %s (an agent older than this command has no /sky)", u, resp.Status)
+	}
+	var sky gps.Sky
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&sky); err != nil {
+		return gps.Sky{}, fmt.Errorf("GET %s: %w", u, err)
+	}
+	return sky, nil
+}
+
+// isTerminal reports whether w is a terminal (a character device), where the view is redrawn in place.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// skyViewer prints sky views: JSON lines, a table per view, or on a terminal one table redrawn in place.
+type skyViewer struct {
+	w    io.Writer
+	json bool
+	live bool
+	last uint64 // Updates of the last view shown
+}
+
+func (v *skyViewer) render(sky gps.Sky) error {
+	if v.json {
+		b, err := json.Marshal(sky)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(v.w, "%s\n", b)
+		return err
+	}
+	var b strings.Builder
+	if v.live {
+		b.WriteString("\x1b[H\x1b[2J") // home and clear: redraw in place, as cgps
+	}
+	mode := map[gps.Mode]string{0: "unknown", gps.ModeNoFix: "no fix", gps.Mode2D: "2D", gps.Mode3D: "3D"}[sky.Mode]
+	dop := func(x float64) string {
+		if math.IsNaN(x) {
+			return "-"
+		}
+		return strconv.FormatFloat(x, 'f', 2, 64)
+	}
+	fmt.Fprintf(&b, "fix %s  HDOP %s  PDOP %s  VDOP %s  satellites: %d in view, %d used  (view %d)\n",
+		mode, dop(sky.HDOP), dop(sky.PDOP), dop(sky.VDOP), len(sky.Satellites), sky.Used(), sky.Updates)
+	fmt.Fprintf(&b, "%5s  %-8s %3s %4s %4s  %s\n", "PRN", "SYSTEM", "EL", "AZ", "SNR", "USED")
+	num := func(x int) string {
+		if x < 0 {
+			return "-"
+		}
+		return strconv.Itoa(x)
+	}
+	for _, s := range sky.Satellites {
+		used, snr := "", "-"
+		if s.Used {
+			used = "Y"
+		}
+		if s.SNR > 0 {
+			snr = strconv.Itoa(s.SNR)
+		}
+		fmt.Fprintf(&b, "%5d  %-8s %3s %4s %4s  %s\n", s.PRN, s.Constellation, num(s.Elevation), num(s.Azimuth), snr, used)
+	}
+	if !v.live {
+		b.WriteString("\n")
+	}
+	_, err := io.WriteString(v.w, b.String())
 	return err
 }

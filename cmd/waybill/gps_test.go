@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -121,4 +123,69 @@ func TestGPSSim(t *testing.T) {
 	}
 	pw.Close()
 	pr.Close()
+}
+
+// `waybill gps sky --replay` on a real capture prints one view per receiver epoch with satellite data; the
+// last has gpsd's 12 satellites (bu353s4.log.chk), 7 of them used, and its DOPs.
+func TestGPSSkyReplay(t *testing.T) {
+	capture := filepath.Join("..", "..", "gps", "testdata", "nmea", "bu353s4.log")
+	code, out, errs := runGPSCmd(t, context.Background(), "", "gps", "sky", "--replay", capture, "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var last gps.Sky
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) < 5 || len(last.Satellites) != 12 || last.Used() != 7 || last.Mode != gps.Mode3D || last.HDOP != 1.1 {
+		t.Fatalf("%d views, last %+v", len(lines), last)
+	}
+	code, out, _ = runGPSCmd(t, context.Background(), "", "gps", "sky", "--replay", capture)
+	if code != 0 || strings.Count(out, "satellites: ") != len(lines) || !strings.HasSuffix(out, "   17  GPS       71  207   31  Y\n   20  GPS       17   70   18  Y\n   24  GPS       12  219    -  \n"+
+		"   26  GPS        8  293   24  Y\n   28  GPS       59   95   30  Y\n   30  GPS       23   11   29  Y\n\n") ||
+		!strings.Contains(out, "fix 3D  HDOP 1.10  PDOP 1.90  VDOP 1.60  satellites: 12 in view, 7 used") {
+		t.Errorf("exit %d, table:\n%s", code, out)
+	}
+	code, out, _ = runGPSCmd(t, context.Background(), "", "gps", "sky", "--replay", capture, "--once")
+	if code != 0 || strings.Count(out, "satellites: ") != 1 {
+		t.Errorf("--once: exit %d:\n%s", code, out)
+	}
+}
+
+// --agent reads a running agent's GET /sky (here a listener serving a real capture's view), with the token;
+// bad invocations say what is wrong.
+func TestGPSSkyAgentAndUsage(t *testing.T) {
+	f, err := os.Open(filepath.Join("..", "..", "gps", "testdata", "nmea", "neo-m8n.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r := gps.NewReader(f, gps.Config{})
+	for _, err := r.Next(); err == nil || err == gps.ErrNoData; _, err = r.Next() {
+	}
+	sky := r.Sky()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path != "/sky" || req.Header.Get("Authorization") != "Bearer tok" {
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		json.NewEncoder(w).Encode(sky)
+	}))
+	defer srv.Close()
+	code, out, errs := runGPSCmd(t, context.Background(), "", "gps", "sky", "--agent", srv.URL, "--token", "tok", "--once", "--json")
+	var got gps.Sky
+	if code != 0 || json.Unmarshal([]byte(out), &got) != nil || len(got.Satellites) != len(sky.Satellites) || len(got.Satellites) < 20 {
+		t.Fatalf("exit %d, %q %s", code, out, errs)
+	}
+	code, _, errs = runGPSCmd(t, context.Background(), "", "gps", "sky", "--agent", srv.URL, "--once")
+	if code == 0 || !strings.Contains(errs, "--token") {
+		t.Errorf("without the token: exit %d, %s", code, errs)
+	}
+	for _, args := range [][]string{{}, {"--replay", "x", "--agent", "http://127.0.0.1:1"}, {"--agent", "127.0.0.1:8080"}} {
+		code, _, errs := runGPSCmd(t, context.Background(), "", append([]string{"gps", "sky"}, args...)...)
+		if code == 0 || errs == "" {
+			t.Errorf("%v: exit %d, %q", args, code, errs)
+		}
+	}
 }
