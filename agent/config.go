@@ -25,10 +25,10 @@ type Config struct {
 	Board string `toml:"board"`
 	// DataDir holds the store (queue.db). Zero: the board's, else /var/lib/waybill. Env WAYBILL_DATA_DIR.
 	DataDir string `toml:"data_dir"`
-	// AllowTestTimings lifts the floor of every duration (to 1 ms; the ceilings stay) so test rigs and
-	// `waybill demo` can run a status every 10 ms or a receipt timeout of 2 s. Never on a truck: the floors
-	// are what keeps a typo from flooding the cellular link.
-	AllowTestTimings bool `toml:"allow_test_timings"`
+	// AllowTestLimits lifts the floor of every range (a duration may be 1 ms, a number anything above zero;
+	// the ceilings stay) so test rigs and `waybill demo` can run a status every 10 ms, a receipt timeout of
+	// 2 s or a report per fix. Never on a truck: the floors are what keeps a typo from flooding the link.
+	AllowTestLimits bool `toml:"allow_test_limits"`
 
 	Identity IdentityConfig `toml:"identity"`
 	Broker   BrokerConfig   `toml:"broker"`

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"math"
 	"reflect"
 	"strconv"
 	"strings"
@@ -80,9 +81,10 @@ var limits = map[string]limit{
 		why: "under an hour a delivered order leaves the driver's history before the shift ends; over a year the book only grows"},
 }
 
-// testTimingsFloor is the floor of every duration when allow_test_timings is set: test rigs and the demo
-// run a status every 10 ms or a receipt timeout of 2 s to finish in seconds. Ceilings still apply.
-const testTimingsFloor = time.Millisecond
+// testDurationFloor is the floor of every duration when allow_test_limits is set: test rigs and the demo
+// run a status every 10 ms or a receipt timeout of 2 s to finish in seconds (numbers then need only be
+// above zero). Ceilings still apply.
+const testDurationFloor = time.Millisecond
 
 // checkLimits returns one problem per numeric setting outside its range.
 func (c *Config) checkLimits() []string {
@@ -104,8 +106,11 @@ func (c *Config) checkLimits() []string {
 			return
 		}
 		lo := l.min
-		if isDur && c.AllowTestTimings {
-			lo = dur(testTimingsFloor)
+		if c.AllowTestLimits {
+			lo = math.SmallestNonzeroFloat64
+			if isDur {
+				lo = dur(testDurationFloor)
+			}
 		}
 		if x >= lo && x <= l.max {
 			return
@@ -113,8 +118,8 @@ func (c *Config) checkLimits() []string {
 		f := func(x float64) string { return formatLimit(x, isDur) }
 		msg := fmt.Sprintf("%s = %s is out of range: allowed %s..%s (%s); set it within the range or remove it for "+
 			"the default %s", key, f(x), f(l.min), f(l.max), l.why, f(l.def))
-		if isDur && x > 0 && x < l.min && !c.AllowTestTimings {
-			msg += " (test rigs and the demo only: allow_test_timings = true lifts the floors)"
+		if x > 0 && x < l.min && !c.AllowTestLimits {
+			msg += " (test rigs and the demo only: allow_test_limits = true lifts the floors)"
 		}
 		p = append(p, msg)
 	})

@@ -275,19 +275,28 @@ func TestLimitsCoverEveryNumber(t *testing.T) {
 	}
 }
 
-// Test rigs and the demo run a status every 10 ms; allow_test_timings lets them, for durations only.
-func TestAllowTestTimings(t *testing.T) {
+// Test rigs and the demo run a status every 10 ms or report every fix; allow_test_limits lets them, and
+// keeps the ceilings.
+func TestAllowTestLimits(t *testing.T) {
 	fast := baseConfig + "[status]\ninterval = \"10ms\"\n"
 	_, err := loadString(t, fast)
-	if err == nil || !strings.Contains(err.Error(), "allow_test_timings = true lifts the floors") {
-		t.Fatalf("10 ms status without allow_test_timings: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "allow_test_limits = true lifts the floors") {
+		t.Fatalf("10 ms status without allow_test_limits: %v", err)
 	}
-	if _, err := loadString(t, "allow_test_timings = true\n"+fast); err != nil {
-		t.Fatalf("10 ms status with allow_test_timings: %v", err)
+	if _, err := loadString(t, "allow_test_limits = true\n"+fast); err != nil {
+		t.Fatalf("10 ms status with allow_test_limits: %v", err)
 	}
-	for _, extra := range []string{"[status]\ninterval = \"0.1ms\"\n", "[status]\ninterval = \"48h\"\n", "[store]\nmax_mb = 100000\n"} {
-		if _, err := loadString(t, "allow_test_timings = true\n"+baseConfig+extra); err == nil {
-			t.Errorf("allow_test_timings accepted %q: only duration floors are lifted, to 1 ms", extra)
+	if _, err := loadString(t, "allow_test_limits = true\n"+withKey("gps.filter.min_distance_m", "1.0")); err != nil {
+		t.Fatalf("1 m report distance with allow_test_limits: %v", err)
+	}
+	for _, extra := range []string{`"0.1ms"`, `"48h"`, `"-1s"`} {
+		if _, err := loadString(t, "allow_test_limits = true\n"+withKey("status.interval", extra)); err == nil {
+			t.Errorf("allow_test_limits accepted status.interval = %s: durations go down to 1 ms, ceilings stay", extra)
+		}
+	}
+	for _, extra := range []string{"100000", "-1"} {
+		if _, err := loadString(t, "allow_test_limits = true\n"+withKey("store.max_mb", extra)); err == nil {
+			t.Errorf("allow_test_limits accepted store.max_mb = %s", extra)
 		}
 	}
 }
