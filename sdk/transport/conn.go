@@ -588,6 +588,13 @@ func (c *Conn) onPublish(pr paho.PublishReceived) (bool, error) {
 	err := c.callHandler(ctx, Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retained: p.Retain})
 	if err != nil {
 		c.handlerErrors.Add(1)
+		if ctx.Err() != nil {
+			// The connection ended under the handler (a broker restart): the messages paho still holds fail
+			// one by one on the dead link. That is no reason to reconnect later; counting each as a handler
+			// failure kept a dispatch process away from a restarted broker for a minute with 200 trucks.
+			c.cfg.Logger.Debug("message not acknowledged: the connection ended", "topic", p.Topic, "err", err)
+			return true, nil
+		}
 		c.penalty.Add(1)
 		c.cfg.Logger.Error("message handler failed: not acknowledged; dropping the connection so the broker "+
 			"delivers it again", "topic", p.Topic, "err", err)
