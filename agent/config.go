@@ -25,10 +25,10 @@ type Config struct {
 	Board string `toml:"board"`
 	// DataDir holds the store (queue.db). Zero: the board's, else /var/lib/waybill. Env WAYBILL_DATA_DIR.
 	DataDir string `toml:"data_dir"`
-	// AllowTestLimits lifts the floor of every range (a duration may be 1 ms, a number anything above zero;
-	// the ceilings stay) so test rigs and `waybill demo` can run a status every 10 ms, a receipt timeout of
-	// 2 s or a report per fix. Never on a truck: the floors are what keeps a typo from flooding the link.
-	AllowTestLimits bool `toml:"allow_test_limits"`
+	// AllowTestTimings lifts the floor of every range (a duration may be 1 ms, a number anything above
+	// zero; the ceilings stay) so test rigs and `waybill demo` can run a status every 10 ms, a receipt
+	// timeout of 2 s or a report per fix. Never on a truck: the floors keep a typo from flooding the link.
+	AllowTestTimings bool `toml:"allow_test_timings"`
 
 	Identity IdentityConfig `toml:"identity"`
 	Broker   BrokerConfig   `toml:"broker"`
@@ -460,6 +460,7 @@ func (c *Config) Defaults() error {
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
+	c.Odometer.defaults()
 	return nil
 }
 
@@ -513,6 +514,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	p = append(p, c.checkLimits()...)
+	if err := c.Odometer.validate(); err != nil {
+		p = append(p, err.Error())
+	}
 	p = append(p, c.checkFilterOrder()...)
 	if f := c.GPS.RolloverFloor; !f.IsZero() && (f.Before(firstRollover) || !f.Before(nextRollover)) {
 		add("gps.rollover_floor %s is out of range: allowed %s..%s (dates before the floor are moved 1024 weeks "+

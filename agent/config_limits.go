@@ -77,11 +77,18 @@ var limits = map[string]limit{
 	"status.interval": {min: dur(10 * time.Second), max: dur(day), def: dur(5 * time.Minute),
 		why: "each status is a signed message: more often than every 10 s floods the link; less than daily, dispatch cannot tell a parked truck from a dead one"},
 
+	"odometer.save_distance": {min: 100, max: 10_000, def: 1000,
+		why: "metres driven between odometer writes: under 100 m the flash wears; a power cut loses up to this much"},
+	"odometer.stop_after": {min: dur(10 * time.Second), max: dur(time.Hour), def: dur(time.Minute),
+		why: "a red light is not a stop; an hour's standing is"},
+	"odometer.trip_end_after": {min: dur(10 * time.Second), max: dur(day), def: dur(10 * time.Minute),
+		why: "standing this long ends the trip; it must also be at least odometer.stop_after"},
+
 	"orders.keep_closed": {min: dur(time.Hour), max: dur(366 * day), zero: true, def: dur(30 * day),
 		why: "under an hour a delivered order leaves the driver's history before the shift ends; over a year the book only grows"},
 }
 
-// testDurationFloor is the floor of every duration when allow_test_limits is set: test rigs and the demo
+// testDurationFloor is the floor of every duration when allow_test_timings is set: test rigs and the demo
 // run a status every 10 ms or a receipt timeout of 2 s to finish in seconds (numbers then need only be
 // above zero). Ceilings still apply.
 const testDurationFloor = time.Millisecond
@@ -106,7 +113,7 @@ func (c *Config) checkLimits() []string {
 			return
 		}
 		lo := l.min
-		if c.AllowTestLimits {
+		if c.AllowTestTimings {
 			lo = math.SmallestNonzeroFloat64
 			if isDur {
 				lo = dur(testDurationFloor)
@@ -118,8 +125,8 @@ func (c *Config) checkLimits() []string {
 		f := func(x float64) string { return formatLimit(x, isDur) }
 		msg := fmt.Sprintf("%s = %s is out of range: allowed %s..%s (%s); set it within the range or remove it for "+
 			"the default %s", key, f(x), f(l.min), f(l.max), l.why, f(l.def))
-		if x > 0 && x < l.min && !c.AllowTestLimits {
-			msg += " (test rigs and the demo only: allow_test_limits = true lifts the floors)"
+		if x > 0 && x < l.min && !c.AllowTestTimings {
+			msg += " (test rigs and the demo only: allow_test_timings = true lifts the floors)"
 		}
 		p = append(p, msg)
 	})
