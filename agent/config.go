@@ -205,12 +205,8 @@ func unknownKeys(un []toml.Key) error {
 		}
 		parts = append(parts, name)
 	}
-	what := "unknown key"
-	if len(parts) > 1 {
-		what = "unknown keys"
-	}
-	return fmt.Errorf("config: %s %s: boards/agent.example.toml lists every key with its default",
-		what, strings.Join(parts, ", "))
+	return fmt.Errorf("config: unknown keys: %s; boards/agent.example.toml lists every key with its default",
+		strings.Join(parts, ", "))
 }
 
 func reportedPrefix(reported map[string]bool, k toml.Key) bool {

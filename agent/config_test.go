@@ -331,12 +331,12 @@ func TestRolloverFloorRange(t *testing.T) {
 // TestUnknownKeySuggests (issue 11.6): a typo names the key it meant, and the file that lists them all.
 func TestUnknownKeySuggests(t *testing.T) {
 	for _, c := range []struct{ table, lines, want string }{
-		{"status", `intreval = "5m"`, "unknown key status.intreval (did you mean status.interval?)"},
+		{"status", `intreval = "5m"`, "unknown keys: status.intreval (did you mean status.interval?)"},
 		{"http", `listen_addr = "x"`, "http.listen_addr (did you mean http.listen?)"},
-		{"htpp", "listen = \"x\"\ntoken = \"y\"", "unknown key htpp (did you mean http?)"},
+		{"htpp", "listen = \"x\"\ntoken = \"y\"", "unknown keys: htpp (did you mean http?);"},
 		{"broker", `interval = "5m"`, "broker.interval (did you mean status.interval?)"},
 		{"gps.filter", "min_distance = 100", "did you mean gps.filter.min_distance_m?"},
-		{"store", "whatever = 1", "unknown key store.whatever: boards/agent.example.toml"},
+		{"store", "whatever = 1", "unknown keys: store.whatever; boards/agent.example.toml"},
 	} {
 		_, err := ParseConfig(strings.NewReader(withLine(c.table, c.lines)))
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "boards/agent.example.toml") {
