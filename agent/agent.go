@@ -139,9 +139,10 @@ func newAgent(cfg Config, opts Options) (*Agent, error) {
 		CRLCacheFile:   filepath.Join(cfg.DataDir, CRLCacheFile),
 		Topics:         sdk.Topics{Prefix: cfg.Broker.TopicPrefix},
 		Clock:          a.clock.Now,
-		Health:         a.healthWithOdometer,
+		Health:         a.health,
 		StatusInterval: cfg.Status.Interval,
 		OnOrder:        a.orderChanged,
+		KeepClosed:     cfg.Orders.KeepClosed,
 		Uploader: truck.UploaderConfig{ReceiptTimeout: cfg.Broker.ReceiptTimeout, ReceiptTimeoutMax: 6 * cfg.Broker.ReceiptTimeout,
 			MaxUnreceipted: maxUnreceipted(cfg.Store.MaxMB)},
 		Logger: a.log,
@@ -164,13 +165,6 @@ func newAgent(cfg Config, opts Options) (*Agent, error) {
 	}
 	a.button = a.openButton()
 	return a, nil
-}
-
-// healthWithOdometer is the status summary with the odometer reading.
-func (a *Agent) healthWithOdometer() sdk.Health {
-	h := a.health()
-	h.Odometer = a.mileage.Metres()
-	return h
 }
 
 // Odometer is the truck's odometer reading in metres.
@@ -424,11 +418,34 @@ func (a *Agent) runFixes(fixes <-chan gps.Fix) {
 		a.fixes.pending.Store(0)
 		timer.Stop()
 	}
+	// keep queues a fix the filter logged. In curve mode it may be some seconds older than the newest
+	// fix; the odometer it carries is the current reading (dispatch takes a batch's reading from its newest
+	// fix, which is always the last logged).
+	keep := func(l gps.Logged) {
+		e, err := encodeFix(toSDKFix(l.Fix), a.mileage.Metres())
+		if err != nil {
+			a.log.Warn("fix cannot be encoded; skipped", "reason", l.Reason, "err", err)
+			return
+		}
+		a.fixes.reported.Add(1)
+		if len(pending) == 0 {
+			timer.Reset(a.cfg.Store.FixDelay)
+		}
+		pending = append(pending, e)
+		a.fixes.pending.Store(uint64(len(pending)))
+		if len(pending) >= a.cfg.Store.FixBatch {
+			flush()
+		}
+	}
+	var logged []gps.Logged
 	defer flush()
 	for {
 		select {
 		case f, ok := <-fixes:
 			if !ok {
+				for _, l := range filter.Flush(nil) { // what the curve still holds goes with the last commit
+					keep(l)
+				}
 				return
 			}
 			a.fixes.seen.Add(1)
@@ -458,23 +475,9 @@ func (a *Agent) runFixes(fixes <-chan gps.Fix) {
 				}
 				cancel()
 			}
-			report, why := filter.Next(f)
-			if !report {
-				continue
-			}
-			e, err := encodeFix(sf, a.mileage.Metres())
-			if err != nil {
-				a.log.Warn("fix cannot be encoded; skipped", "reason", why, "err", err)
-				continue
-			}
-			a.fixes.reported.Add(1)
-			if len(pending) == 0 {
-				timer.Reset(a.cfg.Store.FixDelay)
-			}
-			pending = append(pending, e)
-			a.fixes.pending.Store(uint64(len(pending)))
-			if len(pending) >= a.cfg.Store.FixBatch {
-				flush()
+			logged = filter.Push(f, logged[:0])
+			for _, l := range logged {
+				keep(l)
 			}
 		case <-timer.C:
 			flush()
@@ -482,23 +485,22 @@ func (a *Agent) runFixes(fixes <-chan gps.Fix) {
 	}
 }
 
+// activeOrders are the orders waiting for the driver: read from the book's open-order index, so the cost
+// per fix does not grow with the closed history.
 func (a *Agent) activeOrders() []truck.Entry {
-	entries, err := a.client.Book().Orders()
+	entries, err := a.client.Book().Active()
 	if err != nil {
+		a.log.Error("list active orders", "err", err)
 		return nil
 	}
-	var out []truck.Entry
-	for _, e := range entries {
-		if e.State == truck.StateActive {
-			out = append(out, e)
-		}
-	}
-	return out
+	return entries
 }
 
 func (a *Agent) filterConfig() gps.FilterConfig {
 	f := a.cfg.GPS.Filter
-	return gps.FilterConfig{Period: f.Period, StoppedPeriod: f.StoppedPeriod, MinInterval: f.MinInterval,
+	return gps.FilterConfig{Mode: gps.FilterMode(f.Mode), PositionError: f.PositionError, SpeedError: f.SpeedError,
+		Timeout: f.Timeout, MaxDelay: f.MaxDelay, Buffer: f.Buffer,
+		Period: f.Period, StoppedPeriod: f.StoppedPeriod, MinInterval: f.MinInterval,
 		MinDistance: f.MinDistance, MinHeading: f.MinHeading, MinSpeedChange: f.MinSpeedChange, MaxHDOP: f.MaxHDOP}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/waybill-iot/waybill/boards"
+	"github.com/waybill-iot/waybill/gps"
 )
 
 // Config is the agent's configuration: one TOML file, with environment overrides for secrets and paths
@@ -96,6 +97,16 @@ type GPSConfig struct {
 // FilterConfig mirrors gps.FilterConfig's thresholds; zero keeps gps's default (in brackets). The ranges
 // stop a flood (a report per fix) and a truck that never reports; min_interval <= period <= stopped_period.
 type FilterConfig struct {
+	// Mode: "curve" (default: curve logging, the fewest bytes for a track within PositionError and
+	// SpeedError, see gps/doc.go) or "thresholds" (period, distance, heading, speed change: the filter
+	// before curve logging). Period, StoppedPeriod, MinInterval, MinDistance, MinHeading and MinSpeedChange
+	// are the thresholds mode's; PositionError, SpeedError, Timeout, MaxDelay and Buffer the curve's.
+	Mode          string        `toml:"mode"`
+	PositionError float64       `toml:"position_error_m"` // [5] 1..100: no dropped fix further from the logged track
+	SpeedError    float64       `toml:"speed_error_mps"`  // [1.39] 0.1..20: nor its speed further from the track's
+	Timeout       time.Duration `toml:"timeout"`          // [100s] 10s..1h: a fix at least this often while moving
+	MaxDelay      time.Duration `toml:"max_delay"`        // [60s] 5s..10m: no fix waits longer to be sent
+	Buffer        int           `toml:"buffer"`           // [128] 8..4096: most fixes held undecided (memory)
 	Period         time.Duration `toml:"period"`               // [60s] 5s..1h while moving
 	StoppedPeriod  time.Duration `toml:"stopped_period"`       // [15m] 1m..24h while stopped
 	MinInterval    time.Duration `toml:"min_interval"`         // [5s] 1s..10m between turn/distance reports
@@ -411,6 +422,9 @@ func (c *Config) Defaults() error {
 	if c.GPS.Source == "" {
 		c.GPS.Source = "serial"
 	}
+	if c.GPS.Filter.Mode == "" {
+		c.GPS.Filter.Mode = string(gps.DefaultFilterMode)
+	}
 	if c.GPS.Baud == "" {
 		c.GPS.Baud = "auto"
 	}
@@ -503,6 +517,11 @@ func (c *Config) Validate() error {
 		}
 	default:
 		add("gps.source %q: want serial, gpsd or replay", c.GPS.Source)
+	}
+	switch c.GPS.Filter.Mode {
+	case "", string(gps.FilterCurve), string(gps.FilterThresholds):
+	default:
+		add("gps.filter.mode %q: want curve (the default) or thresholds", c.GPS.Filter.Mode)
 	}
 	if c.GPS.Baud != "auto" {
 		if n, err := strconv.Atoi(c.GPS.Baud); err != nil || n <= 0 {

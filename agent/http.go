@@ -195,6 +195,7 @@ func (a *Agent) health() sdk.Health {
 	if cc := a.clock.check(); cc.Disagree {
 		h.ClockSkew = cc.Skew
 	}
+	h.Odometer = a.mileage.Metres()
 	return h
 }
 

@@ -98,7 +98,7 @@ func runAgentFor(b *testing.B, bin, dir string, cl sdktest.Client, speedup float
 	done := make(chan struct{})
 	go func() { defer close(done); defer p.Close(); sim.Run(ctx, p.Master) }()
 	defer func() { cancel(); <-done }()
-	cfg := fmt.Sprintf("data_dir = %q\n[identity]\ncert = %q\nkey = %q\nca = %q\n[broker]\nurls = [\"mqtts://127.0.0.1:1\"]\n"+
+	cfg := fmt.Sprintf("data_dir = %q\nallow_test_timings = true\n[identity]\ncert = %q\nkey = %q\nca = %q\n[broker]\nurls = [\"mqtts://127.0.0.1:1\"]\n"+
 		"[gps]\ndevice = %q\nbaud = \"9600\"\n[gps.filter]\nperiod = \"1s\"\nmin_interval = \"1s\"\nmin_distance_m = 1\n[http]\nlisten = \"off\"\n",
 		filepath.Join(dir, "data"), cl.CertFile, cl.KeyFile, cl.CAFile, p.Path)
 	path := filepath.Join(dir, "agent.toml")
