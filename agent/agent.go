@@ -422,7 +422,7 @@ func (a *Agent) runFixes(fixes <-chan gps.Fix) {
 	// fix; the odometer it carries is the current reading (dispatch takes a batch's reading from its newest
 	// fix, which is always the last logged).
 	keep := func(l gps.Logged) {
-		e, err := encodeFix(toSDKFix(l.Fix), a.mileage.Metres())
+		e, err := truck.EncodeFixOdometer(toSDKFix(l.Fix), a.mileage.Metres())
 		if err != nil {
 			a.log.Warn("fix cannot be encoded; skipped", "reason", l.Reason, "err", err)
 			return

@@ -135,15 +135,6 @@ func (m *mileage) commit(ctx context.Context, st *store.Store, entries []store.E
 	return err
 }
 
-// encodeFix is truck.EncodeFix with the odometer at the fix, so that the uploader can give each batch the
-// odometer of its newest fix (sdk.Telemetry.Odometer).
-func encodeFix(f sdk.Fix, odometer uint64) (store.Entry, error) {
-	body, err := (&sdk.Telemetry{Fixes: []sdk.TelemetryFix{{Seq: 1, Fix: f}}, Odometer: odometer}).MarshalBody()
-	if err != nil {
-		return store.Entry{}, err
-	}
-	return store.Entry{Lane: store.Normal, Kind: truck.KindFix, Time: f.Time, Data: body}, nil
-}
 
 // encodeTripEvent stores a movement event in the normal lane: it is not a proof of delivery, it can be
 // recomputed from the fixes, and when the disk is full it must yield to what can not (orders and delivery

@@ -15,11 +15,15 @@ const (
 
 // EncodeFix returns a fix as a store entry for the normal lane. The data is the compact telemetry encoding of
 // a one-fix batch (about 30 bytes).
-func EncodeFix(f sdk.Fix) (store.Entry, error) {
+func EncodeFix(f sdk.Fix) (store.Entry, error) { return EncodeFixOdometer(f, 0) }
+
+// EncodeFixOdometer is EncodeFix with the truck's odometer reading (metres) at the fix; zero: none. The
+// uploader sends a batch's reading from its newest fix.
+func EncodeFixOdometer(f sdk.Fix, odometer uint64) (store.Entry, error) {
 	if err := f.Validate(); err != nil {
 		return store.Entry{}, err
 	}
-	body, err := (&sdk.Telemetry{Fixes: []sdk.TelemetryFix{{Seq: 1, Fix: f}}}).MarshalBody()
+	body, err := (&sdk.Telemetry{Fixes: []sdk.TelemetryFix{{Seq: 1, Fix: f}}, Odometer: odometer}).MarshalBody()
 	if err != nil {
 		return store.Entry{}, err
 	}
@@ -28,14 +32,20 @@ func EncodeFix(f sdk.Fix) (store.Entry, error) {
 
 // DecodeFix reads a fix record.
 func DecodeFix(data []byte) (sdk.Fix, error) {
+	f, _, err := DecodeFixOdometer(data)
+	return f, err
+}
+
+// DecodeFixOdometer reads a fix record and the odometer reading stored with it (zero: none).
+func DecodeFixOdometer(data []byte) (sdk.Fix, uint64, error) {
 	t, err := sdk.UnmarshalTelemetry(data)
 	if err != nil {
-		return sdk.Fix{}, err
+		return sdk.Fix{}, 0, err
 	}
 	if len(t.Fixes) != 1 {
-		return sdk.Fix{}, fmt.Errorf("truck: fix record holds %d fixes, want 1", len(t.Fixes))
+		return sdk.Fix{}, 0, fmt.Errorf("truck: fix record holds %d fixes, want 1", len(t.Fixes))
 	}
-	return t.Fixes[0].Fix, nil
+	return t.Fixes[0].Fix, t.Odometer, nil
 }
 
 // EncodeEvent returns a delivery event as a store entry for the critical lane. Its epoch and record sequence

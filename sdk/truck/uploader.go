@@ -452,7 +452,7 @@ func (u *Uploader) compose(ctx context.Context, recs []store.Record, batchFixes 
 		epoch := sdk.EpochOf(recordEpoch(u.cfg.Store, r))
 		switch r.Kind {
 		case KindFix:
-			f, err := DecodeFix(r.Data)
+			f, odometer, err := DecodeFixOdometer(r.Data)
 			if err != nil {
 				u.quarantine(ctx, r.Seq, fmt.Sprintf("decode fix: %v", err))
 				continue
@@ -461,6 +461,9 @@ func (u *Uploader) compose(ctx context.Context, recs []store.Record, batchFixes 
 				flush() // records salvaged from an earlier store keep their epoch: one epoch per batch
 			}
 			batch.Epoch = epoch
+			if odometer != 0 {
+				batch.Odometer = odometer // records are in order: the batch keeps its newest fix's reading
+			}
 			batch.Fixes = append(batch.Fixes, sdk.TelemetryFix{Seq: r.Seq, Fix: f})
 			batchSeqs = append(batchSeqs, r.Seq)
 			batchTimes = append(batchTimes, r.Time)
