@@ -135,7 +135,6 @@ func (m *mileage) commit(ctx context.Context, st *store.Store, entries []store.E
 	return err
 }
 
-
 // encodeTripEvent stores a movement event in the normal lane: it is not a proof of delivery, it can be
 // recomputed from the fixes, and when the disk is full it must yield to what can not (orders and delivery
 // events in the critical lane). Like a fix it may then be thinned, and the drop is counted.
