@@ -134,7 +134,8 @@ func newAgent(cfg Config, opts Options) (*Agent, error) {
 	a.client, err = truck.NewClient(truck.ClientConfig{
 		Transport: transport.Config{Brokers: cfg.Broker.URLs, CertFile: cfg.Identity.Cert, KeyFile: cfg.Identity.Key,
 			CAFile: cfg.Identity.CA, CRLFile: cfg.Identity.CRL, KeepAlive: cfg.Broker.KeepAlive, BackoffMax: cfg.Broker.BackoffMax,
-			AllowPlaintext: cfg.Broker.AllowPlaintext},
+			ReconnectWindow: cfg.Broker.ReconnectWindow,
+			AllowPlaintext:  cfg.Broker.AllowPlaintext},
 		Store:          st,
 		CRLCacheFile:   filepath.Join(cfg.DataDir, CRLCacheFile),
 		Topics:         sdk.Topics{Prefix: cfg.Broker.TopicPrefix},

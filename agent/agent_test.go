@@ -92,6 +92,7 @@ ca = %q
 [broker]
 urls = ["mqtts://%s"]
 keep_alive = "5s"
+reconnect_window = "1s"
 [gps]
 source = "serial"
 device = %q

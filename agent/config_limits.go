@@ -31,6 +31,8 @@ const day = 24 * time.Hour
 var limits = map[string]limit{
 	"broker.keep_alive": {min: dur(10 * time.Second), max: dur(30 * time.Minute), zero: true, def: dur(time.Minute),
 		why: "under 10 s the pings alone cost more cellular data than the fixes; over 30 min a carrier NAT drops the idle connection unnoticed"},
+	"broker.reconnect_window": {min: dur(time.Second), max: dur(10 * time.Minute), def: dur(30 * time.Second),
+		why: "a fleet reconnecting within a second after a broker restart times out on a single-threaded broker; over 10 min a truck stays silent that long"},
 	"broker.backoff_max": {min: dur(5 * time.Second), max: dur(time.Hour), zero: true, def: dur(2 * time.Minute),
 		why: "a fleet retrying more often than every 5 s hammers a broker that is down; over an hour a truck back from a dead zone stays silent that long"},
 	"broker.receipt_timeout": {min: dur(time.Minute), max: dur(time.Hour), zero: true, def: dur(5 * time.Minute),

@@ -423,7 +423,7 @@ func (r *rig) newAgent(name string, o agentOptions) *agentProc {
 		var b strings.Builder
 		fmt.Fprintf(&b, "data_dir = %q\nallow_test_timings = true\n[identity]\ncert = %q\nkey = %q\nca = %q\n", filepath.Join(a.dir, "data"),
 			cl.CertFile, cl.KeyFile, cl.CAFile)
-		fmt.Fprintf(&b, "[broker]\nurls = [%q]\nkeep_alive = \"3s\"\nbackoff_max = \"1s\"\nreceipt_timeout = %q\n",
+		fmt.Fprintf(&b, "[broker]\nurls = [%q]\nkeep_alive = \"3s\"\nbackoff_max = \"1s\"\nreconnect_window = \"1s\"\nreceipt_timeout = %q\n",
 			o.Broker, o.ReceiptTimeout)
 		if gps == "" {
 			fmt.Fprintf(&b, "[gps]\nsource = \"replay\"\nreplay_file = \"/dev/null\"\n")

@@ -17,8 +17,12 @@ func (c *Conn) backoff(attempt int) time.Duration {
 		if !c.everConnected.Load() {
 			return 0 // first connection: no reason to wait
 		}
-		// After a drop: a random wait up to BackoffMin, so a fleet does not reconnect in lock-step.
-		return time.Duration(rand.Int64N(int64(lo) + 1))
+		// After a drop: a random wait over the reconnect window, so a fleet does not reconnect in lock-step.
+		w := c.cfg.ReconnectWindow
+		if w <= 0 {
+			w = lo
+		}
+		return time.Duration(rand.Int64N(int64(w) + 1))
 	}
 	return jitter(expo(lo, hi, attempt))
 }

@@ -83,6 +83,16 @@ type Config struct {
 	// drop is followed by a random wait in [0, BackoffMin] so a fleet does not reconnect in lock-step after a
 	// broker restart. Zero: DefaultBackoffMin (1 s) and DefaultBackoffMax (2 min).
 	BackoffMin, BackoffMax time.Duration
+	// ReconnectWindow spreads reconnections after a drop: the first attempt comes after a random wait in
+	// [0, ReconnectWindow]. A broker restart drops every client at once, and Mosquitto (single-threaded,
+	// about 1.1 ms of CPU per TLS handshake, a listen backlog of 100) times out attempts that arrive
+	// together. Zero: BackoffMin. The agent's default is 30 s (its broker.reconnect_window).
+	ReconnectWindow time.Duration
+	// ReceiveMaximum is this client's Receive Maximum (MQTT v5 CONNECT): how many QoS 1 messages the broker
+	// may send before this client acknowledges one. paho allocates a channel of that many messages per
+	// connection: the MQTT default 65535 costs about 512 kB. Zero: 65535 (dispatch, which receives the
+	// fleet); the truck client sets a small one (orders and receipts are rare).
+	ReceiveMaximum uint16
 
 	// SessionExpiry is the MQTT v5 session expiry interval sent in CONNECT, rounded to seconds: how long the
 	// broker keeps our subscriptions and queued QoS 1 messages (orders) while we are offline. Zero:

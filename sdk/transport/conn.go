@@ -161,18 +161,24 @@ func (c *Conn) Run(ctx context.Context) error {
 		}
 		// A clean stop still means we are gone: reason 0x04 asks the broker to publish the will.
 		acfg.DisconnectPacketBuilder = func() *paho.Disconnect { return &paho.Disconnect{ReasonCode: 0x04} }
-		if w.Refresh != nil {
-			acfg.ConnectPacketBuilder = func(pc *paho.Connect, _ *url.URL) (*paho.Connect, error) {
-				payload, err := w.Refresh()
-				if err != nil {
-					return nil, fmt.Errorf("transport: refresh will: %w", err)
-				}
-				if pc.WillMessage != nil {
-					pc.WillMessage.Payload = payload
-				}
-				return pc, nil
+	}
+	acfg.ConnectPacketBuilder = func(pc *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+		if n := c.cfg.ReceiveMaximum; n > 0 {
+			if pc.Properties == nil {
+				pc.Properties = &paho.ConnectProperties{}
+			}
+			pc.Properties.ReceiveMaximum = &n
+		}
+		if w := c.cfg.Will; w != nil && w.Refresh != nil {
+			payload, err := w.Refresh()
+			if err != nil {
+				return nil, fmt.Errorf("transport: refresh will: %w", err)
+			}
+			if pc.WillMessage != nil {
+				pc.WillMessage.Payload = payload
 			}
 		}
+		return pc, nil
 	}
 
 	c.mu.Lock()

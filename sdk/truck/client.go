@@ -50,6 +50,11 @@ type ClientConfig struct {
 	Logger *slog.Logger
 }
 
+// DefaultReceiveMaximum is a truck's MQTT Receive Maximum (transport.Config.ReceiveMaximum): what reaches
+// a truck (orders, receipts, dispatch status, the CRL) is rare and acknowledged at once, and the MQTT
+// default of 65535 cost every connection a 512 kB channel in paho.
+const DefaultReceiveMaximum = 16
+
 // Client is a truck's connection to the fleet: it uploads the store, receives and stores orders, and keeps
 // the retained status (online, with a health summary; offline by the MQTT will).
 type Client struct {
@@ -128,6 +133,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	tc.ClientID = id.Name
+	if tc.ReceiveMaximum == 0 {
+		tc.ReceiveMaximum = DefaultReceiveMaximum
+	}
 	tc.Subscriptions = []transport.Subscription{{Topic: orders, QoS: 1}, {Topic: receipts, QoS: 1},
 		{Topic: cfg.Topics.DispatchStatusFilter(), QoS: 1}, {Topic: c.crlTopic, QoS: 1}}
 	tc.OnPublish = c.onPublish
