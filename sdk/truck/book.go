@@ -43,6 +43,8 @@ const (
 	DefaultPruneInterval = time.Hour
 	// DefaultPageSize is the page of Closed when ClosedQuery.Limit is zero.
 	DefaultPageSize = 50
+	// MaxPageSize is the largest page of Closed: a page is decoded whole.
+	MaxPageSize = 1000
 
 	// pruneBatch bounds the orders one Prune removes, in one transaction: a few hundred kilobytes of pages,
 	// and a store that other writers (fixes, actions) wait on for tens of milliseconds at most on an ARM
@@ -271,7 +273,7 @@ type ClosedQuery struct {
 	State State
 	// Since keeps orders closed at or after it. Zero: no bound.
 	Since time.Time
-	// Limit is the most orders in the page. Zero or less: DefaultPageSize.
+	// Limit is the most orders in the page, at most MaxPageSize. Zero or less: DefaultPageSize.
 	Limit int
 	// Cursor continues from a previous page's Next. Empty: the newest closed orders.
 	Cursor string
@@ -292,6 +294,9 @@ func (b *Book) Closed(q ClosedQuery) (ClosedPage, error) {
 	case "", StateDelivered, StateFailed, StateCancelled:
 	default:
 		return ClosedPage{}, fmt.Errorf("truck: %q is not a closed state (delivered, failed, cancelled)", q.State)
+	}
+	if q.Limit > MaxPageSize {
+		return ClosedPage{}, fmt.Errorf("truck: a page of %d closed orders; at most %d", q.Limit, MaxPageSize)
 	}
 	if q.Limit <= 0 {
 		q.Limit = DefaultPageSize
