@@ -31,6 +31,9 @@ type Config struct {
 	// StartRate is how many trucks start per second (a fleet does not switch on in one millisecond; a
 	// broker restart is the storm, see RestartBrokerAt). Zero: 500; negative: all at once.
 	StartRate int
+	// ReconnectWindow is the trucks' (transport.Config.ReconnectWindow): after a drop each waits a random
+	// time up to it before reconnecting. Zero: 30 s, the agent's default.
+	ReconnectWindow time.Duration
 	// Dispatch runs the dispatch side: the verified consumer with a durable archive, receipting what it
 	// committed. Without it nothing receipts the trucks' records and their stores only grow.
 	Dispatch bool
@@ -74,6 +77,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.StartRate == 0 {
 		c.StartRate = 500
 	}
+	if c.ReconnectWindow == 0 {
+		c.ReconnectWindow = 30 * time.Second
+	}
 	if c.StallDispatchAt == 0 {
 		c.StallDispatchAt = c.Duration / 4
 	}
@@ -90,7 +96,7 @@ func (c Config) withDefaults() (Config, error) {
 	case c.Trucks < 1 || c.Trucks > 100_000:
 		return c, fmt.Errorf("fleetsim: %d trucks: want 1 to 100000", c.Trucks)
 	case c.Duration < 0 || c.Drain < 0 || c.StallDispatch < 0 || c.StallDispatchAt < 0 || c.RestartBrokerAt < 0 ||
-		c.DropLinkAt < 0 || c.DropLinkFor < 0 || c.ReceiptDelay < 0:
+		c.DropLinkAt < 0 || c.DropLinkFor < 0 || c.ReceiptDelay < 0 || c.ReconnectWindow < 0:
 		return c, errors.New("fleetsim: durations must not be negative")
 	case !(c.DropLink >= 0 && c.DropLink <= 1):
 		return c, fmt.Errorf("fleetsim: drop-link share %v: want 0 to 1 (0.1 is 10 %% of the trucks)", c.DropLink)

@@ -24,7 +24,7 @@ func TestFleetSurvivesStallAndRestart(t *testing.T) {
 	defer cancel()
 	sum, err := Run(ctx, Config{
 		Dir: t.TempDir(), Trucks: 200, Duration: 45 * time.Second, Drain: 90 * time.Second, StartRate: 200,
-		Dispatch: true, ReceiptDelay: time.Second, Confirm: true,
+		Dispatch: true, ReceiptDelay: time.Second, Confirm: true, ReconnectWindow: 3 * time.Second,
 		StallDispatch: 10 * time.Second, StallDispatchAt: 5 * time.Second, RestartBrokerAt: 25 * time.Second,
 		Progress: &progress,
 	})

@@ -52,9 +52,10 @@ func newSimTruck(cfg *Config, c *counters, pkiDir func(string) (cert, key, ca st
 	}
 	cert, key, ca := pkiDir(name)
 	client, err := truck.NewClient(truck.ClientConfig{
-		Transport: transport.Config{Brokers: []string{brokerURL}, CertFile: cert, KeyFile: key, CAFile: ca},
-		Store:     st,
-		Logger:    cfg.Logger.With("truck", name),
+		Transport: transport.Config{Brokers: []string{brokerURL}, CertFile: cert, KeyFile: key, CAFile: ca,
+			ReconnectWindow: cfg.ReconnectWindow},
+		Store:  st,
+		Logger: cfg.Logger.With("truck", name),
 	})
 	if err != nil {
 		st.Close()
