@@ -27,9 +27,12 @@ type LED interface {
 	Set(on bool) error
 }
 
-// Orders is the order book as the button uses it; *truck.Book implements it.
+// Orders is the order book as the button uses it; *truck.Book implements it. The button reads only the
+// orders waiting for the driver, so a press costs the same with a year of closed orders in the book.
 type Orders interface {
-	Orders() ([]truck.Entry, error)
+	// Active returns the orders waiting for the driver (state active).
+	Active() ([]truck.Entry, error)
+	// Act records a driver's action; the proof is on disk when it returns.
 	Act(ctx context.Context, a truck.Action) (truck.ActionResult, error)
 }
 
@@ -41,7 +44,7 @@ type Config struct {
 	LED LED
 	// Position returns the latest fix and whether there is one. Nil: never a fix.
 	Position func() (sdk.Fix, bool)
-	// Select picks the order a press acts on. Nil: Nearest.
+	// Select picks the order a press acts on from the active orders (Orders.Active). Nil: Nearest.
 	Select func(entries []truck.Entry, fix sdk.Fix, hasFix bool) (truck.Entry, bool)
 	// Debounce is how long a level must hold to count. Zero: 30 ms.
 	Debounce time.Duration
@@ -185,25 +188,20 @@ func earliest(a, b time.Time) time.Time {
 
 // pending reports whether an order waits for the driver.
 func (b *Button) pending() bool {
-	entries, err := b.cfg.Orders.Orders()
+	entries, err := b.cfg.Orders.Active()
 	if err != nil {
-		b.cfg.Logger.Error("button: list orders", "err", err)
+		b.cfg.Logger.Error("button: list active orders", "err", err)
 		return false
 	}
-	for _, e := range entries {
-		if e.State == truck.StateActive {
-			return true
-		}
-	}
-	return false
+	return len(entries) > 0
 }
 
 // act records the press on the selected order and reports whether a proof was recorded.
 func (b *Button) act(ctx context.Context, press Press) bool {
 	c := b.cfg
-	entries, err := c.Orders.Orders()
+	entries, err := c.Orders.Active()
 	if err != nil {
-		c.Logger.Error("button: list orders", "err", err)
+		c.Logger.Error("button: list active orders", "err", err)
 		return false
 	}
 	fix, hasFix := c.Position()

@@ -270,7 +270,7 @@ type failingOrders struct {
 	acted chan struct{}
 }
 
-func (o failingOrders) Orders() ([]truck.Entry, error) { return o.book.Orders() }
+func (o failingOrders) Active() ([]truck.Entry, error) { return o.book.Active() }
 
 func (o failingOrders) Act(context.Context, truck.Action) (truck.ActionResult, error) {
 	o.acted <- struct{}{}

@@ -10,7 +10,9 @@
 //	err = b.Run(ctx) // then line.Close(), led.Close()
 //
 // A press acts on the selected order: by default (Nearest) the active order nearest to the latest fix, or
-// the oldest received active order when there is no fix; the driver page marks the same order Next.
+// the oldest received active order when there is no fix; the driver page marks the same order Next. The
+// button reads only the active orders (the order book's Active, an index read), never the closed history, so
+// a press and the LED cost the same after a year of deliveries.
 //
 //   - Short press (released before LongPress, 2 s): delivered, via button.
 //   - Long press (held for LongPress): a problem with reason "button: long press", via button. It fires
