@@ -46,6 +46,8 @@ type OrderView struct {
 type ordersBody struct {
 	Position *sdk.Fix    `json:"position"` // null without a fix
 	Orders   []OrderView `json:"orders"`
+	// Next continues the list of closed orders (?cursor=Next); absent on the last page and in the snapshot.
+	Next string `json:"next,omitempty"`
 }
 
 // actionBody is what an action request may carry. The reason is kept raw until checked: encoding/json
@@ -209,17 +211,11 @@ func navLabel(recipient, address, id string) string {
 	return strings.Join(parts, ", ")
 }
 
-// sortViews puts active orders first, nearest first when there is a fix and oldest received first
-// otherwise (the order the button picks from), then closed orders, newest first.
-func sortViews(vs []OrderView) {
+// sortActive puts active orders nearest first when there is a fix and oldest received first otherwise
+// (the order the button picks from); ties go to the smaller id.
+func sortActive(vs []OrderView) {
 	sort.SliceStable(vs, func(i, j int) bool {
 		a, b := vs[i], vs[j]
-		if (a.State == truck.StateActive) != (b.State == truck.StateActive) {
-			return a.State == truck.StateActive
-		}
-		if a.State != truck.StateActive {
-			return a.Received.After(b.Received)
-		}
 		if a.Distance != nil && b.Distance != nil && *a.Distance != *b.Distance {
 			return *a.Distance < *b.Distance
 		}
@@ -230,58 +226,128 @@ func sortViews(vs []OrderView) {
 	})
 }
 
-// list returns the orders that keep pass, sorted, with the fix they were measured from.
-func (s *Server) list(keep func(truck.Entry) bool) (ordersBody, error) {
-	entries, err := s.cfg.Orders.Orders()
-	if err != nil {
-		return ordersBody{}, err
-	}
+// recentLimit is the most closed orders a page's snapshot holds: the newest of those closed within
+// Config.Recent.
+const recentLimit = 200
+
+// answer builds a list from active orders and a page of closed ones, measured from the latest fix: the
+// active orders first (sortActive), then the closed ones as the page has them, newest closed first, with
+// the page's cursor. The two come from two reads, so an order that closed between them is in both: it is
+// shown once, closed.
+func (s *Server) answer(active []truck.Entry, closed truck.ClosedPage) ordersBody {
 	fix, ok := s.cfg.Position()
-	body := ordersBody{Orders: []OrderView{}}
+	body := ordersBody{Orders: make([]OrderView, 0, len(active)+len(closed.Entries)), Next: closed.Next}
 	if ok {
 		body.Position = &fix
 	}
-	for _, e := range entries {
-		if keep(e) {
+	isClosed := make(map[string]bool, len(closed.Entries))
+	for _, e := range closed.Entries {
+		isClosed[e.Order.ID] = true
+	}
+	for _, e := range active {
+		if e.State == truck.StateActive && !isClosed[e.Order.ID] {
 			body.Orders = append(body.Orders, view(e, fix, ok))
 		}
 	}
-	sortViews(body.Orders)
+	sortActive(body.Orders)
+	for _, e := range closed.Entries {
+		body.Orders = append(body.Orders, view(e, fix, ok))
+	}
+	return body
+}
+
+// snapshot is the page's list: the active orders and the newest recentLimit orders closed within
+// cfg.Recent (by the close time the order book recorded), so a page that reconnects still sees a
+// cancellation it missed. It reads the active-order index and one page of closed orders, never the whole
+// book. When the closed orders cannot be read the snapshot holds the active ones (the error is logged): the
+// driver's work goes on.
+func (s *Server) snapshot() (ordersBody, error) {
+	active, err := s.cfg.Orders.Active()
+	if err != nil {
+		return ordersBody{}, err
+	}
+	closed, err := s.cfg.Orders.Closed(truck.ClosedQuery{Since: s.cfg.Clock().Add(-s.cfg.Recent), Limit: recentLimit})
+	if err != nil {
+		s.cfg.Logger.Error("driver: recently closed orders for the page; it lists the active ones only", "err", err)
+		closed = truck.ClosedPage{}
+	}
+	body := s.answer(active, closed)
+	body.Next = "" // not paged: older closed orders are not the page's business
 	return body, nil
 }
 
-// recent keeps active orders and those closed within cfg.Recent.
-func (s *Server) recent(e truck.Entry) bool {
-	if e.State == truck.StateActive {
+// isState reports whether st is a state an order can be in.
+func isState(st truck.State) bool {
+	switch st {
+	case truck.StateActive, truck.StateDelivered, truck.StateFailed, truck.StateCancelled:
 		return true
 	}
-	changed := e.Received
-	if e.Action != nil && e.Action.Time.After(changed) {
-		changed = e.Action.Time
-	}
-	return s.cfg.Clock().Sub(changed) < s.cfg.Recent
+	return false
 }
 
+// handleOrders is GET /api/orders[?state=][&limit=][&cursor=]: the active orders (state=active, not paged),
+// a page of closed orders in one state (state=delivered|failed|cancelled), or without a state the active
+// orders and a page of closed orders of every state (the following pages, with ?cursor=, hold closed
+// orders only).
 func (s *Server) handleOrders(w http.ResponseWriter, r *http.Request) {
 	if !allow(w, r, http.MethodGet, http.MethodHead) {
 		return
 	}
-	keep := func(truck.Entry) bool { return true }
-	if st := r.URL.Query().Get("state"); st != "" {
-		switch truck.State(st) {
-		case truck.StateActive, truck.StateDelivered, truck.StateFailed, truck.StateCancelled:
-		default:
-			writeError(w, http.StatusBadRequest, "bad_state", fmt.Sprintf("state %q is not one of active, delivered, failed, cancelled", st))
-			return
-		}
-		keep = func(e truck.Entry) bool { return string(e.State) == st }
-	}
-	body, err := s.list(keep)
-	if err != nil {
-		s.internal(w, "list orders", err)
+	q := r.URL.Query()
+	st := truck.State(q.Get("state"))
+	if st != "" && !isState(st) {
+		writeError(w, http.StatusBadRequest, "bad_state", fmt.Sprintf("state %q is not one of active, delivered, failed, cancelled", st))
 		return
 	}
-	writeJSON(w, http.StatusOK, body)
+	page := truck.ClosedQuery{State: st, Limit: truck.DefaultPageSize, Cursor: q.Get("cursor")}
+	if q.Has("limit") {
+		if st == truck.StateActive {
+			writeError(w, http.StatusBadRequest, "bad_limit", "active orders are listed whole: limit applies to closed orders "+
+				"(state delivered, failed, cancelled, or no state)")
+			return
+		}
+		n, err := strconv.Atoi(q.Get("limit"))
+		if err != nil || n < 1 || n > truck.MaxPageSize {
+			writeError(w, http.StatusBadRequest, "bad_limit",
+				fmt.Sprintf("limit %q is not a whole number from 1 to %d", q.Get("limit"), truck.MaxPageSize))
+			return
+		}
+		page.Limit = n
+	}
+	if q.Has("cursor") {
+		switch {
+		case st == truck.StateActive:
+			writeError(w, http.StatusBadRequest, "bad_cursor", "active orders are listed whole: cursor applies to closed orders "+
+				"(state delivered, failed, cancelled, or no state)")
+			return
+		case page.Cursor == "":
+			writeError(w, http.StatusBadRequest, "bad_cursor", "cursor is empty: pass the \"next\" of the previous answer, "+
+				"or leave cursor out for the first page")
+			return
+		}
+	}
+	var active []truck.Entry
+	var closed truck.ClosedPage
+	var err error
+	if st == truck.StateActive || st == "" && page.Cursor == "" {
+		if active, err = s.cfg.Orders.Active(); err != nil {
+			s.internal(w, "list active orders", err)
+			return
+		}
+	}
+	if st != truck.StateActive {
+		closed, err = s.cfg.Orders.Closed(page)
+		switch {
+		case errors.Is(err, truck.ErrBadCursor):
+			writeError(w, http.StatusBadRequest, "bad_cursor",
+				fmt.Sprintf("cursor %q is not one this truck gave: pass the \"next\" of the previous answer", page.Cursor))
+			return
+		case err != nil:
+			s.internal(w, "list closed orders", err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, s.answer(active, closed))
 }
 
 func (s *Server) handleOrder(w http.ResponseWriter, r *http.Request) {
@@ -289,30 +355,31 @@ func (s *Server) handleOrder(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	body, err := s.list(func(e truck.Entry) bool { return e.Order.ID == id })
+	e, found, err := s.cfg.Orders.Get(id)
 	if err != nil {
-		s.internal(w, "list orders", err)
+		s.internal(w, "read the order", err)
 		return
 	}
-	if len(body.Orders) == 0 {
+	if !found {
 		writeError(w, http.StatusNotFound, "unknown_order", fmt.Sprintf("no order %q on this truck", id))
 		return
 	}
-	writeJSON(w, http.StatusOK, body.Orders[0])
+	fix, ok := s.cfg.Position()
+	writeJSON(w, http.StatusOK, view(e, fix, ok))
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	if !allow(w, r, http.MethodGet, http.MethodHead) {
 		return
 	}
-	entries, err := s.cfg.Orders.Orders()
+	counts, err := s.cfg.Orders.Counts()
 	if err != nil {
-		s.internal(w, "list orders", err)
+		s.internal(w, "count orders", err)
 		return
 	}
-	counts := map[truck.State]int{truck.StateActive: 0, truck.StateDelivered: 0, truck.StateFailed: 0, truck.StateCancelled: 0}
-	for _, e := range entries {
-		counts[e.State]++
+	orders := map[truck.State]int{truck.StateActive: 0, truck.StateDelivered: 0, truck.StateFailed: 0, truck.StateCancelled: 0}
+	for k, n := range counts {
+		orders[k] = n
 	}
 	var st struct {
 		Agent    any                 `json:"agent"`
@@ -326,7 +393,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	if fix, ok := s.cfg.Position(); ok {
 		st.Position = &fix
 	}
-	st.Orders = counts
+	st.Orders = orders
 	s.mu.Lock()
 	st.Pages = len(s.subs)
 	s.mu.Unlock()

@@ -169,7 +169,7 @@ func TestProblemIdempotencyKey(t *testing.T) {
 	var f *fixture
 	f = newFixture(t, func(c *Config) {
 		book := c.Orders
-		c.Orders = faultyOrders{book: book, fail: func() error {
+		c.Orders = faultyOrders{Orders: book, fail: func() error {
 			fail.Lock()
 			defer fail.Unlock()
 			if failing {
@@ -243,17 +243,15 @@ func TestProblemIdempotencyKey(t *testing.T) {
 
 // faultyOrders injects store failures into Act.
 type faultyOrders struct {
-	book Orders
+	Orders
 	fail func() error
 }
-
-func (o faultyOrders) Orders() ([]truck.Entry, error) { return o.book.Orders() }
 
 func (o faultyOrders) Act(ctx context.Context, a truck.Action) (truck.ActionResult, error) {
 	if err := o.fail(); err != nil {
 		return truck.ActionResult{}, err
 	}
-	return o.book.Act(ctx, a)
+	return o.Orders.Act(ctx, a)
 }
 
 // TestIdempotencyCacheBounds: keys expire after the TTL and the oldest go first beyond the limit.

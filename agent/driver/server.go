@@ -15,10 +15,19 @@ import (
 	"github.com/waybill-iot/waybill/sdk/truck"
 )
 
-// Orders is the order book as the driver's side uses it; *truck.Book implements it.
+// Orders is the order book as the driver's side uses it; *truck.Book implements it. Nothing here lists the
+// whole book: the page and the hook read the active orders, a page of closed ones, one order or the counts,
+// each from the book's indexes, so their cost does not grow with the closed history (a year of deliveries).
 type Orders interface {
-	// Orders lists the order book.
-	Orders() ([]truck.Entry, error)
+	// Active returns the orders waiting for the driver (state active).
+	Active() ([]truck.Entry, error)
+	// Closed returns a page of closed orders (delivered, failed, cancelled), newest closed first, and the
+	// cursor of the next page; truck.ErrBadCursor for a cursor no page gave.
+	Closed(q truck.ClosedQuery) (truck.ClosedPage, error)
+	// Get returns one order, and false when the book holds none with that id.
+	Get(id string) (truck.Entry, bool, error)
+	// Counts returns how many orders the book holds in each state.
+	Counts() (map[truck.State]int, error)
 	// Act records a driver's action; the proof is on disk when it returns.
 	Act(ctx context.Context, a truck.Action) (truck.ActionResult, error)
 }
@@ -43,8 +52,9 @@ type Config struct {
 	// ActTimeout bounds one action's write to the store. It does not end when the client hangs up: a proof
 	// that is being written is finished. Zero: 30 s.
 	ActTimeout time.Duration
-	// Recent is how long a closed (delivered, failed, cancelled) order stays in the page's snapshot, so a
-	// page that reconnects still sees what happened meanwhile. Zero: 10 minutes.
+	// Recent is how long a closed (delivered, failed, cancelled) order stays in the page's snapshot, counted
+	// from when the order book recorded it closed, so a page that reconnects still sees what happened
+	// meanwhile. The snapshot holds at most the newest 200 of them. Zero: 10 minutes.
 	Recent time.Duration
 	// PositionEvery is how often each event stream looks for a new fix to send. Zero: 1 s.
 	PositionEvery time.Duration

@@ -136,7 +136,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		return rc.Flush()
 	}
 	snapshot := func() error {
-		body, err := s.list(s.recent)
+		body, err := s.snapshot()
 		if err != nil {
 			s.cfg.Logger.Error("driver: list orders for the page", "err", err)
 			return send("error", errorBody{Error: "cannot read the order book: " + err.Error(), Code: "internal"})
