@@ -47,3 +47,54 @@ func BenchmarkConnectionHeap(b *testing.B) {
 		})
 	}
 }
+
+// A connection that drops and comes back 100 times (a truck on a poor cellular link) does not grow: the
+// heap after the last reconnect is within 64 kB of the heap after the first, with the truck's receive
+// maximum. BenchmarkReconnectHeap reports the numbers for both receive maximums.
+func TestReconnectsDoNotGrowTheHeap(t *testing.T) {
+	first, last := reconnectHeap(t, 16, 100)
+	if last-first > 64<<10 {
+		t.Errorf("heap grew %.0f kB over 100 reconnects (%.0f kB after the first, %.0f kB after the last)",
+			(last-first)/1024, first/1024, last/1024)
+	}
+}
+
+func BenchmarkReconnectHeap(b *testing.B) {
+	for _, rm := range []uint16{0, 16} {
+		b.Run(fmt.Sprintf("receive_maximum=%d", rm), func(b *testing.B) {
+			for range b.N {
+				first, last := reconnectHeap(b, rm, 100)
+				b.ReportMetric(first/1024, "heap-kB-after-1")
+				b.ReportMetric(last/1024, "heap-kB-after-100")
+			}
+		})
+	}
+}
+
+// reconnectHeap connects one client through a fault proxy, cuts its link n times, and returns the live
+// heap after the first and after the last reconnection.
+func reconnectHeap(t testing.TB, rm uint16, n int) (first, last float64) {
+	p := newPKI(t)
+	br := startMosquitto(t, p, brokerOpts{})
+	proxy := startProxy(t, br.addr())
+	cfg := clientConfig(t, p, p.valid(t, "truck-1", "truck-1", "truck", false), "truck-1", "mqtts://"+proxy.Addr())
+	cfg.Logger, cfg.ReceiveMaximum = nil, rm
+	c := newConn(t, cfg)
+	running(t, c)
+	waitUp(t, c)
+	heap := func() float64 {
+		var m runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m)
+		return float64(m.HeapAlloc)
+	}
+	for i := range n {
+		before := c.Stats().Connects
+		proxy.DropAll()
+		waitState(t, c, "reconnected", func(s State) bool { return s.Connected && c.Stats().Connects > before })
+		if i == 0 {
+			first = heap()
+		}
+	}
+	return first, heap()
+}
