@@ -9,6 +9,10 @@
 //	mux.Handle("/", srv)                 // next to /healthz and /metrics
 //	httpServer.RegisterOnShutdown(func() { srv.Close() }) // ends the event streams
 //
+// The page and the hook read the order book through its indexes (Orders: Active, Closed, Get, Counts), never
+// whole: a snapshot, a request or a status costs the active orders and one page of closed ones, not a
+// year of history.
+//
 // Every acknowledgement goes through the order book's Act, which writes the signed proof of delivery to
 // the store's critical lane (fsync'd) before it returns; the page and the hook answer only after that, so
 // an OK means the proof is on disk. The event carries how it was given (screen for the page, http for the
@@ -46,7 +50,8 @@
 // GET /events is a server-sent event stream: "orders" (a snapshot: {"position", "orders"}) on connect,
 // "order" (one OrderView) after each change given to Notify, and "position" (a fix) at most every
 // PositionEvery when the fix changed. The snapshot holds active orders and those closed in the last
-// Config.Recent, so a page that reconnects still sees a cancellation it missed. At most Config.MaxStreams
+// Config.Recent (the newest 200 of them), so a page that reconnects still sees a cancellation it missed. At
+// most Config.MaxStreams
 // streams are open: a new one closes the oldest, which gets "closed" ({"error", "code": "too_many_streams"})
 // and a 30 s reconnection delay first, so the page the driver opened last always works.
 //
@@ -54,11 +59,17 @@
 //
 // JSON in and out. Errors are {"error": "human text", "code": "machine_code"}.
 //
-//	GET  /api/orders[?state=active|delivered|failed|cancelled]
-//	     200 {"position": fix|null, "orders": [OrderView...]}: the whole order book, active orders first
-//	     (nearest first), then closed ones, newest first. OrderView: id, revision, state, recipient,
-//	     address, notes, lat, lon, radius_m, expires, received, arrived, conflict, problems, distance_m and
-//	     bearing_deg (null without a fix), action (the driver's final action, or null), geo_uri (RFC 5870
+//	GET  /api/orders[?state=active|delivered|failed|cancelled][&limit=n][&cursor=c]
+//	     200 {"position": fix|null, "orders": [OrderView...], "next": c}
+//	     state=active: the active orders, nearest first (oldest received first without a fix); not paged.
+//	     state=delivered|failed|cancelled: a page of the closed orders in that state, newest closed first.
+//	     No state: the active orders, then the first page of the closed orders of every state; with a
+//	     cursor, the following pages of closed orders (the active ones are on the first page only).
+//	     A page holds limit closed orders (1-1000; default 50). "next" is there when more follow: pass it
+//	     as ?cursor= with the same state for the next (older) page; each closed order comes once.
+//	     OrderView: id, revision, state, recipient, address, notes, lat, lon, radius_m, expires, received,
+//	     arrived, conflict, problems, distance_m and bearing_deg (null without a fix), action (the
+//	     driver's final action, or null), geo_uri (RFC 5870
 //	     with the q parameter navigation apps read: "geo:52.52,13.405?q=52.52,13.405(Ada%20Lovelace%2C%20
 //	     12%20Main%20St)", the label being recipient and address, percent-encoded).
 //	GET  /api/orders/{id}
@@ -86,6 +97,8 @@
 //	400 bad_json            the body is not one JSON object with only "reason" and "via"
 //	400 bad_idempotency_key
 //	400 bad_state           ?state= is not a state
+//	400 bad_limit           ?limit= is not a whole number from 1 to 1000, or is given with state=active
+//	400 bad_cursor          ?cursor= is empty, not a "next" of this truck, or given with state=active
 //	401 unauthorized        a token is configured and the request has none or a wrong one (WWW-Authenticate:
 //	                        Bearer; Connection: close)
 //	403 host_not_allowed    no token is configured and Host is not a loopback name or address (Connection: close)
@@ -116,6 +129,12 @@
 //     recorded again. Delivered and failed stay idempotent through the order book.
 //   - Unsafe methods from a browser on another site are refused (403), but the listener is plain HTTP: on
 //     the cab's network the token travels in clear text. Keep it on a network only the cab uses.
+//   - Closed orders leave the book KeepClosed (30 days) after they closed (truck.Book.Prune): a listing
+//     paged over that long misses what was pruned meanwhile. An order closed after the first page was
+//     read is not on the later ones (they go back in time); start again without a cursor to see it.
+//   - When the order book's closed orders cannot be read (a store error, or a book whose index could not
+//     be built), the page's snapshot lists the active orders only and the error is logged; the hook
+//     answers 500.
 //   - Notify must not be called before New returned: wire OnOrder to a variable set before the truck
 //     client runs.
 package driver
