@@ -42,6 +42,12 @@ type fixture struct {
 // newFixture builds the fixture; tweak adjusts the server's Config (Orders, Position, Logger are set).
 func newFixture(t *testing.T, tweak func(*Config)) *fixture {
 	t.Helper()
+	return newFixtureOn(t, nil, tweak)
+}
+
+// newFixtureOn is newFixture with prefill run on the store before the order book is opened on it.
+func newFixtureOn(t *testing.T, prefill func(*store.Store), tweak func(*Config)) *fixture {
+	t.Helper()
 	f := &fixture{t: t, office: sdktest.NewOffice(t)}
 	v := f.office.Verifier(t)
 	var err error
@@ -49,6 +55,9 @@ func newFixture(t *testing.T, tweak func(*Config)) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.st.Close() })
+	if prefill != nil {
+		prefill(f.st)
+	}
 	var srv *Server
 	var srvMu sync.Mutex
 	if f.book, err = truck.NewBook(truck.BookConfig{Store: f.st, Verifier: v, Truck: truckName,
