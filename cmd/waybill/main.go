@@ -35,6 +35,7 @@ func commands() []command {
 		{"decode", "show any Waybill message as JSON", runDecode},
 		{"gps", "GPS tools: decode, sim", runGPS},
 		{"store", "inspect a store: inspect DIR", runStore},
+		{"fleet", "fleet simulator: sim (N real truck clients, faults, a JSON summary)", runFleet},
 		{"demo", "run the whole system on this machine (make demo)", runDemo},
 		{"version", "print the version", runVersion},
 	}
