@@ -715,6 +715,11 @@ func TestAttackHTTPHook(t *testing.T) {
 	})
 
 	_, port, _ := strings.Cut(f.a.http, ":")
+	// served: the request got its answer; /healthz answers 503 (with its body) while the truck is unhealthy
+	// (no fix here), which is an answer too, unlike 401, 403 or 421.
+	served := func(path string, a answer) bool {
+		return a.status == 200 || (path == "/healthz" && a.status == 503)
+	}
 	paths := func(id string) []string {
 		return []string{"/", "/api/orders", "/api/orders/" + id, "/api/status", "/events", "/healthz", "/metrics"}
 	}
@@ -726,7 +731,7 @@ func TestAttackHTTPHook(t *testing.T) {
 				}
 			}
 			for _, host := range []string{"127.0.0.1:" + port, "localhost:" + port} {
-				if got := call(t, f.a, "GET", p, "", "Host", host); got.status != 200 {
+				if got := call(t, f.a, "GET", p, "", "Host", host); !served(p, got) {
 					t.Errorf("GET %s with Host %s: %+v, want 200", p, host, got)
 				}
 			}
@@ -753,10 +758,10 @@ func TestAttackHTTPHook(t *testing.T) {
 					t.Errorf("GET %s, %s: %+v, want 401 unauthorized", p, c.name, got)
 				}
 			}
-			if got := call(t, tk, "GET", p, ""); got.status != 200 {
+			if got := call(t, tk, "GET", p, ""); !served(p, got) {
 				t.Errorf("GET %s with the token: %+v", p, got)
 			}
-			if got := call(t, tk, "GET", p, "", "Authorization", "", "Cookie", "waybill_token="+token); got.status != 200 {
+			if got := call(t, tk, "GET", p, "", "Authorization", "", "Cookie", "waybill_token="+token); !served(p, got) {
 				t.Errorf("GET %s with the token's cookie: %+v", p, got)
 			}
 		}

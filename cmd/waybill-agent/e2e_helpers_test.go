@@ -430,7 +430,7 @@ func (r *rig) newAgent(name string, o agentOptions) *agentProc {
 		} else {
 			fmt.Fprintf(&b, "[gps]\ndevice = %q\nbaud = \"9600\"\n", gps)
 		}
-		fmt.Fprintf(&b, "[gps.filter]\nperiod = \"1s\"\nmin_interval = \"1s\"\n[store]\nfix_batch = 3\nfix_delay = \"500ms\"\n")
+		fmt.Fprintf(&b, "[gps.filter]\nmode = \"thresholds\"\nperiod = \"1s\"\nmin_interval = \"1s\"\n[store]\nfix_batch = 3\nfix_delay = \"500ms\"\n")
 		fmt.Fprintf(&b, "[http]\nlisten = %q\n", a.http)
 		if o.Token != "" {
 			fmt.Fprintf(&b, "token = %q\n", o.Token)
