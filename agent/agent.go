@@ -397,6 +397,7 @@ func (o Options) now() time.Time {
 func (a *Agent) runFixes(fixes <-chan gps.Fix) {
 	filter := gps.NewFilter(a.filterConfig())
 	var pending []store.Entry
+	nFixes := 0 // how many of pending are fixes (the rest are movement events)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	// flush commits the pending fixes and movement events, and the odometer with them in the same
@@ -410,12 +411,12 @@ func (a *Agent) runFixes(fixes <-chan gps.Fix) {
 		defer cancel()
 		err := m.commit(ctx, a.store, pending)
 		if err != nil {
-			a.fixes.storeErrors.Add(uint64(len(pending)))
-			a.log.Error("store fixes", "fixes", len(pending), "err", err)
+			a.fixes.storeErrors.Add(uint64(nFixes))
+			a.log.Error("store fixes", "fixes", nFixes, "movement_events", len(pending)-nFixes, "err", err)
 		} else {
-			a.fixes.stored.Add(uint64(len(pending)))
+			a.fixes.stored.Add(uint64(nFixes))
 		}
-		pending = pending[:0]
+		pending, nFixes = pending[:0], 0
 		a.fixes.pending.Store(0)
 		timer.Stop()
 	}
@@ -433,7 +434,8 @@ func (a *Agent) runFixes(fixes <-chan gps.Fix) {
 			timer.Reset(a.cfg.Store.FixDelay)
 		}
 		pending = append(pending, e)
-		a.fixes.pending.Store(uint64(len(pending)))
+		nFixes++
+		a.fixes.pending.Store(uint64(nFixes))
 		if len(pending) >= a.cfg.Store.FixBatch {
 			flush()
 		}
