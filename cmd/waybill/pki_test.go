@@ -83,3 +83,35 @@ func TestPKIDirFromEnv(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// --count issues a numbered batch in one go; every name is in the index and has its files.
+func TestPKIIssueCount(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pki")
+	if code, _, errOut := runCmd(t, "pki", "init", "--dir", dir); code != 0 {
+		t.Fatal(errOut)
+	}
+	code, out, errOut := runCmd(t, "pki", "issue", "--dir", dir, "--role", "truck", "--count", "3", "--name-prefix", "van-", "--start", "7")
+	if code != 0 || !strings.Contains(out, "issued 3 truck certificates, van-00007 ... van-00009") {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	_, list, _ := runCmd(t, "pki", "list", "--dir", dir)
+	for _, n := range []string{"van-00007", "van-00008", "van-00009"} {
+		if !strings.Contains(list, n) {
+			t.Errorf("pki list lacks %s:\n%s", n, list)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "private", n+".key")); err != nil {
+			t.Error(err)
+		}
+	}
+	for _, bad := range [][]string{
+		{"--count", "2", "van-x"},               // a NAME too
+		{"--count", "2"},                        // no prefix
+		{"--count", "0", "--name-prefix", "v-"}, // nothing to issue
+		{"--name-prefix", "v-"},                 // no count
+	} {
+		args := append([]string{"pki", "issue", "--dir", dir, "--role", "truck"}, bad...)
+		if code, _, errOut := runCmd(t, args...); code != 2 || !strings.Contains(errOut, "--count N --name-prefix") {
+			t.Errorf("%v: exit %d, %s", bad, code, errOut)
+		}
+	}
+}
