@@ -68,6 +68,10 @@ func Check(ctx context.Context, cfg Config, o CheckOptions) []CheckResult {
 	add := func(name string, sev Severity, detail, fix string) {
 		out = append(out, CheckResult{name, sev, detail, fix})
 	}
+	if cfg.AllowTestTimings {
+		add("limits", Warn, "allow_test_timings = true: durations and rates may go below their floors",
+			"delete allow_test_timings from the configuration: it is for test rigs and the demo")
+	}
 
 	// Identity.
 	keyErr := pki.CheckKeyFile(cfg.Identity.Key)
@@ -333,21 +337,27 @@ func probeBroker(ctx context.Context, raw string, roots *x509.CertPool, pair tls
 		MinVersion: tls.VersionTLS12, Time: func() time.Time { return now }}}
 	conn, err := d.DialContext(ctx, "tcp", host)
 	if err != nil {
-		return CheckResult{name, Fail, err.Error(), brokerFix(err)}
+		return CheckResult{name, Fail, err.Error(), brokerFix(err, u.Hostname())}
 	}
 	defer conn.Close()
 	_ = conn.SetReadDeadline(time.Now().Add(time.Second))
 	_, err = conn.Read(make([]byte, 1))
 	var ne net.Error
 	if err != nil && !(errors.As(err, &ne) && ne.Timeout()) && !errors.Is(err, io.EOF) {
-		return CheckResult{name, Fail, "broker refused the truck certificate: " + err.Error(), brokerFix(err)}
+		return CheckResult{name, Fail, "broker refused the truck certificate: " + err.Error(), brokerFix(err, u.Hostname())}
 	}
 	return CheckResult{name, OK, "mutual TLS accepted", ""}
 }
 
-func brokerFix(err error) string {
+func brokerFix(err error, host string) string {
 	s := err.Error()
+	var hostErr x509.HostnameError
 	switch {
+	case errors.As(err, &hostErr):
+		names := append(append([]string{}, hostErr.Certificate.DNSNames...), ipStrings(hostErr.Certificate.IPAddresses)...)
+		return fmt.Sprintf("the broker certificate is for %s, not %s: use one of those names in broker.urls, or reissue it "+
+			"with `waybill pki issue --role broker --host %s %s` and `waybill broker config`", strings.Join(names, ", "), host, host,
+			hostErr.Certificate.Subject.CommonName)
 	case strings.Contains(s, "revoked"):
 		return "this truck's certificate is revoked: issue a new one"
 	case strings.Contains(s, "expired"):
@@ -358,6 +368,14 @@ func brokerFix(err error) string {
 		return "is the broker running, the address right, and the network up?"
 	}
 	return "see the broker's log"
+}
+
+func ipStrings(ips []net.IP) []string {
+	out := make([]string, len(ips))
+	for i, ip := range ips {
+		out[i] = ip.String()
+	}
+	return out
 }
 
 // probeGPS reads the receiver until its first fix, and compares the fix's date with the system clock the
