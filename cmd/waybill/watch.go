@@ -346,6 +346,23 @@ func describeFix(f dispatch.Fix) string {
 func describeEvent(e *dispatch.Event) string {
 	ev := e.Event
 	var b strings.Builder
+	if ev.Kind.IsTrip() {
+		fmt.Fprintf(&b, "%-16s %s", e.Truck, strings.ToUpper(ev.Kind.String()))
+		switch ev.Kind {
+		case sdk.EventTripEnd:
+			fmt.Fprintf(&b, " %.1f km in %s (idle %s)", float64(ev.Distance)/1000, ev.Duration.Round(time.Second), ev.Idle.Round(time.Second))
+		case sdk.EventStop:
+			fmt.Fprintf(&b, " %s", ev.Duration.Round(time.Second))
+		}
+		if ev.Odometer != 0 {
+			fmt.Fprintf(&b, ", odometer %.1f km", float64(ev.Odometer)/1000)
+		}
+		if ev.Fix != nil {
+			fmt.Fprintf(&b, " at %.6f,%.6f", ev.Fix.Lat, ev.Fix.Lon)
+		}
+		fmt.Fprintf(&b, " (%s)", utc(ev.Time))
+		return b.String()
+	}
 	fmt.Fprintf(&b, "%-16s %s order %s rev %d", e.Truck, strings.ToUpper(ev.Kind.String()), ev.OrderID, ev.Revision)
 	if ev.Kind != sdk.EventReceived {
 		fmt.Fprintf(&b, " via %s", ev.Via)

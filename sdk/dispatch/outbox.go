@@ -419,6 +419,9 @@ func (o *Outbox) Apply(ctx context.Context, evs ...TruckEvent) error {
 			notes = notes[:0]
 			for _, te := range evs {
 				ev := te.Event
+				if ev.Kind.IsTrip() {
+					continue // movement events name no order
+				}
 				e, err := getEntry(tx, te.Truck, ev.OrderID)
 				if err != nil {
 					return err
