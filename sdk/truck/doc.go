@@ -79,6 +79,21 @@
 // broker's retained copy is older); at start the newer of Transport.CRLFile and the cache applies.
 // Orders already in the book when their signer is revoked stay there.
 //
+// # The order book
+//
+// Closed orders (delivered, failed, cancelled) stay ClientConfig.KeepClosed (30 days) after they closed and
+// until a day after their expiry; then Client.Run removes them, 500 per transaction. A revision re-sent after
+// that is refused as expired, so a pruned order does not come back. Active orders stay however old.
+// Book.Active (per fix), Get, Closed (pages) and Counts read two indexes written with each entry, so their
+// cost does not grow with the history; Orders reads the whole book.
+//
+// # Connection
+//
+// The client sends a Receive Maximum of DefaultReceiveMaximum (16): what reaches a truck is rare, and the
+// MQTT default made paho allocate a 65,535-message channel per connection. Reconnection after a drop waits
+// a random time over transport.Config.ReconnectWindow (the agent's default is 30 s) so that a fleet does not
+// come back to a restarted broker in the same second.
+//
 // # Caveats
 //
 //   - Delivery is at least once. A record re-sent after a crash, a lost PUBACK or a lost receipt keeps its
