@@ -9,7 +9,7 @@ DIST := dist
 ARM_PKGS := ./store/... ./gps/... ./sdk/... ./agent/button/...
 # Debian package:command pairs the tests and the demo need (.ci/ensure-deps installs what is missing).
 TEST_DEPS := mosquitto:mosquitto mosquitto-clients:mosquitto_pub qemu-user-static:qemu-arm-static \
-	gpsd:gpsd gpsd-clients:gpsfake chromium:chromium
+	gpsd:gpsd gpsd-clients:gpsfake chromium:chromium systemd:systemd-analyze
 TEST_TIMEOUT ?= 12m
 
 .PHONY: all build test test-native test-arm deps lint vet fmt cross bench demo dist clean
