@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/waybill-iot/waybill/gps/sdkfix"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"os"
@@ -253,7 +253,7 @@ func (a *Agent) LatestFix() (sdk.Fix, bool) {
 	if f == nil {
 		return sdk.Fix{}, false
 	}
-	return toSDKFix(*f), true
+	return sdkfix.From(*f), true
 }
 
 func (a *Agent) run(ctx context.Context) error {
@@ -424,7 +424,7 @@ func (a *Agent) runFixes(fixes <-chan gps.Fix) {
 	// fix; the odometer it carries is the current reading (dispatch takes a batch's reading from its newest
 	// fix, which is always the last logged).
 	keep := func(l gps.Logged) {
-		e, err := truck.EncodeFixOdometer(toSDKFix(l.Fix), a.mileage.Metres())
+		e, err := truck.EncodeFixOdometer(sdkfix.From(l.Fix), a.mileage.Metres())
 		if err != nil {
 			a.log.Warn("fix cannot be encoded; skipped", "reason", l.Reason, "err", err)
 			return
@@ -455,7 +455,7 @@ func (a *Agent) runFixes(fixes <-chan gps.Fix) {
 			fix := f
 			a.latest.Store(&fix)
 			a.clock.observe(f.Time)
-			sf := toSDKFix(f)
+			sf := sdkfix.From(f)
 			for _, ev := range a.mileage.next(f) {
 				e, err := encodeTripEvent(ev)
 				if err != nil {
@@ -505,25 +505,4 @@ func (a *Agent) filterConfig() gps.FilterConfig {
 		Timeout: f.Timeout, MaxDelay: f.MaxDelay, Buffer: f.Buffer,
 		Period: f.Period, StoppedPeriod: f.StoppedPeriod, MinInterval: f.MinInterval,
 		MinDistance: f.MinDistance, MinHeading: f.MinHeading, MinSpeedChange: f.MinSpeedChange, MaxHDOP: f.MaxHDOP}
-}
-
-// toSDKFix converts a receiver's fix to the SDK's: NaN (absent) becomes an unset Has bit.
-func toSDKFix(f gps.Fix) sdk.Fix {
-	s := sdk.Fix{Time: f.Time.UTC(), Lat: f.Lat, Lon: f.Lon, Mode: uint8(f.Mode)}
-	if !math.IsNaN(f.Alt) {
-		s.Alt, s.Has = f.Alt, s.Has|sdk.FixAlt
-	}
-	if !math.IsNaN(f.Speed) {
-		s.Speed, s.Has = f.Speed, s.Has|sdk.FixSpeed
-	}
-	if !math.IsNaN(f.Course) {
-		s.Course, s.Has = math.Mod(f.Course, 360), s.Has|sdk.FixCourse
-	}
-	if f.Sats > 0 {
-		s.Sats, s.Has = f.Sats, s.Has|sdk.FixSats
-	}
-	if !math.IsNaN(f.HDOP) {
-		s.HDOP, s.Has = f.HDOP, s.Has|sdk.FixHDOP
-	}
-	return s
 }

@@ -266,7 +266,7 @@ func suggestKey(k toml.Key) string {
 		if cp != parent {
 			continue
 		}
-		d := editDistance(last, cl)
+		d := boards.EditDistance(last, cl)
 		if strings.HasPrefix(last, cl+"_") || strings.HasPrefix(cl, last+"_") {
 			d = 1 // listen_addr for listen, min_distance for min_distance_m
 		}
@@ -283,27 +283,6 @@ func suggestKey(k toml.Key) string {
 		}
 	}
 	return ""
-}
-
-// editDistance is the Levenshtein distance between a and b.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // bareDurations lists the duration keys under path that the file gives as bare numbers: the TOML library

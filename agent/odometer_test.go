@@ -1,9 +1,8 @@
 package agent
 
 import (
-	"bytes"
 	"context"
-	"io"
+	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"log/slog"
 	"math"
 	"path/filepath"
@@ -12,43 +11,9 @@ import (
 	"time"
 
 	"github.com/waybill-iot/waybill/gps"
-	"github.com/waybill-iot/waybill/gps/gpssim"
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/store"
 )
-
-// driveFixes decodes the simulator's NMEA for loops of its route (stops of stopFor), as the serial source
-// would, and returns the fixes and the route's true length.
-func driveFixes(t *testing.T, seed uint64, loops int, stopFor time.Duration) ([]gps.Fix, float64) {
-	t.Helper()
-	sim := gpssim.New(gpssim.Config{Rate: 1, Route: gpssim.RouteConfig{Seed: seed, StopFor: stopFor}})
-	start := time.Date(2026, 6, 1, 7, 0, 0, 0, time.UTC)
-	n := loops * int(sim.Route().Loop()/time.Second)
-	var in bytes.Buffer
-	for i := 0; i <= n; i++ {
-		in.Write(sim.Epoch(start, i))
-	}
-	r := gps.NewReader(&in, gps.Config{})
-	var fixes []gps.Fix
-	for {
-		f, err := r.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		fixes = append(fixes, f)
-	}
-	var truth float64
-	prev := sim.Route().At(0).Pos
-	for d := 50 * time.Millisecond; d <= time.Duration(n)*time.Second; d += 50 * time.Millisecond {
-		p := sim.Route().At(d).Pos
-		truth += gps.Distance(prev.Lat, prev.Lon, p.Lat, p.Lon)
-		prev = p
-	}
-	return fixes, truth
-}
 
 func openTestStore(t *testing.T, dir string) *store.Store {
 	t.Helper()
@@ -106,7 +71,7 @@ func TestMileageRestartAndPowerCut(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testOdoConfig()
 	ctx := context.Background()
-	fixes, _ := driveFixes(t, 3, 2, 0)
+	fixes, _ := sdktest.SimDrive(t, 3, 2, 0)
 	half := len(fixes) / 2
 
 	st := openTestStore(t, dir)
@@ -162,7 +127,7 @@ func TestSetKMOnce(t *testing.T) {
 	cfg := testOdoConfig()
 	km := 123456.7
 	cfg.SetKM = &km
-	fixes, _ := driveFixes(t, 4, 1, 0)
+	fixes, _ := sdktest.SimDrive(t, 4, 1, 0)
 
 	st := openTestStore(t, dir)
 	m, err := openMileage(ctx, st, cfg, time.Now(), log)

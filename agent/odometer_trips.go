@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"github.com/waybill-iot/waybill/gps/sdkfix"
 	"time"
 
 	"github.com/waybill-iot/waybill/gps"
@@ -101,6 +102,6 @@ func (d *tripDetector) next(f gps.Fix, odo float64) []sdk.Event {
 }
 
 func tripFix(f gps.Fix) *sdk.Fix {
-	s := toSDKFix(f)
+	s := sdkfix.From(f)
 	return &s
 }

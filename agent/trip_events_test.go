@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"log/slog"
 	"math"
 	"testing"
@@ -17,7 +18,7 @@ import (
 // of about 35 s for each stop on the way, and a trip_end whose distance is the route's length (within 1 %)
 // and whose idle time is the sum of the stops. The events are stored in the normal lane and decode.
 func TestTripEventsDrive(t *testing.T) {
-	fixes, truth := driveFixes(t, 2, 1, 35*time.Second)
+	fixes, truth := sdktest.SimDrive(t, 2, 1, 35*time.Second)
 	last := fixes[len(fixes)-1]
 	for i := 1; i <= 120; i++ { // parked at the depot for two minutes
 		f := last

@@ -119,15 +119,16 @@ func closest(s string, names []string) string {
 	}
 	best, bestDist := "", len(norm(s))/3+1
 	for _, n := range names {
-		if d := editDistance(norm(s), norm(n)); d < bestDist {
+		if d := EditDistance(norm(s), norm(n)); d < bestDist {
 			best, bestDist = n, d
 		}
 	}
 	return best
 }
 
-// editDistance is the Levenshtein distance between a and b.
-func editDistance(a, b string) int {
+// EditDistance is the Levenshtein distance between a and b: the board names' and the agent's config keys'
+// "did you mean" suggestions.
+func EditDistance(a, b string) int {
 	prev, cur := make([]int, len(b)+1), make([]int, len(b)+1)
 	for j := range prev {
 		prev[j] = j

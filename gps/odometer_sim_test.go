@@ -1,49 +1,14 @@
 package gps_test
 
 import (
-	"bytes"
-	"io"
+	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
 
 	"github.com/waybill-iot/waybill/gps"
-	"github.com/waybill-iot/waybill/gps/gpssim"
 )
-
-// simDrive decodes loops of the simulator's route at 1 Hz, as the agent's serial source would, and returns
-// the fixes and the route's true length over the same time (the truth integrated every 50 ms).
-func simDrive(t *testing.T, seed uint64, loops int) ([]gps.Fix, float64) {
-	t.Helper()
-	sim := gpssim.New(gpssim.Config{Rate: 1, Route: gpssim.RouteConfig{Seed: seed}})
-	start := time.Date(2026, 6, 1, 7, 0, 0, 0, time.UTC)
-	n := loops * int(sim.Route().Loop()/time.Second)
-	var in bytes.Buffer
-	for i := 0; i <= n; i++ {
-		in.Write(sim.Epoch(start, i))
-	}
-	r := gps.NewReader(&in, gps.Config{})
-	var fixes []gps.Fix
-	for {
-		f, err := r.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		fixes = append(fixes, f)
-	}
-	var truth float64
-	prev := sim.Route().At(0).Pos
-	for d := 50 * time.Millisecond; d <= time.Duration(n)*time.Second; d += 50 * time.Millisecond {
-		p := sim.Route().At(d).Pos
-		truth += gps.Distance(prev.Lat, prev.Lon, p.Lat, p.Lon)
-		prev = p
-	}
-	return fixes, truth
-}
 
 // jitter adds a receiver's correlated position noise (multipath wanders over tens of seconds): an AR(1)
 // walk with sigma metres of standard deviation and a 20 s correlation time, per axis.
@@ -67,7 +32,7 @@ func (j *jitter) apply(f gps.Fix) gps.Fix {
 // matches the route's length within 1 %, with and without receiver noise.
 func TestOdometerDrive(t *testing.T) {
 	for _, seed := range []uint64{1, 2, 3, 4, 5} {
-		fixes, truth := simDrive(t, seed, 2)
+		fixes, truth := sdktest.SimDrive(t, seed, 2, 0)
 		for _, sigma := range []float64{0, 1.5} {
 			j := &jitter{rng: rand.New(rand.NewPCG(seed, 7)), sigma: sigma}
 			o := gps.NewOdometer(gps.OdometerConfig{}, 0)

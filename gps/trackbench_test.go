@@ -3,6 +3,7 @@ package gps_test
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/waybill-iot/waybill/gps/sdkfix"
 	"io"
 	"math"
 	"os"
@@ -157,7 +158,7 @@ func wire(t testing.TB, signer *sdk.Signer, topic string, es []emitted) (msgs, b
 		if len(batch) == 0 {
 			deadline = e.at.Add(30 * time.Second)
 		}
-		batch = append(batch, sdk.TelemetryFix{Seq: seq, Fix: toSDKFix(e.Fix)})
+		batch = append(batch, sdk.TelemetryFix{Seq: seq, Fix: sdkfix.From(e.Fix)})
 		seq++
 		if len(batch) == 30 {
 			flush()
@@ -165,27 +166,6 @@ func wire(t testing.TB, signer *sdk.Signer, topic string, es []emitted) (msgs, b
 	}
 	flush()
 	return msgs, bytes
-}
-
-// toSDKFix is agent.toSDKFix: absent values become unset Has bits.
-func toSDKFix(f gps.Fix) sdk.Fix {
-	s := sdk.Fix{Time: f.Time.UTC(), Lat: f.Lat, Lon: f.Lon, Mode: uint8(f.Mode)}
-	if !math.IsNaN(f.Alt) {
-		s.Alt, s.Has = f.Alt, s.Has|sdk.FixAlt
-	}
-	if !math.IsNaN(f.Speed) {
-		s.Speed, s.Has = f.Speed, s.Has|sdk.FixSpeed
-	}
-	if !math.IsNaN(f.Course) {
-		s.Course, s.Has = math.Mod(f.Course, 360), s.Has|sdk.FixCourse
-	}
-	if f.Sats > 0 {
-		s.Sats, s.Has = f.Sats, s.Has|sdk.FixSats
-	}
-	if !math.IsNaN(f.HDOP) {
-		s.HDOP, s.Has = f.HDOP, s.Has|sdk.FixHDOP
-	}
-	return s
 }
 
 // trackRow is one mode on one kind of drive.

@@ -3,6 +3,7 @@ package fleetsim
 import (
 	"context"
 	"fmt"
+	"github.com/waybill-iot/waybill/gps/sdkfix"
 	"math"
 	"os"
 	"path/filepath"
@@ -145,7 +146,7 @@ func (t *simTruck) drive(ctx context.Context) {
 			f := gps.Fix{Time: now.UTC().Truncate(time.Second), Lat: s.Pos.Lat, Lon: s.Pos.Lon, Alt: math.NaN(),
 				Speed: s.Speed, Course: s.Course, Mode: gps.Mode3D, Sats: 9, HDOP: 0.9, PDOP: math.NaN()}
 			if ok, _ := filter.Next(f); ok {
-				e, err := truck.EncodeFix(sdkFix(f))
+				e, err := truck.EncodeFix(sdkfix.From(f))
 				if err != nil {
 					continue
 				}
@@ -184,9 +185,4 @@ func (t *simTruck) confirm(now time.Time, s gpssim.State, n int) {
 func (t *simTruck) queued() uint64 {
 	s := t.st.Stats()
 	return uint64(s.Critical.Records + s.Normal.Records)
-}
-
-func sdkFix(f gps.Fix) sdk.Fix {
-	return sdk.Fix{Time: f.Time, Lat: f.Lat, Lon: f.Lon, Speed: f.Speed, Course: math.Mod(f.Course, 360), Mode: uint8(f.Mode),
-		Sats: f.Sats, HDOP: f.HDOP, Has: sdk.FixSpeed | sdk.FixCourse | sdk.FixSats | sdk.FixHDOP}
 }
