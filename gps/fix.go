@@ -117,13 +117,16 @@ func (f *Fix) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	opt := func(p *float64) float64 {
-		if p == nil {
-			return math.NaN()
-		}
-		return *p
-	}
+	opt := nanIfNil
 	*f = Fix{Time: j.Time.UTC(), Lat: j.Lat, Lon: j.Lon, Alt: opt(j.Alt), Speed: opt(j.Speed),
 		Course: opt(j.Course), Mode: j.Mode, Sats: j.Sats, HDOP: opt(j.HDOP), PDOP: opt(j.PDOP), DGPS: j.DGPS}
 	return nil
+}
+
+// nanIfNil is a JSON optional value: absent (nil) is NaN.
+func nanIfNil(p *float64) float64 {
+	if p == nil {
+		return math.NaN()
+	}
+	return *p
 }

@@ -131,12 +131,7 @@ func (s *Sky) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	opt := func(p *float64) float64 {
-		if p == nil {
-			return math.NaN()
-		}
-		return *p
-	}
+	opt := nanIfNil
 	*s = Sky{Mode: j.Mode, HDOP: opt(j.HDOP), PDOP: opt(j.PDOP), VDOP: opt(j.VDOP), Satellites: j.Satellites, Updates: j.Updates}
 	return nil
 }
