@@ -190,6 +190,8 @@ func (s *sim) run(ctx context.Context, names []string, began time.Time) (Summary
 	for _, t := range s.trucks {
 		if d := t.firstConn.Load(); d > 0 {
 			firsts = append(firsts, time.Duration(d))
+		} else {
+			sum.NeverConnected++
 		}
 		sum.ConnectFailures += t.client.Conn().Stats().ConnectFailures
 		sum.StillQueued += t.queued()

@@ -111,6 +111,7 @@ type Summary struct {
 	Trucks          int     `json:"trucks"`
 	Connected       int     `json:"connected"`        // trucks connected at the end of the drive
 	ConnectFailures uint64  `json:"connect_failures"` // failed connection attempts, all trucks (each is retried)
+	NeverConnected  int     `json:"never_connected"`  // trucks that never got a connection: must be 0
 	ConnectP50      float64 `json:"connect_p50"`      // from a truck's start to its first connection
 	ConnectP99      float64 `json:"connect_p99"`
 	// ReconnectAll is the time from the broker's restart until every truck was connected again; -1

@@ -33,6 +33,9 @@ func TestFleetSurvivesStallAndRestart(t *testing.T) {
 	}
 	js, _ := json.MarshalIndent(sum, "", "  ")
 	t.Logf("summary:\n%s\nprogress (tail):\n%s", js, progress.Tail(5))
+	if sum.NeverConnected != 0 {
+		t.Errorf("%d trucks never connected (after retries)", sum.NeverConnected)
+	}
 	if sum.Connected != 200 {
 		t.Errorf("%d of 200 trucks connected at the end", sum.Connected)
 	}
