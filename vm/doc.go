@@ -1,0 +1,40 @@
+// Package vm runs waybill-agent on a real ARM Linux kernel: the virtual truck.
+//
+// # Basics
+//
+// qemu-system-aarch64 boots Debian's arm64 kernel on the virt board under TCG, with an initramfs of
+// busybox-static, the static linux/arm64 agent and the kernel modules it needs (virtio-mmio, the disk, the
+// console, the network, ext4):
+//
+//	a, err := vm.Fetch(ctx, dir, logf)            // apt: qemu-system-arm, e2fsprogs, the kernel, busybox
+//	err = vm.BuildAgent(ctx, repo, agent)          // GOOS=linux GOARCH=arm64 CGO_ENABLED=0
+//	err = vm.WriteInitramfs(initrd, a, agent)      // newc cpio, uncompressed
+//	err = vm.MakeDisk(ctx, disk, 64, src)          // ext4 with /etc (agent.toml, PKI) and /data
+//	m, err := vm.Start(ctx, vm.Config{Kernel: a.Kernel, Initrd: initrd, Disk: disk, Dir: dir, HTTPPort: p})
+//	uart, err := m.DialUART(ctx)                   // write NMEA: the guest reads it on /dev/ttyAMA0
+//	err = m.Powerdown(ctx)                         // the power button: PL061 line 3, /dev/gpiochip0
+//	m.Kill()                                       // the power cut: SIGKILL of QEMU, waited for
+//
+// The board:
+//
+//   - The data directory is on an ext4 image on a virtio disk (/dev/vda, mounted on /truck), with the
+//     agent's configuration and the truck's PKI files in /truck/etc. Config.Cache picks QEMU's cache mode.
+//   - The PL011 UART (/dev/ttyAMA0) is a unix socket on the host: it carries only NMEA. The kernel log and
+//     the agent's output go to the virtio console (hvc0), a file on the host (Machine.Console).
+//   - The clock starts at 2001-01-01 (-rtc base=): 25 years wrong, as on a unit without an RTC battery.
+//   - QEMU's user network: the guest (10.0.2.15) reaches the host's loopback at 10.0.2.2 (the broker's
+//     certificate must name it), and the host reaches the guest's port 8080 on 127.0.0.1:Config.HTTPPort.
+//   - With -machine virt,acpi=off, the monitor's system_powerdown pulses PL061 line 3 high for 100 ms.
+//     The kernel's gpio-keys driver is a module that the initramfs does not load, so the line is free for
+//     the agent's button.
+//
+// Fetch caches in CacheDir (never the repository) and installs what is missing when run as root; otherwise
+// it fails with ErrMissing and the exact command. A second run downloads nothing.
+//
+// # Caveats
+//
+//   - A SIGKILL of QEMU loses what the guest had not yet handed to the virtio disk (its page cache and
+//     ext4's uncommitted journal): the power cut of the unit. What QEMU had written survives in the host's
+//     page cache whatever the cache mode, since the host itself does not crash.
+//   - TCG emulates the CPU: the agent runs several times slower than on a Cortex-A72.
+package vm

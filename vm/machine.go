@@ -1,0 +1,249 @@
+package vm
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Config is one boot of the virtual truck.
+type Config struct {
+	Kernel string // vmlinuz (Assets.Kernel)
+	Initrd string // WriteInitramfs's output
+	Disk   string // the ext4 image (MakeDisk), on /dev/vda
+	// Cache is QEMU's cache mode for the disk. Zero: "none" (O_DIRECT: a guest flush reaches the host's
+	// disk). "writeback" keeps QEMU's writes in the host's page cache until the guest flushes.
+	Cache string
+	// Dir holds the sockets and logs of this boot (unix socket paths are limited to 107 bytes: keep it short).
+	Dir string
+	// MemoryMB zero: 256.
+	MemoryMB int
+	// HTTPPort is the host port (on 127.0.0.1 only) forwarded to the guest's port 8080. Zero: none.
+	HTTPPort int
+	// RTCBase is the board's clock at power-on (-rtc base=). Zero: "2001-01-01", 25 years wrong.
+	RTCBase string
+	// Trace lists QEMU trace events written to the QEMU log (e.g. "pl061_set_output").
+	Trace []string
+	// Append is added to the kernel command line.
+	Append string
+}
+
+// Machine is a running qemu-system-aarch64 (virt board, TCG): the PL011 UART on a unix socket (GPS), the
+// human monitor on another, the virtio console (kernel log and agent output) in a file.
+type Machine struct {
+	cfg     Config
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed when the QEMU process has been waited for
+	gpsSock string
+	monSock string
+	console string
+	qemuLog string
+
+	mu      sync.Mutex // guards waitErr
+	waitErr error
+}
+
+// Start boots the machine. The process belongs to the Machine: Kill (or ctx's end) ends it, and Kill
+// always waits for it.
+func Start(ctx context.Context, cfg Config) (*Machine, error) {
+	if cfg.MemoryMB == 0 {
+		cfg.MemoryMB = 256
+	}
+	if cfg.RTCBase == "" {
+		cfg.RTCBase = "2001-01-01"
+	}
+	if cfg.Cache == "" {
+		cfg.Cache = "none"
+	}
+	m := &Machine{cfg: cfg, exited: make(chan struct{}), gpsSock: filepath.Join(cfg.Dir, "gps.sock"),
+		monSock: filepath.Join(cfg.Dir, "mon.sock"), console: filepath.Join(cfg.Dir, "console.log"),
+		qemuLog: filepath.Join(cfg.Dir, "qemu.log")}
+	if len(m.gpsSock) > 100 {
+		return nil, fmt.Errorf("vm: %s: too long for a unix socket", m.gpsSock)
+	}
+	os.Remove(m.gpsSock)
+	os.Remove(m.monSock)
+	netdev := "user,id=net0"
+	if cfg.HTTPPort != 0 {
+		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", cfg.HTTPPort, GuestHTTPPort)
+	}
+	args := []string{
+		"-machine", "virt,acpi=off", "-cpu", "cortex-a53", "-smp", "1", "-m", strconv.Itoa(cfg.MemoryMB),
+		"-accel", "tcg", "-nodefaults", "-display", "none", "-no-reboot",
+		"-rtc", "base=" + cfg.RTCBase + ",clock=host",
+		"-kernel", cfg.Kernel, "-initrd", cfg.Initrd,
+		"-append", strings.TrimSpace("console=hvc0 rdinit=/init panic=-1 loglevel=6 " + cfg.Append),
+		"-chardev", "socket,id=gps,path=" + m.gpsSock + ",server=on,wait=off",
+		"-serial", "chardev:gps",
+		"-chardev", "file,id=con,path=" + m.console,
+		"-device", "virtio-serial-device", "-device", "virtconsole,chardev=con",
+		"-drive", "file=" + cfg.Disk + ",format=raw,if=none,id=disk,cache=" + cfg.Cache,
+		"-device", "virtio-blk-device,drive=disk",
+		"-netdev", netdev, "-device", "virtio-net-device,netdev=net0",
+		"-monitor", "unix:" + m.monSock + ",server=on,wait=off",
+	}
+	for _, ev := range cfg.Trace {
+		args = append(args, "-trace", ev)
+	}
+	logf, err := os.Create(m.qemuLog)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close() // the child has its own descriptor
+	m.cmd = exec.CommandContext(ctx, "qemu-system-aarch64", args...)
+	m.cmd.Stdout, m.cmd.Stderr = logf, logf
+	m.cmd.Cancel = func() error { return m.cmd.Process.Signal(syscall.SIGKILL) }
+	if err := m.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("vm: start qemu-system-aarch64: %w", err)
+	}
+	go func() { // owned: Kill waits on exited
+		err := m.cmd.Wait()
+		m.mu.Lock()
+		m.waitErr = err
+		m.mu.Unlock()
+		close(m.exited)
+	}()
+	return m, nil
+}
+
+// Kill cuts the power: SIGKILL to QEMU, and waits until it is gone. Safe to call more than once.
+func (m *Machine) Kill() {
+	select {
+	case <-m.exited:
+		return
+	default:
+	}
+	m.cmd.Process.Signal(syscall.SIGKILL)
+	<-m.exited
+}
+
+// Exited is closed when QEMU has ended (power cut, poweroff or a crash).
+func (m *Machine) Exited() <-chan struct{} { return m.exited }
+
+// ExitErr is how QEMU ended, once Exited is closed.
+func (m *Machine) ExitErr() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.waitErr
+}
+
+// Console returns what the guest wrote on hvc0 so far (kernel log and agent output).
+func (m *Machine) Console() string {
+	b, _ := os.ReadFile(m.console)
+	return string(b)
+}
+
+// QEMULog returns QEMU's own output (errors and trace events).
+func (m *Machine) QEMULog() string {
+	b, _ := os.ReadFile(m.qemuLog)
+	return string(b)
+}
+
+// dialUnix connects to one of QEMU's sockets, retrying until QEMU listens or ctx ends.
+func (m *Machine) dialUnix(ctx context.Context, path string) (net.Conn, error) {
+	var d net.Dialer
+	for {
+		c, err := d.DialContext(ctx, "unix", path)
+		if err == nil {
+			return c, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("vm: %s: %w (last: %v)", path, ctx.Err(), err)
+		case <-m.exited:
+			return nil, fmt.Errorf("vm: QEMU exited: %v\n%s", m.ExitErr(), m.QEMULog())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// DialUART connects to the PL011 (the guest's /dev/ttyAMA0): what is written is received by the guest.
+// The caller closes it; the UART may be closed and dialled again, as a receiver unplugged and plugged in.
+func (m *Machine) DialUART(ctx context.Context) (net.Conn, error) { return m.dialUnix(ctx, m.gpsSock) }
+
+// Monitor sends one command to QEMU's human monitor and returns its answer.
+func (m *Machine) Monitor(ctx context.Context, command string) (string, error) {
+	c, err := m.dialUnix(ctx, m.monSock)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	r := bufio.NewReader(c)
+	readPrompt := func() (string, error) {
+		var b strings.Builder
+		for {
+			s, err := r.ReadString(' ')
+			b.WriteString(s)
+			if strings.HasSuffix(b.String(), "(qemu) ") {
+				return b.String(), nil
+			}
+			if err != nil {
+				return b.String(), err
+			}
+		}
+	}
+	if _, err := readPrompt(); err != nil {
+		return "", fmt.Errorf("vm: monitor: %w", err)
+	}
+	if _, err := fmt.Fprintf(c, "%s\n", command); err != nil {
+		return "", fmt.Errorf("vm: monitor: %w", err)
+	}
+	out, err := readPrompt()
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return out, fmt.Errorf("vm: monitor %q: %w", command, err)
+	}
+	return out, nil
+}
+
+// Powerdown presses the board's power button: system_powerdown on the monitor. With acpi=off the virt
+// board pulses PL061 line 3 high for 100 ms (QEMU's gpio-key), which is /dev/gpiochip0 line 3 in the guest.
+func (m *Machine) Powerdown(ctx context.Context) error {
+	_, err := m.Monitor(ctx, "system_powerdown")
+	return err
+}
+
+// MakeDisk creates the truck's disk: an ext4 image of sizeMB at path holding the files of src (mkfs.ext4
+// -d, no mount and no root needed).
+func MakeDisk(ctx context.Context, path string, sizeMB int, src string) error {
+	os.Remove(path)
+	return run(ctx, "", "mkfs.ext4", "-q", "-F", "-L", "truck", "-d", src, path, strconv.Itoa(sizeMB)+"M")
+}
+
+// ReadDiskFile copies one file out of the (stopped) machine's ext4 image, after e2fsck has replayed the
+// journal the power cut left. It returns e2fsck's exit code: 0 clean, 1 errors corrected (a replayed
+// journal alone gives 0 or 1), 4 and above errors left.
+func ReadDiskFile(ctx context.Context, disk, file, out string) (int, error) {
+	code := 0
+	cmd := exec.CommandContext(ctx, "e2fsck", "-fy", disk)
+	b, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		return -1, err
+	}
+	if code >= 4 {
+		return code, fmt.Errorf("vm: e2fsck %s: exit %d\n%s", disk, code, b)
+	}
+	os.Remove(out)
+	if err := run(ctx, "", "debugfs", "-R", "dump "+file+" "+out, disk); err != nil {
+		return code, err
+	}
+	if _, err := os.Stat(out); err != nil {
+		return code, fmt.Errorf("vm: debugfs dump %s: %w", file, err)
+	}
+	return code, nil
+}
