@@ -1,0 +1,25 @@
+// Package storage is the dispatch office's durable record behind one interface, Store: the archive of
+// every fix, event, status and proof of delivery the trucks sent (a dispatch.Record: committed before the
+// broker's PUBLISH is acknowledged and before the truck gets its receipt), and the outbox of orders with
+// their revisions, confirmations and state, re-sent until each truck confirms them.
+//
+// # Engines
+//
+//   - embedded (office/storage/embedded): the default for one host, on the bbolt files of the dispatch
+//     data directory that `waybill order` and `waybill watch` use (archive.db via sdk/dispatch/archive,
+//     outbox.db via dispatch.Outbox). One process sends for a data directory.
+//   - postgres (office/storage/postgres): for fleets that outgrow one host. Several dispatch processes
+//     share one database: the ingest is split by an MQTT v5 share group, and the re-sending is coordinated
+//     through row locks (SELECT ... FOR UPDATE SKIP LOCKED) and a lease per order, so any process may die
+//     without stopping an order.
+//
+// Both engines apply the outbox's rules from sdk/dispatch (Entry.ApplyEvent, Entry.Reopen), so an order
+// reads the same on either. The tests in this directory run every case on both engines.
+//
+// # Caveats
+//
+//   - Track and Events read by time range; the embedded engine reads a truck's whole archive and filters
+//     (bbolt keys are record order, not time): fine for one host's fleet, and one reason to move to
+//     PostgreSQL, which indexes fixes by (store, time).
+//   - Nothing is pruned yet: retention is future work.
+package storage

@@ -1,0 +1,268 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/waybill-iot/waybill/sdk"
+	"github.com/waybill-iot/waybill/sdk/dispatch"
+	"github.com/waybill-iot/waybill/sdk/transport"
+)
+
+// RunSender re-sends unconfirmed orders until ctx ends (see doc.go, Coordination). Any number of
+// processes may run it on one database; one per Store.
+func (s *Store) RunSender(ctx context.Context, pub dispatch.Publisher) error {
+	s.mu.Lock()
+	if s.running {
+		s.mu.Unlock()
+		return errors.New("postgres: the sender is already running")
+	}
+	s.running = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.running = false
+		s.mu.Unlock()
+	}()
+	for {
+		if err := pub.Wait(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("postgres: sender: %w", err)
+		}
+		s.mu.Lock()
+		wake := s.wake
+		s.mu.Unlock()
+		sent, next, err := s.round(ctx, pub)
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := s.o.Poll
+		switch {
+		case err != nil:
+			s.log.Error("postgres: order send round failed", "err", err)
+			wait = s.o.RetryDelay
+		case sent >= s.o.MaxBatch:
+			continue
+		case !next.IsZero():
+			wait = min(wait, max(next.Sub(s.o.Clock()), 0))
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+type sendItem struct {
+	entry   *dispatch.Entry
+	topic   string
+	payload []byte
+	err     error
+}
+
+// round claims up to MaxBatch due orders (SKIP LOCKED, then a lease), publishes them and records the
+// outcome. It returns how many it sent and when the next open order falls due (zero: none).
+func (s *Store) round(ctx context.Context, pub dispatch.Publisher) (int, time.Time, error) {
+	now := s.o.Clock().UTC()
+	lease := now.Add(s.o.PublishTimeout + s.o.RetryDelay)
+	var items []*sendItem
+	var expired int
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		items, expired = items[:0], 0
+		rows, err := tx.Query(ctx, `SELECT body, entry, next_attempt FROM orders WHERE open AND next_attempt <= $1
+			ORDER BY next_attempt LIMIT $2 FOR UPDATE SKIP LOCKED`, now, s.o.MaxBatch)
+		if err != nil {
+			return err
+		}
+		var due []*dispatch.Entry
+		var body, raw []byte
+		var next time.Time
+		_, err = pgx.ForEachRow(rows, []any{&body, &raw, &next}, func() error {
+			e, err := decodeEntry(body, raw, next)
+			if err != nil {
+				s.log.Error("postgres: unreadable order skipped", "err", err)
+				return nil
+			}
+			due = append(due, e)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		var send []*dispatch.Entry
+		for _, e := range due {
+			if !now.Before(e.Order.Expires) {
+				e.State, e.Updated = dispatch.StateExpired, now
+				if err := putEntry(ctx, tx, e, &now); err != nil {
+					return err
+				}
+				expired++
+				continue
+			}
+			if err := putEntry(ctx, tx, e, &lease); err != nil { // the lease: others skip it until then
+				return err
+			}
+			send = append(send, e)
+		}
+		if len(send) == 0 {
+			return nil
+		}
+		first, last, err := s.seq.reserve(ctx, tx, s.signer.Identity().Name, len(send), now)
+		if err != nil {
+			return err
+		}
+		s.seq.use(first, last)
+		for _, e := range send {
+			topic, err := s.o.Topics.Order(e.Order.Truck, e.Order.ID)
+			if err != nil {
+				return err
+			}
+			payload, err := s.signer.SignOrder(&e.Order)
+			if err != nil {
+				return fmt.Errorf("sign order %s/%s: %w", e.Order.Truck, e.Order.ID, err)
+			}
+			items = append(items, &sendItem{entry: e, topic: topic, payload: payload})
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	if expired > 0 {
+		s.log.Warn("postgres: orders expired before the truck confirmed them; no longer sent", "orders", expired)
+	}
+	if len(items) > 0 {
+		s.publish(ctx, pub, items)
+		if err := s.record(items); err != nil {
+			return len(items), time.Time{}, err
+		}
+	}
+	var next *time.Time
+	if err := s.pool.QueryRow(ctx, "SELECT min(next_attempt) FROM orders WHERE open").Scan(&next); err != nil {
+		return len(items), time.Time{}, err
+	}
+	if next == nil {
+		return len(items), time.Time{}, nil
+	}
+	return len(items), *next, nil
+}
+
+func (s *Store) publish(ctx context.Context, pub dispatch.Publisher, items []*sendItem) {
+	work := make(chan *sendItem)
+	var wg sync.WaitGroup
+	for range min(s.o.MaxInFlight, len(items)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for it := range work {
+				pctx, cancel := context.WithTimeout(ctx, s.o.PublishTimeout)
+				it.err = pub.Publish(pctx, it.topic, it.payload, transport.PublishOptions{QoS: 1})
+				cancel()
+			}
+		}()
+	}
+	for _, it := range items {
+		work <- it
+	}
+	close(work)
+	wg.Wait()
+}
+
+// record writes each send's outcome, even after ctx ended (bounded): a revision changed meanwhile keeps
+// its own schedule.
+func (s *Store) record(items []*sendItem) error {
+	now := s.o.Clock().UTC()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		for _, it := range items {
+			e := it.entry
+			cur, err := getEntry(ctx, tx, e.Order.Truck, e.Order.ID, true)
+			if err != nil {
+				return err
+			}
+			if cur == nil || cur.Order.Revision != e.Order.Revision {
+				continue
+			}
+			var next time.Time
+			if it.err != nil {
+				cur.LastError = it.err.Error()
+				next = now.Add(s.o.RetryDelay)
+			} else {
+				cur.Sends++
+				cur.LastSent, cur.LastError = now, ""
+				next = now.Add(s.backoff(cur.Sends))
+			}
+			if !cur.Unconfirmed() {
+				next = now // confirmed while we sent: open is false, the time does not matter
+			}
+			cur.Updated = now
+			if err := putEntry(ctx, tx, cur, &next); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (s *Store) backoff(n int) time.Duration {
+	d := s.o.BackoffMin
+	for i := 1; i < n && d < s.o.BackoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, s.o.BackoffMax)
+	return d/2 + rand.N(d/2+1)
+}
+
+// reservedSeq hands out envelope sequence numbers reserved in the database (signer_seq) per identity, so
+// they keep increasing across restarts and across processes signing as one identity.
+type reservedSeq struct {
+	mu         sync.Mutex
+	next, last uint64 // guarded by mu
+}
+
+func (r *reservedSeq) Next(t sdk.MsgType) (uint64, error) {
+	if t != sdk.MsgOrder {
+		return 0, fmt.Errorf("postgres: the order signer signs only orders, not %s", t)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.next == 0 || r.next > r.last {
+		return 0, errors.New("postgres: no reserved sequence numbers left")
+	}
+	n := r.next
+	r.next++
+	return n, nil
+}
+
+// reserve takes n numbers for identity in tx, starting no lower than the clock in microseconds (so an
+// identity that signed with a clock-based sequencer before does not fall behind).
+func (r *reservedSeq) reserve(ctx context.Context, tx pgx.Tx, identity string, n int, now time.Time) (first, last uint64, err error) {
+	var l int64
+	err = tx.QueryRow(ctx, `INSERT INTO signer_seq (identity, last) VALUES ($1, $2::bigint + $3::bigint)
+		ON CONFLICT (identity) DO UPDATE SET last = greatest(signer_seq.last, $2::bigint) + $3::bigint RETURNING last`,
+		identity, now.UnixMicro(), int64(n)).Scan(&l)
+	if err != nil {
+		return 0, 0, err
+	}
+	return uint64(l) - uint64(n) + 1, uint64(l), nil
+}
+
+func (r *reservedSeq) use(first, last uint64) {
+	r.mu.Lock()
+	r.next, r.last = first, last
+	r.mu.Unlock()
+}

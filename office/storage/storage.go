@@ -1,0 +1,66 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/waybill-iot/waybill/sdk"
+	"github.com/waybill-iot/waybill/sdk/dispatch"
+)
+
+// Store is the office's durable record. Implementations are safe for concurrent use.
+type Store interface {
+	// Commit stores a verified update durably (see dispatch.Record). An event is applied to its order in
+	// the same step, once: the same event committed again changes nothing.
+	dispatch.Record
+
+	// Create stores a new order (revision 1); a repeat with the same content returns the stored entry,
+	// other content is dispatch.ErrExists. Revise stores a new revision (Truck and ID name the order).
+	// Cancel stores a cancellation; dispatch.ErrClosed when the driver already closed the order.
+	Create(ctx context.Context, o sdk.Order) (dispatch.Entry, error)
+	Revise(ctx context.Context, o sdk.Order) (dispatch.Entry, error)
+	Cancel(ctx context.Context, truck, id, reason string) (dispatch.Entry, error)
+	// Order returns one order's entry, or an error wrapping dispatch.ErrNotFound.
+	Order(ctx context.Context, truck, id string) (dispatch.Entry, error)
+	// Orders returns every order, oldest created first.
+	Orders(ctx context.Context) ([]dispatch.Entry, error)
+
+	// Track returns a truck's fixes with from <= time < to, in time order.
+	Track(ctx context.Context, truck string, from, to time.Time) ([]dispatch.Fix, error)
+	// Events returns a truck's events with from <= event time < to, in time order.
+	Events(ctx context.Context, truck string, from, to time.Time) ([]dispatch.Event, error)
+	// Trucks returns every truck the store knows (sent anything or has orders), sorted by name.
+	Trucks(ctx context.Context) ([]Truck, error)
+
+	// NoteStatus tells the outbox about a verified online status: a new truck store reopens its open
+	// orders (dispatch.Outbox.NoteStore), and a truck that came online (st.Changed) gets its unconfirmed
+	// orders again after the online grace (dispatch.Outbox.Kick). It returns the store change, if any.
+	NoteStatus(ctx context.Context, st dispatch.Status) (*dispatch.StoreChange, error)
+	// RunSender re-sends unconfirmed orders on pub until ctx ends (dispatch.Outbox.Run's schedule). It
+	// returns nil when ctx ends, after every publish it started returned.
+	RunSender(ctx context.Context, pub dispatch.Publisher) error
+
+	// Close releases the store. Call it after RunSender returned.
+	Close() error
+}
+
+// Truck is what the office knows about one truck.
+type Truck struct {
+	Name string `json:"name"`
+	// Status is the latest verified status; nil when none arrived.
+	Status *dispatch.Status `json:"status,omitempty"`
+	// LastFix is the newest fix by time; nil when none arrived.
+	LastFix *dispatch.Fix `json:"last_fix,omitempty"`
+}
+
+// ErrBadRange is returned for a time range whose end is not after its start.
+var ErrBadRange = errors.New("storage: the range's end is not after its start")
+
+// CheckRange validates a [from, to) range.
+func CheckRange(from, to time.Time) error {
+	if !to.After(from) {
+		return ErrBadRange
+	}
+	return nil
+}

@@ -1,0 +1,291 @@
+package storage_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/waybill-iot/waybill/office/storage"
+	"github.com/waybill-iot/waybill/sdk"
+	"github.com/waybill-iot/waybill/sdk/dispatch"
+)
+
+// Every case runs on both engines.
+func TestStorage(t *testing.T) {
+	cases := []struct {
+		name string
+		run  func(t *testing.T, st storage.Store, c *clock)
+	}{
+		{"orders", testOrders},
+		{"fixes and track", testTrack},
+		{"events apply once", testEvents},
+		{"status and trucks", testTrucks},
+		{"new truck store reopens orders", testNewStore},
+		{"sender sends until confirmed", testSender},
+		{"bad input", testBadInput},
+	}
+	id := newIdentity(t)
+	for _, e := range engines(t) {
+		t.Run(e.name, func(t *testing.T) {
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					c := newClock()
+					tc.run(t, e.open(t, id, c.Now), c)
+				})
+			}
+		})
+	}
+}
+
+func testOrders(t *testing.T, st storage.Store, c *clock) {
+	ctx := context.Background()
+	e, err := st.Create(ctx, testOrder("o-1", "truck-1", c.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.State != dispatch.StatePending || e.Order.Revision != 1 || e.Order.Created.IsZero() {
+		t.Fatalf("created %+v", e)
+	}
+	again, err := st.Create(ctx, testOrder("o-1", "truck-1", c.Now()))
+	if err != nil || again.Hash != e.Hash {
+		t.Fatalf("a repeated create: %v, hash %x want %x", err, again.Hash, e.Hash)
+	}
+	other := testOrder("o-1", "truck-1", c.Now())
+	other.Address = "2 Quay St"
+	if _, err := st.Create(ctx, other); !errors.Is(err, dispatch.ErrExists) {
+		t.Fatalf("create with other content: %v, want ErrExists", err)
+	}
+	c.Add(time.Minute)
+	rev, err := st.Revise(ctx, other)
+	if err != nil || rev.Order.Revision != 2 || rev.Order.Address != "2 Quay St" || !rev.Order.Created.Equal(e.Order.Created) {
+		t.Fatalf("revise: %v %+v", err, rev.Order)
+	}
+	if _, err := st.Create(ctx, testOrder("o-2", "truck-2", c.Now())); err != nil {
+		t.Fatal(err)
+	}
+	can, err := st.Cancel(ctx, "truck-1", "o-1", "customer away")
+	if err != nil || can.Order.Status != sdk.OrderCancelled || can.Order.Revision != 3 {
+		t.Fatalf("cancel: %v %+v", err, can.Order)
+	}
+	if _, err := st.Revise(ctx, other); !errors.Is(err, dispatch.ErrCancelled) {
+		t.Fatalf("revise a cancelled order: %v", err)
+	}
+	got, err := st.Order(ctx, "truck-1", "o-1")
+	if err != nil || got.Order.Revision != 3 || got.Hash != can.Hash {
+		t.Fatalf("order: %v %+v", err, got)
+	}
+	if _, err := st.Order(ctx, "truck-1", "nope"); !errors.Is(err, dispatch.ErrNotFound) {
+		t.Fatalf("missing order: %v", err)
+	}
+	if _, err := st.Cancel(ctx, "truck-1", "nope", ""); !errors.Is(err, dispatch.ErrNotFound) {
+		t.Fatalf("cancel a missing order: %v", err)
+	}
+	list, err := st.Orders(ctx)
+	if err != nil || len(list) != 2 || list[0].Order.ID != "o-1" || list[1].Order.ID != "o-2" {
+		t.Fatalf("orders: %v %d", err, len(list))
+	}
+}
+
+func testTrack(t *testing.T, st storage.Store, c *clock) {
+	ctx := context.Background()
+	ep := sdk.Epoch{1, 2, 3}
+	t0 := c.Now()
+	var all []dispatch.Fix
+	for i := range 120 {
+		all = append(all, fixAt("truck-1", ep, uint64(i+1), t0.Add(time.Duration(i)*10*time.Second)))
+	}
+	// In batches, the newest first, then the backlog, each batch twice (a redelivery).
+	for _, b := range [][]dispatch.Fix{all[100:], all[:50], all[50:100], all[:50]} {
+		if err := st.Commit(ctx, dispatch.Update{Fixes: b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := st.Track(ctx, "truck-1", t0.Add(100*time.Second), t0.Add(200*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 10 {
+		t.Fatalf("got %d fixes in [100 s, 200 s), want 10", len(got))
+	}
+	for i, f := range got {
+		w := all[10+i]
+		if f.Seq != w.Seq || f.Epoch != ep || !f.Fix.Time.Equal(w.Fix.Time) || f.Fix.Lat != w.Fix.Lat ||
+			f.Fix.Speed != w.Fix.Speed || f.Fix.Course != w.Fix.Course || f.Fix.Sats != w.Fix.Sats ||
+			f.Fix.HDOP != w.Fix.HDOP || f.Fix.Alt != w.Fix.Alt || f.Fix.Has != w.Fix.Has || f.Fix.Mode != 3 {
+			t.Fatalf("fix %d: %+v, want %+v", i, f, w)
+		}
+	}
+	whole, err := st.Track(ctx, "truck-1", t0, t0.Add(time.Hour))
+	if err != nil || len(whole) != len(all) {
+		t.Fatalf("whole track: %v, %d fixes, want %d", err, len(whole), len(all))
+	}
+	if _, err := st.Track(ctx, "truck-1", t0, t0); !errors.Is(err, storage.ErrBadRange) {
+		t.Fatalf("empty range: %v", err)
+	}
+	trucks, err := st.Trucks(ctx)
+	if err != nil || len(trucks) != 1 || trucks[0].LastFix == nil || trucks[0].LastFix.Seq != 120 {
+		t.Fatalf("trucks: %v %+v", err, trucks)
+	}
+}
+
+func testEvents(t *testing.T, st storage.Store, c *clock) {
+	ctx := context.Background()
+	e, err := st.Create(ctx, testOrder("o-1", "truck-1", c.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := sdk.Epoch{9}
+	c.Add(time.Minute)
+	rcv := eventFor(e, sdk.EventReceived, ep, 7, c.Now())
+	for range 2 { // the second is a redelivery
+		if err := st.Commit(ctx, rcv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ := st.Order(ctx, "truck-1", "o-1")
+	if got.State != dispatch.StateReceived || got.Confirmed != 1 {
+		t.Fatalf("after received: %s confirmed %d", got.State, got.Confirmed)
+	}
+	c.Add(time.Hour)
+	del := eventFor(e, sdk.EventDelivered, ep, 8, c.Now())
+	del.Event.Event.Fix = &sdk.Fix{Time: c.Now(), Lat: 51.5, Lon: -0.1, Mode: 3}
+	if err := st.Commit(ctx, del); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = st.Order(ctx, "truck-1", "o-1")
+	if got.State != dispatch.StateDelivered || got.LastEvent == nil || got.LastEvent.Fix == nil {
+		t.Fatalf("after delivered: %s %+v", got.State, got.LastEvent)
+	}
+	if _, err := st.Cancel(ctx, "truck-1", "o-1", ""); !errors.Is(err, dispatch.ErrClosed) {
+		t.Fatalf("cancel a delivered order: %v", err)
+	}
+	// An event about an order the store does not hold is archived and changes nothing.
+	stray := eventFor(dispatch.Entry{Order: sdk.Order{ID: "zz", Truck: "truck-1", Revision: 1}}, sdk.EventReceived, ep, 9, c.Now())
+	if err := st.Commit(ctx, stray); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := st.Events(ctx, "truck-1", time.Time{}, c.Now().Add(time.Second))
+	if err != nil || len(evs) != 3 {
+		t.Fatalf("events: %v %d, want 3", err, len(evs))
+	}
+	if evs[1].Event.Kind != sdk.EventDelivered || evs[1].Event.Fix == nil {
+		t.Fatalf("second event %+v", evs[1])
+	}
+}
+
+func testTrucks(t *testing.T, st storage.Store, c *clock) {
+	ctx := context.Background()
+	older := dispatch.Status{Truck: "truck-2", Status: sdk.Status{State: sdk.StateOffline, Time: c.Now()}}
+	newer := dispatch.Status{Truck: "truck-2", Status: sdk.Status{State: sdk.StateOnline, Time: c.Now().Add(time.Second),
+		Health: &sdk.Health{QueueDepth: 42, CertDaysLeft: 300}}}
+	for _, s := range []dispatch.Status{newer, older} { // the older one arrives late and is not kept
+		if err := st.Commit(ctx, dispatch.Update{Status: &s}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.Create(ctx, testOrder("o-1", "truck-1", c.Now())); err != nil {
+		t.Fatal(err)
+	}
+	trucks, err := st.Trucks(ctx)
+	if err != nil || len(trucks) != 2 || trucks[0].Name != "truck-1" || trucks[1].Name != "truck-2" {
+		t.Fatalf("trucks: %v %+v", err, trucks)
+	}
+	s := trucks[1].Status
+	if s == nil || s.Status.State != sdk.StateOnline || s.Status.Health == nil || s.Status.Health.QueueDepth != 42 ||
+		s.Status.Health.CertDaysLeft != 300 {
+		t.Fatalf("truck-2 status %+v", s)
+	}
+	if trucks[0].Status != nil || trucks[0].LastFix != nil {
+		t.Fatalf("truck-1 has only an order: %+v", trucks[0])
+	}
+}
+
+func testNewStore(t *testing.T, st storage.Store, c *clock) {
+	ctx := context.Background()
+	e, err := st.Create(ctx, testOrder("o-1", "truck-1", c.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	online := func(ep sdk.Epoch) dispatch.Status {
+		return dispatch.Status{Truck: "truck-1", Changed: true, Status: sdk.Status{State: sdk.StateOnline, Time: c.Now(),
+			Health: &sdk.Health{StoreEpoch: ep, StoreOrigin: "created"}}}
+	}
+	if ch, err := st.NoteStatus(ctx, online(sdk.Epoch{1})); err != nil || ch != nil {
+		t.Fatalf("first epoch: %v %+v", err, ch)
+	}
+	if err := st.Commit(ctx, eventFor(e, sdk.EventReceived, sdk.Epoch{1}, 1, c.Now())); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := st.NoteStatus(ctx, online(sdk.Epoch{2}))
+	if err != nil || ch == nil || ch.Reopened != 1 {
+		t.Fatalf("new epoch: %v %+v", err, ch)
+	}
+	got, _ := st.Order(ctx, "truck-1", "o-1")
+	if got.State != dispatch.StatePending || got.Awaiting != (sdk.Epoch{2}) {
+		t.Fatalf("reopened: %s awaiting %x", got.State, got.Awaiting)
+	}
+	if ch, err := st.NoteStatus(ctx, online(sdk.Epoch{2})); err != nil || ch != nil {
+		t.Fatalf("same epoch again: %v %+v", err, ch)
+	}
+}
+
+func testSender(t *testing.T, st storage.Store, c *clock) {
+	ctx, cancel := context.WithCancel(context.Background())
+	pub := &recorder{}
+	done := make(chan error, 1)
+	go func() { done <- st.RunSender(ctx, pub) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("RunSender: %v", err)
+		}
+	}()
+	e, err := st.Create(ctx, testOrder("o-1", "truck-1", c.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first send", func() bool { return pub.count() == 1 })
+	// Not due again until the backoff has passed.
+	c.Add(10 * time.Minute)
+	waitFor(t, "the re-send after the backoff", func() bool { return pub.count() == 2 })
+	if err := st.Commit(ctx, eventFor(e, sdk.EventReceived, sdk.Epoch{1}, 1, c.Now())); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := st.Order(ctx, "truck-1", "o-1")
+	if got.Unconfirmed() || got.Sends < 1 {
+		t.Fatalf("after the received event: %+v", got)
+	}
+	n := pub.count()
+	c.Add(time.Hour)
+	if _, err := st.Create(ctx, testOrder("o-2", "truck-1", c.Now())); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the second order's send", func() bool { return pub.count() == n+1 })
+	pub.mu.Lock()
+	last := pub.msgs[len(pub.msgs)-1].Topic
+	pub.mu.Unlock()
+	if last != "fleet/trucks/truck-1/orders/o-2" {
+		t.Fatalf("after confirming o-1 the sender sent %s", last)
+	}
+}
+
+func testBadInput(t *testing.T, st storage.Store, c *clock) {
+	ctx := context.Background()
+	bad := testOrder("o 1", "truck-1", c.Now())
+	if _, err := st.Create(ctx, bad); err == nil {
+		t.Fatal("an order id with a space was accepted")
+	}
+	bad = testOrder("o-1", "Truck/1", c.Now())
+	if _, err := st.Create(ctx, bad); err == nil {
+		t.Fatal("a truck name with a slash was accepted")
+	}
+	bad = testOrder("o-1", "truck-1", c.Now())
+	bad.Lat = 91
+	if _, err := st.Create(ctx, bad); err == nil {
+		t.Fatal("latitude 91 was accepted")
+	}
+	if err := st.Commit(ctx, dispatch.Update{Status: &dispatch.Status{}}); err == nil {
+		t.Fatal("a status without a truck was accepted")
+	}
+}
