@@ -54,7 +54,8 @@ func posRank(k kind) int {
 //
 // An epoch is the set of sentences with the same UTC time of day, plus the sentences without a time (GSA,
 // VTG) that arrive between them. It ends when a sentence with another time arrives or the caller calls
-// flush (end of input, or silence on a live line: receivers send each epoch as one burst).
+// flush (end of input, or silence on a live line: receivers send each epoch as one burst). Its Fix is the
+// epoch as it stood at its last report (cycleDetector): gpsd's answer.
 type assembler struct {
 	cur      epoch
 	lastT    tod   // time of the last epoch flushed, to drop its stragglers
@@ -66,6 +67,14 @@ type assembler struct {
 	prevMode Mode   // mode of the previous epoch
 	gsaFix   int    // fix type of the last GSA, for epochs without one
 	gsaMS    int64  // time of day of that GSA's epoch
+
+	cyc          cycleDetector
+	reported     bool  // cur has been reported (snap holds it as it was then)
+	snap         epoch // cur at its last report
+	snapDate     ymd   // the date known then: a fix reported before its date is untimed, as in gpsd
+	snapDateMS   int64
+	snapHaveDate bool
+	unreported   uint64 // epochs with a position that the receiver's cycle never reported
 }
 
 // stickyGSAFor is how long a GSA's fix type stands for epochs that have none (milliseconds).
@@ -90,10 +99,18 @@ func newAssembler() *assembler {
 func sameEpoch(a, b tod) bool { return absMS(a.ms-b.ms) < 10 }
 
 // add merges one observation; it returns a Fix when the observation closed an epoch that had one.
+// Observations of sentences without fix data (kindOther) only drive the cycle detector.
 func (a *assembler) add(o obs) (Fix, bool) {
 	var out Fix
 	var ok bool
-	if o.t.valid {
+	if o.force {
+		// A no-fix sentence without a time (receivers without a fix send empty RMC and GGA): the epoch
+		// in progress ends with its last report, and this report has no time, so no fix.
+		out, ok = a.flush()
+		a.cyc.step(o)
+		return out, ok
+	}
+	if o.timed {
 		switch {
 		case a.cur.t.valid && !sameEpoch(o.t, a.cur.t):
 			out, ok = a.flush()
@@ -107,8 +124,19 @@ func (a *assembler) add(o obs) (Fix, bool) {
 	if o.date.valid && o.t.valid {
 		a.date, a.dateMS, a.haveDate = o.date, o.t.ms, true
 	}
-	a.merge(o)
+	if o.kind != kindOther {
+		a.merge(o)
+	}
+	if a.cyc.step(o) {
+		a.report()
+	}
 	return out, ok
+}
+
+// report records the epoch as it stands: the fix gpsd would report at this sentence. An epoch's Fix is
+// what it was at its last report; what arrives after that and before the next epoch is not part of it.
+func (a *assembler) report() {
+	a.snap, a.snapDate, a.snapDateMS, a.snapHaveDate, a.reported = a.cur, a.date, a.dateMS, a.haveDate, true
 }
 
 func (a *assembler) merge(o obs) {
@@ -205,35 +233,45 @@ func (e *epoch) mode(prev Mode, stickyGSA int) Mode {
 	return ModeNoFix
 }
 
-// flush ends the current epoch and returns its Fix, if it had one.
+// flush ends the current epoch and returns its Fix, as it was at the epoch's last report, if it had one.
 func (a *assembler) flush() (Fix, bool) {
-	e := &a.cur
+	cur := &a.cur
 	defer func() {
-		if e.t.valid {
-			a.lastT = e.t
+		if cur.t.valid {
+			a.lastT = cur.t
 		}
-		e.reset(tod{})
+		cur.reset(tod{})
+		a.reported = false
 	}()
-	if e.n == 0 || !e.t.valid {
+	if cur.n == 0 || !cur.t.valid {
 		return Fix{}, false
 	}
-	if e.gsaFix > 0 {
-		a.gsaFix, a.gsaMS = e.gsaFix, e.t.ms
-	} else if a.gsaFix > 0 && absMS(e.t.ms-a.gsaMS) > stickyGSAFor {
+	if cur.gsaFix > 0 { // every GSA counts for the next epochs, reported or not
+		a.gsaFix, a.gsaMS = cur.gsaFix, cur.t.ms
+	} else if a.gsaFix > 0 && absMS(cur.t.ms-a.gsaMS) > stickyGSAFor {
 		a.gsaFix = 0
 	}
+	if !a.reported {
+		// The receiver's cycle ended before its report sentence (a burst cut short, the end of a
+		// capture): gpsd reports nothing for it, and neither do we.
+		if cur.hasPos {
+			a.unreported++
+		}
+		return Fix{}, false
+	}
+	e := &a.snap
 	m := e.mode(a.prevMode, a.gsaFix)
 	a.prevMode = m
-	if m < Mode2D || !e.hasPos {
+	if m < Mode2D || !e.hasPos || !e.t.valid {
 		a.noFix++
 		return Fix{}, false
 	}
-	if !a.haveDate {
+	if !a.snapHaveDate {
 		a.noDate++
 		return Fix{}, false
 	}
-	day := time.Date(a.date.y, time.Month(a.date.m), a.date.d, 0, 0, 0, 0, time.UTC)
-	if e.t.ms < a.dateMS-12*3600*1000 { // midnight passed since the date was seen
+	day := time.Date(a.snapDate.y, time.Month(a.snapDate.m), a.snapDate.d, 0, 0, 0, 0, time.UTC)
+	if e.t.ms < a.snapDateMS-12*3600*1000 { // midnight passed since the date was seen
 		day = day.AddDate(0, 0, 1)
 	}
 	f := emptyFix()
@@ -252,4 +290,70 @@ func (a *assembler) flush() (Fix, bool) {
 		f.Sats = e.gsaSats
 	}
 	return f, true
+}
+
+// cycleDetector finds the sentences at which a receiver's cycle is complete, as gpsd does
+// (driver_nmea0183.c, nmea_parse). gpsd merges every sentence into its fix and reports the fix at these
+// sentences only; its answer for an epoch is the fix at the epoch's last report.
+//
+//   - A cycle starts when a sentence registers a time of day other than the previous one (RMC with a
+//     valid fix, GGA, GLL, GNS, GBS, Skytraq PSTI,030; not ZDA, not an invalid RMC).
+//   - The type of the last timed sentence before that change becomes a cycle ender (each type once); a
+//     timed sentence of an ender type reports.
+//   - Until the first ender is known (cycle detection unreliable), every sentence that sets a position
+//     or a mode reports.
+//   - A DBT (depth, from marine instruments sharing the bus) marks a receiver whose untimed sentences
+//     continue the cycle: from then on no new ender is learned, and every untimed sentence becomes the
+//     ender in place of the last timed type, and reports if it carries data gpsd decodes (reportsData).
+//   - An invalid RMC, or a GGA without a fix, that has no time reports at once and makes detection
+//     unreliable again (receivers without a fix that send empty sentences).
+type cycleDetector struct {
+	enders   map[string]bool
+	lastTag  string // type of the last timed sentence; "" before any
+	lastTime tod    // its time
+	cont     bool   // a continuation sentence (DBT) has been seen
+	reliable bool   // an ender is known
+}
+
+// reportsData lists the untimed sentence types from which gpsd decodes something; a report needs new data
+// (gpsd sends a TPV only when a sentence changed something), so the others never report.
+var reportsData = map[string]bool{"GSA": true, "GSV": true, "VTG": true, "ZDA": true, "GST": true, "HDG": true,
+	"HDT": true, "DBT": true, "MWD": true, "MWV": true, "PGRME": true, "PGRMZ": true, "PGRMM": true}
+
+// step takes the next sentence and reports whether the cycle is reported at it.
+func (c *cycleDetector) step(o obs) bool {
+	if c.enders == nil {
+		c.enders = map[string]bool{}
+	}
+	report := false
+	if o.force {
+		c.reliable = false
+		report = true
+	}
+	if o.tag == "DBT" {
+		c.cont = true
+	}
+	if o.timed {
+		if !c.lastTime.valid || absMS(o.t.ms-c.lastTime.ms) > 10 {
+			if c.lastTag != "" && !c.enders[c.lastTag] && !c.cont {
+				c.enders[c.lastTag] = true
+				c.reliable = true
+			}
+		}
+		c.lastTime = o.t
+	} else if c.cont {
+		c.enders[c.lastTag] = false
+		c.enders[o.tag] = true
+		c.reliable = true
+	}
+	if (o.timed || c.cont && reportsData[o.tag]) && c.enders[o.tag] {
+		report = true
+	}
+	if o.timed {
+		c.lastTag = o.tag
+	}
+	if !c.reliable && o.posMode {
+		report = true
+	}
+	return report
 }

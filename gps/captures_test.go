@@ -179,70 +179,36 @@ type justified struct {
 }
 
 const (
-	whyLast = "last epoch of the capture (or of a recording spliced into it): gpsd reports a cycle when " +
-		"the next one starts or its end-of-cycle sentence arrives, and the capture ends first. The " +
-		"receiver's sentences for this second are complete and valid: we report them."
-	whyFirst = "first epoch with a fix: its GGA arrived before any date, so gpsd's TPV for it has no " +
-		"time (see the .chk) and the CSV no row; the RMC of the same epoch carries the date and we use it."
-	whyComputedSpeed = "the receiver sent no speed in this epoch (GGA/GSA/ZDA or GLL only); gpsd " +
-		"reports a speed it computed from successive positions. design.md: fields the receiver did " +
-		"not give are omitted."
+	whyComputedSpeed = "the receiver sent no speed in this epoch's report (GGA/GSA/ZDA or GLL only, or its VTG " +
+		"comes after the sentence that reports the cycle); gpsd reports a speed it computed from " +
+		"successive positions. design.md: fields the receiver did not give are omitted."
 	whyBackwards = "the receiver's time goes backwards here (a spliced recording, or a receiver that " +
-		"changed its time phase): fixes not after the previous one are rejected as implausible, as the " +
-		"issue requires, until reanchorAfter consecutive fixes agree on the new time."
+		"changed its time phase): gpsd reports the fix, timed before the one it reported last; our " +
+		"plausibility check rejects fixes not after the previous one, until reanchorAfter consecutive " +
+		"fixes agree on the new time (TestParityBackwardsEvidence shows the sentences)."
 )
 
 func noSpeed(d diff) bool { return math.IsNaN(d.ours) }
 
 var knownDisagreements = map[string][]justified{
-	"ait250":        {{kind: "extra", times: []string{"2009-08-01T19:49:40Z"}, why: whyLast}},
-	"neo-m8n":       {{kind: "extra", times: []string{"2015-03-18T17:19:48Z"}, why: whyLast}},
-	"ch-4701":       {{kind: "extra", times: []string{"2008-05-29T12:35:00Z"}, why: whyLast}},
-	"foretrex-201":  {{kind: "extra", times: []string{"2010-08-26T20:00:16Z"}, why: whyLast}},
-	"garmin-10x":    {{kind: "extra", times: []string{"2010-07-18T16:50:10Z"}, why: whyLast}},
-	"blumax-gps009": {{kind: "extra", times: []string{"2008-07-18T14:28:19.299Z"}, why: whyFirst}},
-	"bn-9015":       {{kind: "extra", times: []string{"2010-06-12T17:10:02.972Z"}, why: whyFirst}},
-	"geos-1m":       {{kind: "extra", times: []string{"2010-07-09T07:37:01Z"}, why: whyFirst}},
-	"motorola-t805": {{kind: "extra", times: []string{"2007-12-18T21:26:14.879Z"}, why: whyFirst}},
-	"mtk-3301":      {{kind: "extra", times: []string{"2008-08-23T08:14:36Z"}, why: whyFirst}},
-	"rgm3800":       {{kind: "extra", times: []string{"2008-08-21T10:25:23.342Z"}, why: whyFirst}},
-	"tn204": {
-		{kind: "extra", times: []string{"2002-10-26T23:01:49Z"}, why: whyFirst},
-		{kind: "speed", ok: noSpeed, why: whyComputedSpeed},
-	},
-	"tr737A+": {
-		{kind: "extra", times: []string{"2011-11-11T07:17:36Z"}, why: whyFirst},
-		{kind: "speed", ok: noSpeed, why: whyComputedSpeed},
-	},
-	"ublox-lea-5h": {
-		{kind: "extra", times: []string{"2010-08-21T08:37:36Z"}, why: whyLast + " (the recording jumps to 08:55)"},
-		{kind: "speed", ok: noSpeed, why: whyComputedSpeed},
-	},
-	"mr-350p": {{kind: "speed", ok: noSpeed, why: whyComputedSpeed}},
-	"triton400": {{kind: "extra", times: []string{"2013-04-01T03:01:30Z"},
-		why: "the GGA of 03:01:30 is cut short by the next sentence (log line 19), so gpsd never sees " +
-			"that cycle end and reports nothing; its GLL says status A with the 3D GSA before it: a fix."}},
+	"tn204":        {{kind: "speed", ok: noSpeed, why: whyComputedSpeed}},
+	"tr737A+":      {{kind: "speed", ok: noSpeed, why: whyComputedSpeed}},
+	"ublox-lea-5h": {{kind: "speed", ok: noSpeed, why: whyComputedSpeed}},
+	"mr-350p":      {{kind: "speed", ok: noSpeed, why: whyComputedSpeed}},
+	"hemi":         {{kind: "speed", ok: noSpeed, why: whyComputedSpeed}},
 	"telit-he910": {{kind: "missing", times: []string{"2019-03-12T10:51:53.408Z"}, why: whyBackwards +
 		" The receiver goes from 10:51:53.71 to 10:51:53.408."}},
 	"bt451": {
 		{kind: "missing", times: []string{"2009-12-10T14:33:06Z"}, why: "gpsd guessed the next day for " +
-			"a time 52 minutes earlier than the previous fix (the recording is spliced); the ZDA says " +
-			"2009-12-09. " + whyBackwards},
+			"a time 52 minutes earlier than the previous fix (the recording is spliced); the ZDA of the " +
+			"same epoch says 2009-12-09. " + whyBackwards},
 		{kind: "missing", times: []string{"2009-12-09T14:33:06.5Z", "2009-12-09T14:33:07Z",
 			"2009-12-09T14:33:07.5Z", "2009-12-09T14:33:08Z"}, why: whyBackwards},
-		{kind: "extra", times: []string{"2009-12-09T14:33:08.5Z", "2009-12-09T15:25:08.5Z"}, why: whyLast},
 	},
-	"hemi": {{kind: "speed", ok: func(d diff) bool { return d.ours < 0.05 }, why: "hemi sends VTG after " +
-		"the GGA of its epoch; gpsd has reported the cycle by then and shows a speed it computed from " +
-		"positions (0.08-0.28 m/s of jitter at a standstill); we report the receiver's own VTG speed " +
-		"(0.02 m/s or less)."}},
 	"bundg_zeus_9": {
-		{kind: "pos", ok: func(d diff) bool { return d.dist < 5 }, why: "the B&G Zeus stamps GLL/RMC/ZDA " +
-			"one second ahead of GGA in some bursts, giving two positions (about 3 m apart) for the same " +
-			"second. gpsd keeps the RMC/GLL one because it reported before the late GGA arrived; we keep " +
-			"the last sentence of that second (the GGA), the same rule as everywhere else."},
 		{kind: "speed", ok: noSpeed, times: []string{"2018-08-20T09:48:34Z", "2018-08-20T09:50:04Z"},
-			why: "no RMC/VTG carries this second's time stamp (see above); gpsd computes a speed."},
+			why: "no RMC/VTG carries this second's time stamp (the B&G Zeus stamps GLL/RMC/ZDA one second " +
+				"ahead of GGA in some bursts); gpsd computes a speed."},
 	},
 }
 

@@ -83,6 +83,12 @@ type obs struct {
 	hdop     float64
 	pdop     float64
 	fixType  int // GSA 1..3, 0 absent
+
+	// What gpsd's cycle detector sees in the sentence (see cycleDetector).
+	tag     string // sentence type without the talker ("RMC", "PSTI"); "" for types gpsd does not decode
+	timed   bool   // the sentence registers a time of day for cycle detection (gpsd: register_fractional_time)
+	posMode bool   // the sentence sets a position or a fix mode (gpsd: LATLON_SET or MODE_SET)
+	force   bool   // a no-fix sentence without a time, reported at once (gpsd: REPORT_IS from the parser)
 }
 
 func newObs(k kind) obs {
@@ -118,22 +124,29 @@ var errNotFix = errors.New("gps: not a fix sentence")
 func (d *sentenceDecoder) decode(raw []byte) (obs, error) {
 	k := sentenceKind(raw)
 	if k == kindOther {
-		return obs{}, errNotFix
+		return otherObs(raw), errNotFix
 	}
 	s, err := d.p.Parse(string(raw))
 	if err != nil {
 		return obs{}, err
 	}
 	o := newObs(k)
+	o.tag = k.String()
 	switch m := s.(type) {
 	case nmea.RMC:
 		f := m.Fields
 		o.t = todOf(m.Time)
 		o.status = firstByte(m.Validity)
 		o.faa = firstByte(m.FFAMode)
-		if m.Date.Valid {
+		valid := o.status == 'A' || o.status == 'D'
+		// Only a valid RMC gives the time and date (MTK and SiRF send bogus ones with status V, as gpsd notes);
+		// an invalid one without them is a no-fix report of its own.
+		if m.Date.Valid && valid {
 			o.date = ymd{valid: true, y: centuryYear(m.Date.YY), m: m.Date.MM, d: m.Date.DD}
 		}
+		o.timed = valid && o.t.valid && m.Date.Valid
+		o.force = !valid && (!o.t.valid || !m.Date.Valid)
+		o.posMode = true
 		o.setPos(f, 2)
 		if has(f, 6) {
 			o.speed = m.Speed * knots
@@ -144,10 +157,12 @@ func (d *sentenceDecoder) decode(raw []byte) (obs, error) {
 	case nmea.GGA:
 		f := m.Fields
 		o.t = todOf(m.Time)
+		o.timed, o.posMode = o.t.valid, true
 		o.setPos(f, 1)
 		if q, err := strconv.Atoi(m.FixQuality); err == nil {
 			o.quality = q
 		}
+		o.force = o.quality == 0 && !o.t.valid
 		if has(f, 6) {
 			o.sats = int(m.NumSatellites)
 		}
@@ -158,6 +173,7 @@ func (d *sentenceDecoder) decode(raw []byte) (obs, error) {
 			o.alt = m.Altitude
 		}
 	case nmea.GSA:
+		o.posMode = true
 		if n, err := strconv.Atoi(m.FixType); err == nil {
 			o.fixType = n
 		}
@@ -183,6 +199,7 @@ func (d *sentenceDecoder) decode(raw []byte) (obs, error) {
 	case nmea.GNS:
 		f := m.Fields
 		o.t = todOf(m.Time)
+		o.timed, o.posMode = o.t.valid, true
 		o.setPos(f, 1)
 		if len(m.Mode) > 0 {
 			o.faa = firstByte(m.Mode[0])
@@ -204,6 +221,7 @@ func (d *sentenceDecoder) decode(raw []byte) (obs, error) {
 		}
 	case nmea.GLL:
 		o.t = todOf(m.Time)
+		o.timed, o.posMode = o.t.valid, true
 		o.status = firstByte(m.Validity)
 		o.setPos(m.Fields, 0)
 		if has(m.Fields, 6) {
@@ -218,6 +236,46 @@ func (d *sentenceDecoder) decode(raw []byte) (obs, error) {
 		return obs{}, fmt.Errorf("gps: unexpected %T for %s", s, k)
 	}
 	return o, nil
+}
+
+// otherObs is what a sentence without fix data tells the cycle detector: its type, and the time of the two
+// kinds that gpsd also uses to find cycles (GBS; Skytraq's PSTI,030 with a valid fix). Any talker.
+func otherObs(raw []byte) obs {
+	o := newObs(kindOther)
+	if len(raw) < 2 || raw[0] != '$' {
+		return o // AIS and the like: not NMEA fix traffic, gpsd hands them to another driver
+	}
+	body := string(raw[1:])
+	if i := strings.IndexByte(body, '*'); i >= 0 {
+		body = body[:i]
+	}
+	f := strings.Split(body, ",")
+	switch {
+	case len(f[0]) == 5 && f[0][0] != 'P':
+		o.tag = f[0][2:]
+	case f[0] == "PSTI" || strings.HasPrefix(f[0], "PGRM"):
+		o.tag = f[0]
+	}
+	switch {
+	case o.tag == "GBS" && len(f) > 1:
+		o.t = parseTod(f[1])
+	case o.tag == "PSTI" && len(f) == 16 && f[1] == "030" && f[3] == "A" && f[13] != "N" && f[12] != "":
+		o.t = parseTod(f[2])
+	}
+	o.timed = o.t.valid
+	return o
+}
+
+// parseTod reads hhmmss[.sss].
+func parseTod(s string) tod {
+	if len(s) < 6 {
+		return tod{}
+	}
+	t, err := nmea.ParseTime(s)
+	if err != nil {
+		return tod{}
+	}
+	return todOf(t)
 }
 
 // setPos takes the position at fields i..i+3 when all four are present and valid. It parses them itself
@@ -272,12 +330,28 @@ func parseRMC(s nmea.BaseSentence) (nmea.Sentence, error) {
 		Longitude:    latLong(p, f, 4),
 		Speed:        p.Float64(6, "speed"),
 		Course:       p.Float64(7, "course"),
-		Date:         p.Date(8, "date"),
 		FFAMode:      p.String(11, "FAA mode"),
+	}
+	// gpsd's merge_ddmmyy takes only ddmmyy: a garbled date ("2208-1", Telit HE910) is no date, and the
+	// sentence no time, but its position stands.
+	if sixDigits(f[8]) {
+		m.Date = p.Date(8, "date")
 	}
 	// Magnetic variation (fields 9, 10) and navigation status (12) are not used for a fix: not parsed, so
 	// their oddities cannot cost us the position.
 	return m, p.Err()
+}
+
+func sixDigits(s string) bool {
+	if len(s) != 6 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // parseGGA is go-nmea's GGA parser made tolerant: any single-digit fix quality (7 manual, 8 simulator) and

@@ -57,7 +57,7 @@ type Stats struct {
 	FrameStats
 	Skipped     uint64 // valid sentences that carry no fix data (GSV, TXT, proprietary, ...)
 	ParseErrors uint64 // fix sentences go-nmea and our tolerant parsers could not read
-	NoFix       uint64 // epochs in which the receiver had no fix
+	NoFix       uint64 // epochs in which the receiver had no fix, or whose cycle it never reported (cut short)
 	NoDate      uint64 // epochs with a position before any date was known (RMC or ZDA)
 	Fixes       uint64 // fixes delivered
 	Rejected    uint64 // implausible fixes dropped: the sum of the three below
@@ -115,12 +115,11 @@ func (r *Reader) Next() (Fix, error) {
 		r.sky.Add(line)
 		o, err := r.dec.decode(line)
 		if err != nil {
-			if err == errNotFix {
-				r.stats.Skipped++
-			} else {
+			if err != errNotFix {
 				r.stats.ParseErrors++
+				continue
 			}
-			continue
+			r.stats.Skipped++ // no fix data, but it may start or end the receiver's cycle
 		}
 		if f, ok := r.accept(r.asm.add(o)); ok {
 			return f, nil
@@ -156,7 +155,7 @@ func (r *Reader) accept(f Fix, ok bool) (Fix, bool) {
 func (r *Reader) Stats() Stats {
 	s := r.stats
 	s.FrameStats = r.fr.Stats()
-	s.NoFix, s.NoDate = r.asm.noFix, r.asm.noDate
+	s.NoFix, s.NoDate = r.asm.noFix+r.asm.unreported, r.asm.noDate
 	return s
 }
 
