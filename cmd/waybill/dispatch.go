@@ -1,0 +1,284 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/waybill-iot/waybill/office/service"
+	"github.com/waybill-iot/waybill/office/storage"
+	"github.com/waybill-iot/waybill/office/storage/embedded"
+	"github.com/waybill-iot/waybill/office/storage/postgres"
+	"github.com/waybill-iot/waybill/sdk"
+	"github.com/waybill-iot/waybill/sdk/dispatch"
+	"github.com/waybill-iot/waybill/sdk/pki"
+	"github.com/waybill-iot/waybill/sdk/transport"
+)
+
+// dispatchConfig is `waybill dispatch run`'s TOML file. Every field says what its zero value means;
+// durations are strings with a unit ("30s", "15m"): a bare number is refused.
+type dispatchConfig struct {
+	Broker struct {
+		// URLs of the broker(s), mqtts://HOST:PORT. Required.
+		URLs []string `toml:"urls"`
+		// Cert, Key and CA: the dispatch identity and the fleet CA (PEM files). Required.
+		Cert string `toml:"cert"`
+		Key  string `toml:"key"`
+		CA   string `toml:"ca"`
+		// CRL is the fleet CRL file. Zero: none until the broker's retained CRL arrives.
+		CRL string `toml:"crl"`
+		// Issued is a directory of issued certificates (the PKI's issued/), so trucks' telemetry verifies from
+		// its first message. Zero: trucks' certificates are learned from their messages.
+		Issued string `toml:"issued"`
+		// Prefix is the topic prefix. Zero: "fleet".
+		Prefix string `toml:"prefix"`
+		// ShareGroup splits telemetry and events between the processes of one group (MQTT v5 shared
+		// subscriptions): give every process on one PostgreSQL database the same unguessable name (see
+		// dispatch.RandomShareGroup). Zero: not shared (one process).
+		ShareGroup string `toml:"share_group"`
+	} `toml:"broker"`
+	Storage struct {
+		// Engine is "embedded" (bbolt files in data_dir, one process) or "postgres". Zero: "embedded".
+		Engine string `toml:"engine"`
+		// DataDir is the embedded engine's directory (archive.db, outbox.db; the one `waybill order --data`
+		// uses). Zero: /var/lib/waybill-dispatch.
+		DataDir string `toml:"data_dir"`
+		// DSN is PostgreSQL's connection string (engine "postgres"). Env WAYBILL_DISPATCH_DSN overrides it,
+		// so a password need not be in the file.
+		DSN string `toml:"dsn"`
+	} `toml:"storage"`
+	HTTP struct {
+		// Listen is the API's address. Zero: 127.0.0.1:8470 (loopback only).
+		Listen string `toml:"listen"`
+		// TokenFile holds the API's bearer token (at least 16 characters; not readable by group or others).
+		// Required; env WAYBILL_DISPATCH_TOKEN overrides it.
+		TokenFile string `toml:"token_file"`
+	} `toml:"http"`
+	Orders struct {
+		// BackoffMin and BackoffMax bound the wait between sends of an unconfirmed order. Zero: 30s and 30m.
+		BackoffMin duration `toml:"backoff_min"`
+		BackoffMax duration `toml:"backoff_max"`
+		// OnlineGrace: a truck coming online gets its unconfirmed orders again after this. Zero: 15s.
+		OnlineGrace duration `toml:"online_grace"`
+		// ReceiptDelay: committed records wait this long so that one receipt covers many. Zero: 30s.
+		ReceiptDelay duration `toml:"receipt_delay"`
+	} `toml:"orders"`
+	// LogLevel is debug, info, warn or error. Zero: info.
+	LogLevel string `toml:"log_level"`
+}
+
+// duration is a TOML string with a unit; a bare number is refused (is 30 seconds or nanoseconds?).
+type duration struct{ time.Duration }
+
+func (d *duration) UnmarshalTOML(v any) error {
+	s, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("a duration needs a unit, as a string: write \"%v s\" as \"%vs\"", v, v)
+	}
+	x, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration %q: %v (write e.g. \"30s\", \"15m\")", s, err)
+	}
+	if x < 0 {
+		return fmt.Errorf("duration %q is negative", s)
+	}
+	d.Duration = x
+	return nil
+}
+
+func parseDispatchConfig(r io.Reader) (*dispatchConfig, error) {
+	var c dispatchConfig
+	md, err := toml.NewDecoder(r).Decode(&c)
+	if err != nil {
+		return nil, err
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return nil, fmt.Errorf("unknown keys: %s", strings.Join(keys, ", "))
+	}
+	if v := os.Getenv("WAYBILL_DISPATCH_DSN"); v != "" {
+		c.Storage.DSN = v
+	}
+	if c.Storage.Engine == "" {
+		c.Storage.Engine = "embedded"
+	}
+	if c.Storage.DataDir == "" {
+		c.Storage.DataDir = "/var/lib/waybill-dispatch"
+	}
+	switch {
+	case len(c.Broker.URLs) == 0:
+		return nil, errors.New("[broker] urls is required (mqtts://HOST:PORT)")
+	case c.Broker.Cert == "" || c.Broker.Key == "" || c.Broker.CA == "":
+		return nil, errors.New("[broker] cert, key and ca are required (the dispatch identity and the fleet CA)")
+	case c.Storage.Engine != "embedded" && c.Storage.Engine != "postgres":
+		return nil, fmt.Errorf("[storage] engine %q: want \"embedded\" or \"postgres\"", c.Storage.Engine)
+	case c.Storage.Engine == "postgres" && c.Storage.DSN == "":
+		return nil, errors.New("[storage] engine \"postgres\" needs dsn (or env WAYBILL_DISPATCH_DSN)")
+	case c.HTTP.TokenFile == "" && os.Getenv("WAYBILL_DISPATCH_TOKEN") == "":
+		return nil, errors.New("[http] token_file is required (or env WAYBILL_DISPATCH_TOKEN): the API's bearer token")
+	}
+	switch c.LogLevel {
+	case "", "debug", "info", "warn", "error":
+	default:
+		return nil, fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	return &c, nil
+}
+
+func (c *dispatchConfig) token() (string, error) {
+	if v := os.Getenv("WAYBILL_DISPATCH_TOKEN"); v != "" {
+		return v, nil
+	}
+	if err := pki.CheckKeyFile(c.HTTP.TokenFile); err != nil {
+		return "", fmt.Errorf("token file: %w", err)
+	}
+	b, err := os.ReadFile(c.HTTP.TokenFile)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func runDispatch(ctx context.Context, s streams, args []string) error {
+	if len(args) == 0 || args[0] != "run" {
+		fmt.Fprintln(s.err, "Usage: waybill dispatch run --config FILE")
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			return flag.ErrHelp
+		}
+		return usageError{"want the subcommand run"}
+	}
+	fs := flag.NewFlagSet("dispatch run", flag.ContinueOnError)
+	fs.SetOutput(s.err)
+	cfgPath := fs.String("config", "", "the TOML configuration (see office/dispatch.example.toml)")
+	fs.Usage = func() {
+		fmt.Fprintln(s.err, "Usage: waybill dispatch run --config FILE")
+		fmt.Fprintln(s.err)
+		fmt.Fprintln(s.err, "The dispatch office: consumes the fleet's telemetry, events and status (verified, committed to the")
+		fmt.Fprintln(s.err, "storage before the broker's acknowledgement, receipted to the trucks), re-sends orders until each truck")
+		fmt.Fprintln(s.err, "confirms them, and serves the HTTP API (/healthz, /metrics, /api/...) on loopback by default.")
+		fmt.Fprintln(s.err, "Storage: embedded (bbolt files in data_dir, one process; `waybill order` and `watch` wait for it) or")
+		fmt.Fprintln(s.err, "postgres (several processes with one share_group). Stops gracefully on SIGTERM or Ctrl-C.")
+		fmt.Fprintln(s.err)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if *cfgPath == "" || fs.NArg() > 0 {
+		return usageError{"give --config FILE and nothing else"}
+	}
+	f, err := os.Open(*cfgPath)
+	if err != nil {
+		return err
+	}
+	cfg, err := parseDispatchConfig(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("%s: %w", *cfgPath, err)
+	}
+	return runOffice(ctx, s, cfg)
+}
+
+func runOffice(ctx context.Context, s streams, cfg *dispatchConfig) error {
+	level := slog.LevelInfo
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	log := slog.New(slog.NewTextHandler(s.err, &slog.HandlerOptions{Level: level}))
+	token, err := cfg.token()
+	if err != nil {
+		return err
+	}
+	topics := sdk.Topics{Prefix: cfg.Broker.Prefix}
+	if err := pki.CheckKeyFile(cfg.Broker.Key); err != nil {
+		return err
+	}
+	cert, err := pki.LoadCertificate(cfg.Broker.Cert)
+	if err != nil {
+		return err
+	}
+	key, err := pki.LoadPrivateKey(cfg.Broker.Key)
+	if err != nil {
+		return err
+	}
+	ca, err := pki.LoadCertificates(cfg.Broker.CA)
+	if err != nil {
+		return err
+	}
+	var known []*x509.Certificate
+	if cfg.Broker.Issued != "" {
+		if known, err = readCertDir(cfg.Broker.Issued); err != nil {
+			return err
+		}
+	}
+	var crl *x509.RevocationList
+	if cfg.Broker.CRL != "" {
+		if crl, err = pki.LoadCRL(cfg.Broker.CRL); err != nil {
+			return err
+		}
+	}
+	v, err := sdk.NewVerifier(sdk.VerifierConfig{CA: ca, CRL: crl, Topics: topics, Logger: log})
+	if err != nil {
+		return err
+	}
+	for _, c := range known {
+		if !c.IsCA {
+			_ = v.AddCertificate(c)
+		}
+	}
+	o := cfg.Orders
+	var st storage.Store
+	switch cfg.Storage.Engine {
+	case "embedded":
+		if err := os.MkdirAll(cfg.Storage.DataDir, 0o700); err != nil {
+			return err
+		}
+		lock, got, holder, err := tryLock(cfg.Storage.DataDir, "waybill dispatch run")
+		if err != nil {
+			return err
+		}
+		if !got {
+			return fmt.Errorf("another waybill process%s holds %s: one process sends for a data directory",
+				holder, filepath.Join(cfg.Storage.DataDir, senderLock))
+		}
+		defer lock.release()
+		e, err := embedded.Open(embedded.Options{Dir: cfg.Storage.DataDir, Outbox: dispatch.OutboxConfig{
+			Certificate: cert, Key: key, Topics: topics, Logger: log, BackoffMin: o.BackoffMin.Duration,
+			BackoffMax: o.BackoffMax.Duration, OnlineGrace: o.OnlineGrace.Duration}})
+		if err != nil {
+			return err
+		}
+		st = e
+	case "postgres":
+		octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		p, err := postgres.Open(octx, postgres.Options{DSN: cfg.Storage.DSN, Certificate: cert, Key: key, Topics: topics,
+			Logger: log, BackoffMin: o.BackoffMin.Duration, BackoffMax: o.BackoffMax.Duration, OnlineGrace: o.OnlineGrace.Duration})
+		cancel()
+		if err != nil {
+			return err
+		}
+		st = p
+	}
+	defer st.Close()
+	svc, err := service.New(service.Config{Store: st, Token: token, Listen: cfg.HTTP.Listen, Logger: log,
+		Dispatch: dispatch.Config{Transport: transport.Config{Brokers: cfg.Broker.URLs, CertFile: cfg.Broker.Cert,
+			KeyFile: cfg.Broker.Key, CAFile: cfg.Broker.CA, CRLFile: cfg.Broker.CRL, Logger: log,
+			BackoffMin: 500 * time.Millisecond, BackoffMax: 30 * time.Second},
+			Topics: topics, ShareGroup: cfg.Broker.ShareGroup, Verifier: v, ReceiptDelay: o.ReceiptDelay.Duration, Logger: log}})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(s.out, "waybill dispatch: %s storage, API on http://%s\n", cfg.Storage.Engine, svc.Addr())
+	return svc.Run(ctx)
+}

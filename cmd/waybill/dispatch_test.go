@@ -1,0 +1,54 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestDispatchConfig(t *testing.T) {
+	t.Setenv("WAYBILL_DISPATCH_TOKEN", "")
+	t.Setenv("WAYBILL_DISPATCH_DSN", "")
+	base := `[broker]
+urls = ["mqtts://127.0.0.1:8883"]
+cert = "d.crt"
+key = "d.key"
+ca = "ca.crt"
+[http]
+token_file = "tok"
+`
+	c, err := parseDispatchConfig(strings.NewReader(base + "[orders]\nbackoff_min = \"45s\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Storage.Engine != "embedded" || c.Storage.DataDir != "/var/lib/waybill-dispatch" || c.Orders.BackoffMin.Seconds() != 45 {
+		t.Fatalf("defaults: %+v", c)
+	}
+	for _, tc := range []struct{ extra, want string }{
+		{"[orders]\nbackoff_min = 30\n", "needs a unit"},
+		{"[orders]\nbackoff_min = \"soon\"\n", "duration \"soon\""},
+		{"[storage]\nengine = \"mysql\"\n", "engine \"mysql\""},
+		{"[storage]\nengine = \"postgres\"\n", "needs dsn"},
+		{"colour = \"red\"\n", "unknown keys: http.colour"},
+		{"log_level = \"loud\"\n", "log_level"},
+	} {
+		_, err := parseDispatchConfig(strings.NewReader(base + tc.extra))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.extra, err, tc.want)
+		}
+	}
+	if _, err := parseDispatchConfig(strings.NewReader("[http]\ntoken_file = \"t\"\n")); err == nil ||
+		!strings.Contains(err.Error(), "urls is required") {
+		t.Errorf("no broker: %v", err)
+	}
+}
+
+func TestDispatchUsage(t *testing.T) {
+	var out, errb strings.Builder
+	if code := run(context.Background(), streams{strings.NewReader(""), &out, &errb}, []string{"dispatch", "start"}); code != 2 {
+		t.Fatalf("dispatch start: exit %d", code)
+	}
+	if code := run(context.Background(), streams{strings.NewReader(""), &out, &errb}, []string{"dispatch", "run"}); code != 2 {
+		t.Fatalf("dispatch run without --config: exit %d: %s", code, errb.String())
+	}
+}
