@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/waybill-iot/waybill/gps/sdkfix"
+	"github.com/waybill-iot/waybill/sdk/gpsfix"
 	"log/slog"
 	"net"
 	"net/http"
@@ -253,7 +253,7 @@ func (a *Agent) LatestFix() (sdk.Fix, bool) {
 	if f == nil {
 		return sdk.Fix{}, false
 	}
-	return sdkfix.From(*f), true
+	return gpsfix.From(*f), true
 }
 
 func (a *Agent) run(ctx context.Context) error {
@@ -424,7 +424,7 @@ func (a *Agent) runFixes(fixes <-chan gps.Fix) {
 	// fix; the odometer it carries is the current reading (dispatch takes a batch's reading from its newest
 	// fix, which is always the last logged).
 	keep := func(l gps.Logged) {
-		e, err := truck.EncodeFixOdometer(sdkfix.From(l.Fix), a.mileage.Metres())
+		e, err := truck.EncodeFixOdometer(gpsfix.From(l.Fix), a.mileage.Metres())
 		if err != nil {
 			a.log.Warn("fix cannot be encoded; skipped", "reason", l.Reason, "err", err)
 			return
@@ -455,7 +455,7 @@ func (a *Agent) runFixes(fixes <-chan gps.Fix) {
 			fix := f
 			a.latest.Store(&fix)
 			a.clock.observe(f.Time)
-			sf := sdkfix.From(f)
+			sf := gpsfix.From(f)
 			for _, ev := range a.mileage.next(f) {
 				e, err := encodeTripEvent(ev)
 				if err != nil {

@@ -1,7 +1,7 @@
 package agent
 
 import (
-	"github.com/waybill-iot/waybill/gps/sdkfix"
+	"github.com/waybill-iot/waybill/sdk/gpsfix"
 	"time"
 
 	"github.com/waybill-iot/waybill/gps"
@@ -102,6 +102,6 @@ func (d *tripDetector) next(f gps.Fix, odo float64) []sdk.Event {
 }
 
 func tripFix(f gps.Fix) *sdk.Fix {
-	s := sdkfix.From(f)
+	s := gpsfix.From(f)
 	return &s
 }

@@ -3,7 +3,7 @@ package gps_test
 import (
 	"encoding/binary"
 	"fmt"
-	"github.com/waybill-iot/waybill/gps/sdkfix"
+	"github.com/waybill-iot/waybill/sdk/gpsfix"
 	"io"
 	"math"
 	"os"
@@ -158,7 +158,7 @@ func wire(t testing.TB, signer *sdk.Signer, topic string, es []emitted) (msgs, b
 		if len(batch) == 0 {
 			deadline = e.at.Add(30 * time.Second)
 		}
-		batch = append(batch, sdk.TelemetryFix{Seq: seq, Fix: sdkfix.From(e.Fix)})
+		batch = append(batch, sdk.TelemetryFix{Seq: seq, Fix: gpsfix.From(e.Fix)})
 		seq++
 		if len(batch) == 30 {
 			flush()

@@ -3,7 +3,7 @@ package fleetsim
 import (
 	"context"
 	"fmt"
-	"github.com/waybill-iot/waybill/gps/sdkfix"
+	"github.com/waybill-iot/waybill/sdk/gpsfix"
 	"math"
 	"os"
 	"path/filepath"
@@ -146,7 +146,7 @@ func (t *simTruck) drive(ctx context.Context) {
 			f := gps.Fix{Time: now.UTC().Truncate(time.Second), Lat: s.Pos.Lat, Lon: s.Pos.Lon, Alt: math.NaN(),
 				Speed: s.Speed, Course: s.Course, Mode: gps.Mode3D, Sats: 9, HDOP: 0.9, PDOP: math.NaN()}
 			if ok, _ := filter.Next(f); ok {
-				e, err := truck.EncodeFix(sdkfix.From(f))
+				e, err := truck.EncodeFix(gpsfix.From(f))
 				if err != nil {
 					continue
 				}

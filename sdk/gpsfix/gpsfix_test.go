@@ -1,4 +1,4 @@
-package sdkfix
+package gpsfix
 
 import (
 	"math"

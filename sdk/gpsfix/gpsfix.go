@@ -1,7 +1,7 @@
-// Package sdkfix converts a receiver's fix (gps.Fix) to the SDK's (sdk.Fix). It is its own package because
+// Package gpsfix converts a receiver's fix (gps.Fix) to the SDK's (sdk.Fix). It is its own package because
 // gps must not depend on the SDK nor the SDK's integrator packages on gps; the agent, the fleet simulator
 // and the track benchmark all need the one conversion.
-package sdkfix
+package gpsfix
 
 import (
 	"math"
