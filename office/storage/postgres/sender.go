@@ -80,7 +80,15 @@ func (s *Store) round(ctx context.Context, pub dispatch.Publisher) (int, time.Ti
 	lease := now.Add(s.o.PublishTimeout + s.o.RetryDelay)
 	var items []*sendItem
 	var expired int
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	if err := ctx.Err(); err != nil {
+		return 0, time.Time{}, err
+	}
+	// The claim is not cut off by ctx: a COMMIT cancelled in flight may still commit on the server, leaving
+	// leases this process would never publish or record (the orders would wait out the lease).
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	err := pgx.BeginFunc(cctx, s.pool, func(tx pgx.Tx) error {
+		ctx := cctx
 		items, expired = items[:0], 0
 		rows, err := tx.Query(ctx, `SELECT body, entry, next_attempt FROM orders WHERE open AND next_attempt <= $1
 			ORDER BY next_attempt LIMIT $2 FOR UPDATE SKIP LOCKED`, now, s.o.MaxBatch)
