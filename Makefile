@@ -12,7 +12,7 @@ ARM_PKGS := ./store/... ./gps/... ./sdk ./sdk/brokeradmin/... ./sdk/brokerconf/.
 # Debian package:command pairs the tests and the demo need (.ci/ensure-deps installs what is missing).
 TEST_DEPS := mosquitto:mosquitto mosquitto-clients:mosquitto_pub qemu-user-static:qemu-arm-static \
 	gpsd:gpsd gpsd-clients:gpsfake chromium:chromium systemd:systemd-analyze \
-	qemu-system-arm:qemu-system-aarch64 e2fsprogs:mkfs.ext4
+	qemu-system-arm:qemu-system-aarch64 e2fsprogs:mkfs.ext4 postgresql:/usr/lib/postgresql/15/bin/initdb
 TEST_TIMEOUT ?= 12m
 
 .PHONY: all build test test-native test-arm vm-test soak deps lint vet fmt cross bench demo dist clean
