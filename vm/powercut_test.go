@@ -92,8 +92,10 @@ func TestPowerCuts(t *testing.T) {
 		// One cut in five comes while the machine boots (not in the first cycle: the store must exist
 		// for the epoch to be known), the others while the agent runs.
 		if c > 1 && rng.IntN(5) == 0 {
-			time.Sleep(time.Duration(rng.Int64N(int64(5 * time.Second))))
+			d := time.Duration(rng.Int64N(int64(5 * time.Second)))
+			time.Sleep(d)
 			b.cut()
+			t.Logf("cycle %d (cache=%s): power cut %v into the boot", c, cache, d.Round(100*time.Millisecond))
 			continue
 		}
 		h := b.waitHealth(90*time.Second, "/healthz", func(health) bool { return true })
