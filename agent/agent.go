@@ -185,7 +185,7 @@ func (a *Agent) openButton() *button.Button {
 	if *c.Line < 0 {
 		return nil
 	}
-	line, err := button.OpenLine(button.GPIOConfig{Chip: c.Chip, Line: *c.Line})
+	line, err := button.OpenLine(button.GPIOConfig{Chip: c.Chip, Line: *c.Line, ActiveHigh: c.ActiveHigh, NoPull: c.NoPull})
 	if err != nil {
 		a.log.Error("button unavailable; the driver page and HTTP hook still work", "err", err,
 			"fix", "check button.chip and button.line (gpioinfo lists them) and that the agent may open /dev/gpiochip*")

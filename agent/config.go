@@ -169,6 +169,12 @@ type ButtonConfig struct {
 	LEDLine *int   `toml:"led_line"` // nil: the board's; -1: no LED
 	// LongPress zero: 2 s. Range 500ms..10s: shorter, an ordinary press reports a problem.
 	LongPress time.Duration `toml:"long_press"`
+	// ActiveHigh: the button drives the line high when pressed (an external pull-down, or a line such as
+	// QEMU's virt power button). Zero: active-low, a button to ground with the internal pull-up.
+	ActiveHigh bool `toml:"active_high"`
+	// NoPull leaves the line's pull resistor off (a board with its own, or a GPIO block without any, like
+	// the PL061). Zero: the internal pull-up (active-low) or pull-down (active-high).
+	NoPull bool `toml:"no_pull"`
 }
 
 // StatusConfig is the retained status message.

@@ -171,7 +171,7 @@ func newFleet(t *testing.T, o fleetOptions) *fleet {
 	fmt.Fprintf(&c, "[gps.filter]\nmode = \"thresholds\"\nperiod = \"1s\"\nmin_interval = \"1s\"\n[store]\nfix_batch = 3\nfix_delay = \"500ms\"\n")
 	fmt.Fprintf(&c, "[http]\nlisten = \"0.0.0.0:%d\"\ntoken = %q\n", GuestHTTPPort, httpToken)
 	if o.Button {
-		fmt.Fprintf(&c, "[button]\nchip = \"gpiochip0\"\nline = 3\nled_line = 4\n")
+		fmt.Fprintf(&c, "[button]\nchip = \"gpiochip0\"\nline = 3\nled_line = 4\nactive_high = true\nno_pull = true\n")
 	}
 	if err := os.WriteFile(filepath.Join(src, "etc", "agent.toml"), []byte(c.String()), 0o600); err != nil {
 		t.Fatal(err)
