@@ -26,6 +26,14 @@ type Store interface {
 	// Orders returns every order, oldest created first.
 	Orders(ctx context.Context) ([]dispatch.Entry, error)
 
+	// TrackingToken returns the order's customer tracking token, creating it (NewTrackingToken) on the
+	// first call; the same token after that, from any process. An error wrapping dispatch.ErrNotFound when
+	// there is no such order.
+	TrackingToken(ctx context.Context, truck, id string) (string, error)
+	// Tracked returns the order whose tracking token is token: looked up by TrackingKey(token), then the
+	// stored token compared in constant time. An error wrapping dispatch.ErrNotFound for any other string.
+	Tracked(ctx context.Context, token string) (dispatch.Entry, error)
+
 	// Track returns a truck's fixes with from <= time < to, in time order.
 	Track(ctx context.Context, truck string, from, to time.Time) ([]dispatch.Fix, error)
 	// Events returns a truck's events with from <= event time < to, in time order.

@@ -24,6 +24,7 @@ func TestStorage(t *testing.T) {
 		{"new truck store reopens orders", testNewStore},
 		{"sender sends until confirmed", testSender},
 		{"bad input", testBadInput},
+		{"tracking tokens", testTracking},
 	}
 	id := newIdentity(t)
 	for _, e := range engines(t) {

@@ -1,6 +1,7 @@
 // Package embedded is the office storage engine for one host (storage.Store): the bbolt files of a
 // dispatch data directory, DIR/archive.db (sdk/dispatch/archive) and DIR/outbox.db (dispatch.Outbox),
-// the same files `waybill order` and `waybill watch` use, so moving from those commands to `waybill
+// the same files `waybill order` and `waybill watch` use, and DIR/tracking.db (the customer tracking
+// tokens: token by order, order by SHA-256 of the token), so moving from those commands to `waybill
 // dispatch run` keeps every order and every archived record.
 //
 // # Basics

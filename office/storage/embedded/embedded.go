@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/waybill-iot/waybill/office/storage"
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/dispatch"
@@ -34,6 +36,7 @@ type Options struct {
 type Store struct {
 	arc *archive.Archive
 	ob  *dispatch.Outbox
+	trk *bolt.DB // TrackingFile
 
 	// mu guards the fields below.
 	mu     sync.Mutex
@@ -63,14 +66,23 @@ func Open(o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded: %w", err)
 	}
-	return &Store{arc: arc, ob: ob, last: map[string]*dispatch.Fix{}, loaded: map[string]bool{}}, nil
+	timeout := o.LockTimeout
+	if timeout == 0 {
+		timeout = archive.DefaultTimeout
+	}
+	trk, err := openTracking(filepath.Join(o.Dir, TrackingFile), timeout)
+	if err != nil {
+		arc.Close()
+		return nil, err
+	}
+	return &Store{arc: arc, ob: ob, trk: trk, last: map[string]*dispatch.Fix{}, loaded: map[string]bool{}}, nil
 }
 
 // Outbox is the wrapped outbox.
 func (s *Store) Outbox() *dispatch.Outbox { return s.ob }
 
-// Close closes the archive.
-func (s *Store) Close() error { return s.arc.Close() }
+// Close closes the archive and the tracking tokens.
+func (s *Store) Close() error { return errors.Join(s.arc.Close(), s.trk.Close()) }
 
 // Commit commits u to the archive and then applies an event to the outbox.
 func (s *Store) Commit(ctx context.Context, u dispatch.Update) error {

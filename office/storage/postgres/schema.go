@@ -72,6 +72,9 @@ var migrations = []string{
 		identity text PRIMARY KEY,
 		last bigint NOT NULL
 	);`,
+	// 2: customer tracking tokens, stored with their order; looked up by the token's SHA-256.
+	`ALTER TABLE orders ADD COLUMN tracking_token text, ADD COLUMN tracking_key bytea;
+	CREATE UNIQUE INDEX orders_tracking_key ON orders (tracking_key) WHERE tracking_key IS NOT NULL;`,
 }
 
 // migrate applies the migrations not applied yet, each in its own transaction, under an advisory lock so
