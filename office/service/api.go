@@ -22,11 +22,19 @@ const maxBody = 64 << 10
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
+	// The console (its page and files are public; everything it shows comes from /api) and the customers'
+	// tracking pages (the token in the path is the only key).
+	mux.HandleFunc("GET /{$}", s.consolePage)
+	mux.HandleFunc("GET /console/{name}", s.asset)
+	mux.HandleFunc("POST /login", s.login)
+	mux.HandleFunc("POST /logout", s.logout)
+	mux.HandleFunc("GET /t/{token}", s.trackingPage)
+	mux.HandleFunc("GET /t/{token}/status", s.trackingStatus)
 	auth := func(pattern string, h http.HandlerFunc) {
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-			if !s.authorized(r) {
+			if ok, why := s.consoleAuth(r); !ok {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="waybill dispatch"`)
-				writeErr(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token"))
+				writeErr(w, http.StatusUnauthorized, why)
 				return
 			}
 			r.Body = http.MaxBytesReader(w, r.Body, maxBody)
@@ -42,6 +50,10 @@ func (s *Service) Handler() http.Handler {
 	auth("GET /api/trucks", s.trucks)
 	auth("GET /api/trucks/{truck}/track", s.track)
 	auth("GET /api/proofs", s.proofs)
+	auth("GET /api/session", s.session)
+	auth("GET /api/fleet", s.fleetHandler)
+	auth("GET /api/events", s.events)
+	auth("GET /api/trucks/{truck}/events", s.truckEvents)
 	return mux
 }
 
@@ -126,6 +138,23 @@ type orderView struct {
 	dispatch.Entry
 	StateText string           `json:"state_text"`
 	History   []dispatch.Event `json:"history,omitempty"`
+	// Tracking is the customer's tracking link (create and get only).
+	Tracking *tracking `json:"tracking,omitempty"`
+}
+
+type tracking struct {
+	Token string `json:"token"`
+	URL   string `json:"url"` // Config.PublicURL + "/t/" + token
+}
+
+// withTracking adds the order's tracking link, creating it if the order has none yet.
+func (s *Service) withTracking(r *http.Request, v orderView) (orderView, error) {
+	tok, err := s.cfg.Store.TrackingToken(r.Context(), v.Order.Truck, v.Order.ID)
+	if err != nil {
+		return v, err
+	}
+	v.Tracking = &tracking{Token: tok, URL: s.trackingURL(tok)}
+	return v, nil
 }
 
 func view(e dispatch.Entry) orderView { return orderView{Entry: e, StateText: e.StateText()} }
@@ -158,7 +187,13 @@ func (s *Service) createOrder(w http.ResponseWriter, r *http.Request) {
 		s.orderErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, view(e))
+	s.notifyOrder(r.Context(), e.Order.Truck, e.Order.ID)
+	v, err := s.withTracking(r, view(e))
+	if err != nil {
+		storeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, v)
 }
 
 // orderErr: the storage's validation errors (sdk: ...) are bad input.
@@ -182,7 +217,11 @@ func (s *Service) getOrder(w http.ResponseWriter, r *http.Request) {
 		storeErr(w, err)
 		return
 	}
-	v := view(e)
+	v, err := s.withTracking(r, view(e))
+	if err != nil {
+		storeErr(w, err)
+		return
+	}
 	for _, ev := range evs {
 		if ev.Event.OrderID == id {
 			v.History = append(v.History, ev)
@@ -208,6 +247,7 @@ func (s *Service) reviseOrder(w http.ResponseWriter, r *http.Request) {
 		s.orderErr(w, err)
 		return
 	}
+	s.notifyOrder(r.Context(), truck, id)
 	writeJSON(w, http.StatusOK, view(e))
 }
 
@@ -217,6 +257,7 @@ func (s *Service) cancelOrder(w http.ResponseWriter, r *http.Request) {
 		s.orderErr(w, err)
 		return
 	}
+	s.notifyOrder(r.Context(), e.Order.Truck, e.Order.ID)
 	writeJSON(w, http.StatusOK, view(e))
 }
 

@@ -25,10 +25,37 @@
 //	GET    /api/trucks                       online, last fix, fix age, queue depth, certificate days left
 //	GET    /api/trucks/{truck}/track?from=&to=&format=geojson|gpx|csv   times RFC 3339; default the last 24 h
 //	GET    /api/proofs?truck=&from=&to=      delivered and failed events with what was verified
+//	GET    /api/trucks/{truck}/events?from=&to=   the truck's events (JSON)
+//	GET    /api/fleet                        every truck's online state and last position (the map)
+//	GET    /api/events                       server-sent events for the console (at most Config.MaxStreams)
+//
+// Creating or reading one order also returns its customer tracking link ("tracking": {token, url}).
+//
+// # Console
+//
+// GET / is the web console (web/: plain HTML, CSS and JavaScript embedded in the binary, no build step,
+// nothing from a CDN): orders with their live state (create, revise, cancel), the fleet on a map drawn on a
+// canvas in Web Mercator (tiles from Config.TileURL when set; a graticule and a scale bar without them),
+// a truck page (status, last fix, queue, open orders, recent events, its track for a time range) and the
+// proofs of delivery. It asks for the token once, with a form POST to /login that sets an HttpOnly,
+// SameSite=Strict cookie; requests it authorises that change something must carry X-Waybill-Console (a
+// cross-site form cannot). Live updates come over /api/events from this process's ingest and API.
+//
+// # Tracking links
+//
+// GET /t/{token} is a customer's page and GET /t/{token}/status its JSON, without the bearer token:
+// the order's id, public state, address and destination and, while the truck has the order and is online
+// (state received, arrived or problem, not cancelled), the truck's last position and straight-line
+// distance. Nothing about its other orders, its route or its name. A token is 128 bits from crypto/rand,
+// stored with the order, looked up by its SHA-256 and compared in constant time; any other string is 404.
 //
 // # Caveats
 //
 //   - The token is the only authentication; the server listens on loopback by default. Put a TLS proxy
 //     in front of it (or keep it on loopback) before opening it to the office network.
-//   - The web console and customer tracking links are not built yet.
+//   - With several processes on one PostgreSQL, a console sees the others' changes only through its
+//     30-second poll of the orders (the event stream carries this process's ingest and API).
+//   - /t/ is public: to give customers links, expose only /t/ and /console/ through a proxy (and set
+//     Config.PublicURL), never the API. There is no rate limit on /t/ here; the tokens' 128 bits are the
+//     protection.
 package service

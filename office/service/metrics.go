@@ -32,6 +32,7 @@ func (s *Service) metrics(w http.ResponseWriter, r *http.Request) {
 	c("waybill_dispatch_status_errors_total", "Online statuses the outbox could not note (left unacknowledged).", s.statusErrors.Load())
 	c("waybill_dispatch_truck_store_changes_total", "Trucks seen with a new store (their open orders reopened).", s.storeChanges.Load())
 	c("waybill_dispatch_connects_total", "Successful broker connections.", cs.Connects)
+	fmt.Fprintf(w, "# HELP waybill_dispatch_console_streams Open console event streams.\n# TYPE waybill_dispatch_console_streams gauge\nwaybill_dispatch_console_streams %d\n", s.hub.count())
 	fmt.Fprintf(w, "# HELP waybill_dispatch_rejected_total Messages refused by the verifier, by reason.\n# TYPE waybill_dispatch_rejected_total counter\n")
 	reasons := make([]sdk.Reason, 0, len(st.Rejected))
 	for r := range st.Rejected {

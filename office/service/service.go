@@ -35,6 +35,18 @@ type Config struct {
 	Logger *slog.Logger
 	// Clock is the time for fix ages and default ranges. Nil: time.Now.
 	Clock func() time.Time
+
+	// TileURL is the console's and the tracking page's map tile URL template, like
+	// "https://tile.openstreetmap.org/{z}/{x}/{y}.png" (mind the tile server's usage policy). Empty: no
+	// tiles; the maps draw a graticule and stay readable.
+	TileURL string
+	// TileAttribution is shown on the maps with the tiles, like "© OpenStreetMap contributors".
+	TileAttribution string
+	// PublicURL is where customers reach the tracking pages (/t/TOKEN), like "https://track.example.com"
+	// (a proxy that forwards only /t/ to this server). Empty: links are relative to the console's address.
+	PublicURL string
+	// MaxStreams bounds the console's open event streams. Zero: DefaultMaxStreams.
+	MaxStreams int
 }
 
 // Service is one office process.
@@ -46,6 +58,12 @@ type Service struct {
 
 	statusErrors atomic.Uint64 // NoteStatus failures (messages left unacknowledged)
 	storeChanges atomic.Uint64
+
+	hub         *hub
+	stopping    chan struct{} // closed when Run begins to stop: the event streams end
+	tileOrigin  string
+	consoleHTML []byte
+	trackHTML   []byte
 }
 
 // New checks cfg, prepares the client and binds the HTTP listener (so a taken port fails here, at
@@ -66,13 +84,20 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger}
+	if cfg.MaxStreams == 0 {
+		cfg.MaxStreams = DefaultMaxStreams
+	}
+	tileOrigin, err := checkTileURL(cfg.TileURL)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, log: cfg.Logger, hub: newHub(cfg.MaxStreams), stopping: make(chan struct{}), tileOrigin: tileOrigin}
+	s.consoleHTML, s.trackHTML = s.page("console.html"), s.page("track.html")
 	dc := cfg.Dispatch
 	dc.Record, dc.Outbox, dc.Handle = cfg.Store, nil, s.handle
 	if dc.Logger == nil {
 		dc.Logger = cfg.Logger
 	}
-	var err error
 	if s.client, err = dispatch.New(dc); err != nil {
 		return nil, fmt.Errorf("service: %w", err)
 	}
@@ -91,6 +116,7 @@ func (s *Service) Client() *dispatch.Client { return s.client }
 // handle runs after Commit, before the PUBLISH is acknowledged: an online status goes to the storage's
 // outbox (new store epochs, online kicks), and a failure leaves the message unacknowledged.
 func (s *Service) handle(ctx context.Context, u dispatch.Update) error {
+	s.notify(ctx, u)
 	if u.Status == nil || u.Status.Status.State != sdk.StateOnline {
 		return nil
 	}
@@ -137,6 +163,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 	s.log.Info("dispatch office: serving", "http", s.Addr())
 	<-ctx.Done()
+	close(s.stopping)
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	if err := srv.Shutdown(sctx); err != nil {
 		srv.Close()

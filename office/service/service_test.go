@@ -61,6 +61,12 @@ type office struct {
 
 func startOffice(t *testing.T, b *sdktest.Broker, cl sdktest.Client, st storage.Store, share string, trucks ...sdktest.Client) *office {
 	t.Helper()
+	return startOfficeConfig(t, b, cl, st, share, nil, trucks...)
+}
+
+// startOfficeConfig is startOffice with a change to the service's Config.
+func startOfficeConfig(t *testing.T, b *sdktest.Broker, cl sdktest.Client, st storage.Store, share string, change func(*service.Config), trucks ...sdktest.Client) *office {
+	t.Helper()
 	ca, err := pki.LoadCertificates(cl.CAFile)
 	if err != nil {
 		t.Fatal(err)
@@ -70,9 +76,13 @@ func startOffice(t *testing.T, b *sdktest.Broker, cl sdktest.Client, st storage.
 		c, _ := keyOf(t, tr)
 		certs = append(certs, c)
 	}
-	svc, err := service.New(service.Config{Store: st, Token: token, Listen: "127.0.0.1:0",
+	cfg := service.Config{Store: st, Token: token, Listen: "127.0.0.1:0",
 		Dispatch: dispatch.Config{Transport: transportConfig(b, cl), CA: ca, Certificates: certs, ShareGroup: share,
-			ReceiptDelay: 100 * time.Millisecond}})
+			ReceiptDelay: 100 * time.Millisecond}}
+	if change != nil {
+		change(&cfg)
+	}
+	svc, err := service.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
