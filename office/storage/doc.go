@@ -13,6 +13,10 @@
 //     through row locks (SELECT ... FOR UPDATE SKIP LOCKED) and a lease per order, so any process may die
 //     without stopping an order.
 //
+// Each order may have a customer tracking token (TrackingToken, Tracked): 128 random bits, stored with the
+// order, found by its SHA-256 and compared in constant time (the embedded engine keeps them in
+// DIR/tracking.db, PostgreSQL in two columns of orders, schema version 2).
+//
 // Both engines apply the outbox's rules from sdk/dispatch (Entry.ApplyEvent, Entry.Reopen), so an order
 // reads the same on either. The tests in this directory run every case on both engines.
 //
