@@ -63,6 +63,14 @@ type dispatchConfig struct {
 		// TokenFile holds the API's bearer token (at least 16 characters; not readable by group or others).
 		// Required; env WAYBILL_DISPATCH_TOKEN overrides it.
 		TokenFile string `toml:"token_file"`
+		// TileURL is the maps' tile URL template ({z}/{x}/{y}); TileAttribution is shown with the tiles.
+		// Zero: no tiles (a degree grid and a scale).
+		TileURL         string `toml:"tile_url"`
+		TileAttribution string `toml:"tile_attribution"`
+		// PublicURL is where customers reach the tracking pages (/t/TOKEN). Zero: the API's address.
+		PublicURL string `toml:"public_url"`
+		// MaxStreams bounds the console's open live-update streams. Zero: 32.
+		MaxStreams int `toml:"max_streams"`
 	} `toml:"http"`
 	Orders struct {
 		// BackoffMin and BackoffMax bound the wait between sends of an unconfirmed order. Zero: 30s and 30m.
@@ -271,7 +279,12 @@ func runOffice(ctx context.Context, s streams, cfg *dispatchConfig) error {
 		st = p
 	}
 	defer st.Close()
+	if cfg.HTTP.MaxStreams < 0 {
+		return fmt.Errorf("dispatch: http.max_streams = %d: want 0 (the default, 32) or more", cfg.HTTP.MaxStreams)
+	}
 	svc, err := service.New(service.Config{Store: st, Token: token, Listen: cfg.HTTP.Listen, Logger: log,
+		TileURL: cfg.HTTP.TileURL, TileAttribution: cfg.HTTP.TileAttribution, PublicURL: cfg.HTTP.PublicURL,
+		MaxStreams: cfg.HTTP.MaxStreams,
 		Dispatch: dispatch.Config{Transport: transport.Config{Brokers: cfg.Broker.URLs, CertFile: cfg.Broker.Cert,
 			KeyFile: cfg.Broker.Key, CAFile: cfg.Broker.CA, CRLFile: cfg.Broker.CRL, Logger: log,
 			BackoffMin: 500 * time.Millisecond, BackoffMax: 30 * time.Second},
