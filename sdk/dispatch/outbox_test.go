@@ -237,11 +237,9 @@ func TestOutboxExpiresUnconfirmed(t *testing.T) {
 }
 
 func TestBackoff(t *testing.T) {
-	office := officeIdentity(t)
-	ob := newOutbox(t, office, OutboxConfig{})
 	for n, want := range map[int]time.Duration{1: 30 * time.Second, 2: time.Minute, 3: 2 * time.Minute, 10: 30 * time.Minute, 100: 30 * time.Minute} {
 		for range 50 {
-			if d := ob.backoff(n); d < want/2 || d > want {
+			if d := Backoff(n, 30*time.Second, 30*time.Minute); d < want/2 || d > want {
 				t.Fatalf("backoff(%d) = %v, want in [%v, %v]", n, d, want/2, want)
 			}
 		}

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/waybill-iot/waybill/sdk"
@@ -99,13 +97,6 @@ func (o *Outbox) due(e *Entry, now, started time.Time, kicked map[string]time.Ti
 	return false, next
 }
 
-type sendItem struct {
-	entry   *Entry
-	topic   string
-	payload []byte
-	err     error
-}
-
 // round sends up to MaxBatch due revisions and records the outcome. It returns how many it sent and the
 // earliest time another one falls due (zero: none waiting).
 func (o *Outbox) round(ctx context.Context, pub Publisher) (int, time.Time, error) {
@@ -118,7 +109,7 @@ func (o *Outbox) round(ctx context.Context, pub Publisher) (int, time.Time, erro
 	}
 	o.mu.Unlock()
 
-	var items []*sendItem
+	var items []*Send
 	var next time.Time
 	var expired []*Entry
 	err := o.with(func(st *store.Store) error {
@@ -199,7 +190,7 @@ func (o *Outbox) round(ctx context.Context, pub Publisher) (int, time.Time, erro
 			if err != nil {
 				return fmt.Errorf("dispatch: sign order %s/%s: %w", e.Order.Truck, e.Order.ID, err)
 			}
-			items = append(items, &sendItem{entry: e, topic: topic, payload: payload})
+			items = append(items, &Send{Entry: e, Topic: topic, Payload: payload})
 		}
 		return nil
 	})
@@ -211,13 +202,13 @@ func (o *Outbox) round(ctx context.Context, pub Publisher) (int, time.Time, erro
 		return 0, next, err
 	}
 
-	o.publish(ctx, pub, items)
+	PublishAll(ctx, pub, items, o.cfg.MaxInFlight, o.cfg.PublishTimeout)
 	if err := o.record(items); err != nil {
 		return len(items), next, err
 	}
 	failed := 0
 	for _, it := range items {
-		if it.err != nil {
+		if it.Err != nil {
 			failed++
 		}
 	}
@@ -225,38 +216,16 @@ func (o *Outbox) round(ctx context.Context, pub Publisher) (int, time.Time, erro
 	return len(items), next, nil
 }
 
-// publish sends items with at most MaxInFlight waiting for their PUBACK at once.
-func (o *Outbox) publish(ctx context.Context, pub Publisher, items []*sendItem) {
-	work := make(chan *sendItem)
-	var wg sync.WaitGroup
-	for range min(o.cfg.MaxInFlight, len(items)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for it := range work {
-				pctx, cancel := context.WithTimeout(ctx, o.cfg.PublishTimeout)
-				it.err = pub.Publish(pctx, it.topic, it.payload, transport.PublishOptions{QoS: 1})
-				cancel()
-			}
-		}()
-	}
-	for _, it := range items {
-		work <- it
-	}
-	close(work)
-	wg.Wait()
-}
-
 // record writes each item's outcome: a send acknowledged by the broker moves the order's next attempt out by
 // the backoff; a failed one is retried after RetryDelay. It is written even when ctx has ended.
-func (o *Outbox) record(items []*sendItem) error {
+func (o *Outbox) record(items []*Send) error {
 	now := o.cfg.Clock().UTC()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return o.with(func(st *store.Store) error {
 		return st.Update(ctx, func(tx *store.Tx) error {
 			for _, it := range items {
-				e := it.entry
+				e := it.Entry
 				cur, err := getEntry(tx, e.Order.Truck, e.Order.ID)
 				if err != nil {
 					return err
@@ -264,13 +233,13 @@ func (o *Outbox) record(items []*sendItem) error {
 				if cur == nil || cur.Order.Revision != e.Order.Revision {
 					continue // revised meanwhile: the new revision has its own schedule
 				}
-				if it.err != nil {
-					cur.LastError = it.err.Error()
+				if it.Err != nil {
+					cur.LastError = it.Err.Error()
 					cur.NextAttempt = now.Add(o.cfg.RetryDelay)
 				} else {
 					cur.Sends++
 					cur.LastSent, cur.LastError = now, ""
-					cur.NextAttempt = now.Add(o.backoff(cur.Sends))
+					cur.NextAttempt = now.Add(Backoff(cur.Sends, o.cfg.BackoffMin, o.cfg.BackoffMax))
 				}
 				cur.Updated = now
 				if err := putEntry(tx, cur); err != nil {
@@ -280,16 +249,6 @@ func (o *Outbox) record(items []*sendItem) error {
 			return nil
 		})
 	})
-}
-
-// backoff is the wait after the n-th acknowledged send: BackoffMin doubling to BackoffMax, random in [d/2, d].
-func (o *Outbox) backoff(n int) time.Duration {
-	d := o.cfg.BackoffMin
-	for i := 1; i < n && d < o.cfg.BackoffMax; i++ {
-		d *= 2
-	}
-	d = min(d, o.cfg.BackoffMax)
-	return d/2 + rand.N(d/2+1)
 }
 
 // Pending reports how many orders wait for the truck's confirmation (not expired).

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -12,7 +11,6 @@ import (
 
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/dispatch"
-	"github.com/waybill-iot/waybill/sdk/transport"
 )
 
 // RunSender re-sends unconfirmed orders until ctx ends (see doc.go, Coordination). Any number of
@@ -66,19 +64,12 @@ func (s *Store) RunSender(ctx context.Context, pub dispatch.Publisher) error {
 	}
 }
 
-type sendItem struct {
-	entry   *dispatch.Entry
-	topic   string
-	payload []byte
-	err     error
-}
-
 // round claims up to MaxBatch due orders (SKIP LOCKED, then a lease), publishes them and records the
 // outcome. It returns how many it sent and when the next open order falls due (zero: none).
 func (s *Store) round(ctx context.Context, pub dispatch.Publisher) (int, time.Time, error) {
 	now := s.o.Clock().UTC()
 	lease := now.Add(s.o.PublishTimeout + s.o.RetryDelay)
-	var items []*sendItem
+	var items []*dispatch.Send
 	var expired int
 	if err := ctx.Err(); err != nil {
 		return 0, time.Time{}, err
@@ -142,7 +133,7 @@ func (s *Store) round(ctx context.Context, pub dispatch.Publisher) (int, time.Ti
 			if err != nil {
 				return fmt.Errorf("sign order %s/%s: %w", e.Order.Truck, e.Order.ID, err)
 			}
-			items = append(items, &sendItem{entry: e, topic: topic, payload: payload})
+			items = append(items, &dispatch.Send{Entry: e, Topic: topic, Payload: payload})
 		}
 		return nil
 	})
@@ -153,7 +144,7 @@ func (s *Store) round(ctx context.Context, pub dispatch.Publisher) (int, time.Ti
 		s.log.Warn("postgres: orders expired before the truck confirmed them; no longer sent", "orders", expired)
 	}
 	if len(items) > 0 {
-		s.publish(ctx, pub, items)
+		dispatch.PublishAll(ctx, pub, items, s.o.MaxInFlight, s.o.PublishTimeout)
 		if err := s.record(items); err != nil {
 			return len(items), time.Time{}, err
 		}
@@ -168,36 +159,15 @@ func (s *Store) round(ctx context.Context, pub dispatch.Publisher) (int, time.Ti
 	return len(items), *next, nil
 }
 
-func (s *Store) publish(ctx context.Context, pub dispatch.Publisher, items []*sendItem) {
-	work := make(chan *sendItem)
-	var wg sync.WaitGroup
-	for range min(s.o.MaxInFlight, len(items)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for it := range work {
-				pctx, cancel := context.WithTimeout(ctx, s.o.PublishTimeout)
-				it.err = pub.Publish(pctx, it.topic, it.payload, transport.PublishOptions{QoS: 1})
-				cancel()
-			}
-		}()
-	}
-	for _, it := range items {
-		work <- it
-	}
-	close(work)
-	wg.Wait()
-}
-
 // record writes each send's outcome, even after ctx ended (bounded): a revision changed meanwhile keeps
 // its own schedule.
-func (s *Store) record(items []*sendItem) error {
+func (s *Store) record(items []*dispatch.Send) error {
 	now := s.o.Clock().UTC()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		for _, it := range items {
-			e := it.entry
+			e := it.Entry
 			cur, err := getEntry(ctx, tx, e.Order.Truck, e.Order.ID, true)
 			if err != nil {
 				return err
@@ -206,13 +176,13 @@ func (s *Store) record(items []*sendItem) error {
 				continue
 			}
 			var next time.Time
-			if it.err != nil {
-				cur.LastError = it.err.Error()
+			if it.Err != nil {
+				cur.LastError = it.Err.Error()
 				next = now.Add(s.o.RetryDelay)
 			} else {
 				cur.Sends++
 				cur.LastSent, cur.LastError = now, ""
-				next = now.Add(s.backoff(cur.Sends))
+				next = now.Add(dispatch.Backoff(cur.Sends, s.o.BackoffMin, s.o.BackoffMax))
 			}
 			if !cur.Unconfirmed() {
 				next = now // confirmed while we sent: open is false, the time does not matter
@@ -224,15 +194,6 @@ func (s *Store) record(items []*sendItem) error {
 		}
 		return nil
 	})
-}
-
-func (s *Store) backoff(n int) time.Duration {
-	d := s.o.BackoffMin
-	for i := 1; i < n && d < s.o.BackoffMax; i++ {
-		d *= 2
-	}
-	d = min(d, s.o.BackoffMax)
-	return d/2 + rand.N(d/2+1)
 }
 
 // reservedSeq hands out envelope sequence numbers reserved in the database (signer_seq) per identity, so
