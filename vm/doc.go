@@ -12,6 +12,7 @@
 //	err = vm.MakeDisk(ctx, disk, 64, src)          // ext4 with /etc (agent.toml, PKI) and /data
 //	m, err := vm.Start(ctx, vm.Config{Kernel: a.Kernel, Initrd: initrd, Disk: disk, Dir: dir, HTTPPort: p})
 //	uart, err := m.DialUART(ctx)                   // write NMEA: the guest reads it on /dev/ttyAMA0
+//	out, code, err := m.Exec(ctx, "stty -F /dev/ttyAMA0") // busybox sh in the guest
 //	err = m.Powerdown(ctx)                         // the power button: PL061 line 3, /dev/gpiochip0
 //	m.Kill()                                       // the power cut: SIGKILL of QEMU, waited for
 //
@@ -21,6 +22,10 @@
 //     agent's configuration and the truck's PKI files in /truck/etc. Config.Cache picks QEMU's cache mode.
 //   - The PL011 UART (/dev/ttyAMA0) is a unix socket on the host: it carries only NMEA. The kernel log and
 //     the agent's output go to the virtio console (hvc0), a file on the host (Machine.Console).
+//   - A busybox sh on a virtio serial port (another unix socket) runs Machine.Exec's scripts, so a test
+//     reads the guest's /proc and termios. The agent's pid is in /tmp/agent.pid.
+//   - With Config.Trace "pl011_baudrate_change", Machine.UARTRates lists the rates the guest's driver
+//     programmed into the PL011.
 //   - The clock starts at 2001-01-01 (-rtc base=): 25 years wrong, as on a unit without an RTC battery.
 //   - QEMU's user network: the guest (10.0.2.15) reaches the host's loopback at 10.0.2.2 (the broker's
 //     certificate must name it), and the host reaches the guest's port 8080 on 127.0.0.1:Config.HTTPPort.
@@ -37,4 +42,8 @@
 //     ext4's uncommitted journal): the power cut of the unit. What QEMU had written survives in the host's
 //     page cache whatever the cache mode, since the host itself does not crash.
 //   - TCG emulates the CPU: the agent runs several times slower than on a Cortex-A72.
+//   - The UART's chardev carries bytes, not a line: whatever rate the guest sets, every byte arrives
+//     intact, with no framing, parity, break or overrun errors, and at any speed (QEMU stops reading the
+//     socket while the PL011's FIFO is full, so nothing is lost either). A test that wants a wrong rate to
+//     look wrong must garble the bytes itself (TestUART does, from UARTRates).
 package vm

@@ -36,6 +36,13 @@ for m in $(cat /modules.list); do insmod /lib/modules/$m || echo "waybill-vm: in
 i=0; while [ ! -e /dev/hvc0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
 exec >/dev/hvc0 2>&1 </dev/null
 echo "waybill-vm: modules loaded, clock $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+# The host's shell (Machine.Exec): busybox sh on the virtio serial port named waybill.shell. A read
+# returns end of file while the host has no connection: the loop starts it again. A port opens once.
+i=0; while [ -z "$shell" ] && [ $i -lt 30 ]; do
+	for p in /sys/class/virtio-ports/*; do [ "$(cat $p/name 2>/dev/null)" = waybill.shell ] && shell=/dev/${p##*/}; done
+	[ -n "$shell" ] || sleep 0.1; i=$((i+1))
+done
+if [ -n "$shell" ]; then (while :; do sh <>$shell >&0 2>&0; sleep 0.5; done) & else echo "waybill-vm: no shell port"; fi
 i=0; while [ ! -e /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 mkdir -p /truck
 mount -t ext4 -o rw /dev/vda /truck || { echo "waybill-vm: mount /dev/vda failed"; sleep 2; poweroff -f; }
@@ -46,6 +53,7 @@ ip route add default via 10.0.2.2
 echo "waybill-vm: agent starting"
 /waybill-agent run --config /truck/etc/agent.toml &
 agent=$!
+echo $agent >/tmp/agent.pid
 echo "waybill-vm: agent pid $agent"
 wait $agent
 echo "waybill-vm: agent exited with $?"

@@ -46,11 +46,18 @@ type Machine struct {
 	exited  chan struct{} // closed when the QEMU process has been waited for
 	gpsSock string
 	monSock string
+	shSock  string
 	console string
 	qemuLog string
 
 	mu      sync.Mutex // guards waitErr
 	waitErr error
+
+	// Grab shMu before accessing the fields below: one Exec at a time on the guest's shell.
+	shMu   sync.Mutex
+	sh     net.Conn // nil until the first Exec, and after a failed one
+	shR    *bufio.Reader
+	shNext int
 }
 
 // Start boots the machine. The process belongs to the Machine: Kill (or ctx's end) ends it, and Kill
@@ -66,13 +73,14 @@ func Start(ctx context.Context, cfg Config) (*Machine, error) {
 		cfg.Cache = "none"
 	}
 	m := &Machine{cfg: cfg, exited: make(chan struct{}), gpsSock: filepath.Join(cfg.Dir, "gps.sock"),
-		monSock: filepath.Join(cfg.Dir, "mon.sock"), console: filepath.Join(cfg.Dir, "console.log"),
+		monSock: filepath.Join(cfg.Dir, "mon.sock"), shSock: filepath.Join(cfg.Dir, "sh.sock"), console: filepath.Join(cfg.Dir, "console.log"),
 		qemuLog: filepath.Join(cfg.Dir, "qemu.log")}
 	if len(m.gpsSock) > 100 {
 		return nil, fmt.Errorf("vm: %s: too long for a unix socket", m.gpsSock)
 	}
 	os.Remove(m.gpsSock)
 	os.Remove(m.monSock)
+	os.Remove(m.shSock)
 	netdev := "user,id=net0"
 	if cfg.HTTPPort != 0 {
 		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", cfg.HTTPPort, GuestHTTPPort)
@@ -86,7 +94,9 @@ func Start(ctx context.Context, cfg Config) (*Machine, error) {
 		"-chardev", "socket,id=gps,path=" + m.gpsSock + ",server=on,wait=off",
 		"-serial", "chardev:gps",
 		"-chardev", "file,id=con,path=" + m.console,
+		"-chardev", "socket,id=sh,path=" + m.shSock + ",server=on,wait=off",
 		"-device", "virtio-serial-device", "-device", "virtconsole,chardev=con",
+		"-device", "virtserialport,chardev=sh,name=" + shellPort,
 		"-drive", "file=" + cfg.Disk + ",format=raw,if=none,id=disk,cache=" + cfg.Cache,
 		"-device", "virtio-blk-device,drive=disk",
 		"-netdev", netdev, "-device", "virtio-net-device,netdev=net0",
@@ -103,6 +113,7 @@ func Start(ctx context.Context, cfg Config) (*Machine, error) {
 	m.cmd = exec.CommandContext(ctx, "qemu-system-aarch64", args...)
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
 	m.cmd.Cancel = func() error { return m.cmd.Process.Signal(syscall.SIGKILL) }
+	m.cmd.SysProcAttr = procAttr() // QEMU dies with the test binary, even when it panics at its timeout
 	if err := m.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("vm: start qemu-system-aarch64: %w", err)
 	}
@@ -125,6 +136,12 @@ func (m *Machine) Kill() {
 	}
 	m.cmd.Process.Signal(syscall.SIGKILL)
 	<-m.exited
+	m.shMu.Lock()
+	if m.sh != nil {
+		m.sh.Close()
+		m.sh = nil
+	}
+	m.shMu.Unlock()
 }
 
 // Exited is closed when QEMU has ended (power cut, poweroff or a crash).
@@ -205,6 +222,102 @@ func (m *Machine) Monitor(ctx context.Context, command string) (string, error) {
 		return out, fmt.Errorf("vm: monitor %q: %w", command, err)
 	}
 	return out, nil
+}
+
+// shellPort names the virtio serial port on which the guest's /init keeps a busybox sh for Exec. It is
+// not a tty: no echo, no prompt, no line discipline.
+const shellPort = "waybill.shell"
+
+// Exec runs script with busybox sh in the guest, as root, and returns what it wrote (stdout and stderr)
+// and its exit status. The shell is /init's, on a virtio serial port (a unix socket on the host): it
+// works from shortly after the modules are loaded until the power goes, whatever the agent does. Calls
+// are serialised. A script that never ends blocks the shell until ctx ends; then the next Exec fails
+// until the guest's /init restarts its shell.
+func (m *Machine) Exec(ctx context.Context, script string) (string, int, error) {
+	m.shMu.Lock()
+	defer m.shMu.Unlock()
+	if m.sh == nil {
+		c, err := m.dialUnix(ctx, m.shSock)
+		if err != nil {
+			return "", -1, err
+		}
+		m.sh, m.shR = c, bufio.NewReader(c)
+	}
+	c := m.sh
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	fail := func(err error) (string, int, error) {
+		c.Close()
+		m.sh = nil
+		return "", -1, fmt.Errorf("vm: exec in the guest: %w", err)
+	}
+	m.shNext++
+	mark := fmt.Sprintf("__waybill_exec_%d", m.shNext)
+	quoted := "'" + strings.ReplaceAll(script, "'", `'\''`) + "'"
+	if _, err := fmt.Fprintf(c, "sh -c %s 2>&1 </dev/null; printf '\\n%s %%d\\n' $?\n", quoted, mark); err != nil {
+		return fail(err)
+	}
+	var out strings.Builder
+	for {
+		line, err := m.shR.ReadString('\n')
+		if rest, ok := strings.CutPrefix(line, mark+" "); ok {
+			code, err := strconv.Atoi(strings.TrimSpace(rest))
+			if err != nil {
+				return fail(fmt.Errorf("bad status line %q", line))
+			}
+			return strings.TrimSuffix(out.String(), "\n"), code, nil
+		}
+		out.WriteString(line)
+		if err != nil {
+			return fail(err)
+		}
+	}
+}
+
+// UARTRates returns the line rates the guest programmed into the PL011, in order (a rate repeated is
+// listed once), from QEMU's pl011_baudrate_change trace (Config.Trace must list it): what the guest's
+// driver made of each termios the agent set. QEMU 7.2 leaves the PL011's clock unconnected (it traces
+// "clk: 0hz"), so the rate is computed here from the divisors the driver wrote and the 24 MHz clock the
+// virt board's device tree gives the guest, and rounded to the nearest standard rate within 3 %. QEMU
+// emulates no line timing: bytes on the chardev reach the guest whatever the rate.
+func (m *Machine) UARTRates() []int {
+	var rates []int
+	for _, l := range strings.Split(m.QEMULog(), "\n") {
+		if r, ok := parseRateChange(l); ok && (len(rates) == 0 || rates[len(rates)-1] != r) {
+			rates = append(rates, r)
+		}
+	}
+	return rates
+}
+
+// uartClock is the PL011's reference clock in the virt board's device tree (apb-pclk).
+const uartClock = 24_000_000
+
+var standardRates = []int{1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600}
+
+// parseRateChange reads QEMU's "pl011_baudrate_change new baudrate 0 (clk: 0hz, ibrd: 39, fbrd: 4)" trace
+// line: the rate is clock / (16 * (ibrd + fbrd/64)). A divisor of 0 (the UART being set up) is no rate.
+func parseRateChange(line string) (int, bool) {
+	_, rest, ok := strings.Cut(line, "pl011_baudrate_change ")
+	if !ok {
+		return 0, false
+	}
+	var baud, clk uint64
+	var ibrd, fbrd uint32
+	if _, err := fmt.Sscanf(rest, "new baudrate %d (clk: %dhz, ibrd: %d, fbrd: %d)", &baud, &clk, &ibrd, &fbrd); err != nil {
+		return 0, false
+	}
+	div := 64*uint64(ibrd) + uint64(fbrd&63)
+	if ibrd == 0 || div == 0 {
+		return 0, false
+	}
+	r := int(4 * uartClock / div)
+	for _, s := range standardRates {
+		if d := r - s; d*100 <= 3*s && -d*100 <= 3*s {
+			return s, true
+		}
+	}
+	return r, true
 }
 
 // Powerdown presses the board's power button: system_powerdown on the monitor. With acpi=off the virt

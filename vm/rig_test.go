@@ -112,7 +112,8 @@ type fleet struct {
 }
 
 type fleetOptions struct {
-	Button bool // the agent's button on gpiochip0 line 3, the LED on line 4
+	Button bool   // the agent's button on gpiochip0 line 3, the LED on line 4
+	Baud   string // gps.baud; zero: "9600"
 }
 
 func newFleet(t *testing.T, o fleetOptions) *fleet {
@@ -167,7 +168,10 @@ func newFleet(t *testing.T, o fleetOptions) *fleet {
 	fmt.Fprintf(&c, "[identity]\ncert = \"/truck/etc/truck.crt\"\nkey = \"/truck/etc/truck.key\"\nca = \"/truck/etc/ca.crt\"\n")
 	fmt.Fprintf(&c, "[broker]\nurls = [\"mqtts://%s:%s\"]\nkeep_alive = \"3s\"\nbackoff_max = \"1s\"\nreconnect_window = \"1s\"\nreceipt_timeout = \"2s\"\n",
 		GuestHost, port)
-	fmt.Fprintf(&c, "[gps]\ndevice = \"/dev/ttyAMA0\"\nbaud = \"9600\"\n")
+	if o.Baud == "" {
+		o.Baud = "9600"
+	}
+	fmt.Fprintf(&c, "[gps]\ndevice = \"/dev/ttyAMA0\"\nbaud = %q\n", o.Baud)
 	fmt.Fprintf(&c, "[gps.filter]\nmode = \"thresholds\"\nperiod = \"1s\"\nmin_interval = \"1s\"\n[store]\nfix_batch = 3\nfix_delay = \"500ms\"\n")
 	fmt.Fprintf(&c, "[http]\nlisten = \"0.0.0.0:%d\"\ntoken = %q\n", GuestHTTPPort, httpToken)
 	if o.Button {
@@ -351,7 +355,8 @@ func (b *boot) cut() {
 
 // health is the part of /healthz the tests read.
 type health struct {
-	Connected bool `json:"connected"`
+	GPS       string `json:"gps"`
+	Connected bool   `json:"connected"`
 	Queue     struct {
 		Critical    int64 `json:"critical"`
 		Normal      int64 `json:"normal"`
