@@ -7,17 +7,16 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
+	"github.com/waybill-iot/waybill/sdk/sdktest/browsertest"
 	"github.com/waybill-iot/waybill/sdk/transport"
 	"github.com/waybill-iot/waybill/sdk/truck"
 	"github.com/waybill-iot/waybill/store"
@@ -137,18 +136,6 @@ func (o *office) waitEvent(what string, pred func(*sdk.Event) bool) *sdk.Event {
 	return got
 }
 
-// chromium finds Debian's Chromium, failing the test when it is not installed.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{"/usr/bin/chromium", "chromium", "chromium-browser"} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	t.Fatal("chromium not found: apt-get install chromium")
-	return ""
-}
-
 // outDir is where the test writes files worth keeping: $WAYBILL_TEST_OUT, else testdata/out (ignored by git).
 func outDir(t *testing.T) string {
 	t.Helper()
@@ -171,7 +158,6 @@ func outDir(t *testing.T) string {
 // order shows up within a second of dispatch sending it, with distance and bearing; tapping Delivered and
 // Failed produces verified proofs given "via screen"; a cancellation removes the order with a notice.
 func TestPageInChromium(t *testing.T) {
-	chrome := chromium(t)
 	b := sdktest.StartMosquitto(t, sdktest.Options{Dispatch: []string{"office"}})
 	truckCl, officeCl := b.Truck(truckName), b.ClientFiles("office")
 
@@ -238,32 +224,9 @@ func TestPageInChromium(t *testing.T) {
 	})
 
 	// The browser: Debian's Chromium, headless, with a fresh profile and nothing reaching the network.
-	actx, acancel := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(chrome), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(800, 1000))
-	defer acancel()
-	bctx, bcancel := chromedp.NewContext(actx)
-	defer bcancel()
-	bctx, tcancel := context.WithTimeout(bctx, 60*time.Second)
+	bt := browsertest.New(t, 800, 1000)
+	bctx, tcancel := context.WithTimeout(bt.Ctx, 60*time.Second)
 	defer tcancel()
-	var jsErrMu sync.Mutex
-	var jsErrs []string
-	if err := chromedp.Listen(bctx, func(ev any) {
-		if e, ok := ev.(*runtime.EventExceptionThrown); ok {
-			jsErrMu.Lock()
-			msg := e.ExceptionDetails.Text
-			if x := e.ExceptionDetails.Exception; x != nil {
-				msg += " " + x.Description
-			}
-			jsErrs = append(jsErrs, msg)
-			jsErrMu.Unlock()
-		}
-	}); err != nil {
-		t.Fatalf("start Chromium: %v", err)
-	}
-	defer chromedp.Cancel(bctx)
 	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
 		if err := chromedp.Do(bctx, actions...); err != nil {
@@ -370,9 +333,7 @@ func TestPageInChromium(t *testing.T) {
 		t.Fatalf("the card marked Next is %s, want o-4", next)
 	}
 
-	jsErrMu.Lock()
-	defer jsErrMu.Unlock()
-	if len(jsErrs) > 0 {
-		t.Fatalf("the page threw: %v", jsErrs)
+	if len(bt.JSErrors()) > 0 {
+		t.Fatalf("the page threw: %v", bt.JSErrors())
 	}
 }

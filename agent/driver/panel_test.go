@@ -6,65 +6,32 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/network"
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/waybill-iot/waybill/sdk"
+	"github.com/waybill-iot/waybill/sdk/sdktest/browsertest"
 )
 
-// browser is one headless Chromium tab for a test, with the page's uncaught exceptions collected.
+// browser is one headless Chromium tab for a test at the 7-inch panel's 800x480, with the page's uncaught
+// exceptions reported when the test ends.
 type browser struct {
 	t   *testing.T
 	ctx context.Context
-
-	// mu guards jsErrs.
-	mu     sync.Mutex
-	jsErrs []string
 }
 
-// newBrowser starts Debian's Chromium, headless, with a fresh profile and nothing reaching the network. It
-// is stopped when the test ends.
 func newBrowser(t *testing.T) *browser {
 	t.Helper()
-	chrome := chromium(t)
-	actx, acancel := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chrome), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.Flag("lang", "en-US"), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(800, 480))
-	bctx, bcancel := chromedp.NewContext(actx)
-	b := &browser{t: t, ctx: bctx}
-	if err := chromedp.Listen(bctx, func(ev any) {
-		if e, ok := ev.(*runtime.EventExceptionThrown); ok {
-			msg := e.ExceptionDetails.Text
-			if x := e.ExceptionDetails.Exception; x != nil {
-				msg += " " + x.Description
-			}
-			b.mu.Lock()
-			b.jsErrs = append(b.jsErrs, msg)
-			b.mu.Unlock()
-		}
-	}); err != nil {
-		bcancel()
-		acancel()
-		t.Fatalf("start Chromium: %v", err)
-	}
-	t.Cleanup(func() {
-		chromedp.Cancel(bctx)
-		bcancel()
-		acancel()
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		if len(b.jsErrs) > 0 {
-			t.Errorf("the page threw: %v", b.jsErrs)
+	bt := browsertest.New(t, 800, 480, chromedp.Flag("lang", "en-US"))
+	t.Cleanup(func() { // registered after the browser's own cleanup, so it runs first
+		if errs := bt.JSErrors(); len(errs) > 0 {
+			t.Errorf("the page threw: %v", errs)
 		}
 	})
-	return b
+	return &browser{t: t, ctx: bt.Ctx}
 }
 
 // do runs actions with a time limit, failing the test on an error.

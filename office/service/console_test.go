@@ -6,34 +6,20 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os/exec"
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/waybill-iot/waybill/sdk/sdktest/browsertest"
 
 	"github.com/waybill-iot/waybill/office/service"
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"github.com/waybill-iot/waybill/sdk/truck"
 )
-
-// chromium finds Debian's Chromium, failing the test when it is not installed.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{"/usr/bin/chromium", "chromium", "chromium-browser"} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	t.Fatal("chromium not found: apt-get install -y chromium")
-	return ""
-}
 
 // get fetches a URL without any credentials.
 func get(t *testing.T, url string) (int, []byte) {
@@ -85,7 +71,6 @@ func keys(m map[string]any) string {
 // console; and the customer tracking page, which shows its order's state and, while the truck is on its
 // way, the truck's position and distance, and nothing else.
 func TestConsoleInChromium(t *testing.T) {
-	chrome := chromium(t)
 	b := sdktest.StartMosquitto(t, sdktest.Options{Dispatch: []string{"office"}})
 	officeCl, trCl := b.ClientFiles("office"), b.Truck("truck-1")
 	st := engines(t)[0].open(t, officeCl) // embedded
@@ -110,41 +95,15 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Fatalf("the API without a token: %d", code)
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	actx, acancel := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(chrome), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1024, 768)) // a tablet's landscape screen
-	defer acancel()
-	bctx, bcancel := chromedp.NewContext(actx)
-	defer bcancel()
-	var jsErrMu sync.Mutex
-	var jsErrs []string
-	if err := chromedp.Listen(bctx, func(ev any) {
-		if e, ok := ev.(*runtime.EventExceptionThrown); ok {
-			jsErrMu.Lock()
-			msg := e.ExceptionDetails.Text
-			if x := e.ExceptionDetails.Exception; x != nil {
-				msg += " " + x.Description
-			}
-			jsErrs = append(jsErrs, msg)
-			jsErrMu.Unlock()
-		}
-	}); err != nil {
-		t.Fatalf("start Chromium: %v", err)
-	}
-	defer chromedp.Cancel(bctx)
+	bt := browsertest.New(t, 1024, 768) // a tablet's landscape screen
+	bctx := bt.Ctx
 	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
 		sctx, scancel := context.WithTimeout(bctx, 20*time.Second)
 		defer scancel()
 		if err := chromedp.Do(sctx, actions...); err != nil {
 			page, _ := chromedp.Run(bctx, chromedp.Evaluate[string](`document.body.innerText`))
-			jsErrMu.Lock()
-			defer jsErrMu.Unlock()
-			t.Fatalf("%s: %v\nscript errors: %v\nthe page:\n%s", what, err, jsErrs, page)
+			t.Fatalf("%s: %v\nscript errors: %v\nthe page:\n%s", what, err, bt.JSErrors(), page)
 		}
 	}
 	eval := func(expr string) string {
@@ -354,9 +313,7 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Fatalf("the cancelled order's tracking: %s", cancelled)
 	}
 
-	jsErrMu.Lock()
-	defer jsErrMu.Unlock()
-	if len(jsErrs) > 0 {
-		t.Fatalf("the page threw: %v", jsErrs)
+	if len(bt.JSErrors()) > 0 {
+		t.Fatalf("the page threw: %v", bt.JSErrors())
 	}
 }
