@@ -74,7 +74,7 @@ func ledChanges(log string) int {
 	return len(regexp.MustCompile(`pl061_set_output.*output 4 to [01]`).FindAllString(log, -1))
 }
 
-func waitFor(t *testing.T, b *boot, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, b *boot, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {

@@ -55,7 +55,7 @@ func TestMain(m *testing.M) {
 
 // prepare fetches the kernel and busybox (installing them as root; otherwise the test fails with the
 // command) and cross-compiles the agent.
-func prepare(t *testing.T) (Assets, string) {
+func prepare(t testing.TB) (Assets, string) {
 	t.Helper()
 	prepOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -88,7 +88,7 @@ type recKey struct {
 
 // fleet is one test's Mosquitto, PKI, office and truck.
 type fleet struct {
-	t       *testing.T
+	t       testing.TB
 	b       *sdktest.Broker
 	dir     string // short: it holds QEMU's unix sockets
 	archive string
@@ -114,9 +114,12 @@ type fleet struct {
 type fleetOptions struct {
 	Button bool   // the agent's button on gpiochip0 line 3, the LED on line 4
 	Baud   string // gps.baud; zero: "9600"
+	// Defaults leaves the agent's timings (broker, filter, store batching) at their defaults, as on a
+	// deployed truck; otherwise they are short, for tests (allow_test_timings).
+	Defaults bool
 }
 
-func newFleet(t *testing.T, o fleetOptions) *fleet {
+func newFleet(t testing.TB, o fleetOptions) *fleet {
 	t.Helper()
 	a, agent := prepare(t)
 	dir, err := os.MkdirTemp("", "wbvm")
@@ -164,15 +167,22 @@ func newFleet(t *testing.T, o fleetOptions) *fleet {
 	}
 	_, port, _ := net.SplitHostPort(f.b.Addr)
 	var c strings.Builder
-	fmt.Fprintf(&c, "data_dir = %q\nallow_test_timings = true\n", GuestDataDir)
+	fmt.Fprintf(&c, "data_dir = %q\n", GuestDataDir)
+	if !o.Defaults {
+		fmt.Fprintf(&c, "allow_test_timings = true\n")
+	}
 	fmt.Fprintf(&c, "[identity]\ncert = \"/truck/etc/truck.crt\"\nkey = \"/truck/etc/truck.key\"\nca = \"/truck/etc/ca.crt\"\n")
-	fmt.Fprintf(&c, "[broker]\nurls = [\"mqtts://%s:%s\"]\nkeep_alive = \"3s\"\nbackoff_max = \"1s\"\nreconnect_window = \"1s\"\nreceipt_timeout = \"2s\"\n",
-		GuestHost, port)
+	fmt.Fprintf(&c, "[broker]\nurls = [\"mqtts://%s:%s\"]\n", GuestHost, port)
+	if !o.Defaults {
+		fmt.Fprintf(&c, "keep_alive = \"3s\"\nbackoff_max = \"1s\"\nreconnect_window = \"1s\"\nreceipt_timeout = \"2s\"\n")
+	}
 	if o.Baud == "" {
 		o.Baud = "9600"
 	}
 	fmt.Fprintf(&c, "[gps]\ndevice = \"/dev/ttyAMA0\"\nbaud = %q\n", o.Baud)
-	fmt.Fprintf(&c, "[gps.filter]\nmode = \"thresholds\"\nperiod = \"1s\"\nmin_interval = \"1s\"\n[store]\nfix_batch = 3\nfix_delay = \"500ms\"\n")
+	if !o.Defaults {
+		fmt.Fprintf(&c, "[gps.filter]\nmode = \"thresholds\"\nperiod = \"1s\"\nmin_interval = \"1s\"\n[store]\nfix_batch = 3\nfix_delay = \"500ms\"\n")
+	}
 	fmt.Fprintf(&c, "[http]\nlisten = \"0.0.0.0:%d\"\ntoken = %q\n", GuestHTTPPort, httpToken)
 	if o.Button {
 		fmt.Fprintf(&c, "[button]\nchip = \"gpiochip0\"\nline = 3\nled_line = 4\nactive_high = true\nno_pull = true\n")
@@ -189,7 +199,7 @@ func newFleet(t *testing.T, o fleetOptions) *fleet {
 	return f
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
