@@ -14,8 +14,67 @@ import (
 	"strings"
 )
 
+// Arch is the truck's processor generation: a Debian architecture, its kernel flavour, the QEMU that
+// boots it on the virt board and the Go target of the agent.
+type Arch string
+
+const (
+	// ARM64 is the 64-bit unit (Cortex-A53/A72 class): Debian's arm64 kernel, qemu-system-aarch64,
+	// cortex-a53, GOARCH=arm64.
+	ARM64 Arch = "arm64"
+	// ARMv7 is the 32-bit unit (Cortex-A7/A15 class: a Pi Zero 2 or a BeagleBone on a 32-bit system):
+	// Debian's armhf armmp kernel (no LPAE), qemu-system-arm, cortex-a15, GOARCH=arm GOARM=7.
+	ARMv7 Arch = "armhf"
+)
+
 // KernelPackage is the Debian metapackage whose dependency names the kernel the truck boots.
-const KernelPackage = "linux-image-arm64"
+func (a Arch) KernelPackage() string {
+	if a == ARMv7 {
+		return "linux-image-armmp"
+	}
+	return "linux-image-arm64"
+}
+
+// QEMU is the system emulator that boots the architecture.
+func (a Arch) QEMU() string {
+	if a == ARMv7 {
+		return "qemu-system-arm"
+	}
+	return "qemu-system-aarch64"
+}
+
+// qemuArgs are the machine and CPU. A kernel without LPAE sees only the low 4 GB: highmem=off keeps
+// every device there.
+func (a Arch) qemuArgs() []string {
+	if a == ARMv7 {
+		return []string{"-machine", "virt,acpi=off,highmem=off", "-cpu", "cortex-a15"}
+	}
+	return []string{"-machine", "virt,acpi=off", "-cpu", "cortex-a53"}
+}
+
+// goEnv is the agent's Go target.
+func (a Arch) goEnv() []string {
+	if a == ARMv7 {
+		return []string{"GOARCH=arm", "GOARM=7"}
+	}
+	return []string{"GOARCH=arm64"}
+}
+
+// cacheDir is where the architecture's packages are kept under the cache: arm64 at its top, where the
+// first version of Fetch put them, the others in a subdirectory.
+func (a Arch) cacheDir(dir string) string {
+	if a == ARM64 || a == "" {
+		return dir
+	}
+	return filepath.Join(dir, string(a))
+}
+
+func (a Arch) orDefault() Arch {
+	if a == "" {
+		return ARM64
+	}
+	return a
+}
 
 // GuestModules are the kernel modules the truck's initramfs loads (with their dependencies, read from each
 // module's .modinfo): the virtio-mmio transport, the disk, the console (hvc0), the network and ext4 with the
@@ -25,6 +84,7 @@ var GuestModules = []string{"virtio_mmio", "virtio_blk", "virtio_console", "virt
 // Commands the virtual truck needs on the host, with the Debian package that brings each.
 var hostCommands = []struct{ cmd, pkg string }{
 	{"qemu-system-aarch64", "qemu-system-arm"},
+	{"qemu-system-arm", "qemu-system-arm"},
 	{"mkfs.ext4", "e2fsprogs"},
 	{"debugfs", "e2fsprogs"},
 	{"e2fsck", "e2fsprogs"},
@@ -32,12 +92,13 @@ var hostCommands = []struct{ cmd, pkg string }{
 	{"apt-get", "apt"},
 }
 
-// Assets are the fetched and unpacked parts of the truck: an arm64 kernel, its modules and busybox.
+// Assets are the fetched and unpacked parts of the truck: a kernel, its modules and busybox.
 type Assets struct {
+	Arch    Arch
 	Dir     string   // the cache directory
 	Kernel  string   // vmlinuz
 	Release string   // the kernel release, e.g. 6.1.0-57-arm64
-	Busybox string   // static arm64 busybox
+	Busybox string   // static busybox
 	Modules []string // .ko files in load order (dependencies first)
 }
 
@@ -61,11 +122,13 @@ func CacheDir() (string, error) {
 // carries the exact command to run.
 var ErrMissing = errors.New("vm: missing")
 
-// Fetch makes sure the host tools are installed and the arm64 kernel and busybox are downloaded and
-// unpacked in dir, installing what is missing when running as root; otherwise it returns ErrMissing with
+// Fetch makes sure the host tools are installed and arch's kernel and busybox are downloaded and
+// unpacked in dir (arm64) or dir/<arch>, installing what is missing when running as root; otherwise it returns ErrMissing with
 // the command to run. It is idempotent: a second call finds everything in place and runs no apt-get.
 // logf (may be nil) reports what it does.
-func Fetch(ctx context.Context, dir string, logf func(string, ...any)) (Assets, error) {
+func Fetch(ctx context.Context, dir string, arch Arch, logf func(string, ...any)) (Assets, error) {
+	arch = arch.orDefault()
+	dir = arch.cacheDir(dir)
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
@@ -90,11 +153,11 @@ func Fetch(ctx context.Context, dir string, logf func(string, ...any)) (Assets, 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Assets{}, err
 	}
-	a := Assets{Dir: dir}
+	a := Assets{Arch: arch, Dir: dir}
 	unpacked := filepath.Join(dir, "root")
 	stamp := filepath.Join(dir, "root.done")
 	if _, err := os.Stat(stamp); err != nil {
-		debs, err := download(ctx, dir, root, logf)
+		debs, err := download(ctx, dir, arch, root, logf)
 		if err != nil {
 			return Assets{}, err
 		}
@@ -121,7 +184,7 @@ func Fetch(ctx context.Context, dir string, logf func(string, ...any)) (Assets, 
 	a.Release = strings.TrimPrefix(filepath.Base(a.Kernel), "vmlinuz-")
 	a.Busybox = filepath.Join(unpacked, "bin", "busybox")
 	if _, err := os.Stat(a.Busybox); err != nil {
-		return Assets{}, fmt.Errorf("vm: busybox-static:arm64 not unpacked: %w (delete %s to fetch again)", err, stamp)
+		return Assets{}, fmt.Errorf("vm: busybox-static:%s not unpacked: %w (delete %s to fetch again)", arch, err, stamp)
 	}
 	mods, err := ResolveModules(filepath.Join(unpacked, "lib", "modules", a.Release), GuestModules)
 	if err != nil {
@@ -132,10 +195,10 @@ func Fetch(ctx context.Context, dir string, logf func(string, ...any)) (Assets, 
 }
 
 // download returns the .deb files of the kernel and busybox in dir, fetching them with apt-get download.
-func download(ctx context.Context, dir string, root bool, logf func(string, ...any)) ([]string, error) {
+func download(ctx context.Context, dir string, arch Arch, root bool, logf func(string, ...any)) ([]string, error) {
 	find := func() []string {
 		var out []string
-		for _, p := range []string{"linux-image-[0-9]*_arm64.deb", "busybox-static_*_arm64.deb"} {
+		for _, p := range []string{"linux-image-[0-9]*_" + string(arch) + ".deb", "busybox-static_*_" + string(arch) + ".deb"} {
 			m, _ := filepath.Glob(filepath.Join(dir, p))
 			sort.Strings(m)
 			if len(m) > 0 {
@@ -147,29 +210,30 @@ func download(ctx context.Context, dir string, root bool, logf func(string, ...a
 	if debs := find(); len(debs) == 2 {
 		return debs, nil
 	}
-	const fix = "dpkg --add-architecture arm64 && apt-get update && apt-get download " + KernelPackage + ":arm64 busybox-static:arm64"
+	kpkg, a := arch.KernelPackage(), string(arch)
 	if !root {
-		return nil, fmt.Errorf("%w: the arm64 kernel and busybox in %s; run as root: mkdir -p %s && cd %s && %s "+
-			"&& apt-get download $(apt-cache depends %s:arm64 | sed -n 's/.*Depends: //p' | head -1)",
-			ErrMissing, dir, dir, dir, fix, KernelPackage)
+		return nil, fmt.Errorf("%w: the %s kernel and busybox in %s; run as root: mkdir -p %s && cd %s && "+
+			"dpkg --add-architecture %s && apt-get update && apt-get download busybox-static:%s "+
+			"$(apt-cache depends %s:%s | sed -n 's/.*Depends: //p' | head -1)",
+			ErrMissing, a, dir, dir, dir, a, a, kpkg, a)
 	}
 	arches, _ := exec.CommandContext(ctx, "dpkg", "--print-foreign-architectures").Output()
-	if !contains(strings.Fields(string(arches)), "arm64") {
-		logf("vm: dpkg --add-architecture arm64 && apt-get update")
-		if err := run(ctx, "", "dpkg", "--add-architecture", "arm64"); err != nil {
+	if !contains(strings.Fields(string(arches)), a) {
+		logf("vm: dpkg --add-architecture %s && apt-get update", a)
+		if err := run(ctx, "", "dpkg", "--add-architecture", a); err != nil {
 			return nil, err
 		}
 		if err := run(ctx, "", "apt-get", "update", "-q"); err != nil {
 			return nil, err
 		}
 	}
-	deps, err := exec.CommandContext(ctx, "apt-cache", "depends", KernelPackage+":arm64").Output()
+	deps, err := exec.CommandContext(ctx, "apt-cache", "depends", kpkg+":"+a).Output()
 	if err != nil || !bytes.Contains(deps, []byte("Depends: linux-image-")) {
 		if err := run(ctx, "", "apt-get", "update", "-q"); err != nil {
 			return nil, err
 		}
-		if deps, err = exec.CommandContext(ctx, "apt-cache", "depends", KernelPackage+":arm64").Output(); err != nil {
-			return nil, fmt.Errorf("vm: apt-cache depends %s:arm64: %w", KernelPackage, err)
+		if deps, err = exec.CommandContext(ctx, "apt-cache", "depends", kpkg+":"+a).Output(); err != nil {
+			return nil, fmt.Errorf("vm: apt-cache depends %s:%s: %w", kpkg, a, err)
 		}
 	}
 	var image string
@@ -180,14 +244,14 @@ func download(ctx context.Context, dir string, root bool, logf func(string, ...a
 		}
 	}
 	if image == "" {
-		return nil, fmt.Errorf("vm: %s:arm64 names no kernel image:\n%s", KernelPackage, deps)
+		return nil, fmt.Errorf("vm: %s:%s names no kernel image:\n%s", kpkg, a, deps)
 	}
 	if !strings.Contains(image, ":") {
-		image += ":arm64"
+		image += ":" + a
 	}
-	logf("vm: apt-get download %s busybox-static:arm64 (into %s)", image, dir)
-	if err := run(ctx, dir, "apt-get", "download", "-q", image, "busybox-static:arm64"); err != nil {
-		return nil, fmt.Errorf("vm: apt-get download %s busybox-static:arm64: %w", image, err)
+	logf("vm: apt-get download %s busybox-static:%s (into %s)", image, a, dir)
+	if err := run(ctx, dir, "apt-get", "download", "-q", image, "busybox-static:"+a); err != nil {
+		return nil, fmt.Errorf("vm: apt-get download %s busybox-static:%s: %w", image, a, err)
 	}
 	if debs := find(); len(debs) == 2 {
 		return debs, nil

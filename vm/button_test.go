@@ -62,8 +62,10 @@ func TestButton(t *testing.T) {
 	if !strings.Contains(b.m.QEMULog(), "pl061_input_change") {
 		t.Errorf("QEMU's trace shows no change on the button's input line:\n%s", lastLines(b.m.QEMULog(), 20))
 	}
-	t.Logf("after system_powerdown: order b-1 is %s with %d problems; the LED line changed %d times before the press, %d in all",
-		state, problems, before, ledChanges(b.m.QEMULog()))
+	uname, _, _ := b.m.Exec(ctx, "uname -rm")
+	uname = strings.TrimSpace(uname)
+	t.Logf("%s: after system_powerdown: order b-1 is %s with %d problems; the LED line changed %d times before the press, %d in all",
+		uname, state, problems, before, ledChanges(b.m.QEMULog()))
 	if strings.Contains(b.m.Console(), "button unavailable") {
 		t.Errorf("the agent could not open the button:\n%s", lastLines(b.m.Console(), 30))
 	}

@@ -2,15 +2,15 @@
 //
 // # Basics
 //
-// qemu-system-aarch64 boots Debian's arm64 kernel on the virt board under TCG, with an initramfs of
-// busybox-static, the static linux/arm64 agent and the kernel modules it needs (virtio-mmio, the disk, the
-// console, the network, ext4):
+// qemu-system-aarch64 boots Debian's arm64 kernel on the virt board under TCG (or, for ARMv7,
+// qemu-system-arm boots Debian's armhf armmp kernel on a Cortex-A15), with an initramfs of busybox-static,
+// the static agent and the kernel modules it needs (virtio-mmio, the disk, the console, the network, ext4):
 //
-//	a, err := vm.Fetch(ctx, dir, logf)            // apt: qemu-system-arm, e2fsprogs, the kernel, busybox
-//	err = vm.BuildAgent(ctx, repo, agent)          // GOOS=linux GOARCH=arm64 CGO_ENABLED=0
+//	a, err := vm.Fetch(ctx, dir, vm.ARM64, logf)   // apt: qemu-system-arm, e2fsprogs, the kernel, busybox
+//	err = vm.BuildAgent(ctx, repo, agent, a.Arch)  // GOOS=linux GOARCH=arm64 CGO_ENABLED=0
 //	err = vm.WriteInitramfs(initrd, a, agent)      // newc cpio, uncompressed
 //	err = vm.MakeDisk(ctx, disk, 64, src)          // ext4 with /etc (agent.toml, PKI) and /data
-//	m, err := vm.Start(ctx, vm.Config{Kernel: a.Kernel, Initrd: initrd, Disk: disk, Dir: dir, HTTPPort: p})
+//	m, err := vm.Start(ctx, vm.Config{Arch: a.Arch, Kernel: a.Kernel, Initrd: initrd, Disk: disk, Dir: dir, HTTPPort: p})
 //	uart, err := m.DialUART(ctx)                   // write NMEA: the guest reads it on /dev/ttyAMA0
 //	out, code, err := m.Exec(ctx, "stty -F /dev/ttyAMA0") // busybox sh in the guest
 //	err = m.Powerdown(ctx)                         // the power button: PL061 line 3, /dev/gpiochip0
@@ -30,8 +30,8 @@
 //   - QEMU's user network: the guest (10.0.2.15) reaches the host's loopback at 10.0.2.2 (the broker's
 //     certificate must name it), and the host reaches the guest's port 8080 on 127.0.0.1:Config.HTTPPort.
 //   - With -machine virt,acpi=off, the monitor's system_powerdown pulses PL061 line 3 high for 100 ms.
-//     The kernel's gpio-keys driver is a module that the initramfs does not load, so the line is free for
-//     the agent's button.
+//     The arm64 kernel's gpio-keys driver is a module that the initramfs does not load; the armmp kernel
+//     has it built in, and /init unbinds it. Either way the line is free for the agent's button.
 //
 // Fetch caches in CacheDir (never the repository) and installs what is missing when run as root; otherwise
 // it fails with ErrMissing and the exact command. A second run downloads nothing.
@@ -41,7 +41,8 @@
 //   - A SIGKILL of QEMU loses what the guest had not yet handed to the virtio disk (its page cache and
 //     ext4's uncommitted journal): the power cut of the unit. What QEMU had written survives in the host's
 //     page cache whatever the cache mode, since the host itself does not crash.
-//   - TCG emulates the CPU: the agent runs several times slower than on a Cortex-A72.
+//   - TCG emulates the CPU: the agent runs several times slower than on a Cortex-A72, and the CPU seconds
+//     the guest counts (BenchmarkFootprint's cpu-s/h) are emulated ones: an upper bound for the unit.
 //   - The UART's chardev carries bytes, not a line: whatever rate the guest sets, every byte arrives
 //     intact, with no framing, parity, break or overrun errors, and at any speed (QEMU stops reading the
 //     socket while the PL011's FIFO is full, so nothing is lost either). A test that wants a wrong rate to

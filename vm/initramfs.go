@@ -43,6 +43,11 @@ i=0; while [ -z "$shell" ] && [ $i -lt 30 ]; do
 	[ -n "$shell" ] || sleep 0.1; i=$((i+1))
 done
 if [ -n "$shell" ]; then (while :; do sh <>$shell >&0 2>&0; sleep 0.5; done) & else echo "waybill-vm: no shell port"; fi
+# A kernel with gpio-keys built in (armmp) takes the virt board's power-button line (PL061 line 3) from
+# the device tree: unbind it, so the line is the agent's, as under the arm64 kernel (a module, not loaded).
+for d in /sys/bus/platform/drivers/gpio-keys/*keys*; do
+	[ -e "$d" ] && echo "${d##*/}" >/sys/bus/platform/drivers/gpio-keys/unbind && echo "waybill-vm: gpio-keys unbound from ${d##*/}"
+done
 i=0; while [ ! -e /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 mkdir -p /truck
 mount -t ext4 -o rw /dev/vda /truck || { echo "waybill-vm: mount /dev/vda failed"; sleep 2; poweroff -f; }
@@ -62,13 +67,14 @@ umount /truck
 poweroff -f
 `
 
-// BuildAgent cross-compiles the static linux/arm64 waybill-agent from the module at repo into out.
-func BuildAgent(ctx context.Context, repo, out string) error {
+// BuildAgent cross-compiles the static waybill-agent for arch from the module at repo into out.
+func BuildAgent(ctx context.Context, repo, out string, arch Arch) error {
+	arch = arch.orDefault()
 	cmd := exec.CommandContext(ctx, filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-trimpath", "-o", out, "./cmd/waybill-agent")
 	cmd.Dir = repo
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64")
+	cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux"), arch.goEnv()...)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("vm: build waybill-agent for linux/arm64: %w\n%s", err, b)
+		return fmt.Errorf("vm: build waybill-agent for %s: %w\n%s", arch, err, b)
 	}
 	return nil
 }

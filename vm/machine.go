@@ -18,6 +18,7 @@ import (
 
 // Config is one boot of the virtual truck.
 type Config struct {
+	Arch   Arch   // zero: ARM64 (Assets.Arch)
 	Kernel string // vmlinuz (Assets.Kernel)
 	Initrd string // WriteInitramfs's output
 	Disk   string // the ext4 image (MakeDisk), on /dev/vda
@@ -38,7 +39,7 @@ type Config struct {
 	Append string
 }
 
-// Machine is a running qemu-system-aarch64 (virt board, TCG): the PL011 UART on a unix socket (GPS), the
+// Machine is a running qemu-system-aarch64 or qemu-system-arm (virt board, TCG): the PL011 UART on a unix socket (GPS), the
 // human monitor on another, the virtio console (kernel log and agent output) in a file.
 type Machine struct {
 	cfg     Config
@@ -72,6 +73,7 @@ func Start(ctx context.Context, cfg Config) (*Machine, error) {
 	if cfg.Cache == "" {
 		cfg.Cache = "none"
 	}
+	cfg.Arch = cfg.Arch.orDefault()
 	m := &Machine{cfg: cfg, exited: make(chan struct{}), gpsSock: filepath.Join(cfg.Dir, "gps.sock"),
 		monSock: filepath.Join(cfg.Dir, "mon.sock"), shSock: filepath.Join(cfg.Dir, "sh.sock"), console: filepath.Join(cfg.Dir, "console.log"),
 		qemuLog: filepath.Join(cfg.Dir, "qemu.log")}
@@ -85,23 +87,22 @@ func Start(ctx context.Context, cfg Config) (*Machine, error) {
 	if cfg.HTTPPort != 0 {
 		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", cfg.HTTPPort, GuestHTTPPort)
 	}
-	args := []string{
-		"-machine", "virt,acpi=off", "-cpu", "cortex-a53", "-smp", "1", "-m", strconv.Itoa(cfg.MemoryMB),
+	args := append(cfg.Arch.qemuArgs(), "-smp", "1", "-m", strconv.Itoa(cfg.MemoryMB),
 		"-accel", "tcg", "-nodefaults", "-display", "none", "-no-reboot",
-		"-rtc", "base=" + cfg.RTCBase + ",clock=host",
+		"-rtc", "base="+cfg.RTCBase+",clock=host",
 		"-kernel", cfg.Kernel, "-initrd", cfg.Initrd,
-		"-append", strings.TrimSpace("console=hvc0 rdinit=/init panic=-1 loglevel=6 " + cfg.Append),
-		"-chardev", "socket,id=gps,path=" + m.gpsSock + ",server=on,wait=off",
+		"-append", strings.TrimSpace("console=hvc0 rdinit=/init panic=-1 loglevel=6 "+cfg.Append),
+		"-chardev", "socket,id=gps,path="+m.gpsSock+",server=on,wait=off",
 		"-serial", "chardev:gps",
-		"-chardev", "file,id=con,path=" + m.console,
-		"-chardev", "socket,id=sh,path=" + m.shSock + ",server=on,wait=off",
+		"-chardev", "file,id=con,path="+m.console,
+		"-chardev", "socket,id=sh,path="+m.shSock+",server=on,wait=off",
 		"-device", "virtio-serial-device", "-device", "virtconsole,chardev=con",
-		"-device", "virtserialport,chardev=sh,name=" + shellPort,
-		"-drive", "file=" + cfg.Disk + ",format=raw,if=none,id=disk,cache=" + cfg.Cache,
+		"-device", "virtserialport,chardev=sh,name="+shellPort,
+		"-drive", "file="+cfg.Disk+",format=raw,if=none,id=disk,cache="+cfg.Cache,
 		"-device", "virtio-blk-device,drive=disk",
 		"-netdev", netdev, "-device", "virtio-net-device,netdev=net0",
-		"-monitor", "unix:" + m.monSock + ",server=on,wait=off",
-	}
+		"-monitor", "unix:"+m.monSock+",server=on,wait=off",
+	)
 	for _, ev := range cfg.Trace {
 		args = append(args, "-trace", ev)
 	}
@@ -110,12 +111,12 @@ func Start(ctx context.Context, cfg Config) (*Machine, error) {
 		return nil, err
 	}
 	defer logf.Close() // the child has its own descriptor
-	m.cmd = exec.CommandContext(ctx, "qemu-system-aarch64", args...)
+	m.cmd = exec.CommandContext(ctx, cfg.Arch.QEMU(), args...)
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
 	m.cmd.Cancel = func() error { return m.cmd.Process.Signal(syscall.SIGKILL) }
 	m.cmd.SysProcAttr = procAttr() // QEMU dies with the test binary, even when it panics at its timeout
 	if err := m.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("vm: start qemu-system-aarch64: %w", err)
+		return nil, fmt.Errorf("vm: start %s: %w", cfg.Arch.QEMU(), err)
 	}
 	go func() { // owned: Kill waits on exited
 		err := m.cmd.Wait()

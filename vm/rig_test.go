@@ -36,14 +36,18 @@ const (
 	httpToken  = "vm-test-token-0123456789abcdef"
 )
 
-// The assets and the agent binary are prepared once per test binary.
+// The assets and the agent binary are prepared once per architecture and test binary.
 var (
-	prepOnce  sync.Once
-	prepDir   string
-	prepA     Assets
-	prepAgent string
-	prepErr   error
+	prepMu  sync.Mutex // guards the fields below
+	prepDir string
+	preps   = map[Arch]*prep{}
 )
+
+type prep struct {
+	a     Assets
+	agent string
+	err   error
+}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
@@ -53,31 +57,35 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// prepare fetches the kernel and busybox (installing them as root; otherwise the test fails with the
-// command) and cross-compiles the agent.
-func prepare(t testing.TB) (Assets, string) {
+// prepare fetches arch's kernel and busybox (installing them as root; otherwise the test fails with the
+// command) and cross-compiles the agent for it.
+func prepare(t testing.TB, arch Arch) (Assets, string) {
 	t.Helper()
-	prepOnce.Do(func() {
+	prepMu.Lock()
+	defer prepMu.Unlock()
+	p := preps[arch]
+	if p == nil {
+		p = &prep{}
+		preps[arch] = p
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
 		cache, err := CacheDir()
-		if err != nil {
-			prepErr = err
-			return
+		if err == nil && prepDir == "" {
+			prepDir, err = os.MkdirTemp("", "wbvm-agent-")
 		}
-		if prepA, prepErr = Fetch(ctx, cache, t.Logf); prepErr != nil {
-			return
+		if err == nil {
+			p.a, err = Fetch(ctx, cache, arch, t.Logf)
 		}
-		if prepDir, prepErr = os.MkdirTemp("", "wbvm-agent-"); prepErr != nil {
-			return
+		if err == nil {
+			p.agent = filepath.Join(prepDir, "waybill-agent-"+string(arch))
+			err = BuildAgent(ctx, "..", p.agent, arch)
 		}
-		prepAgent = filepath.Join(prepDir, "waybill-agent")
-		prepErr = BuildAgent(ctx, "..", prepAgent)
-	})
-	if prepErr != nil {
-		t.Fatal(prepErr)
+		p.err = err
 	}
-	return prepA, prepAgent
+	if p.err != nil {
+		t.Fatal(p.err)
+	}
+	return p.a, p.agent
 }
 
 // recKey identifies a record for good: (store epoch, record seq) of the one truck.
@@ -114,6 +122,7 @@ type fleet struct {
 type fleetOptions struct {
 	Button bool   // the agent's button on gpiochip0 line 3, the LED on line 4
 	Baud   string // gps.baud; zero: "9600"
+	Arch   Arch   // zero: testArch()
 	// Defaults leaves the agent's timings (broker, filter, store batching) at their defaults, as on a
 	// deployed truck; otherwise they are short, for tests (allow_test_timings).
 	Defaults bool
@@ -121,7 +130,11 @@ type fleetOptions struct {
 
 func newFleet(t testing.TB, o fleetOptions) *fleet {
 	t.Helper()
-	a, agent := prepare(t)
+	if o.Arch == "" {
+		o.Arch = testArch(t)
+	}
+	a, agent := prepare(t, o.Arch)
+	t.Logf("the truck: %s, kernel %s on %s (WAYBILL_VM_ARCH picks arm64 or armhf)", a.Arch, a.Release, a.Arch.QEMU())
 	dir, err := os.MkdirTemp("", "wbvm")
 	if err != nil {
 		t.Fatal(err)
@@ -197,6 +210,19 @@ func newFleet(t testing.TB, o fleetOptions) *fleet {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// testArch is the truck the tests boot: $WAYBILL_VM_ARCH (arm64 or armhf), else arm64.
+func testArch(t testing.TB) Arch {
+	switch a := Arch(os.Getenv("WAYBILL_VM_ARCH")); a {
+	case "":
+		return ARM64
+	case ARM64, ARMv7:
+		return a
+	default:
+		t.Fatalf("WAYBILL_VM_ARCH=%q: want %s or %s", a, ARM64, ARMv7)
+		return ""
+	}
 }
 
 func freePort(t testing.TB) int {
@@ -312,7 +338,7 @@ func (f *fleet) boot(cache string, gps bool, trace ...string) *boot {
 		f.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	m, err := Start(ctx, Config{Kernel: f.assets.Kernel, Initrd: f.initrd, Disk: f.disk, Cache: cache, Dir: dir,
+	m, err := Start(ctx, Config{Arch: f.assets.Arch, Kernel: f.assets.Kernel, Initrd: f.initrd, Disk: f.disk, Cache: cache, Dir: dir,
 		HTTPPort: f.httpPort, Trace: trace})
 	if err != nil {
 		cancel()
