@@ -39,40 +39,18 @@ func (o *Outbox) Run(ctx context.Context, pub Publisher) error {
 		o.mu.Unlock()
 	}()
 
-	for {
-		if err := pub.Wait(ctx); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("dispatch: re-sender: %w", err) // the connection ended for good
-		}
-		o.mu.Lock()
-		wake := o.wake
-		o.mu.Unlock()
-		sent, next, err := o.round(ctx, pub)
-		if ctx.Err() != nil {
-			return nil
-		}
-		wait := o.cfg.Poll
-		switch {
-		case err != nil:
-			o.log.Error("dispatch: outbox re-send round failed", "err", err)
-			wait = o.cfg.RetryDelay
-		case sent >= o.cfg.MaxBatch:
-			continue // more are due
-		case !next.IsZero():
-			wait = min(wait, max(next.Sub(o.cfg.Clock()), 0))
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-wake:
-		case <-t.C:
-		}
-		t.Stop()
+	loop := SendLoop{Round: o.round, Poll: o.cfg.Poll, RetryDelay: o.cfg.RetryDelay, MaxBatch: o.cfg.MaxBatch,
+		Clock: o.cfg.Clock,
+		Wake: func() <-chan struct{} {
+			o.mu.Lock()
+			defer o.mu.Unlock()
+			return o.wake
+		},
+		OnError: func(err error) { o.log.Error("dispatch: outbox re-send round failed", "err", err) }}
+	if err := loop.Run(ctx, pub); err != nil {
+		return fmt.Errorf("dispatch: re-sender: %w", err) // the connection ended for good
 	}
+	return nil
 }
 
 // due reports whether an unconfirmed entry is to be sent now, and when it will be otherwise.

@@ -28,40 +28,18 @@ func (s *Store) RunSender(ctx context.Context, pub dispatch.Publisher) error {
 		s.running = false
 		s.mu.Unlock()
 	}()
-	for {
-		if err := pub.Wait(ctx); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("postgres: sender: %w", err)
-		}
-		s.mu.Lock()
-		wake := s.wake
-		s.mu.Unlock()
-		sent, next, err := s.round(ctx, pub)
-		if ctx.Err() != nil {
-			return nil
-		}
-		wait := s.o.Poll
-		switch {
-		case err != nil:
-			s.log.Error("postgres: order send round failed", "err", err)
-			wait = s.o.RetryDelay
-		case sent >= s.o.MaxBatch:
-			continue
-		case !next.IsZero():
-			wait = min(wait, max(next.Sub(s.o.Clock()), 0))
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-wake:
-		case <-t.C:
-		}
-		t.Stop()
+	loop := dispatch.SendLoop{Round: s.round, Poll: s.o.Poll, RetryDelay: s.o.RetryDelay, MaxBatch: s.o.MaxBatch,
+		Clock: s.o.Clock,
+		Wake: func() <-chan struct{} {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.wake
+		},
+		OnError: func(err error) { s.log.Error("postgres: order send round failed", "err", err) }}
+	if err := loop.Run(ctx, pub); err != nil {
+		return fmt.Errorf("postgres: sender: %w", err)
 	}
+	return nil
 }
 
 // round claims up to MaxBatch due orders (SKIP LOCKED, then a lease), publishes them and records the
