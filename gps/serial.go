@@ -146,6 +146,12 @@ func (s *Serial) openAt(baud int) (serial.Port, error) {
 		p.Close()
 		return nil, err
 	}
+	// Bytes the driver kept from before (another rate, or echoed while the port had the kernel's default
+	// termios) would only be garbage to the probe.
+	if err := p.ResetInputBuffer(); err != nil {
+		p.Close()
+		return nil, err
+	}
 	return p, nil
 }
 
