@@ -15,7 +15,7 @@ TEST_DEPS := mosquitto:mosquitto mosquitto-clients:mosquitto_pub qemu-user-stati
 	qemu-system-arm:qemu-system-aarch64 e2fsprogs:mkfs.ext4 postgresql:/usr/lib/postgresql/15/bin/initdb
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all build test test-native test-arm vm-test soak deps lint vet fmt cross bench demo dist clean
+.PHONY: all build test test-native test-arm vm-test vm-test-arm32 vm-bench soak deps lint vet fmt cross bench demo dist clean
 
 all: build
 
@@ -61,6 +61,14 @@ vm-test:
 
 soak:
 	WAYBILL_VM_CYCLES=1000 $(GO) test -count=1 -timeout 48h -run TestPowerCuts -v ./vm
+
+# The same virtual-truck tests on the 32-bit truck (Debian's armmp kernel, the agent GOARM=7), and the
+# agent's footprint on the 256 MB unit (5 minutes at 1 Hz in real time; WAYBILL_VM_FOOTPRINT=1h for longer).
+vm-test-arm32:
+	WAYBILL_VM_ARCH=armhf WAYBILL_VM_CYCLES=$(VM_CYCLES) $(GO) test -count=1 -timeout 30m -v ./vm
+
+vm-bench:
+	$(GO) test -run '^$$' -bench Footprint -timeout 30m ./vm
 
 # Static binaries for every architecture we ship to.
 cross:
