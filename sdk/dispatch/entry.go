@@ -133,9 +133,9 @@ func decodeEntry(b []byte) (*Entry, error) {
 	return e, nil
 }
 
-// normalize returns the order exactly as the truck will decode it (times in UTC milliseconds, coordinates
-// at 1e-7 degree), so the outbox shows what was signed.
-func normalize(o sdk.Order) (sdk.Order, error) {
+// NormalizeOrder returns the order exactly as the truck will decode it (times in UTC milliseconds,
+// coordinates at 1e-7 degree), so an outbox (this package's or another engine's) shows what was signed.
+func NormalizeOrder(o sdk.Order) (sdk.Order, error) {
 	body, err := o.MarshalBody()
 	if err != nil {
 		return sdk.Order{}, err
@@ -147,8 +147,9 @@ func normalize(o sdk.Order) (sdk.Order, error) {
 	return *n, nil
 }
 
-// sameContent reports whether two orders say the same thing to the driver (times aside).
-func sameContent(a, b *sdk.Order) bool {
+// SameContent reports whether two orders say the same thing to the driver (times aside): creating an order
+// again with the same content is a repeat, with other content a conflict.
+func SameContent(a, b *sdk.Order) bool {
 	return a.Truck == b.Truck && a.ID == b.ID && a.Recipient == b.Recipient && a.Address == b.Address &&
 		a.Lat == b.Lat && a.Lon == b.Lon && a.RadiusM == b.RadiusM && a.Notes == b.Notes && a.Status == b.Status
 }

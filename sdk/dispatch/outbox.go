@@ -227,7 +227,7 @@ func (o *Outbox) Create(ctx context.Context, ord sdk.Order) (Entry, error) {
 	if ord.Created.IsZero() {
 		ord.Created = now
 	}
-	n, err := normalize(ord)
+	n, err := NormalizeOrder(ord)
 	if err != nil {
 		return Entry{}, err
 	}
@@ -239,7 +239,7 @@ func (o *Outbox) Create(ctx context.Context, ord sdk.Order) (Entry, error) {
 				return err
 			}
 			if cur != nil {
-				if !sameContent(&cur.Order, &n) {
+				if !SameContent(&cur.Order, &n) {
 					return fmt.Errorf("%w: %s/%s", ErrExists, n.Truck, n.ID)
 				}
 				out = *cur
@@ -325,7 +325,7 @@ func (o *Outbox) newRevision(ctx context.Context, truck, id string, change func(
 				return nil
 			}
 			ord.Truck, ord.ID, ord.Revision = truck, id, cur.Order.Revision+1
-			n, err := normalize(ord)
+			n, err := NormalizeOrder(ord)
 			if err != nil {
 				return err
 			}

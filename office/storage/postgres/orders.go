@@ -14,25 +14,6 @@ import (
 	"github.com/waybill-iot/waybill/sdk/dispatch"
 )
 
-// normalize returns the order exactly as the truck decodes it (what dispatch.Outbox stores).
-func normalize(o sdk.Order) (sdk.Order, error) {
-	body, err := o.MarshalBody()
-	if err != nil {
-		return sdk.Order{}, err
-	}
-	n, err := sdk.UnmarshalOrder(body)
-	if err != nil {
-		return sdk.Order{}, err
-	}
-	return *n, nil
-}
-
-// sameContent reports whether two orders say the same thing to the driver (times aside), as the Outbox does.
-func sameContent(a, b *sdk.Order) bool {
-	return a.Truck == b.Truck && a.ID == b.ID && a.Recipient == b.Recipient && a.Address == b.Address &&
-		a.Lat == b.Lat && a.Lon == b.Lon && a.RadiusM == b.RadiusM && a.Notes == b.Notes && a.Status == b.Status
-}
-
 // Create stores revision 1 of a new order (see dispatch.Outbox.Create).
 func (s *Store) Create(ctx context.Context, ord sdk.Order) (dispatch.Entry, error) {
 	now := s.o.Clock().UTC()
@@ -40,7 +21,7 @@ func (s *Store) Create(ctx context.Context, ord sdk.Order) (dispatch.Entry, erro
 	if ord.Created.IsZero() {
 		ord.Created = now
 	}
-	n, err := normalize(ord)
+	n, err := dispatch.NormalizeOrder(ord)
 	if err != nil {
 		return dispatch.Entry{}, err
 	}
@@ -55,7 +36,7 @@ func (s *Store) Create(ctx context.Context, ord sdk.Order) (dispatch.Entry, erro
 			return err
 		}
 		if cur != nil {
-			if !sameContent(&cur.Order, &n) {
+			if !dispatch.SameContent(&cur.Order, &n) {
 				return fmt.Errorf("%w: %s/%s", dispatch.ErrExists, n.Truck, n.ID)
 			}
 			out = *cur
@@ -127,7 +108,7 @@ func (s *Store) newRevision(ctx context.Context, truck, id string, change func(c
 			return nil
 		}
 		ord.Truck, ord.ID, ord.Revision = truck, id, cur.Order.Revision+1
-		n, err := normalize(ord)
+		n, err := dispatch.NormalizeOrder(ord)
 		if err != nil {
 			return err
 		}
