@@ -95,7 +95,10 @@ func TestRecordsStayUntilReceipted(t *testing.T) {
 	if got := r.up.DispatchOnline(); got != n {
 		t.Fatalf("DispatchOnline re-sent %d records, want %d", got, n)
 	}
-	sdktest.WaitFor(t, 30*time.Second, "store empty after receipts", func() bool { return storeEmpty(r.st) })
+	// The store empties in the receipt's transaction; the uploader counts it just after: wait for both.
+	sdktest.WaitFor(t, 30*time.Second, "store empty after receipts", func() bool {
+		return storeEmpty(r.st) && r.up.Stats().Receipted == n
+	})
 	u := r.up.Stats()
 	if u.Receipted != n || u.Unreceipted != 0 || u.Resent != n {
 		t.Fatalf("uploader %+v", u)
