@@ -4,7 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
-	"path/filepath"
+	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"sync"
 	"testing"
 	"time"
@@ -17,7 +17,6 @@ import (
 	"github.com/waybill-iot/waybill/office/storage/postgres"
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/dispatch"
-	"github.com/waybill-iot/waybill/sdk/pki"
 	"github.com/waybill-iot/waybill/sdk/transport"
 )
 
@@ -31,22 +30,8 @@ type identity struct {
 
 func newIdentity(t *testing.T) identity {
 	t.Helper()
-	p, err := pki.Init(pki.Config{Dir: filepath.Join(t.TempDir(), "pki")}, pki.CAOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.Issue(pki.RoleDispatch, "office", pki.IssueOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	cert, err := pki.LoadCertificate(p.CertPath("office"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := pki.LoadPrivateKey(p.KeyPath("office"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return identity{cert: cert, key: key, ca: p.CACert()}
+	o := sdktest.NewOffice(t)
+	return identity{cert: o.Certificate, key: o.Key, ca: o.CA}
 }
 
 // engine opens a fresh store of one engine.

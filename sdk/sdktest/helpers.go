@@ -2,6 +2,7 @@ package sdktest
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/x509"
 	"os"
 	"path/filepath"
@@ -44,10 +45,12 @@ func (c Client) Signer(t testing.TB) *sdk.Signer {
 }
 
 // Office is a fleet PKI with one dispatch identity ("office"), for tests that feed signed orders straight to a
-// truck's order book, without a broker.
+// truck's order book, without a broker, and for outbox engines, which sign with Certificate and Key.
 type Office struct {
-	Signer *sdk.Signer
-	CA     *x509.Certificate
+	Signer      *sdk.Signer
+	CA          *x509.Certificate
+	Certificate *x509.Certificate
+	Key         crypto.Signer
 }
 
 // NewOffice makes the PKI in a temporary directory.
@@ -60,7 +63,12 @@ func NewOffice(t testing.TB) *Office {
 	if _, err := p.Issue(pki.RoleDispatch, "office", pki.IssueOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	return &Office{Signer: Client{CertFile: p.CertPath("office"), KeyFile: p.KeyPath("office")}.Signer(t), CA: p.CACert()}
+	pair, err := pki.LoadKeyPair(p.CertPath("office"), p.KeyPath("office"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Office{Signer: Client{CertFile: p.CertPath("office"), KeyFile: p.KeyPath("office")}.Signer(t), CA: p.CACert(),
+		Certificate: pair.Leaf, Key: pair.PrivateKey.(crypto.Signer)}
 }
 
 // Verifier returns a verifier of the office's fleet CA, as a truck has.

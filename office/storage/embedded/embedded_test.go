@@ -2,31 +2,20 @@ package embedded_test
 
 import (
 	"context"
-	"path/filepath"
+	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"testing"
 	"time"
 
 	"github.com/waybill-iot/waybill/office/storage/embedded"
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/dispatch"
-	"github.com/waybill-iot/waybill/sdk/pki"
 )
 
 // BenchmarkIngest is archive ingest on the embedded engine: fixes/s in telemetry batches of 60, one
 // fsync'd bbolt transaction each (compare office/storage/postgres BenchmarkIngest).
 func BenchmarkIngest(b *testing.B) {
-	p, err := pki.Init(pki.Config{Dir: filepath.Join(b.TempDir(), "pki")}, pki.CAOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := p.Issue(pki.RoleDispatch, "office", pki.IssueOptions{}); err != nil {
-		b.Fatal(err)
-	}
-	cert, _ := pki.LoadCertificate(p.CertPath("office"))
-	key, err := pki.LoadPrivateKey(p.KeyPath("office"))
-	if err != nil {
-		b.Fatal(err)
-	}
+	office := sdktest.NewOffice(b)
+	cert, key := office.Certificate, office.Key
 	st, err := embedded.Open(embedded.Options{Dir: b.TempDir(), Outbox: dispatch.OutboxConfig{Certificate: cert, Key: key}})
 	if err != nil {
 		b.Fatal(err)

@@ -2,7 +2,7 @@ package postgres_test
 
 import (
 	"context"
-	"path/filepath"
+	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"testing"
 	"time"
 
@@ -12,25 +12,14 @@ import (
 	"github.com/waybill-iot/waybill/office/storage/postgres"
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/dispatch"
-	"github.com/waybill-iot/waybill/sdk/pki"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func open(t testing.TB, dsn string) *postgres.Store {
 	t.Helper()
-	p, err := pki.Init(pki.Config{Dir: filepath.Join(t.TempDir(), "pki")}, pki.CAOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.Issue(pki.RoleDispatch, "office", pki.IssueOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := pki.LoadCertificate(p.CertPath("office"))
-	key, err := pki.LoadPrivateKey(p.KeyPath("office"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	office := sdktest.NewOffice(t)
+	cert, key := office.Certificate, office.Key
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	st, err := postgres.Open(ctx, postgres.Options{DSN: dsn, Certificate: cert, Key: key})
