@@ -93,16 +93,13 @@ func (s *Service) trackingStatus(w http.ResponseWriter, r *http.Request) {
 	v := trackingView{Order: e.Order.ID, State: state, StateText: text, Address: e.Order.Address,
 		Dest: trackingPoint{e.Order.Lat, e.Order.Lon}, Updated: e.Updated}
 	if onTheWay && e.Order.Status == sdk.OrderActive {
-		ts, err := s.cfg.Store.Trucks(r.Context())
+		t, err := s.cfg.Store.Truck(r.Context(), e.Order.Truck)
 		if err != nil {
 			s.log.Error("tracking page", "err", err)
 			http.Error(w, "try again later", http.StatusServiceUnavailable)
 			return
 		}
-		for _, t := range ts {
-			if t.Name != e.Order.Truck || t.Status == nil || t.Status.Status.State != sdk.StateOnline || t.LastFix == nil {
-				continue
-			}
+		if t.Status != nil && t.Status.Status.State == sdk.StateOnline && t.LastFix != nil {
 			f := t.LastFix.Fix
 			v.Truck = &trackingTruck{Lat: f.Lat, Lon: f.Lon, Time: f.Time,
 				DistanceM: distanceM(f.Lat, f.Lon, e.Order.Lat, e.Order.Lon)}

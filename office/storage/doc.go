@@ -25,5 +25,7 @@
 //   - Track and Events read by time range; the embedded engine reads a truck's whole archive and filters
 //     (bbolt keys are record order, not time): fine for one host's fleet, and one reason to move to
 //     PostgreSQL, which indexes fixes by (store, time).
+//   - Truck reads one truck (the tracking page's question): PostgreSQL looks up two primary keys, the
+//     embedded engine reads the truck's status and keeps its last fix in memory after the first read.
 //   - Nothing is pruned yet: retention is future work.
 package storage

@@ -40,6 +40,10 @@ type Store interface {
 	Events(ctx context.Context, truck string, from, to time.Time) ([]dispatch.Event, error)
 	// Trucks returns every truck the store knows (sent anything or has orders), sorted by name.
 	Trucks(ctx context.Context) ([]Truck, error)
+	// Truck returns one truck's latest status and newest fix, without reading the others (the tracking
+	// page asks this per request). A truck the store knows nothing of is Truck{Name: name} with neither,
+	// not an error.
+	Truck(ctx context.Context, name string) (Truck, error)
 
 	// NoteStatus tells the outbox about a verified online status: a new truck store reopens its open
 	// orders (dispatch.Outbox.NoteStore), and a truck that came online (st.Changed) gets its unconfirmed

@@ -25,6 +25,7 @@ func TestStorage(t *testing.T) {
 		{"sender sends until confirmed", testSender},
 		{"bad input", testBadInput},
 		{"tracking tokens", testTracking},
+		{"one truck", testOneTruck},
 	}
 	id := newIdentity(t)
 	for _, e := range engines(t) {
@@ -288,5 +289,55 @@ func testBadInput(t *testing.T, st storage.Store, c *clock) {
 	}
 	if err := st.Commit(ctx, dispatch.Update{Status: &dispatch.Status{}}); err == nil {
 		t.Fatal("a status without a truck was accepted")
+	}
+}
+
+// testOneTruck: Truck answers what Trucks says of that truck, follows later commits (a newer fix replaces
+// the last one, an older late one does not), and knows nothing of an unknown truck without an error.
+func testOneTruck(t *testing.T, st storage.Store, c *clock) {
+	ctx := context.Background()
+	if got, err := st.Truck(ctx, "truck-9"); err != nil || got.Name != "truck-9" || got.Status != nil || got.LastFix != nil {
+		t.Fatalf("unknown truck: %v %+v", err, got)
+	}
+	ep := sdk.Epoch{4}
+	t0 := c.Now()
+	for _, tr := range []string{"truck-1", "truck-2"} {
+		fs := []dispatch.Fix{fixAt(tr, ep, 1, t0), fixAt(tr, ep, 2, t0.Add(10*time.Second))}
+		if err := st.Commit(ctx, dispatch.Update{Fixes: fs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	on := dispatch.Status{Truck: "truck-1", Status: sdk.Status{State: sdk.StateOnline, Time: t0,
+		Health: &sdk.Health{QueueDepth: 3}}}
+	if err := st.Commit(ctx, dispatch.Update{Status: &on}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.Truck(ctx, "truck-1")
+	if err != nil || got.Name != "truck-1" || got.Status == nil || got.Status.Status.State != sdk.StateOnline ||
+		got.Status.Status.Health == nil || got.Status.Status.Health.QueueDepth != 3 || got.LastFix == nil ||
+		got.LastFix.Seq != 2 || got.LastFix.Truck != "truck-1" || !got.LastFix.Fix.Time.Equal(t0.Add(10*time.Second)) {
+		t.Fatalf("truck-1: %v %+v", err, got)
+	}
+	all, err := st.Trucks(ctx)
+	if err != nil || len(all) != 2 {
+		t.Fatalf("trucks: %v %+v", err, all)
+	}
+	if two, err := st.Truck(ctx, "truck-2"); err != nil || two.Status != nil || two.LastFix == nil ||
+		two.LastFix.Seq != all[1].LastFix.Seq || two.LastFix.Fix.Lat != all[1].LastFix.Fix.Lat {
+		t.Fatalf("truck-2: %v %+v, Trucks says %+v", err, two, all[1])
+	}
+	// After the first read: a newer fix is the last one, an older one arriving late is not.
+	for _, f := range []dispatch.Fix{fixAt("truck-1", ep, 3, t0.Add(time.Minute)), fixAt("truck-1", sdk.Epoch{3}, 9, t0.Add(-time.Hour))} {
+		if err := st.Commit(ctx, dispatch.Update{Fixes: []dispatch.Fix{f}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	off := dispatch.Status{Truck: "truck-1", Status: sdk.Status{State: sdk.StateOffline, Time: t0.Add(time.Minute)}}
+	if err := st.Commit(ctx, dispatch.Update{Status: &off}); err != nil {
+		t.Fatal(err)
+	}
+	got, err = st.Truck(ctx, "truck-1")
+	if err != nil || got.LastFix == nil || got.LastFix.Seq != 3 || got.Status == nil || got.Status.Status.State != sdk.StateOffline {
+		t.Fatalf("truck-1 later: %v %+v", err, got)
 	}
 }

@@ -214,6 +214,23 @@ func (s *Store) Trucks(ctx context.Context) ([]storage.Truck, error) {
 	return out, ctx.Err()
 }
 
+// Truck reads one truck's status from the archive and its last fix from memory (the archive once per
+// truck per process, as Trucks does).
+func (s *Store) Truck(ctx context.Context, name string) (storage.Truck, error) {
+	t := storage.Truck{Name: name}
+	st, ok, err := s.arc.Status(name)
+	if err != nil {
+		return t, err
+	}
+	if ok {
+		t.Status = &st
+	}
+	if t.LastFix, err = s.lastFix(name); err != nil {
+		return storage.Truck{Name: name}, err
+	}
+	return t, ctx.Err()
+}
+
 // lastFix returns the truck's newest fix: read from the archive once, then kept up to date by Commit
 // (both merge, so a Commit during the first read is not lost).
 func (s *Store) lastFix(truck string) (*dispatch.Fix, error) {

@@ -252,29 +252,50 @@ func (s *Store) Trucks(ctx context.Context) ([]storage.Truck, error) {
 	var name string
 	var stRaw, fixRaw []byte
 	_, err = pgx.ForEachRow(rows, []any{&name, &stRaw, &fixRaw}, func() error {
-		t := storage.Truck{Name: name}
-		if stRaw != nil {
-			var w statusWire
-			if err := json.Unmarshal(stRaw, &w); err != nil {
-				return err
-			}
-			t.Status = &dispatch.Status{Truck: name, Retained: w.Retained, Status: sdk.Status{State: sdk.State(w.State),
-				Time: w.Time, Health: w.Health, Extra: w.Extra}}
-		}
-		if fixRaw != nil {
-			var f dispatch.Fix
-			if err := json.Unmarshal(fixRaw, &f); err != nil {
-				return err
-			}
-			t.LastFix = &f
-		}
+		t, err := decodeTruck(name, stRaw, fixRaw)
 		out = append(out, t)
-		return nil
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	return out, nil
+}
+
+// Truck reads one truck's status and last fix: two primary-key lookups in one statement.
+func (s *Store) Truck(ctx context.Context, name string) (storage.Truck, error) {
+	var stRaw, fixRaw []byte
+	err := s.pool.QueryRow(ctx, `SELECT (SELECT body FROM statuses WHERE truck = $1),
+		(SELECT fix FROM last_fixes WHERE truck = $1)`, name).Scan(&stRaw, &fixRaw)
+	if err != nil {
+		return storage.Truck{Name: name}, fmt.Errorf("postgres: truck %s: %w", name, err)
+	}
+	t, err := decodeTruck(name, stRaw, fixRaw)
+	if err != nil {
+		return storage.Truck{Name: name}, fmt.Errorf("postgres: truck %s: %w", name, err)
+	}
+	return t, nil
+}
+
+// decodeTruck builds a Truck from its stored status and last fix (either may be nil).
+func decodeTruck(name string, stRaw, fixRaw []byte) (storage.Truck, error) {
+	t := storage.Truck{Name: name}
+	if stRaw != nil {
+		var w statusWire
+		if err := json.Unmarshal(stRaw, &w); err != nil {
+			return t, err
+		}
+		t.Status = &dispatch.Status{Truck: name, Retained: w.Retained, Status: sdk.Status{State: sdk.State(w.State),
+			Time: w.Time, Health: w.Health, Extra: w.Extra}}
+	}
+	if fixRaw != nil {
+		var f dispatch.Fix
+		if err := json.Unmarshal(fixRaw, &f); err != nil {
+			return t, err
+		}
+		t.LastFix = &f
+	}
+	return t, nil
 }
 
 // NoteStatus records the truck's store epoch (reopening its open orders when the store is new, as
