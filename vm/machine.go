@@ -191,6 +191,12 @@ func (m *Machine) DialUART(ctx context.Context) (net.Conn, error) { return m.dia
 
 // Monitor sends one command to QEMU's human monitor and returns its answer.
 func (m *Machine) Monitor(ctx context.Context, command string) (string, error) {
+	return m.monitor(ctx, command, 1, 0)
+}
+
+// monitor sends command n times on one monitor connection, every gap (from one send to the next), and
+// returns the last answer. One connection, so that the spacing is the gap and not a connect per command.
+func (m *Machine) monitor(ctx context.Context, command string, n int, gap time.Duration) (string, error) {
 	c, err := m.dialUnix(ctx, m.monSock)
 	if err != nil {
 		return "", err
@@ -215,12 +221,20 @@ func (m *Machine) Monitor(ctx context.Context, command string) (string, error) {
 	if _, err := readPrompt(); err != nil {
 		return "", fmt.Errorf("vm: monitor: %w", err)
 	}
-	if _, err := fmt.Fprintf(c, "%s\n", command); err != nil {
-		return "", fmt.Errorf("vm: monitor: %w", err)
-	}
-	out, err := readPrompt()
-	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-		return out, fmt.Errorf("vm: monitor %q: %w", command, err)
+	var out string
+	next := time.Now()
+	for i := range n {
+		if i > 0 {
+			next = next.Add(gap)
+			time.Sleep(time.Until(next))
+		}
+		if _, err := fmt.Fprintf(c, "%s\n", command); err != nil {
+			return "", fmt.Errorf("vm: monitor: %w", err)
+		}
+		out, err = readPrompt()
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			return out, fmt.Errorf("vm: monitor %q: %w", command, err)
+		}
 	}
 	return out, nil
 }
@@ -325,6 +339,15 @@ func parseRateChange(line string) (int, bool) {
 // board pulses PL061 line 3 high for 100 ms (QEMU's gpio-key), which is /dev/gpiochip0 line 3 in the guest.
 func (m *Machine) Powerdown(ctx context.Context) error {
 	_, err := m.Monitor(ctx, "system_powerdown")
+	return err
+}
+
+// PowerdownTrain presses the power button n times, every gap. The gpio-key re-arms its 100 ms timer at
+// each press: a gap under 100 ms holds line 3 high for (n-1)*gap + 100 ms (a held button); a longer gap
+// gives n separate 100 ms pulses (a driver pressing again and again). Pulses shorter than 100 ms, such as
+// contact bounce, cannot be made this way.
+func (m *Machine) PowerdownTrain(ctx context.Context, n int, gap time.Duration) error {
+	_, err := m.monitor(ctx, "system_powerdown", n, gap)
 	return err
 }
 
