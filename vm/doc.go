@@ -27,8 +27,11 @@
 //   - With Config.Trace "pl011_baudrate_change", Machine.UARTRates lists the rates the guest's driver
 //     programmed into the PL011.
 //   - The clock starts at 2001-01-01 (-rtc base=): 25 years wrong, as on a unit without an RTC battery.
-//   - QEMU's user network: the guest (10.0.2.15) reaches the host's loopback at 10.0.2.2 (the broker's
-//     certificate must name it), and the host reaches the guest's port 8080 on 127.0.0.1:Config.HTTPPort.
+//   - QEMU's user network, restricted (restrict=on): the guest (10.0.2.15) reaches only the host addresses
+//     that Config.Forwards lists, each at GuestRelay:port (the broker's certificate must name GuestRelay),
+//     through Config.Relay, a program QEMU runs per connection (the test binary itself; see Relay). The
+//     gateway, QEMU's DNS, the host's other ports and the world beyond are refused (TestNetworkIsLocal).
+//     The host reaches the guest's port 8080 on 127.0.0.1:Config.HTTPPort.
 //   - With -machine virt,acpi=off, the monitor's system_powerdown pulses PL061 line 3 high for 100 ms.
 //     The arm64 kernel's gpio-keys driver is a module that the initramfs does not load; the armmp kernel
 //     has it built in, and /init unbinds it. Either way the line is free for the agent's button.

@@ -12,10 +12,11 @@ import (
 	"strings"
 )
 
-// Guest paths and addresses. The guest is QEMU's user network: it is 10.0.2.15 and reaches the host's
-// loopback at 10.0.2.2.
+// Guest paths and addresses. The guest is QEMU's user network, restricted: it is 10.0.2.15, and it reaches
+// only the host ports that Config.Forwards lists, at GuestRelay.
 const (
-	GuestHost     = "10.0.2.2" // the host, as the guest sees it
+	GuestHost     = "10.0.2.2"   // the gateway (QEMU); with restrict=on it forwards nothing
+	GuestRelay    = "10.0.2.100" // Config.Forwards' address: the broker, as the guest sees it
 	GuestMount    = "/truck"   // the ext4 disk (/dev/vda)
 	GuestConfig   = "/truck/etc/agent.toml"
 	GuestDataDir  = "/truck/data"
@@ -101,7 +102,7 @@ func WriteInitramfs(path string, a Assets, agent string) error {
 		list = append(list, name)
 	}
 	w.file("modules.list", []byte(strings.Join(list, "\n")+"\n"), 0o644)
-	w.file("etc/hosts", []byte("127.0.0.1 localhost\n"+GuestHost+" host\n"), 0o644)
+	w.file("etc/hosts", []byte("127.0.0.1 localhost\n"+GuestHost+" gateway\n"+GuestRelay+" relay\n"), 0o644)
 	w.trailer()
 	if w.err == nil {
 		w.err = w.w.Flush()

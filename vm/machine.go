@@ -5,10 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +34,14 @@ type Config struct {
 	MemoryMB int
 	// HTTPPort is the host port (on 127.0.0.1 only) forwarded to the guest's port 8080. Zero: none.
 	HTTPPort int
+	// Forwards are the only connections the guest can open: guest port on GuestRelay -> host address
+	// (e.g. 8883 -> the broker's 127.0.0.1:port). The user network is restricted (restrict=on), so the
+	// guest reaches nothing else, neither the host nor beyond it. Zero: no connection out at all.
+	Forwards map[int]string
+	// Relay is the command QEMU runs for each forwarded connection, the connection on its stdin and
+	// stdout and the host address appended as its last argument: a program that calls Relay (the test
+	// binary re-executed; see vm's TestMain). Required with Forwards.
+	Relay []string
 	// RTCBase is the board's clock at power-on (-rtc base=). Zero: "2001-01-01", 25 years wrong.
 	RTCBase string
 	// Trace lists QEMU trace events written to the QEMU log (e.g. "pl061_set_output").
@@ -83,9 +94,23 @@ func Start(ctx context.Context, cfg Config) (*Machine, error) {
 	os.Remove(m.gpsSock)
 	os.Remove(m.monSock)
 	os.Remove(m.shSock)
-	netdev := "user,id=net0"
+	netdev := "user,id=net0,restrict=on"
 	if cfg.HTTPPort != 0 {
 		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", cfg.HTTPPort, GuestHTTPPort)
+	}
+	if len(cfg.Forwards) > 0 && len(cfg.Relay) == 0 {
+		return nil, errors.New("vm: Config.Forwards needs Config.Relay")
+	}
+	for _, port := range slices.Sorted(maps.Keys(cfg.Forwards)) {
+		// libslirp splits the command as a shell would and runs it once per connection.
+		argv := append(slices.Clone(cfg.Relay), cfg.Forwards[port])
+		for i, a := range argv {
+			if strings.ContainsAny(a, ",'") {
+				return nil, fmt.Errorf("vm: relay argument %q: a comma or quote cannot pass QEMU's option syntax", a)
+			}
+			argv[i] = "'" + a + "'"
+		}
+		netdev += fmt.Sprintf(",guestfwd=tcp:%s:%d-cmd:%s", GuestRelay, port, strings.Join(argv, " "))
 	}
 	args := append(cfg.Arch.qemuArgs(), "-smp", "1", "-m", strconv.Itoa(cfg.MemoryMB),
 		"-accel", "tcg", "-nodefaults", "-display", "none", "-no-reboot",
@@ -339,6 +364,34 @@ func parseRateChange(line string) (int, bool) {
 // board pulses PL061 line 3 high for 100 ms (QEMU's gpio-key), which is /dev/gpiochip0 line 3 in the guest.
 func (m *Machine) Powerdown(ctx context.Context) error {
 	_, err := m.Monitor(ctx, "system_powerdown")
+	return err
+}
+
+// Relay is the other end of a forwarded connection (Config.Forwards): it connects to addr on the host and
+// copies between that connection and conn (the command's stdin and stdout, one socket from QEMU: wrap it
+// with net.FileConn(os.Stdin)) until either side ends or ctx does; then it closes both.
+func Relay(ctx context.Context, conn io.ReadWriteCloser, addr string) error {
+	defer conn.Close()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("vm: relay to %s: %w", addr, err)
+	}
+	done := make(chan error, 2)
+	go func() { _, err := io.Copy(c, conn); done <- err }() // owned: waited below, ends when c and conn close
+	go func() { _, err := io.Copy(conn, c); done <- err }() // owned: likewise
+	waiting := 2
+	select {
+	case err = <-done:
+		waiting--
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	c.Close()
+	conn.Close()
+	for ; waiting > 0; waiting-- {
+		<-done
+	}
 	return err
 }
 

@@ -49,12 +49,35 @@ type prep struct {
 	err   error
 }
 
+// relayArg, as the test binary's first argument, makes it the relay of one forwarded connection
+// (Config.Relay): QEMU runs it with the guest's connection on stdin and stdout.
+const relayArg = "waybill-vm-relay"
+
+// guestBrokerPort is the broker's port as the guest sees it, at GuestRelay.
+const guestBrokerPort = 8883
+
 func TestMain(m *testing.M) {
+	if len(os.Args) == 3 && os.Args[1] == relayArg {
+		os.Exit(relayMain(os.Args[2]))
+	}
 	code := m.Run()
 	if prepDir != "" {
 		os.RemoveAll(prepDir)
 	}
 	os.Exit(code)
+}
+
+func relayMain(addr string) int {
+	conn, err := net.FileConn(os.Stdin)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "waybill-vm-relay: stdin is not QEMU's socket: %v\n", err)
+		return 2
+	}
+	if err := Relay(context.Background(), conn, addr); err != nil {
+		fmt.Fprintln(os.Stderr, "waybill-vm-relay:", err)
+		return 1
+	}
+	return 0
 }
 
 // prepare fetches arch's kernel and busybox (installing them as root; otherwise the test fails with the
@@ -100,6 +123,7 @@ type fleet struct {
 	b       *sdktest.Broker
 	dir     string // short: it holds QEMU's unix sockets
 	archive string
+	relay   []string // Config.Relay: this test binary, as the relay
 
 	mu      sync.Mutex // guards handled
 	handled map[recKey]int
@@ -144,14 +168,20 @@ func newFleet(t testing.TB, o fleetOptions) *fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The guest reaches the broker at 10.0.2.2: the broker's certificate names it.
-	if _, err := p.Issue(pki.RoleBroker, sdktest.BrokerName, pki.IssueOptions{Hosts: []string{GuestHost}}); err != nil {
+	// The guest reaches the broker at GuestRelay:brokerPort (the only connection out): the broker's
+	// certificate names that address.
+	if _, err := p.Issue(pki.RoleBroker, sdktest.BrokerName, pki.IssueOptions{Hosts: []string{GuestRelay}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := p.Issue(pki.RoleTruck, truckName, pki.IssueOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	f := &fleet{t: t, dir: dir, assets: a, handled: map[recKey]int{}, archive: filepath.Join(dir, "office", archive.File)}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fleet{t: t, dir: dir, assets: a, handled: map[recKey]int{}, archive: filepath.Join(dir, "office", archive.File),
+		relay: []string{exe, relayArg}}
 	f.b = sdktest.StartMosquitto(t, sdktest.Options{PKI: p, Dispatch: []string{officeName}})
 	f.startOffice()
 	t.Cleanup(f.stopOffice)
@@ -178,14 +208,13 @@ func newFleet(t testing.TB, o fleetOptions) *fleet {
 			t.Fatal(err)
 		}
 	}
-	_, port, _ := net.SplitHostPort(f.b.Addr)
 	var c strings.Builder
 	fmt.Fprintf(&c, "data_dir = %q\n", GuestDataDir)
 	if !o.Defaults {
 		fmt.Fprintf(&c, "allow_test_timings = true\n")
 	}
 	fmt.Fprintf(&c, "[identity]\ncert = \"/truck/etc/truck.crt\"\nkey = \"/truck/etc/truck.key\"\nca = \"/truck/etc/ca.crt\"\n")
-	fmt.Fprintf(&c, "[broker]\nurls = [\"mqtts://%s:%s\"]\n", GuestHost, port)
+	fmt.Fprintf(&c, "[broker]\nurls = [\"mqtts://%s:%d\"]\n", GuestRelay, guestBrokerPort)
 	if !o.Defaults {
 		fmt.Fprintf(&c, "keep_alive = \"3s\"\nbackoff_max = \"1s\"\nreconnect_window = \"1s\"\nreceipt_timeout = \"2s\"\n")
 	}
@@ -339,7 +368,7 @@ func (f *fleet) boot(cache string, gps bool, trace ...string) *boot {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m, err := Start(ctx, Config{Arch: f.assets.Arch, Kernel: f.assets.Kernel, Initrd: f.initrd, Disk: f.disk, Cache: cache, Dir: dir,
-		HTTPPort: f.httpPort, Trace: trace})
+		HTTPPort: f.httpPort, Trace: trace, Forwards: map[int]string{guestBrokerPort: f.b.Addr}, Relay: f.relay})
 	if err != nil {
 		cancel()
 		f.t.Fatal(err)
