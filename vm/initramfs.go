@@ -17,7 +17,7 @@ import (
 const (
 	GuestHost     = "10.0.2.2"   // the gateway (QEMU); with restrict=on it forwards nothing
 	GuestRelay    = "10.0.2.100" // Config.Forwards' address: the broker, as the guest sees it
-	GuestMount    = "/truck"   // the ext4 disk (/dev/vda)
+	GuestMount    = "/truck"     // the ext4 disk (/dev/vda)
 	GuestConfig   = "/truck/etc/agent.toml"
 	GuestDataDir  = "/truck/data"
 	GuestHTTPPort = 8080
