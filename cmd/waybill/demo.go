@@ -2,9 +2,8 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
-	"crypto"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,9 +11,11 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,28 +24,27 @@ import (
 	"time"
 
 	"github.com/waybill-iot/waybill/gps/gpssim"
-	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/brokerconf"
 	"github.com/waybill-iot/waybill/sdk/devbroker"
 	"github.com/waybill-iot/waybill/sdk/dispatch"
-	"github.com/waybill-iot/waybill/sdk/dispatch/archive"
 	"github.com/waybill-iot/waybill/sdk/pki"
 	"github.com/waybill-iot/waybill/sdk/sdktest/faultproxy"
-	"github.com/waybill-iot/waybill/sdk/transport"
-	"github.com/waybill-iot/waybill/store"
 )
 
 const demoUsage = `Usage: waybill demo [--dir DIR] [--agent PATH] [--keep] [--timeout D]
 
 Runs the whole system on this machine: a fleet PKI, a broker (Mosquitto when installed, else the embedded
 development broker), three waybill-agent processes whose GPS receivers are simulators on pseudo-terminals,
-and dispatch. Dispatch sends an order to each truck and one more that it cancels; each driver confirms the
-delivery through the agent's HTTP hook when the truck arrives; one truck's link is cut for 30 s. Dispatch
-commits what the trucks send to its archive (DIR/dispatch/archive.db) and receipts it; a truck deletes a
-record only on that signed receipt. It prints a live log and a summary, and exits 0 when everything was
-delivered, every proof verified, every fix a truck stored is in dispatch's archive and every truck's queue
-is empty with nothing waiting for a receipt.
---keep (or DEMO_KEEP=1) keeps everything running, with the driver pages' addresses, until Ctrl-C.
+and the dispatch office (the process of ` + "`waybill dispatch run`" + `, inside this one: embedded storage in
+DIR/dispatch, its console and API on a free loopback port, a random token in DIR/dispatch.token).
+The demo creates an order for each truck and one more that it cancels, through the office's HTTP API; each
+driver confirms the delivery through the agent's HTTP hook when the truck arrives; one truck's link is cut
+for 30 s. The office commits what the trucks send to its storage and receipts it; a truck deletes a record
+only on that signed receipt. It prints the console's address, a live log and a summary, and exits 0 when
+everything was delivered, every proof verified by the office, every fix a truck stored is in the office's
+archive and every truck's queue is empty with nothing waiting for a receipt.
+--keep (or DEMO_KEEP=1) keeps everything running after the summary, with the console's and the driver
+pages' addresses, until Ctrl-C.
 `
 
 // demoTruck is one simulated truck.
@@ -65,11 +65,10 @@ type demo struct {
 	s       streams
 	dir     string
 	t0      time.Time
-	archive *archive.Archive // dispatch's durable record: what the trucks sent, counted for the summary
-	stopGPS func()           // stops the GPS simulators: the trucks park
+	office  *demoOffice // dispatch: the office process's service, and the demo's client for its API
+	stopGPS func()      // stops the GPS simulators: the trucks park
 
 	mu          sync.Mutex        // guards the fields below and output
-	seen        map[string]bool   // trucks seen online
 	proof       map[string]bool   // order id -> proof verified
 	proofFailed map[string]string // order id -> why a proof did not check out (kept even if a later one did)
 	acted       map[string]bool   // order id -> driver acted
@@ -110,7 +109,7 @@ func runDemo(ctx context.Context, s streams, args []string) error {
 	if err != nil {
 		return err
 	}
-	d := &demo{s: s, dir: abs, t0: time.Now(), seen: map[string]bool{}, proof: map[string]bool{}, proofFailed: map[string]string{}, acted: map[string]bool{}}
+	d := &demo{s: s, dir: abs, t0: time.Now(), proof: map[string]bool{}, proofFailed: map[string]string{}, acted: map[string]bool{}}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -204,50 +203,50 @@ func (d *demo) run(ctx context.Context, wg *sync.WaitGroup, bin string, keep boo
 		}
 		d.logf("%s: GPS simulator on %s, agent pid %d, driver page http://%s/", t.name, t.pty.Path, t.cmd.Process.Pid, t.httpAddr)
 	}
-	defer d.stopAgents(trucks) // on errors; the summary stops them first
-	if keep {
-		// Now, not after the scripted orders: the pages are worth watching while the orders run.
-		d.printPages(trucks, "DEMO_KEEP: driver pages (open them now; the scripted orders start):")
-	}
+	defer d.stopAgents(trucks) // on errors and after --keep; the summary stops them first otherwise
 
-	// 4. Dispatch: the outbox, the archive and the verified fleet view.
-	ob, dc, outboxStore, err := d.dispatchSide(p, brokerAddr, trucks)
+	// 4. Dispatch: the office process (office/service), connected to the broker directly.
+	office, stopOffice, err := d.startOffice(ctx, p, brokerAddr, trucks)
 	if err != nil {
 		return err
 	}
-	dcCtx, stopDispatch := context.WithCancel(ctx)
-	dcDone := make(chan struct{})
-	defer func() { // the files close after the client that commits to them stops
-		stopDispatch()
-		<-dcDone
-		d.archive.Close()
-		outboxStore.Close()
-	}()
-	go func() { defer close(dcDone); _ = dc.Run(dcCtx) }()
-	wg.Add(1)
-	go func() { defer wg.Done(); d.actOnArrival(ctx, trucks, dc) }()
-	// The Handle callback records; the driver side reacts through channels set up in actOnArrival.
+	defer stopOffice()
+	d.office = office
+	wg.Add(2)
+	go func() { defer wg.Done(); d.watchOffice(ctx, trucks) }()
+	go func() { defer wg.Done(); d.actOnArrival(ctx, trucks) }()
 
-	// 5. Orders: one per truck, to a point on its route, and one for truck-02 that dispatch cancels.
+	// 5. Orders, through the office's HTTP JSON API with its token (POST /api/orders), as a dispatcher's
+	// tool or the console does: one per truck, to a point on its route, and one for truck-02 that is
+	// cancelled.
+	expires := time.Now().Add(2 * time.Hour)
 	for i, t := range trucks {
 		dest := t.route.At(t.arriveAt).Pos
 		t.order = fmt.Sprintf("o-100%d", i+1)
-		o := sdk.Order{ID: t.order, Truck: t.name, Expires: time.Now().Add(2 * time.Hour),
+		req := demoOrderRequest{ID: t.order, Truck: t.name, Expires: expires,
 			Recipient: []string{"Ada Lovelace", "Alan Turing", "Grace Hopper"}[i],
 			Address:   []string{"Unter den Linden 1", "Friedrichstraße 43", "Alexanderplatz 7"}[i],
 			Lat:       dest.Lat, Lon: dest.Lon, RadiusM: 60, Notes: "demo parcel, leave with the concierge"}
-		if _, err := ob.Create(ctx, o); err != nil {
+		var created officeOrder
+		if err := office.api(ctx, http.MethodPost, "/api/orders", req, &created, http.StatusCreated); err != nil {
 			return err
 		}
-		d.logf("dispatch: order %s for %s (%s), destination %.5f,%.5f, about %s down the road", o.ID, t.name, o.Recipient,
-			o.Lat, o.Lon, t.arriveAt)
+		d.logf("dispatch: POST /api/orders: %s for %s (%s), destination %.5f,%.5f, about %s down the road", req.ID, t.name,
+			req.Recipient, req.Lat, req.Lon, t.arriveAt)
+		if i == 0 && created.Tracking != nil {
+			office.mu.Lock()
+			office.tracking = fmt.Sprintf("%s%s   %s's page for %s (no token: the link is the key)", office.base,
+				created.Tracking.URL, req.Recipient, req.ID)
+			office.mu.Unlock()
+		}
 	}
-	extra := sdk.Order{ID: "o-1004", Truck: "truck-02", Expires: time.Now().Add(2 * time.Hour), Recipient: "Edsger Dijkstra",
+	extra := demoOrderRequest{ID: "o-1004", Truck: "truck-02", Expires: expires, Recipient: "Edsger Dijkstra",
 		Address: "Karl-Marx-Allee 90", Lat: 52.5170, Lon: 13.4400, RadiusM: 60}
-	if _, err := ob.Create(ctx, extra); err != nil {
+	if err := office.api(ctx, http.MethodPost, "/api/orders", extra, nil, http.StatusCreated); err != nil {
 		return err
 	}
-	d.logf("dispatch: order o-1004 for truck-02 (to be cancelled)")
+	d.logf("dispatch: POST /api/orders: o-1004 for truck-02 (to be cancelled)")
+	d.printOffice("The dispatch office (open the console in a browser while the orders run):", trucks, keep)
 
 	// 6. The script: cancel o-1004 once confirmed; cut truck-03's link for 30 s; wait for the deliveries.
 	cancelled, cutDone := false, false
@@ -262,12 +261,14 @@ func (d *demo) run(ctx context.Context, wg *sync.WaitGroup, bin string, keep boo
 		case <-tick.C:
 		}
 		if !cancelled {
-			if e, err := ob.Get(ctx, "truck-02", "o-1004"); err == nil && e.Confirmed >= 1 {
-				if _, err := ob.Cancel(ctx, "truck-02", "o-1004", "customer not at home today"); err != nil {
+			var e officeOrder
+			if err := office.api(ctx, http.MethodGet, "/api/orders/truck-02/o-1004", nil, &e, http.StatusOK); err == nil && e.Confirmed >= 1 {
+				q := url.Values{"reason": {"customer not at home today"}}
+				if err := office.api(ctx, http.MethodDelete, "/api/orders/truck-02/o-1004?"+q.Encode(), nil, nil, http.StatusOK); err != nil {
 					return err
 				}
 				cancelled = true
-				d.logf("dispatch: cancels o-1004 (truck-02 had confirmed it)")
+				d.logf("dispatch: DELETE /api/orders/truck-02/o-1004: cancels it (truck-02 had confirmed it)")
 			}
 		}
 		if cutAt.IsZero() && time.Since(d.t0) > 12*time.Second {
@@ -302,11 +303,7 @@ func (d *demo) run(ctx context.Context, wg *sync.WaitGroup, bin string, keep boo
 			lastTally = time.Now()
 			d.logf("%s", d.tally(ctx, trucks))
 		}
-		done, err := d.finished(ctx, ob, trucks)
-		if err != nil {
-			return err
-		}
-		if done && cancelled && cutDone {
+		if cancelled && cutDone && d.finished(ctx, trucks) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -314,22 +311,21 @@ func (d *demo) run(ctx context.Context, wg *sync.WaitGroup, bin string, keep boo
 			break
 		}
 	}
-	if keep {
-		d.printPages(trucks, "\nDEMO_KEEP: the scripted orders are done; everything keeps running. Driver pages:")
-		fmt.Fprintln(d.s.out, "Ctrl-C for the summary.")
+	if !keep {
+		return d.summary(ctx, trucks, proxy, func() { d.stopAgents(trucks) })
+	}
+	// --keep: the summary now, then everything stays up (the trucks parked) for the console and the driver
+	// pages; the live log goes on (orders made in the console show in it) until Ctrl-C.
+	err = d.summary(ctx, trucks, proxy, nil)
+	if ctx.Err() == nil {
+		d.printOffice("\nDEMO_KEEP: everything keeps running (the trucks are parked). The dispatch office:", trucks, true)
+		fmt.Fprintln(d.s.out, "Ctrl-C to stop.")
 		<-ctx.Done()
 	}
-	return d.summary(ctx, ob, trucks, proxy, func() { d.stopAgents(trucks) })
-}
-
-// printPages lists the trucks' driver pages under title.
-func (d *demo) printPages(trucks []*demoTruck, title string) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	fmt.Fprintln(d.s.out, title)
-	for _, t := range trucks {
-		fmt.Fprintf(d.s.out, "  %s  http://%s/\n", t.name, t.httpAddr)
-	}
+	d.quiet = true // the agents' offline wills as they stop
+	d.mu.Unlock()
+	return err
 }
 
 func (d *demo) note(format string, args ...any) {
@@ -498,131 +494,10 @@ func (d *demo) stopAgents(trucks []*demoTruck) {
 	}
 }
 
-func (d *demo) dispatchSide(p *pki.PKI, broker string, trucks []*demoTruck) (*dispatch.Outbox, *dispatch.Client, *store.Store, error) {
-	pair, err := pki.LoadKeyPair(p.CertPath("office"), p.KeyPath("office"))
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	if err := os.MkdirAll(filepath.Join(d.dir, "dispatch"), 0o700); err != nil {
-		return nil, nil, nil, err
-	}
-	st, err := store.Open(filepath.Join(d.dir, "dispatch", "outbox.db"), store.Options{})
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	// Dispatch's durable record: every fix, event and status is committed here (fsync'd) before the broker
-	// gets its PUBACK and the truck its signed receipt; only then does the truck delete the record.
-	rec, err := archive.Open(filepath.Join(d.dir, "dispatch", archive.File), archive.Options{})
-	if err != nil {
-		st.Close()
-		return nil, nil, nil, err
-	}
-	fail := func(err error) (*dispatch.Outbox, *dispatch.Client, *store.Store, error) {
-		rec.Close()
-		st.Close()
-		return nil, nil, nil, err
-	}
-	ob, err := dispatch.NewOutbox(dispatch.OutboxConfig{Store: st, Certificate: pair.Leaf, Key: pair.PrivateKey.(crypto.Signer),
-		OnlineGrace: 2 * time.Second, BackoffMin: 5 * time.Second, BackoffMax: 20 * time.Second})
-	if err != nil {
-		return fail(err)
-	}
-	var certs []*x509.Certificate
-	for _, t := range trucks {
-		c, err := pki.LoadCertificate(p.CertPath(t.name))
-		if err != nil {
-			return fail(err)
-		}
-		certs = append(certs, c)
-	}
-	dc, err := dispatch.New(dispatch.Config{
-		Transport: transport.Config{Brokers: []string{"mqtts://" + broker}, CertFile: p.CertPath("office"),
-			KeyFile: p.KeyPath("office"), CAFile: p.CAPath()},
-		CA: []*x509.Certificate{p.CACert()}, Certificates: certs, Outbox: ob,
-		Record: rec,
-		// A real dispatch gathers a truck's records for 30 s into one receipt, to spare the cellular link
-		// (the truck keeps them meanwhile). A one-minute demo wants to show the trucks' stores emptying as
-		// dispatch commits what they sent, so it receipts after half a second.
-		ReceiptDelay: 500 * time.Millisecond,
-		Handle:       func(ctx context.Context, u dispatch.Update) error { d.handle(ctx, ob, u); return nil },
-	})
-	if err != nil {
-		return fail(err)
-	}
-	d.archive = rec
-	return ob, dc, st, nil
-}
-
-// handle logs what the fleet says and checks every proof of delivery against the outbox.
-func (d *demo) handle(ctx context.Context, ob *dispatch.Outbox, u dispatch.Update) {
-	switch {
-	case u.Status != nil && u.Status.Changed:
-		d.logf("%s is %s", u.Status.Truck, u.Status.Status.State)
-	case u.Event != nil:
-		e := u.Event.Event
-		switch e.Kind {
-		case sdk.EventReceived:
-			what := "received"
-			if e.Conflict {
-				what = "reports a CONFLICT for"
-			}
-			d.logf("%s %s %s rev %d (signed receipt)", u.Event.Truck, what, e.OrderID, e.Revision)
-		case sdk.EventArrived:
-			d.logf("%s ARRIVED at %s (inside its radius, computed on the truck)", u.Event.Truck, e.OrderID)
-		case sdk.EventDelivered:
-			entry, err := ob.Get(ctx, u.Event.Truck, e.OrderID)
-			why := checkProof(entry, err, &e)
-			d.mu.Lock()
-			if why == "" {
-				d.proof[e.OrderID] = true
-			} else {
-				// A failure stays counted: a later, good copy of the event does not make it "every proof verified".
-				d.proof[e.OrderID] = false
-				d.proofFailed[e.OrderID] = why
-			}
-			d.mu.Unlock()
-			if why == "" {
-				d.logf("PROOF OF DELIVERY for %s verified: signed by %s, order hash matches, fix %.5f,%.5f on site, via %s",
-					e.OrderID, u.Event.Truck, e.Fix.Lat, e.Fix.Lon, e.Via)
-			} else {
-				d.logf("proof of delivery for %s from %s does NOT check out: %s", e.OrderID, u.Event.Truck, why)
-				d.note("proof of delivery for %s from %s does not check out: %s", e.OrderID, u.Event.Truck, why)
-			}
-		default:
-			d.logf("%s: %s %s", u.Event.Truck, e.Kind, e.OrderID)
-		}
-	case u.Rejection != nil:
-		d.logf("REFUSED a message on %s: %s", u.Rejection.Topic, u.Rejection.Reason)
-		d.note("a message was refused: %s", u.Rejection.Reason)
-	}
-}
-
-// checkProof says what is wrong with a verified delivered event as a proof of delivery of the outbox's
-// entry (got with getErr), in words; "" when it checks out.
-func checkProof(entry dispatch.Entry, getErr error, e *sdk.Event) string {
-	var why []string
-	switch {
-	case getErr != nil:
-		return fmt.Sprintf("the outbox has no such order (%v)", getErr)
-	case e.Revision != entry.Order.Revision:
-		why = append(why, fmt.Sprintf("it is for revision %d, the outbox's current revision is %d", e.Revision, entry.Order.Revision))
-	case e.OrderHash != entry.Hash:
-		why = append(why, fmt.Sprintf("its order hash %x… is not the hash of revision %d as signed (%x…)", e.OrderHash[:6],
-			entry.Order.Revision, entry.Hash[:6]))
-	}
-	if e.Fix == nil {
-		why = append(why, "it carries no GPS fix")
-	} else if e.OffSite {
-		why = append(why, fmt.Sprintf("the truck was OFF SITE (fix %.5f,%.5f, outside the %d m radius)", e.Fix.Lat, e.Fix.Lon,
-			entry.Order.RadiusM))
-	}
-	return strings.Join(why, "; ")
-}
-
 // actOnArrival plays the drivers: each watches its own truck's order on the agent's local API (the cab's
 // page works without a link) and confirms the delivery through the HTTP hook as soon as the agent reports
-// the truck inside the order's radius. The proof then travels to dispatch whenever the link allows.
-func (d *demo) actOnArrival(ctx context.Context, trucks []*demoTruck, _ *dispatch.Client) {
+// the truck inside the order's radius. The proof then travels to the office whenever the link allows.
+func (d *demo) actOnArrival(ctx context.Context, trucks []*demoTruck) {
 	tick := time.NewTicker(300 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -690,20 +565,22 @@ func postJSON(ctx context.Context, url, body string) (string, int, error) {
 }
 
 // finished reports whether every truck's order is delivered with a proof that was checked (verified, or
-// failed: the summary counts it) and o-1004 is cancelled.
-func (d *demo) finished(ctx context.Context, ob *dispatch.Outbox, trucks []*demoTruck) (bool, error) {
+// failed: the summary counts it) and the office has o-1004 cancelled, the cancellation confirmed by the
+// truck. An office that does not answer is not finished yet.
+func (d *demo) finished(ctx context.Context, trucks []*demoTruck) bool {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	for _, t := range trucks {
 		if !d.proof[t.order] && d.proofFailed[t.order] == "" { // a failed proof is an outcome too: the summary says so
-			return false, nil
+			d.mu.Unlock()
+			return false
 		}
 	}
-	e, err := ob.Get(ctx, "truck-02", "o-1004")
-	if err != nil {
-		return false, err
+	d.mu.Unlock()
+	var e officeOrder
+	if err := d.office.api(ctx, http.MethodGet, "/api/orders/truck-02/o-1004", nil, &e, http.StatusOK); err != nil {
+		return false
 	}
-	return e.State == dispatch.StateCancelled && !e.Unconfirmed(), nil
+	return e.State == dispatch.StateCancelled && !e.Unconfirmed()
 }
 
 // agentHealth is what the demo reads from an agent's /healthz.
@@ -717,16 +594,16 @@ type agentHealth struct {
 	} `json:"queue"`
 }
 
-// tally is the live log's progress line: fixes in dispatch's archive, and records on each truck's disk
+// tally is the live log's progress line: fixes in the office's archive, and records on each truck's disk
 // (those waiting for a receipt among them).
 func (d *demo) tally(ctx context.Context, trucks []*demoTruck) string {
 	var archived, queued []string
 	for _, t := range trucks {
-		c, err := d.archive.Counts(t.name)
+		fixes, _, err := d.officeCounts(ctx, t.name)
 		if err != nil {
-			return "archive: " + err.Error()
+			return err.Error()
 		}
-		archived = append(archived, fmt.Sprintf("%s %d", t.name, c.Fixes))
+		archived = append(archived, fmt.Sprintf("%s %d", t.name, fixes))
 		var h agentHealth
 		if getJSON(ctx, "http://"+t.httpAddr+"/healthz", &h) {
 			queued = append(queued, fmt.Sprintf("%d (%d awaiting receipt)", h.Queue.Critical+h.Queue.Normal, h.Queue.Unreceipted))
@@ -734,7 +611,7 @@ func (d *demo) tally(ctx context.Context, trucks []*demoTruck) string {
 			queued = append(queued, "?")
 		}
 	}
-	return fmt.Sprintf("fixes in dispatch's archive: %s; records on the trucks' disks: %s", strings.Join(archived, ", "),
+	return fmt.Sprintf("fixes in the office's archive: %s; records on the trucks' disks: %s", strings.Join(archived, ", "),
 		strings.Join(queued, ", "))
 }
 
@@ -743,51 +620,49 @@ type truckCount struct {
 	stored    int // fixes the agent committed to its store
 	pending   int // fixes the agent kept but has not stored yet (waiting for a batch) or could not store
 	failed    int // fixes the agent could not store
-	archived  int // distinct fixes, by (epoch, seq), in dispatch's archive
-	events    int // events in dispatch's archive
+	archived  int // distinct fixes, by (epoch, seq), in the office's archive
+	events    int // events in the office's archive
 	receipts  int // receipts the agent applied
 	health    agentHealth
 	healthErr bool // /healthz did not answer
 }
 
-// settled: everything the truck stored is in dispatch's archive, and its queue is empty with nothing
+// settled: everything the truck stored is in the office's archive, and its queue is empty with nothing
 // waiting for a receipt.
 func (c truckCount) settled() bool {
 	q := c.health.Queue
 	return !c.healthErr && c.pending == 0 && c.archived == c.stored && q.Critical == 0 && q.Normal == 0 && q.Unreceipted == 0
 }
 
-// count reads one truck's figures: the agent's own first, then dispatch's archive.
+// count reads one truck's figures: the agent's own first, then the office's, through its API.
 func (d *demo) count(ctx context.Context, t *demoTruck) (truckCount, error) {
 	var c truckCount
-	m := scrapeMetrics("http://" + t.httpAddr + "/metrics")
-	c.stored, c.receipts = int(m["waybill_gps_fixes_stored_total"]), int(m["waybill_upload_receipts_total"])
-	c.failed = int(m["waybill_gps_fixes_store_errors_total"])
-	c.pending = int(m["waybill_gps_fixes_reported_total"]) - c.stored - c.failed
+	m := map[string]float64{}
+	if req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+t.httpAddr+"/metrics", nil); err == nil {
+		m = scrapeMetrics(http.DefaultClient, req)
+	}
+	c.stored = int(metricSum(m, "waybill_gps_fixes_stored_total"))
+	c.receipts = int(metricSum(m, "waybill_upload_receipts_total"))
+	c.failed = int(metricSum(m, "waybill_gps_fixes_store_errors_total"))
+	c.pending = int(metricSum(m, "waybill_gps_fixes_reported_total")) - c.stored - c.failed
 	c.healthErr = !getJSON(ctx, "http://"+t.httpAddr+"/healthz", &c.health)
-	a, err := d.archive.Counts(t.name)
-	c.archived, c.events = a.Fixes, a.Events
+	var err error
+	c.archived, c.events, err = d.officeCounts(ctx, t.name)
 	return c, err
 }
 
 // summary parks the trucks (their GPS stops, so no new fixes), waits until every truck's queue is empty and
-// nothing waits for a receipt, compares what each agent stored with what dispatch's archive holds, stops
-// the agents cleanly and prints the result.
-func (d *demo) summary(ctx context.Context, ob *dispatch.Outbox, trucks []*demoTruck, proxy *faultproxy.Proxy, stop func()) error {
+// nothing waits for a receipt, compares what each agent stored with what the office's archive holds, stops
+// the agents cleanly (unless stop is nil: --keep) and prints the result.
+func (d *demo) summary(ctx context.Context, trucks []*demoTruck, proxy *faultproxy.Proxy, stop func()) error {
 	d.stopGPS()
-	d.logf("GPS simulators stopped (the trucks park); waiting for every stored fix to be receipted by dispatch")
+	d.logf("GPS simulators stopped (the trucks park); waiting for every stored fix to be receipted by the office")
 	// An agent may still hold a few fixes in memory (store.fix_delay, 2 s); they are stored, sent, committed
-	// and receipted within a few seconds. A --keep run summarises after Ctrl-C, with the broker gone: one look.
-	wait := 20 * time.Second
-	if ctx.Err() != nil {
-		wait = 0
-		ctx = context.Background()
-	} else {
-		time.Sleep(time.Second) // the agents read what the simulators last wrote to the serial ports
-	}
+	// and receipted within a few seconds.
+	time.Sleep(time.Second) // the agents read what the simulators last wrote to the serial ports
 	counts := map[string]truckCount{}
 	for _, t := range trucks {
-		deadline := time.Now().Add(wait)
+		deadline := time.Now().Add(20 * time.Second)
 		for {
 			c, err := d.count(ctx, t)
 			if err != nil {
@@ -800,21 +675,24 @@ func (d *demo) summary(ctx context.Context, ob *dispatch.Outbox, trucks []*demoT
 			time.Sleep(300 * time.Millisecond)
 		}
 	}
-	d.logf("stopping the agents (SIGTERM: ignition off)")
-	stop()
-	d.mu.Lock()
-	d.quiet = true // the agents' offline wills would print after the summary
-	d.mu.Unlock()
-	entries, err := ob.List(context.Background())
-	if err != nil {
+	var orders []officeOrder
+	if err := d.office.api(ctx, http.MethodGet, "/api/orders", nil, &orders, http.StatusOK); err != nil {
 		return err
 	}
-	sort.Slice(entries, func(i, j int) bool { return entries[i].Order.ID < entries[j].Order.ID })
-	out := d.s.out
-	fmt.Fprintf(out, "\n=== Waybill demo summary (%s) ===\n", time.Since(d.t0).Round(time.Second))
+	if stop != nil {
+		d.logf("stopping the agents (SIGTERM: ignition off)")
+		stop()
+		d.mu.Lock()
+		d.quiet = true // the agents' offline wills would print after the summary
+		d.mu.Unlock()
+	}
+	sort.Slice(orders, func(i, j int) bool { return orders[i].Order.ID < orders[j].Order.ID })
+	// Written whole at the end: with --keep the live log goes on and must not cut into it.
+	var out bytes.Buffer
+	fmt.Fprintf(&out, "\n=== Waybill demo summary (%s) ===\n", time.Since(d.t0).Round(time.Second))
 	delivered, cancelledN := 0, 0
-	for _, e := range entries {
-		fmt.Fprintf(out, "  order %s  %-9s %-9s %s\n", e.Order.ID, e.Order.Truck, e.State, e.Order.Recipient)
+	for _, e := range orders {
+		fmt.Fprintf(&out, "  order %s  %-9s %-9s %s\n", e.Order.ID, e.Order.Truck, e.State, e.Order.Recipient)
 		switch e.State {
 		case dispatch.StateDelivered:
 			delivered++
@@ -832,17 +710,18 @@ func (d *demo) summary(ctx context.Context, ob *dispatch.Outbox, trucks []*demoT
 	failedProofs := maps.Clone(d.proofFailed)
 	cutHeld, cutUnreceipted := d.cutHeld, d.cutUnreceipted
 	d.mu.Unlock()
-	fmt.Fprintf(out, "  orders delivered: %d of %d, cancelled: %d of 1\n", delivered, len(trucks), cancelledN)
-	fmt.Fprintf(out, "  proofs of delivery verified (signature, order hash, fix on site): %d of %d\n", proofs, len(trucks))
+	fmt.Fprintf(&out, "  orders delivered: %d of %d, cancelled: %d of 1\n", delivered, len(trucks), cancelledN)
+	fmt.Fprintf(&out, "  proofs of delivery verified by the office (signature, order hash, fix on site): %d of %d\n", proofs,
+		len(trucks))
 	for id, why := range failedProofs {
-		fmt.Fprintf(out, "  proof of delivery for %s FAILED verification: %s\n", id, why)
+		fmt.Fprintf(&out, "  proof of delivery for %s FAILED verification: %s\n", id, why)
 	}
 	lost := false
 	var receipted []string
 	for _, t := range trucks {
 		c := counts[t.name]
 		q := c.health.Queue
-		fmt.Fprintf(out, "  %s: fixes stored %d, in dispatch's archive %d; events in the archive %d; left on the truck: "+
+		fmt.Fprintf(&out, "  %s: fixes stored %d, in the office's archive %d; events in the archive %d; left on the truck: "+
 			"%d records, %d waiting for a receipt\n", t.name, c.stored, c.archived, c.events, q.Critical+q.Normal, q.Unreceipted)
 		receipted = append(receipted, fmt.Sprintf("%s %d records in %d receipts (%d sent again)", t.name, q.Receipted,
 			c.receipts, q.Resent))
@@ -856,34 +735,43 @@ func (d *demo) summary(ctx context.Context, ob *dispatch.Outbox, trucks []*demoT
 			d.note("%s: %d fixes still waiting in memory to be stored", t.name, c.pending)
 		case c.archived < c.stored:
 			lost = true
-			d.note("%s: %d fixes stored but only %d in dispatch's archive", t.name, c.stored, c.archived)
+			d.note("%s: %d fixes stored but only %d in the office's archive", t.name, c.stored, c.archived)
 		case c.archived > c.stored:
-			d.note("%s: dispatch's archive has %d fixes, the agent stored %d", t.name, c.archived, c.stored)
+			d.note("%s: the office's archive has %d fixes, the agent stored %d", t.name, c.archived, c.stored)
 		case !c.settled():
 			d.note("%s: %d records still queued, %d waiting for a receipt", t.name, q.Critical+q.Normal, q.Unreceipted)
 		}
 	}
-	fmt.Fprintf(out, "  receipts (a truck deletes a record only when dispatch's signed receipt names it): %s\n",
+	fmt.Fprintf(&out, "  receipts (a truck deletes a record only when the office's signed receipt names it): %s\n",
 		strings.Join(receipted, ", "))
 	ps := proxy.Stats()
-	fmt.Fprintf(out, "  truck-03's link was cut for 30 s (%d connections dropped, %d reconnects refused): up to %d records "+
+	fmt.Fprintf(&out, "  truck-03's link was cut for 30 s (%d connections dropped, %d reconnects refused): up to %d records "+
 		"waited on its disk for their receipt (%d of them already sent when the link went); nothing lost: %v\n",
 		ps.Dropped, ps.Failed, cutHeld, cutUnreceipted, !lost)
-	fmt.Fprintf(out, "  logs and data: %s (dispatch's archive: %s)\n", d.dir, d.archive.Path())
-	if delivered != len(trucks) || cancelledN != 1 || proofs != len(trucks) || len(failedProofs) > 0 || lost || len(d.notes) > 0 {
-		for _, n := range d.notes {
-			fmt.Fprintf(out, "  PROBLEM: %s\n", n)
+	fmt.Fprintf(&out, "  logs and data: %s (the office: storage %s, log %s)\n", d.dir, d.office.dataDir, d.office.logPath)
+	d.mu.Lock()
+	notes := slices.Clone(d.notes)
+	d.mu.Unlock()
+	var err error
+	if delivered != len(trucks) || cancelledN != 1 || proofs != len(trucks) || len(failedProofs) > 0 || lost || len(notes) > 0 {
+		for _, n := range notes {
+			fmt.Fprintf(&out, "  PROBLEM: %s\n", n)
 		}
-		return errors.New("the demo did not complete: see the summary")
+		err = errors.New("the demo did not complete: see the summary")
+	} else {
+		fmt.Fprintln(&out, "  everything delivered, every proof verified, nothing lost.")
 	}
-	fmt.Fprintln(out, "  everything delivered, every proof verified, nothing lost.")
-	return nil
+	d.mu.Lock()
+	d.s.out.Write(out.Bytes())
+	d.mu.Unlock()
+	return err
 }
 
-// scrapeMetrics reads a Prometheus text page into name -> value (labelled series summed).
-func scrapeMetrics(url string) map[string]float64 {
+// scrapeMetrics reads the Prometheus text page that req asks for into series ("name" or
+// "name{labels}") -> value; an error gives what was read.
+func scrapeMetrics(c *http.Client, req *http.Request) map[string]float64 {
 	out := map[string]float64{}
-	resp, err := http.Get(url)
+	resp, err := c.Do(req)
 	if err != nil {
 		return out
 	}
@@ -894,18 +782,26 @@ func scrapeMetrics(url string) map[string]float64 {
 		if line == "" || line[0] == '#' {
 			continue
 		}
-		f := strings.Fields(line)
-		if len(f) != 2 {
+		// The value is the last field: a label's value may hold spaces.
+		i := strings.LastIndexByte(line, ' ')
+		if i <= 0 {
 			continue
 		}
-		name := f[0]
-		if i := strings.IndexByte(name, '{'); i >= 0 {
-			name = name[:i]
-		}
-		v, err := strconv.ParseFloat(f[1], 64)
+		v, err := strconv.ParseFloat(line[i+1:], 64)
 		if err == nil {
-			out[name] += v
+			out[strings.TrimSpace(line[:i])] += v
 		}
 	}
 	return out
+}
+
+// metricSum is the sum of a metric's series in m (every label set).
+func metricSum(m map[string]float64, name string) float64 {
+	var sum float64
+	for k, v := range m {
+		if k == name || strings.HasPrefix(k, name+"{") {
+			sum += v
+		}
+	}
+	return sum
 }
