@@ -152,6 +152,25 @@ func (a *Agent) writeMetrics(w io.Writer) {
 	p.one("waybill_gps_connected", "gauge", "The receiver is open and read.", b2f(gh.Connected))
 	p.one("waybill_gps_rollovers_total", "counter", "Fixes whose date was moved forward by 1024 weeks (week rollover).",
 		float64(gh.Stats.Rollovers))
+	p.one("waybill_gps_reopens_total", "counter", "Times the receiver was opened again after a failure (unplugged, silent, gpsd gone).",
+		float64(gh.Reopens))
+	p.one("waybill_gps_baud", "gauge", "The serial receiver's rate while it is open (auto baud: the rate found); 0 when closed or not serial.",
+		float64(gh.Baud))
+	p.family("waybill_gps_sentences_dropped_total", "counter", "Bytes or sentences from the receiver that were not used, by reason.")
+	for _, d := range []struct {
+		reason string
+		n      uint64
+	}{{"bad_checksum", gh.Stats.BadChecksum}, {"overlong", gh.Stats.Overlong}, {"garbage", gh.Stats.Garbage},
+		{"parse_error", gh.Stats.ParseErrors}} {
+		p.sample("waybill_gps_sentences_dropped_total", float64(d.n), "reason", d.reason)
+	}
+	p.family("waybill_gps_fixes_rejected_total", "counter", "Implausible fixes dropped, by reason.")
+	for _, d := range []struct {
+		reason string
+		n      uint64
+	}{{"bad_coordinates", gh.Stats.BadCoords}, {"backwards", gh.Stats.Backwards}, {"jump", gh.Stats.Jumps}} {
+		p.sample("waybill_gps_fixes_rejected_total", float64(d.n), "reason", d.reason)
+	}
 	cc := a.clock.check()
 	p.family("waybill_clock_skew_seconds", "gauge", "GPS time minus the system clock at the latest fix (no sample before a fix or with an implausible system clock).")
 	if cc.Comparable {

@@ -16,6 +16,7 @@ type Health struct {
 	LastFixGPS time.Time // that fix's own (GPS) time
 	Since      time.Time // system time the source started, for "no GPS since" before any fix
 	Reopens    uint64    // times the device or connection was (re)opened after a failure
+	Baud       int       // the serial port's rate while it is open (auto baud: the rate found); 0 otherwise
 	LastError  string    // the last open or read error, if any
 	Stats      Stats     // decoding counters, summed over every (re)open
 }
@@ -90,6 +91,13 @@ func (t *healthTracker) connected(ok bool, err error) {
 	if ok && t.h.Since.IsZero() {
 		t.h.Since = t.now()
 	}
+}
+
+// openedAt records the serial port's rate (0: closed).
+func (t *healthTracker) openedAt(baud int) {
+	t.mu.Lock()
+	t.h.Baud = baud
+	t.mu.Unlock()
 }
 
 func (t *healthTracker) reopened() {

@@ -94,10 +94,12 @@ func (s *Serial) Run(ctx context.Context, out chan<- Fix) error {
 			continue
 		}
 		s.health.connected(true, nil)
+		s.health.openedAt(baud)
 		s.log.Info("gps: serial receiver open", "device", s.cfg.Device, "baud", baud)
 		start := time.Now()
 		err = pump(ctx, NewReader(port, s.cfg.Decode), out, s.health, s.cfg.IdleTimeout)
 		port.Close()
+		s.health.openedAt(0)
 		if ctx.Err() != nil {
 			s.health.connected(false, nil)
 			return ctx.Err()

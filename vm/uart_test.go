@@ -75,6 +75,9 @@ func TestUART(t *testing.T) {
 			return len(rates) > 0 && rates[len(rates)-1] == want && metric("waybill_gps_connected") == 1 &&
 				metric("waybill_gps_fixes_total") >= from+2
 		})
+		if got := metric("waybill_gps_baud"); got != float64(want) {
+			t.Errorf("%s: the agent's waybill_gps_baud is %v, want %d", what, got, want)
+		}
 		if s := stty(); !strings.Contains(s, "speed "+strconv.Itoa(want)+" baud") {
 			t.Errorf("%s: the guest's termios on /dev/ttyAMA0 is not %d baud:\n%s", what, want, s)
 		} else {
@@ -98,6 +101,7 @@ func TestUART(t *testing.T) {
 	t.Logf("after 3 s of silence: fixes resumed; the guest's PL011 was set %d more times (the agent's idle "+
 		"timeout is 10 s)", len(b.m.UARTRates())-len(probe1))
 
+	reopens := metric("waybill_gps_reopens_total")
 	r.unplug()
 	waitFor(t, b, 60*time.Second, "the GPS reported lost after the unplug", func() bool {
 		return metric("waybill_gps_connected") == 0
@@ -106,6 +110,9 @@ func TestUART(t *testing.T) {
 	r.setRate(9600)
 	r.plug(ctx)
 	locked("a lock on the receiver plugged back in at 9600", 9600)
+	if got := metric("waybill_gps_reopens_total"); got <= reopens {
+		t.Errorf("waybill_gps_reopens_total %v after the unplug and replug, want more than %v", got, reopens)
+	}
 	if probe2 := b.m.UARTRates()[lost:]; !slices.Contains(probe2, 9600) {
 		t.Errorf("after the replug the guest's PL011 was set to %v, want 9600 among them", probe2)
 	}
