@@ -212,9 +212,13 @@ func (d *demo) run(ctx context.Context, wg *sync.WaitGroup, bin string, keep boo
 	}
 	defer stopOffice()
 	d.office = office
-	wg.Add(2)
-	go func() { defer wg.Done(); d.watchOffice(ctx, trucks) }()
-	go func() { defer wg.Done(); d.actOnArrival(ctx, trucks) }()
+	// The live log's watcher and the drivers end before the office stops (defers run last in, first out).
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	var loops sync.WaitGroup
+	defer func() { stopLoops(); loops.Wait() }()
+	loops.Add(2)
+	go func() { defer loops.Done(); d.watchOffice(loopCtx, trucks) }()
+	go func() { defer loops.Done(); d.actOnArrival(loopCtx, trucks) }()
 
 	// 5. Orders, through the office's HTTP JSON API with its token (POST /api/orders), as a dispatcher's
 	// tool or the console does: one per truck, to a point on its route, and one for truck-02 that is
