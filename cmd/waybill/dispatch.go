@@ -80,6 +80,12 @@ type dispatchConfig struct {
 		OnlineGrace duration `toml:"online_grace"`
 		// ReceiptDelay: committed records wait this long so that one receipt covers many. Zero: 30s.
 		ReceiptDelay duration `toml:"receipt_delay"`
+		// PublishTimeout bounds one send of an order (the broker's acknowledgement). Zero: 30s.
+		PublishTimeout duration `toml:"publish_timeout"`
+		// RetryDelay is the wait after a failed send. Zero: 5s. On PostgreSQL an order a process claimed is
+		// leased to it for publish_timeout + retry_delay: a process that dies holding it delays the order
+		// that long, then another process sends it.
+		RetryDelay duration `toml:"retry_delay"`
 	} `toml:"orders"`
 	// LogLevel is debug, info, warn or error. Zero: info.
 	LogLevel string `toml:"log_level"`
@@ -263,7 +269,8 @@ func runOffice(ctx context.Context, s streams, cfg *dispatchConfig) error {
 		defer lock.release()
 		e, err := embedded.Open(embedded.Options{Dir: cfg.Storage.DataDir, Outbox: dispatch.OutboxConfig{
 			Certificate: cert, Key: key, Topics: topics, Logger: log, BackoffMin: o.BackoffMin.Duration,
-			BackoffMax: o.BackoffMax.Duration, OnlineGrace: o.OnlineGrace.Duration}})
+			BackoffMax: o.BackoffMax.Duration, OnlineGrace: o.OnlineGrace.Duration,
+			PublishTimeout: o.PublishTimeout.Duration, RetryDelay: o.RetryDelay.Duration}})
 		if err != nil {
 			return err
 		}
@@ -271,7 +278,8 @@ func runOffice(ctx context.Context, s streams, cfg *dispatchConfig) error {
 	case "postgres":
 		octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		p, err := postgres.Open(octx, postgres.Options{DSN: cfg.Storage.DSN, Certificate: cert, Key: key, Topics: topics,
-			Logger: log, BackoffMin: o.BackoffMin.Duration, BackoffMax: o.BackoffMax.Duration, OnlineGrace: o.OnlineGrace.Duration})
+			Logger: log, BackoffMin: o.BackoffMin.Duration, BackoffMax: o.BackoffMax.Duration, OnlineGrace: o.OnlineGrace.Duration,
+			PublishTimeout: o.PublishTimeout.Duration, RetryDelay: o.RetryDelay.Duration})
 		cancel()
 		if err != nil {
 			return err
