@@ -167,12 +167,16 @@ func (c *dispatchConfig) token() (string, error) {
 }
 
 func runDispatch(ctx context.Context, s streams, args []string) error {
+	if len(args) > 0 && args[0] == "migrate" {
+		return runDispatchMigrate(ctx, s, args[1:])
+	}
 	if len(args) == 0 || args[0] != "run" {
 		fmt.Fprintln(s.err, "Usage: waybill dispatch run --config FILE")
+		fmt.Fprintln(s.err, "       "+migrateUsage[len("Usage: "):])
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 			return flag.ErrHelp
 		}
-		return usageError{"want the subcommand run"}
+		return usageError{"want the subcommand run or migrate"}
 	}
 	fs := flag.NewFlagSet("dispatch run", flag.ContinueOnError)
 	fs.SetOutput(s.err)

@@ -27,5 +27,7 @@
 //     PostgreSQL, which indexes fixes by (store, time).
 //   - Truck reads one truck (the tracking page's question): PostgreSQL looks up two primary keys, the
 //     embedded engine reads the truck's status and keeps its last fix in memory after the first read.
+//   - From the embedded engine to PostgreSQL: `waybill dispatch migrate --config FILE --from DATA_DIR`
+//     (embedded.Store.Export and Archive read, the postgres Import methods write; idempotent).
 //   - Nothing is pruned yet: retention is future work.
 package storage

@@ -36,7 +36,8 @@ type Options struct {
 type Store struct {
 	arc *archive.Archive
 	ob  *dispatch.Outbox
-	trk *bolt.DB // TrackingFile
+	trk *bolt.DB              // TrackingFile
+	oc  dispatch.OutboxConfig // as the outbox got it (Export reads its store)
 
 	// mu guards the fields below.
 	mu     sync.Mutex
@@ -75,7 +76,7 @@ func Open(o Options) (*Store, error) {
 		arc.Close()
 		return nil, err
 	}
-	return &Store{arc: arc, ob: ob, trk: trk, last: map[string]*dispatch.Fix{}, loaded: map[string]bool{}}, nil
+	return &Store{arc: arc, ob: ob, trk: trk, oc: oc, last: map[string]*dispatch.Fix{}, loaded: map[string]bool{}}, nil
 }
 
 // Outbox is the wrapped outbox.

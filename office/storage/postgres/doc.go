@@ -26,6 +26,14 @@
 // its order (locked FOR UPDATE) in the same transaction: exactly once, whatever process commits it and
 // however often the broker or the truck delivers it.
 //
+// # Importing
+//
+// ImportOrder, ImportFixes, ImportEvent, ImportStatus, ImportEpoch and ImportSignerSeq copy another
+// engine's record in as it is (`waybill dispatch migrate` copies an embedded data directory with them):
+// orders keep their state, confirmations, sends and tracking token; events are inserted without being
+// applied again; anything the database holds already is left alone, so an import run twice copies nothing
+// twice.
+//
 // # Fix storage
 //
 // One row per fix with fixed-point columns as the telemetry carries them (1e-6 degree, decimetres, cm/s,
@@ -40,4 +48,7 @@
 //
 //   - Other processes learn of a new order within Poll (1 s); the process that created it sends at once.
 //   - Nothing is pruned yet.
+//   - A truck coming online pulls in every open order's next_attempt, leased ones too: with OnlineGrace
+//     shorter than the lease another process may send an order while its claimant still publishes it (a
+//     duplicate the truck drops, not a loss).
 package postgres

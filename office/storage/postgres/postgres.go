@@ -186,7 +186,7 @@ func (s *Store) Commit(ctx context.Context, u dispatch.Update) error {
 	var err error
 	switch {
 	case len(u.Fixes) > 0:
-		err = s.commitFixes(ctx, u.Fixes)
+		_, err = s.commitFixes(ctx, u.Fixes)
 	case u.Event != nil:
 		err = s.commitEvent(ctx, u.Event)
 	case u.Status != nil:
@@ -200,11 +200,13 @@ func (s *Store) Commit(ctx context.Context, u dispatch.Update) error {
 
 func q(v, scale float64) int64 { return int64(math.Round(v * scale)) }
 
-func (s *Store) commitFixes(ctx context.Context, fs []dispatch.Fix) error {
+// commitFixes stores fs (one truck's) and returns how many were new.
+func (s *Store) commitFixes(ctx context.Context, fs []dispatch.Fix) (int64, error) {
 	truck := fs[0].Truck
 	if truck == "" {
-		return errors.New("an update without a truck")
+		return 0, errors.New("an update without a truck")
 	}
+	var added int64
 	type key = storeKey
 	var ids = map[key]int32{}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -237,7 +239,8 @@ func (s *Store) commitFixes(ctx context.Context, fs []dispatch.Fix) error {
 				newest = i
 			}
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO fixes (seq, t, store_id, lat, lon, alt, speed, course, hdop, sats, flags)
+		added = 0
+		tag, err := tx.Exec(ctx, `INSERT INTO fixes (seq, t, store_id, lat, lon, alt, speed, course, hdop, sats, flags)
 			SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::int[], $4::int[], $5::int[], $6::int[],
 				$7::int[], $8::smallint[], $9::smallint[], $10::smallint[], $11::smallint[])
 			ON CONFLICT (store_id, t, seq) DO NOTHING`,
@@ -245,6 +248,7 @@ func (s *Store) commitFixes(ctx context.Context, fs []dispatch.Fix) error {
 		if err != nil {
 			return err
 		}
+		added = tag.RowsAffected()
 		last, err := json.Marshal(fs[newest])
 		if err != nil {
 			return err
@@ -259,7 +263,7 @@ func (s *Store) commitFixes(ctx context.Context, fs []dispatch.Fix) error {
 			s.cacheStore(k.truck, k.epoch, id)
 		}
 	}
-	return err
+	return added, err
 }
 
 func (s *Store) commitEvent(ctx context.Context, ev *dispatch.Event) error {
