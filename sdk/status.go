@@ -65,6 +65,43 @@ type Status struct {
 	Time   time.Time         `json:"time"`             // when the state was true (for the will: when it was set)
 	Health *Health           `json:"health,omitempty"` // nil: no summary in this message
 	Extra  map[string]string `json:"extra,omitempty"`  // integrator-defined, small
+	// Session names the connection the status belongs to: when its will was signed, just before it
+	// connected. The will carries its own Time; each online status of that connection carries the same
+	// value. The will is signed at connect but fires at the end, so its Time alone is older than every
+	// refresh of its connection: Newer orders by Session first. Zero: not reported (an older agent).
+	Session time.Time `json:"session,omitzero"`
+}
+
+// Newer reports whether s replaces old as a truck's current status, whatever order they arrive in:
+// a later connection's status wins; within one connection the will (offline) ends it, after every
+// online status of it; otherwise the later Time wins. Statuses without a Session are ordered by Time.
+func (s Status) Newer(old Status) bool {
+	sk, ok := s.orderKey(), old.orderKey()
+	for i := range sk {
+		if sk[i] != ok[i] {
+			return sk[i] > ok[i]
+		}
+	}
+	return false
+}
+
+// OrderKey is Newer's order as three numbers compared in turn (for a database's row comparison): the
+// session (Time when not reported) and Time in Unix milliseconds, and 1 for offline, 0 for online, between.
+func (s Status) OrderKey() (session int64, offline int64, t int64) {
+	k := s.orderKey()
+	return k[0], k[1], k[2]
+}
+
+func (s Status) orderKey() [3]int64 {
+	sess := s.Session
+	if sess.IsZero() {
+		sess = s.Time
+	}
+	var off int64
+	if s.State == StateOffline {
+		off = 1
+	}
+	return [3]int64{sess.UnixMilli(), off, s.Time.UnixMilli()}
 }
 
 type healthWire struct {
@@ -133,10 +170,11 @@ func crlFromWire(w *crlWire) (*CRLInfo, error) {
 }
 
 type statusWire struct {
-	State  uint8             `cbor:"1,keyasint"`
-	Time   int64             `cbor:"2,keyasint"`
-	Health *healthWire       `cbor:"3,keyasint,omitempty"`
-	Extra  map[string]string `cbor:"4,keyasint,omitempty"`
+	State   uint8             `cbor:"1,keyasint"`
+	Time    int64             `cbor:"2,keyasint"`
+	Health  *healthWire       `cbor:"3,keyasint,omitempty"`
+	Extra   map[string]string `cbor:"4,keyasint,omitempty"`
+	Session int64             `cbor:"5,keyasint,omitempty"` // Unix ms
 }
 
 const maxStatusExtra = 32
@@ -164,6 +202,9 @@ func (s *Status) MarshalBody() ([]byte, error) {
 		return nil, err
 	}
 	w := statusWire{State: uint8(s.State), Time: s.Time.UnixMilli(), Extra: s.Extra}
+	if !s.Session.IsZero() {
+		w.Session = s.Session.UnixMilli()
+	}
 	if h := s.Health; h != nil {
 		w.Health = &healthWire{
 			FixAge: h.FixAge.Milliseconds(), Sats: int64(h.Sats), QueueDepth: int64(h.QueueDepth),
@@ -191,6 +232,9 @@ func UnmarshalStatus(body []byte) (*Status, error) {
 		return nil, fmt.Errorf("sdk: status body: %w", err)
 	}
 	s := &Status{State: State(w.State), Time: time.UnixMilli(w.Time).UTC(), Extra: w.Extra}
+	if w.Session != 0 {
+		s.Session = time.UnixMilli(w.Session).UTC()
+	}
 	if h := w.Health; h != nil {
 		const maxMs = int64(100 * 365 * 24 * time.Hour / time.Millisecond) // keeps Duration from overflowing
 		if h.FixAge > maxMs || h.FixAge < -maxMs || h.OldestAge > maxMs || h.OldestAge < -maxMs ||

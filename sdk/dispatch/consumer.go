@@ -233,16 +233,22 @@ func (c *Consumer) HandleMessage(ctx context.Context, m transport.Message) error
 		if dup {
 			return nil // the retained status again, after a reconnect
 		}
+		// A status older than the one known (sdk.Status.Newer: a connection's late refresh after its will,
+		// an old will after the next connection's online) is still recorded and handed over, but does not
+		// change the state.
 		prev, known := c.statuses[truck]
+		older := known && prev.Status.Newer(*msg.Status)
 		st := Status{Truck: truck, Status: *msg.Status, Retained: m.Retained,
-			Changed: !known || prev.Status.State != msg.Status.State}
+			Changed: !known || (!older && prev.Status.State != msg.Status.State)}
 		if err := c.commit(ctx, Update{Status: &st}); err != nil {
 			return err
 		}
 		if err := c.handle(ctx, Update{Status: &st}); err != nil {
 			return err
 		}
-		c.statuses[truck] = st
+		if !older {
+			c.statuses[truck] = st
+		}
 		c.stats.Statuses++
 	}
 	return nil

@@ -71,6 +71,9 @@ type Client struct {
 
 	dmu           sync.Mutex
 	dispatchState map[string]sdk.State // last state of each dispatch process; guarded by dmu
+
+	smu     sync.Mutex
+	session time.Time // the will's time for the current connection: every status's Session; guarded by smu
 }
 
 // NewClient loads the truck's certificate and key (refusing a key file readable by others), builds the
@@ -199,8 +202,17 @@ func (c *Client) Run(ctx context.Context) error {
 	return <-errs // nil when ctx ended
 }
 
+// signStatus signs a status of the current connection. The will (offline), signed before each connection
+// attempt, starts a session; the online statuses that follow carry its time, so that dispatch orders the
+// will after them although it was signed first (sdk.Status.Newer).
 func (c *Client) signStatus(s sdk.State) ([]byte, error) {
-	st := sdk.Status{State: s, Time: c.cfg.Clock().UTC()}
+	st := sdk.Status{State: s, Time: c.cfg.Clock().UTC().Truncate(time.Millisecond)}
+	c.smu.Lock()
+	if s == sdk.StateOffline {
+		c.session = st.Time
+	}
+	st.Session = c.session
+	c.smu.Unlock()
 	if s == sdk.StateOnline && c.cfg.Health != nil {
 		h := c.cfg.Health()
 		st.Health = &h

@@ -181,17 +181,22 @@ type eventWire struct {
 type statusWire struct {
 	State    uint8             `json:"state"`
 	Time     time.Time         `json:"time"`
+	Session  time.Time         `json:"session,omitzero"`
 	Health   *sdk.Health       `json:"health,omitempty"`
 	Extra    map[string]string `json:"extra,omitempty"`
 	Retained bool              `json:"retained,omitempty"`
+}
+
+func (w statusWire) status() sdk.Status {
+	return sdk.Status{State: sdk.State(w.State), Time: w.Time, Session: w.Session, Health: w.Health, Extra: w.Extra}
 }
 
 func (a *Archive) commitStatus(st *dispatch.Status) error {
 	if st.Truck == "" {
 		return errors.New("archive: a status without a truck")
 	}
-	v, err := json.Marshal(statusWire{State: uint8(st.Status.State), Time: st.Status.Time, Health: st.Status.Health,
-		Extra: st.Status.Extra, Retained: st.Retained})
+	v, err := json.Marshal(statusWire{State: uint8(st.Status.State), Time: st.Status.Time, Session: st.Status.Session,
+		Health: st.Status.Health, Extra: st.Status.Extra, Retained: st.Retained})
 	if err != nil {
 		return fmt.Errorf("archive: %w", err)
 	}
@@ -202,8 +207,8 @@ func (a *Archive) commitStatus(st *dispatch.Status) error {
 		}
 		if old := tb.Get(keyStatus); old != nil {
 			var w statusWire
-			if json.Unmarshal(old, &w) == nil && (w.Time.After(st.Status.Time) || bytes.Equal(old, v)) {
-				return nil // a newer one is stored, or this one
+			if json.Unmarshal(old, &w) == nil && (w.status().Newer(st.Status) || bytes.Equal(old, v)) {
+				return nil // a newer one is stored (sdk.Status.Newer: a will ends its connection), or this one
 			}
 		}
 		return tb.Put(keyStatus, v)
@@ -334,8 +339,7 @@ func (a *Archive) Status(truck string) (st dispatch.Status, ok bool, err error) 
 		if err := json.Unmarshal(v, &w); err != nil {
 			return fmt.Errorf("archive: status of %s: %w", truck, err)
 		}
-		st = dispatch.Status{Truck: truck, Retained: w.Retained, Status: sdk.Status{State: sdk.State(w.State),
-			Time: w.Time, Health: w.Health, Extra: w.Extra}}
+		st = dispatch.Status{Truck: truck, Retained: w.Retained, Status: w.status()}
 		ok = true
 		return nil
 	})

@@ -109,6 +109,38 @@ func TestArchiveIdempotentAndReads(t *testing.T) {
 
 // TestReceiptsForCommittedRecords (a): records committed to the archive are receipted; the truck verifies
 // the receipts with the fleet CA; a re-published batch (a lost receipt) is receipted again; the first
+// A truck whose link is cut is offline in the archive: the broker's will arrives after the connection's
+// refreshes although it was signed at connect (its Time is older), and it names their session. A late
+// refresh of that connection does not bring the truck back online; the next connection's status does.
+func TestArchiveWillEndsItsConnection(t *testing.T) {
+	a := openArchive(t, archivePath(t))
+	ctx := context.Background()
+	t0 := time.Unix(1700000000, 0).UTC()
+	status := func(state sdk.State, at, session time.Duration) *dispatch.Status {
+		return &dispatch.Status{Truck: "truck-1", Status: sdk.Status{State: state, Time: t0.Add(at), Session: t0.Add(session)}}
+	}
+	for _, c := range []struct {
+		name string
+		st   *dispatch.Status
+		want sdk.State
+	}{
+		{"online after connecting", status(sdk.StateOnline, time.Second, 0), sdk.StateOnline},
+		{"a refresh", status(sdk.StateOnline, 10*time.Minute, 0), sdk.StateOnline},
+		{"the will (signed at connect)", status(sdk.StateOffline, 0, 0), sdk.StateOffline},
+		{"a late refresh of the dead connection", status(sdk.StateOnline, 9*time.Minute, 0), sdk.StateOffline},
+		{"the next connection", status(sdk.StateOnline, 12*time.Minute, 11*time.Minute), sdk.StateOnline},
+		{"the first connection's will again", status(sdk.StateOffline, 0, 0), sdk.StateOnline},
+	} {
+		if err := a.Commit(ctx, dispatch.Update{Status: c.st}); err != nil {
+			t.Fatal(err)
+		}
+		st, ok, err := a.Status("truck-1")
+		if err != nil || !ok || st.Status.State != c.want {
+			t.Errorf("after %s: %v %v %v, want %v", c.name, st.Status.State, ok, err, c.want)
+		}
+	}
+}
+
 // receipt carries dispatch's certificate, later ones do not.
 func TestReceiptsForCommittedRecords(t *testing.T) {
 	b := sdktest.StartMosquitto(t, sdktest.Options{Dispatch: []string{"office"}})
