@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/waybill-iot/waybill/sdk"
@@ -75,9 +76,10 @@ type Client struct {
 	conn      *transport.Conn
 	consumer  *Consumer
 	log       *slog.Logger
-	signer    *sdk.Signer // with a Record
-	receipts  *receipter  // with a Record
-	statusTop string      // with a Record: our own status topic
+	signer    *sdk.Signer  // with a Record
+	receipts  *receipter   // with a Record
+	statusTop string       // with a Record: our own status topic
+	session   atomic.Int64 // Unix ms of the current connection's will: our statuses' Session
 }
 
 // New checks cfg and prepares the client; like transport.New it does not touch the network.
@@ -171,8 +173,11 @@ func (c *Client) setupRecord(tc *transport.Config) error {
 	}
 	c.receipts = newReceipter(c.signer, c.cfg.Topics, nil, c.cfg.ReceiptDelay, c.log)
 	// Signed anew before every connection attempt: receivers check its time and sequence number.
+	// The will starts a session that our online status names (sdk.Status.Newer).
 	tc.Will = &transport.Will{Topic: c.statusTop, Retain: true, Refresh: func() ([]byte, error) {
-		return c.signer.SignStatus(&sdk.Status{State: sdk.StateOffline, Time: time.Now().UTC()})
+		now := time.Now().UTC().Truncate(time.Millisecond)
+		c.session.Store(now.UnixMilli())
+		return c.signer.SignStatus(&sdk.Status{State: sdk.StateOffline, Time: now, Session: now})
 	}}
 	tc.OnConnect = c.onConnect
 	return nil
@@ -181,7 +186,8 @@ func (c *Client) setupRecord(tc *transport.Config) error {
 // onConnect publishes our retained online status; trucks learn our certificate from it and re-send what we
 // have not receipted.
 func (c *Client) onConnect(ctx context.Context, _ transport.ConnectInfo) {
-	p, err := c.signer.SignStatus(&sdk.Status{State: sdk.StateOnline, Time: time.Now().UTC()})
+	p, err := c.signer.SignStatus(&sdk.Status{State: sdk.StateOnline, Time: time.Now().UTC(),
+		Session: time.UnixMilli(c.session.Load()).UTC()})
 	if err == nil {
 		pctx, cancel := context.WithTimeout(ctx, receiptTimeout)
 		err = c.conn.Publish(pctx, c.statusTop, p, transport.PublishOptions{QoS: 1, Retain: true})
