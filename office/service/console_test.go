@@ -63,17 +63,23 @@ func keys(m map[string]any) string {
 	return strings.Join(ks, ",")
 }
 
-// TestConsoleInChromium drives the console in headless Chromium against the office process on the
-// embedded engine, with Mosquitto (mutual TLS) and a real truck client: sign in (the cookie is HttpOnly),
+// TestConsoleInChromium drives the console in headless Chromium against the office process on each
+// engine (embedded and PostgreSQL), with Mosquitto (mutual TLS) and a real truck client: sign in (the cookie is HttpOnly),
 // create orders in the console that reach the truck, the driver's delivery back in the console pushed over
 // the event stream, the truck's live position on the map (read back from the canvas's pixels), the truck
 // page (status, events, a track for a time range), the proofs, a revision and a cancellation from the
 // console; and the customer tracking page, which shows its order's state and, while the truck is on its
 // way, the truck's position and distance, and nothing else.
 func TestConsoleInChromium(t *testing.T) {
+	for _, e := range engines(t) {
+		t.Run(e.name, func(t *testing.T) { consoleInChromium(t, e) })
+	}
+}
+
+func consoleInChromium(t *testing.T, e engine) {
 	b := sdktest.StartMosquitto(t, sdktest.Options{Dispatch: []string{"office"}})
 	officeCl, trCl := b.ClientFiles("office"), b.Truck("truck-1")
-	st := engines(t)[0].open(t, officeCl) // embedded
+	st := e.open(t, officeCl)
 	o := startOfficeConfig(t, b, officeCl, st, "", func(c *service.Config) { c.MaxStreams = 2 }, trCl)
 	tr, tst := runTruck(t, b, trCl)
 	waitFor(t, "the truck online at the office", func() bool {
