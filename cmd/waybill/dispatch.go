@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"flag"
@@ -61,8 +62,16 @@ type dispatchConfig struct {
 		// Listen is the API's address. Zero: 127.0.0.1:8470 (loopback only).
 		Listen string `toml:"listen"`
 		// TokenFile holds the API's bearer token (at least 16 characters; not readable by group or others).
-		// Required; env WAYBILL_DISPATCH_TOKEN overrides it.
+		// Required unless client_ca is set; env WAYBILL_DISPATCH_TOKEN overrides it.
 		TokenFile string `toml:"token_file"`
+		// TLSCert and TLSKey are the API's server certificate and key (PEM): the API speaks HTTPS. Zero:
+		// plain HTTP (keep it on loopback, or behind a TLS proxy).
+		TLSCert string `toml:"tls_cert"`
+		TLSKey  string `toml:"tls_key"`
+		// ClientCA is a CA file (the fleet CA) whose dispatch-role client certificates authenticate API
+		// requests instead of the token; revoked ones are refused (the broker section's CRL, then each
+		// newer fleet CRL). Needs tls_cert. Zero: the token only.
+		ClientCA string `toml:"client_ca"`
 		// TileURL is the maps' tile URL template ({z}/{x}/{y}); TileAttribution is shown with the tiles.
 		// Zero: no tiles (a degree grid and a scale).
 		TileURL         string `toml:"tile_url"`
@@ -141,8 +150,13 @@ func parseDispatchConfig(r io.Reader) (*dispatchConfig, error) {
 		return nil, fmt.Errorf("[storage] engine %q: want \"embedded\" or \"postgres\"", c.Storage.Engine)
 	case c.Storage.Engine == "postgres" && c.Storage.DSN == "":
 		return nil, errors.New("[storage] engine \"postgres\" needs dsn (or env WAYBILL_DISPATCH_DSN)")
-	case c.HTTP.TokenFile == "" && os.Getenv("WAYBILL_DISPATCH_TOKEN") == "":
-		return nil, errors.New("[http] token_file is required (or env WAYBILL_DISPATCH_TOKEN): the API's bearer token")
+	case (c.HTTP.TLSCert == "") != (c.HTTP.TLSKey == ""):
+		return nil, errors.New("[http] tls_cert and tls_key go together (the API's HTTPS certificate and key)")
+	case c.HTTP.ClientCA != "" && c.HTTP.TLSCert == "":
+		return nil, errors.New("[http] client_ca needs tls_cert and tls_key: client certificates come with HTTPS")
+	case c.HTTP.TokenFile == "" && os.Getenv("WAYBILL_DISPATCH_TOKEN") == "" && c.HTTP.ClientCA == "":
+		return nil, errors.New("[http] token_file is required (or env WAYBILL_DISPATCH_TOKEN, or client_ca for client " +
+			"certificates): the API's bearer token")
 	}
 	switch c.LogLevel {
 	case "", "debug", "info", "warn", "error":
@@ -155,6 +169,9 @@ func parseDispatchConfig(r io.Reader) (*dispatchConfig, error) {
 func (c *dispatchConfig) token() (string, error) {
 	if v := os.Getenv("WAYBILL_DISPATCH_TOKEN"); v != "" {
 		return v, nil
+	}
+	if c.HTTP.TokenFile == "" {
+		return "", nil // client certificates only (client_ca)
 	}
 	if err := pki.CheckKeyFile(c.HTTP.TokenFile); err != nil {
 		return "", fmt.Errorf("token file: %w", err)
@@ -294,7 +311,25 @@ func runOffice(ctx context.Context, s streams, cfg *dispatchConfig) error {
 	if cfg.HTTP.MaxStreams < 0 {
 		return fmt.Errorf("dispatch: http.max_streams = %d: want 0 (the default, 32) or more", cfg.HTTP.MaxStreams)
 	}
+	var serverTLS *tls.Config
+	var clientCAs []*x509.Certificate
+	if cfg.HTTP.TLSCert != "" {
+		if err := pki.CheckKeyFile(cfg.HTTP.TLSKey); err != nil {
+			return err
+		}
+		pair, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey)
+		if err != nil {
+			return fmt.Errorf("[http] tls_cert, tls_key: %w", err)
+		}
+		serverTLS = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	}
+	if cfg.HTTP.ClientCA != "" {
+		if clientCAs, err = pki.LoadCertificates(cfg.HTTP.ClientCA); err != nil {
+			return fmt.Errorf("[http] client_ca: %w", err)
+		}
+	}
 	svc, err := service.New(service.Config{Store: st, Token: token, Listen: cfg.HTTP.Listen, Logger: log,
+		TLS: serverTLS, ClientCAs: clientCAs,
 		TileURL: cfg.HTTP.TileURL, TileAttribution: cfg.HTTP.TileAttribution, PublicURL: cfg.HTTP.PublicURL,
 		MaxStreams: cfg.HTTP.MaxStreams,
 		Dispatch: dispatch.Config{Transport: transport.Config{Brokers: cfg.Broker.URLs, CertFile: cfg.Broker.Cert,
@@ -304,6 +339,10 @@ func runOffice(ctx context.Context, s streams, cfg *dispatchConfig) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(s.out, "waybill dispatch: %s storage, API on http://%s\n", cfg.Storage.Engine, svc.Addr())
+	scheme := "http"
+	if serverTLS != nil {
+		scheme = "https"
+	}
+	fmt.Fprintf(s.out, "waybill dispatch: %s storage, API on %s://%s\n", cfg.Storage.Engine, scheme, svc.Addr())
 	return svc.Run(ctx)
 }

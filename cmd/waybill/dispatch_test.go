@@ -31,11 +31,21 @@ token_file = "tok"
 		{"[storage]\nengine = \"postgres\"\n", "needs dsn"},
 		{"colour = \"red\"\n", "unknown keys: http.colour"},
 		{"log_level = \"loud\"\n", "log_level"},
+		{"tls_cert = \"a.crt\"\n", "tls_cert and tls_key go together"},
+		{"client_ca = \"ca.crt\"\n", "client_ca needs tls_cert"},
 	} {
 		_, err := parseDispatchConfig(strings.NewReader(base + tc.extra))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.extra, err, tc.want)
 		}
+	}
+	noToken := strings.Replace(base, "token_file = \"tok\"\n", "", 1)
+	if _, err := parseDispatchConfig(strings.NewReader(noToken)); err == nil || !strings.Contains(err.Error(), "token_file is required") {
+		t.Errorf("no token: %v", err)
+	}
+	if c, err := parseDispatchConfig(strings.NewReader(noToken + "tls_cert = \"a.crt\"\ntls_key = \"a.key\"\nclient_ca = \"ca.crt\"\n")); err != nil ||
+		c.HTTP.ClientCA != "ca.crt" {
+		t.Errorf("client certificates instead of the token: %v", err)
 	}
 	if _, err := parseDispatchConfig(strings.NewReader("[http]\ntoken_file = \"t\"\n")); err == nil ||
 		!strings.Contains(err.Error(), "urls is required") {

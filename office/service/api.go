@@ -26,15 +26,23 @@ func (s *Service) Handler() http.Handler {
 	// tracking pages (the token in the path is the only key).
 	mux.HandleFunc("GET /{$}", s.consolePage)
 	mux.HandleFunc("GET /console/{name}", s.asset)
-	mux.HandleFunc("POST /login", s.login)
+	mux.HandleFunc("POST /login", func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.Token == "" { // client certificates only: no token to sign in with (an empty one must not match)
+			http.Redirect(w, r, "/?login=failed", http.StatusSeeOther)
+			return
+		}
+		s.login(w, r)
+	})
 	mux.HandleFunc("POST /logout", s.logout)
 	mux.HandleFunc("GET /t/{token}", s.trackingPage)
 	mux.HandleFunc("GET /t/{token}/status", s.trackingStatus)
 	auth := func(pattern string, h http.HandlerFunc) {
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-			if ok, why := s.consoleAuth(r); !ok {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="waybill dispatch"`)
-				writeErr(w, http.StatusUnauthorized, why)
+			if ok, code, why := s.apiAuth(r); !ok {
+				if code == http.StatusUnauthorized && s.cfg.Token != "" {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="waybill dispatch"`)
+				}
+				writeErr(w, code, why)
 				return
 			}
 			r.Body = http.MaxBytesReader(w, r.Body, maxBody)

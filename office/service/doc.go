@@ -11,9 +11,15 @@
 //
 // # API
 //
-// Every /api path needs "Authorization: Bearer TOKEN"; /healthz does not (it says only whether the
-// broker link is up and the storage answers). Errors are JSON {"error": "..."} with 400 (bad input),
-// 401, 404 (no such order), 409 (exists with other content, cancelled, closed by the driver).
+// Every /api path needs "Authorization: Bearer TOKEN" or, with Config.TLS and Config.ClientCAs, a client
+// certificate of the fleet CA with the dispatch role that is not revoked (Config.ClientCRL, by default the
+// dispatch verifier's current fleet CRL); /healthz does not (it says only whether the broker link is up and
+// the storage answers). The TLS handshake asks for a certificate without requiring one, so token clients,
+// /healthz and the tracking pages work without; a certificate of another CA fails the handshake, a
+// truck's or a revoked one gets 403. A POST authorised by a certificate must be application/json (a
+// browser sends its certificate with a cross-site form too). Without Config.Token only certificates
+// authenticate. Errors are JSON {"error": "..."} with 400 (bad input), 401, 403 (a refused client
+// certificate), 404 (no such order), 409 (exists with other content, cancelled, closed by the driver).
 //
 //	GET    /healthz                          200 ok / 503 with the reason
 //	GET    /metrics                          Prometheus text
@@ -51,8 +57,9 @@
 //
 // # Caveats
 //
-//   - The token is the only authentication; the server listens on loopback by default. Put a TLS proxy
-//     in front of it (or keep it on loopback) before opening it to the office network.
+//   - The server listens on loopback by default. Before opening it to the office network, serve HTTPS
+//     (Config.TLS) with client certificates (Config.ClientCAs), or put a TLS proxy in front of it. The
+//     server certificate is read once: restart to renew it.
 //   - With several processes on one PostgreSQL, a console sees the others' changes only through its
 //     30-second poll of the orders (the event stream carries this process's ingest and API).
 //   - /t/ is public: to give customers links, expose only /t/ and /console/ through a proxy (and set

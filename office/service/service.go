@@ -3,9 +3,12 @@ package service
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"sync"
@@ -15,6 +18,7 @@ import (
 	"github.com/waybill-iot/waybill/office/storage"
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/dispatch"
+	"github.com/waybill-iot/waybill/sdk/pki"
 )
 
 // DefaultListen is the HTTP address when Config.Listen is empty: loopback only.
@@ -29,8 +33,23 @@ type Config struct {
 	Dispatch dispatch.Config
 	// Listen is the HTTP address. Zero: DefaultListen (loopback).
 	Listen string
-	// Token is the API's bearer token. Required: at least 16 characters.
+	// Token is the API's bearer token: at least 16 characters. Required unless ClientCAs is set; zero
+	// then: only client certificates authenticate.
 	Token string
+	// TLS, when not nil, makes the server speak HTTPS with it (it must carry the server's certificate:
+	// Certificates or GetCertificate). The service sets ClientAuth and ClientCAs from ClientCAs. Nil: plain
+	// HTTP.
+	TLS *tls.Config
+	// ClientCAs, when set, lets a client certificate authenticate API requests instead of the token (which
+	// keeps working when set): a certificate of these CAs (the fleet CA) with the dispatch role, not
+	// revoked. A certificate of another CA fails the TLS handshake; one of another role (a truck's) or a
+	// revoked one gets 403. Requests without a certificate still reach the public pages (/t/, /healthz)
+	// and, with the token, the API. Requires TLS. Zero: the token only.
+	ClientCAs []*x509.Certificate
+	// ClientCRL returns the CRL client certificates are checked against, read at each request. Nil: the
+	// current CRL of Dispatch.Verifier (the broker section's file, then each newer one the broker
+	// delivers); no check without a verifier.
+	ClientCRL func() *x509.RevocationList
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Clock is the time for fix ages and default ranges. Nil: time.Now.
@@ -72,8 +91,18 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("service: Config.Store is required")
 	}
-	if len(cfg.Token) < 16 {
-		return nil, errors.New("service: Config.Token must be at least 16 characters (the API's bearer token)")
+	if len(cfg.Token) < 16 && (cfg.Token != "" || len(cfg.ClientCAs) == 0) {
+		return nil, errors.New("service: Config.Token must be at least 16 characters (the API's bearer token), or " +
+			"empty with Config.ClientCAs (client certificates only)")
+	}
+	if len(cfg.ClientCAs) > 0 && cfg.TLS == nil {
+		return nil, errors.New("service: Config.ClientCAs needs Config.TLS (client certificates come with HTTPS)")
+	}
+	if cfg.TLS != nil && len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil {
+		return nil, errors.New("service: Config.TLS has no server certificate (Certificates or GetCertificate)")
+	}
+	if cfg.ClientCRL == nil && cfg.Dispatch.Verifier != nil {
+		cfg.ClientCRL = cfg.Dispatch.Verifier.CRL
 	}
 	if cfg.Listen == "" {
 		cfg.Listen = DefaultListen
@@ -136,13 +165,19 @@ func (s *Service) handle(ctx context.Context, u dispatch.Update) error {
 func (s *Service) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, TLSConfig: s.tlsConfig(),
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)} // TLS handshake refusals, among others
+	tlsOn := srv.TLSConfig != nil // read before Serve: serving changes srv.TLSConfig
 	errs := make(chan error, 3)
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		if err := srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+		serve := srv.Serve
+		if tlsOn {
+			serve = func(ln net.Listener) error { return srv.ServeTLS(ln, "", "") }
+		}
+		if err := serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
 			errs <- fmt.Errorf("service: http: %w", err)
 			cancel()
 		}
@@ -161,7 +196,8 @@ func (s *Service) Run(ctx context.Context) error {
 			cancel()
 		}
 	}()
-	s.log.Info("dispatch office: serving", "http", s.Addr())
+	s.log.Info("dispatch office: serving", "http", s.Addr(), "tls", tlsOn,
+		"client_certificates", len(s.cfg.ClientCAs) > 0, "token", s.cfg.Token != "")
 	<-ctx.Done()
 	close(s.stopping)
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -186,4 +222,78 @@ func (s *Service) authorized(r *http.Request) bool {
 		return false
 	}
 	return subtle.ConstantTimeCompare([]byte(h[len(p):]), []byte(s.cfg.Token)) == 1
+}
+
+// tlsConfig is Config.TLS with the client certificate settings; nil without TLS. Certificates are asked
+// for, not required: the public pages and token clients need none. A certificate that is given must chain
+// to ClientCAs (else the handshake fails); its role and revocation are checked per request (clientAuth).
+func (s *Service) tlsConfig() *tls.Config {
+	if s.cfg.TLS == nil {
+		return nil
+	}
+	c := s.cfg.TLS.Clone()
+	if c.MinVersion < tls.VersionTLS12 {
+		c.MinVersion = tls.VersionTLS12
+	}
+	if len(s.cfg.ClientCAs) > 0 {
+		pool := x509.NewCertPool()
+		for _, ca := range s.cfg.ClientCAs {
+			pool.AddCert(ca)
+		}
+		c.ClientCAs, c.ClientAuth = pool, tls.VerifyClientCertIfGiven
+	}
+	return c
+}
+
+// errCertNeeded is the 401 of a request without credentials when only client certificates authenticate.
+var errCertNeeded = errors.New("this API needs a client certificate: a dispatch certificate of the fleet CA " +
+	"(waybill pki issue --role dispatch NAME; curl --cert NAME.crt --key NAME.key --cacert ca.crt)")
+
+// apiAuth authorises an API request: a verified client certificate of the dispatch role, else the token
+// (bearer or the console's cookie). code is 401 or 403 when it is refused.
+func (s *Service) apiAuth(r *http.Request) (ok bool, code int, why error) {
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && len(s.cfg.ClientCAs) > 0 {
+		if err := s.clientAuth(r); err != nil {
+			return false, http.StatusForbidden, err
+		}
+		return true, 0, nil
+	}
+	if s.cfg.Token == "" {
+		return false, http.StatusUnauthorized, errCertNeeded
+	}
+	if ok, why := s.consoleAuth(r); !ok {
+		return false, http.StatusUnauthorized, why
+	}
+	return true, 0, nil
+}
+
+// clientAuth checks the request's client certificate: the fleet CA (again, with the usage), the dispatch
+// role, the CRL. A browser sends its certificate with cross-site requests too, so a POST it authorises must
+// be JSON or carry the console's header: neither can a cross-site form send.
+func (s *Service) clientAuth(r *http.Request) error {
+	pool := x509.NewCertPool()
+	for _, ca := range s.cfg.ClientCAs {
+		pool.AddCert(ca)
+	}
+	v := pki.Verifier{Roots: pool, AllowStaleCRL: true} // a stale CRL is the broker's lock-out; its revocations still bite here
+	if s.cfg.ClientCRL != nil {
+		v.CRL = s.cfg.ClientCRL()
+	}
+	peer := r.TLS.PeerCertificates
+	id, err := v.Verify(peer[0], peer[1:], s.cfg.Clock(), x509.ExtKeyUsageClientAuth)
+	if err != nil {
+		s.log.Warn("API: client certificate refused", "cn", peer[0].Subject.CommonName, "err", err)
+		return fmt.Errorf("client certificate refused: %v", err)
+	}
+	if id.Role != pki.RoleDispatch {
+		s.log.Warn("API: client certificate of the wrong role refused", "name", id.Name, "role", id.Role)
+		return fmt.Errorf("client certificate %q has the role %s: the API takes dispatch certificates "+
+			"(waybill pki issue --role dispatch NAME)", id.Name, id.Role)
+	}
+	if r.Method == http.MethodPost && r.Header.Get(consoleHeader) == "" {
+		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+			return errors.New("a POST authorised by a client certificate needs Content-Type: application/json")
+		}
+	}
+	return nil
 }
