@@ -121,21 +121,11 @@ func (s *Store) ImportEvent(ctx context.Context, ev dispatch.Event) (bool, error
 // ImportStatus copies a truck's status unless the database holds one as new or newer. It reports
 // whether it was copied.
 func (s *Store) ImportStatus(ctx context.Context, st dispatch.Status) (bool, error) {
-	if st.Truck == "" {
-		return false, errors.New("postgres: import: a status without a truck")
-	}
-	body, err := json.Marshal(statusWire{State: uint8(st.Status.State), Time: st.Status.Time, Health: st.Status.Health,
-		Extra: st.Status.Extra, Retained: st.Retained})
-	if err != nil {
-		return false, err
-	}
-	tag, err := s.pool.Exec(ctx, `INSERT INTO statuses (truck, t, body) VALUES ($1, $2, $3)
-		ON CONFLICT (truck) DO UPDATE SET t = excluded.t, body = excluded.body WHERE statuses.t < excluded.t`,
-		st.Truck, st.Status.Time.UTC(), body)
+	ok, err := s.upsertStatus(ctx, &st, false)
 	if err != nil {
 		return false, fmt.Errorf("postgres: import status of %s: %w", st.Truck, err)
 	}
-	return tag.RowsAffected() == 1, nil
+	return ok, nil
 }
 
 // ImportEpoch records a truck's store epoch as NoteStatus would have (so a truck whose store is later

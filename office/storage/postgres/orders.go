@@ -286,7 +286,7 @@ func decodeTruck(name string, stRaw, fixRaw []byte) (storage.Truck, error) {
 			return t, err
 		}
 		t.Status = &dispatch.Status{Truck: name, Retained: w.Retained, Status: sdk.Status{State: sdk.State(w.State),
-			Time: w.Time, Health: w.Health, Extra: w.Extra}}
+			Time: w.Time, Session: w.Session, Health: w.Health, Extra: w.Extra}}
 	}
 	if fixRaw != nil {
 		var f dispatch.Fix

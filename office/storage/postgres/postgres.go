@@ -315,23 +315,42 @@ func (s *Store) commitEvent(ctx context.Context, ev *dispatch.Event) error {
 type statusWire struct {
 	State    uint8             `json:"state"`
 	Time     time.Time         `json:"time"`
+	Session  time.Time         `json:"session,omitzero"`
 	Health   *sdk.Health       `json:"health,omitempty"`
 	Extra    map[string]string `json:"extra,omitempty"`
 	Retained bool              `json:"retained,omitempty"`
 }
 
-func (s *Store) commitStatus(ctx context.Context, st *dispatch.Status) error {
+// upsertStatus stores a truck's status unless the stored one is newer (sdk.Status.Newer, as a row
+// comparison of its OrderKey: a connection's will ends it although it was signed first); ties replace the
+// stored one when orEqual. It reports whether the row was written.
+func (s *Store) upsertStatus(ctx context.Context, st *dispatch.Status, orEqual bool) (bool, error) {
 	if st.Truck == "" {
-		return errors.New("a status without a truck")
+		return false, errors.New("a status without a truck")
 	}
-	body, err := json.Marshal(statusWire{State: uint8(st.Status.State), Time: st.Status.Time, Health: st.Status.Health,
-		Extra: st.Status.Extra, Retained: st.Retained})
+	body, err := json.Marshal(statusWire{State: uint8(st.Status.State), Time: st.Status.Time, Session: st.Status.Session,
+		Health: st.Status.Health, Extra: st.Status.Extra, Retained: st.Retained})
 	if err != nil {
-		return err
+		return false, err
 	}
-	_, err = s.pool.Exec(ctx, `INSERT INTO statuses (truck, t, body) VALUES ($1, $2, $3)
-		ON CONFLICT (truck) DO UPDATE SET t = excluded.t, body = excluded.body WHERE statuses.t <= excluded.t`,
-		st.Truck, st.Status.Time.UTC(), body)
+	cmp := "<"
+	if orEqual {
+		cmp = "<="
+	}
+	session, offline, tms := st.Status.OrderKey()
+	tag, err := s.pool.Exec(ctx, `INSERT INTO statuses (truck, t, body, session_ms, offline, t_ms) VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (truck) DO UPDATE SET t = excluded.t, body = excluded.body, session_ms = excluded.session_ms,
+			offline = excluded.offline, t_ms = excluded.t_ms
+		WHERE (statuses.session_ms, statuses.offline, statuses.t_ms) `+cmp+` (excluded.session_ms, excluded.offline, excluded.t_ms)`,
+		st.Truck, st.Status.Time.UTC(), body, session, offline, tms)
+	if err != nil {
+		return false, err
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+func (s *Store) commitStatus(ctx context.Context, st *dispatch.Status) error {
+	_, err := s.upsertStatus(ctx, st, true)
 	return err
 }
 

@@ -75,6 +75,14 @@ var migrations = []string{
 	// 2: customer tracking tokens, stored with their order; looked up by the token's SHA-256.
 	`ALTER TABLE orders ADD COLUMN tracking_token text, ADD COLUMN tracking_key bytea;
 	CREATE UNIQUE INDEX orders_tracking_key ON orders (tracking_key) WHERE tracking_key IS NOT NULL;`,
+	// 3: statuses are ordered by sdk.Status.OrderKey (session, offline, time), so that a truck's will,
+	// signed when it connected, ends that connection. Rows from before keep their time as their session.
+	`ALTER TABLE statuses ADD COLUMN session_ms bigint, ADD COLUMN offline smallint, ADD COLUMN t_ms bigint;
+	UPDATE statuses SET t_ms = floor(extract(epoch FROM t) * 1000)::bigint,
+		offline = CASE WHEN (body->>'state')::int = 2 THEN 1 ELSE 0 END;
+	UPDATE statuses SET session_ms = t_ms;
+	ALTER TABLE statuses ALTER COLUMN session_ms SET NOT NULL, ALTER COLUMN offline SET NOT NULL,
+		ALTER COLUMN t_ms SET NOT NULL;`,
 }
 
 // migrate applies the migrations not applied yet, each in its own transaction, under an advisory lock so
