@@ -32,7 +32,7 @@ func commands() []command {
 		{"broker", "broker configuration and a development broker: config, run", runBroker},
 		{"order", "create, cancel and list orders", runOrder},
 		{"watch", "live, verified view of the fleet", runWatch},
-		{"dispatch", "the dispatch office: run --config FILE (consumer, order sender, HTTP API)", runDispatch},
+		{"dispatch", "the dispatch office: run --config FILE (consumer, order sender, HTTP API, console); migrate --config FILE --from DIR", runDispatch},
 		{"decode", "show any Waybill message as JSON", runDecode},
 		{"gps", "GPS tools: decode, sim", runGPS},
 		{"store", "inspect a store: inspect DIR", runStore},
