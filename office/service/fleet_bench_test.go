@@ -12,7 +12,10 @@ import (
 	"time"
 
 	"github.com/waybill-iot/waybill/office/service"
+	"github.com/waybill-iot/waybill/office/storage"
 	"github.com/waybill-iot/waybill/office/storage/embedded"
+	"github.com/waybill-iot/waybill/office/storage/pgtest"
+	"github.com/waybill-iot/waybill/office/storage/postgres"
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/dispatch"
 	"github.com/waybill-iot/waybill/sdk/pki"
@@ -20,12 +23,11 @@ import (
 )
 
 // BenchmarkFleetMap is the console's "fleet on the map" request, GET /api/fleet, with 10,000 trucks'
-// last positions and online statuses on the embedded engine: each request's time through the handler
-// (reading the store and encoding the JSON), reported as p50 and p99.
+// last positions and online statuses, on each engine: each request's time through the handler (reading
+// the store and encoding the JSON), reported as p50 and p99.
 //
 //	go test -run XXX -bench FleetMap ./office/service/
 func BenchmarkFleetMap(b *testing.B) {
-	const trucks = 10000
 	p, err := pki.Init(pki.Config{Dir: filepath.Join(b.TempDir(), "pki")}, pki.CAOptions{})
 	if err != nil {
 		b.Fatal(err)
@@ -38,11 +40,28 @@ func BenchmarkFleetMap(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	st, err := embedded.Open(embedded.Options{Dir: b.TempDir(), Outbox: dispatch.OutboxConfig{Certificate: cert, Key: key}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
+	b.Run("embedded", func(b *testing.B) {
+		st, err := embedded.Open(embedded.Options{Dir: b.TempDir(), Outbox: dispatch.OutboxConfig{Certificate: cert, Key: key}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer st.Close()
+		fleetMap(b, p, st)
+	})
+	b.Run("postgres", func(b *testing.B) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		st, err := postgres.Open(ctx, postgres.Options{DSN: pgtest.Start(b).Database(b), Certificate: cert, Key: key})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer st.Close()
+		fleetMap(b, p, st)
+	})
+}
+
+func fleetMap(b *testing.B, p *pki.PKI, st storage.Store) {
+	const trucks = 10000
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)
 	for i := range trucks {
