@@ -88,11 +88,14 @@ cross:
 # second each; the system benchmarks (durable appends, wire bytes, backlog drain, agent resources) do a fixed
 # amount of work once.
 MICRO_BENCH_PKGS := ./sdk ./gps
+# The office: ingest on both engines, the fleet map's p50/p99 (200 requests).
+OFFICE_BENCH_PKGS := ./office/storage/embedded ./office/storage/postgres ./office/service
 SYSTEM_BENCH_PKGS := ./store ./sdk/transport ./sdk/truck ./sdk/brokeradmin ./cmd/waybill-agent ./sdk/pki ./sdk/fleetsim
 bench:
 	@mkdir -p $(DIST)
 	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -benchtime 1s -timeout 30m $(MICRO_BENCH_PKGS) | tee $(DIST)/bench.txt
 	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -benchtime 1x -timeout 90m $(SYSTEM_BENCH_PKGS) | tee -a $(DIST)/bench.txt
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchtime 200x -timeout 30m $(OFFICE_BENCH_PKGS) | tee -a $(DIST)/bench.txt
 	$(GO) run .ci/benchjson.go < $(DIST)/bench.txt > $(DIST)/bench.json
 	@echo "wrote $(DIST)/bench.json"
 
