@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -25,9 +24,8 @@ import (
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"github.com/waybill-iot/waybill/sdk/sdktest/faultproxy"
-	"github.com/waybill-iot/waybill/sdk/transport"
+	"github.com/waybill-iot/waybill/sdk/sdktest/trucktest"
 	"github.com/waybill-iot/waybill/sdk/truck"
-	"github.com/waybill-iot/waybill/store"
 )
 
 const killTestToken = "kill-test-token-0123456789"
@@ -111,23 +109,7 @@ func startOfficeProc(t *testing.T, bin, name, cfg string) *officeProc {
 
 func (p *officeProc) do(t *testing.T, method, path string, body any, want int) []byte {
 	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, p.base+path, rd)
-	req.Header.Set("Authorization", "Bearer "+killTestToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s on %s: %v", method, path, p.name, err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != want {
-		t.Fatalf("%s %s on %s: %d %s, want %d", method, path, p.name, resp.StatusCode, out, want)
-	}
-	return out
+	return sdktest.DoJSON(t, method, p.base+path, killTestToken, body, want)
 }
 
 // TestDispatchKill9TwoProcesses: two `waybill dispatch run` processes (own identities, one share group)
@@ -193,7 +175,7 @@ retry_delay = %q
 		t.FailNow() // startOfficeProc failed in its goroutine (t.Fatalf there ends only that goroutine)
 	}
 
-	tr, tst := runKillTruck(t, b, trCl)
+	tr, tst := trucktest.Run(t, b, trCl, trucktest.Options{})
 	// The truck records fixes all along: each must reach the database once.
 	fctx, fstop := context.WithCancel(context.Background())
 	var fixes int
@@ -434,33 +416,4 @@ func allIDs(n int) map[string]bool {
 		m[fmt.Sprintf("o-%d", i)] = true
 	}
 	return m
-}
-
-// runKillTruck runs a real truck client (sdk/truck) with its own store until the test ends. Its receipt
-// timeouts are short, so records handed to the killed office are re-sent within the test.
-func runKillTruck(t *testing.T, b *sdktest.Broker, cl sdktest.Client) (*truck.Client, *store.Store) {
-	t.Helper()
-	st, err := store.Open(filepath.Join(t.TempDir(), "queue.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := truck.NewClient(truck.ClientConfig{Store: st,
-		Transport: transport.Config{Brokers: []string{"mqtts://" + b.Addr}, CertFile: cl.CertFile, KeyFile: cl.KeyFile,
-			CAFile: cl.CAFile, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond},
-		Uploader: truck.UploaderConfig{RetryDelay: 100 * time.Millisecond, ReceiptTimeout: 2 * time.Second,
-			ReceiptTimeoutMax: 4 * time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("truck Run: %v", err)
-		}
-		st.Close()
-	})
-	return c, st
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/waybill-iot/waybill/office/service"
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
+	"github.com/waybill-iot/waybill/sdk/sdktest/trucktest"
 	"github.com/waybill-iot/waybill/sdk/truck"
 )
 
@@ -81,7 +82,7 @@ func consoleInChromium(t *testing.T, e engine) {
 	officeCl, trCl := b.ClientFiles("office"), b.Truck("truck-1")
 	st := e.open(t, officeCl)
 	o := startOfficeConfig(t, b, officeCl, st, "", func(c *service.Config) { c.MaxStreams = 2 }, trCl)
-	tr, tst := runTruck(t, b, trCl)
+	tr, tst := trucktest.Run(t, b, trCl, trucktest.Options{})
 	waitFor(t, "the truck online at the office", func() bool {
 		var ts []struct{ Online bool }
 		json.Unmarshal(o.do(t, "GET", "/api/trucks", nil, 200), &ts)

@@ -3,14 +3,12 @@ package service_test
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"github.com/waybill-iot/waybill/sdk/sdktest/faultproxy"
-	"github.com/waybill-iot/waybill/sdk/truck"
-	"github.com/waybill-iot/waybill/store"
+	"github.com/waybill-iot/waybill/sdk/sdktest/trucktest"
 )
 
 // A truck whose link is cut is offline at the office, on each engine: the broker's will arrives after
@@ -27,7 +25,7 @@ func TestTruckOfflineWhenItsLinkIsCut(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { link.Close(context.Background()) })
-			runTruckVia(t, b, trCl, link.Addr())
+			trucktest.Run(t, b, trCl, trucktest.Options{Broker: link.Addr(), StatusInterval: 200 * time.Millisecond})
 			online := func() (bool, bool) {
 				var ts []struct {
 					Truck  string
@@ -45,30 +43,4 @@ func TestTruckOfflineWhenItsLinkIsCut(t *testing.T) {
 			waitFor(t, "the truck online again", func() bool { on, _ := online(); return on })
 		})
 	}
-}
-
-// runTruckVia runs a truck client that reaches the broker at addr (a fault proxy), refreshing its status
-// every 200 ms.
-func runTruckVia(t *testing.T, b *sdktest.Broker, cl sdktest.Client, addr string) {
-	t.Helper()
-	st, err := store.Open(filepath.Join(t.TempDir(), "queue.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := transportConfig(b, cl)
-	tc.ClientID, tc.Brokers = "", []string{"mqtts://" + addr}
-	c, err := truck.NewClient(truck.ClientConfig{Transport: tc, Store: st, StatusInterval: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }() // owned: waited in Cleanup
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("truck Run: %v", err)
-		}
-		st.Close()
-	})
 }

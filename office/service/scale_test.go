@@ -11,6 +11,7 @@ import (
 	"github.com/waybill-iot/waybill/office/storage/pgtest"
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
+	"github.com/waybill-iot/waybill/sdk/sdktest/trucktest"
 	"github.com/waybill-iot/waybill/sdk/truck"
 )
 
@@ -25,7 +26,7 @@ func TestTwoOfficesOneDatabase(t *testing.T) {
 	group := "dispatch-test-0123456789abcdef"
 	a := startOffice(t, b, clA, openPG(t, dsn, clA), group, trCl)
 	bo := startOffice(t, b, clB, openPG(t, dsn, clB), group, trCl)
-	tr, _ := runTruck(t, b, trCl)
+	tr, _ := trucktest.Run(t, b, trCl, trucktest.Options{})
 
 	const n = 12
 	for i := range n {

@@ -8,9 +8,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
-	"io"
 	"net/http"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -26,9 +24,9 @@ import (
 	"github.com/waybill-iot/waybill/sdk/dispatch"
 	"github.com/waybill-iot/waybill/sdk/pki"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
+	"github.com/waybill-iot/waybill/sdk/sdktest/trucktest"
 	"github.com/waybill-iot/waybill/sdk/transport"
 	"github.com/waybill-iot/waybill/sdk/truck"
-	"github.com/waybill-iot/waybill/store"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -109,53 +107,7 @@ func startOfficeConfig(t *testing.T, b *sdktest.Broker, cl sdktest.Client, st st
 
 func (o *office) do(t *testing.T, method, path string, body any, want int) []byte {
 	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, o.base+path, rd)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != want {
-		t.Fatalf("%s %s: %d %s, want %d", method, path, resp.StatusCode, out, want)
-	}
-	return out
-}
-
-// runTruck runs a real truck client (sdk/truck) with its own store until the test ends.
-func runTruck(t *testing.T, b *sdktest.Broker, cl sdktest.Client) (*truck.Client, *store.Store) {
-	t.Helper()
-	st, err := store.Open(filepath.Join(t.TempDir(), "queue.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := transportConfig(b, cl)
-	tc.ClientID = ""
-	c, err := truck.NewClient(truck.ClientConfig{Transport: tc, Store: st,
-		Uploader: truck.UploaderConfig{RetryDelay: 100 * time.Millisecond,
-			// Short, so that records the broker handed to a stopped office (its persistent session in the share
-			// group) are re-sent within the test: a delay, not a loss.
-			ReceiptTimeout: 2 * time.Second, ReceiptTimeoutMax: 4 * time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("truck Run: %v", err)
-		}
-		st.Close()
-	})
-	return c, st
+	return sdktest.DoJSON(t, method, o.base+path, token, body, want)
 }
 
 type engine struct {
@@ -212,7 +164,7 @@ func TestOrderRoundTrip(t *testing.T) {
 		t.Run(e.name, func(t *testing.T) {
 			st := e.open(t, officeCl)
 			o := startOffice(t, b, officeCl, st, "", trCl)
-			tr, tst := runTruck(t, b, trCl)
+			tr, tst := trucktest.Run(t, b, trCl, trucktest.Options{})
 			id := "o-" + e.name
 			o.do(t, "POST", "/api/orders", map[string]any{"truck": "truck-1", "id": id, "recipient": "A. Jones",
 				"address": "1 Quay St", "lat": 51.5, "lon": -0.1, "radius_m": 80}, http.StatusCreated)
