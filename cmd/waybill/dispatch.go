@@ -215,16 +215,25 @@ func runDispatch(ctx context.Context, s streams, args []string) error {
 	if *cfgPath == "" || fs.NArg() > 0 {
 		return usageError{"give --config FILE and nothing else"}
 	}
-	f, err := os.Open(*cfgPath)
+	cfg, err := loadDispatchConfig(*cfgPath)
 	if err != nil {
 		return err
 	}
-	cfg, err := parseDispatchConfig(f)
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("%s: %w", *cfgPath, err)
-	}
 	return runOffice(ctx, s, cfg)
+}
+
+// loadDispatchConfig reads and checks the office's configuration file.
+func loadDispatchConfig(path string) (*dispatchConfig, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	cfg, err := parseDispatchConfig(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
 }
 
 func runOffice(ctx context.Context, s streams, cfg *dispatchConfig) error {

@@ -57,14 +57,9 @@ func runDispatchMigrate(ctx context.Context, s streams, args []string) error {
 	if *cfgPath == "" || *from == "" || fs.NArg() > 0 {
 		return usageError{"give --config FILE and --from DATA_DIR and nothing else"}
 	}
-	f, err := os.Open(*cfgPath)
+	cfg, err := loadDispatchConfig(*cfgPath)
 	if err != nil {
 		return err
-	}
-	cfg, err := parseDispatchConfig(f)
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("%s: %w", *cfgPath, err)
 	}
 	if cfg.Storage.Engine != "postgres" {
 		return fmt.Errorf("%s: [storage] engine is %q: migrate copies into PostgreSQL, so the configuration must be the "+
