@@ -20,7 +20,9 @@
 // reserves envelope sequence numbers for its identity (table signer_seq) in the same transaction, then
 // publishes and records the outcome (next_attempt = now + backoff). A process killed after the claim leaves
 // the rows due again when the lease ends, for any process. A truck coming online pulls its orders'
-// next_attempt in to now + OnlineGrace in the database, so whichever process sends next sends them.
+// next_attempt in to now + OnlineGrace in the database, so whichever process sends next sends them; not
+// those under a lease (leased_until, set by the claim and cleared by the next write), which their
+// claimant may be publishing.
 //
 // An event is committed with INSERT ... ON CONFLICT DO NOTHING and, only when the row is new, applied to
 // its order (locked FOR UPDATE) in the same transaction: exactly once, whatever process commits it and
@@ -48,7 +50,4 @@
 //
 //   - Other processes learn of a new order within Poll (1 s); the process that created it sends at once.
 //   - Nothing is pruned yet.
-//   - A truck coming online pulls in every open order's next_attempt, leased ones too: with OnlineGrace
-//     shorter than the lease another process may send an order while its claimant still publishes it (a
-//     duplicate the truck drops, not a loss).
 package postgres

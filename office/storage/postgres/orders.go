@@ -369,8 +369,9 @@ func (s *Store) NoteStatus(ctx context.Context, st dispatch.Status) (*dispatch.S
 	}
 	if st.Changed {
 		at := now.Add(s.o.OnlineGrace)
-		if _, err := s.pool.Exec(ctx, `UPDATE orders SET next_attempt = $2 WHERE truck = $1 AND open AND next_attempt > $2`,
-			st.Truck, at); err != nil {
+		// Not the orders another process has claimed and may be publishing: their lease stands.
+		if _, err := s.pool.Exec(ctx, `UPDATE orders SET next_attempt = $2 WHERE truck = $1 AND open AND next_attempt > $2
+			AND (leased_until IS NULL OR leased_until <= $3)`, st.Truck, at, now); err != nil {
 			return ch, fmt.Errorf("postgres: kick %s: %w", st.Truck, err)
 		}
 	}

@@ -390,6 +390,17 @@ func decodeEntry(body, raw []byte, next time.Time) (*dispatch.Entry, error) {
 
 // putEntry writes e; next, when not nil, is its next attempt (otherwise e.NextAttempt, zero: now).
 func putEntry(ctx context.Context, tx pgx.Tx, e *dispatch.Entry, next *time.Time) error {
+	return writeEntry(ctx, tx, e, next, nil)
+}
+
+// leaseEntry writes a claimed order: next_attempt and leased_until are the lease's end, so that neither
+// other senders (next_attempt) nor a truck coming online (leased_until) bring it forward meanwhile.
+func leaseEntry(ctx context.Context, tx pgx.Tx, e *dispatch.Entry, lease time.Time) error {
+	return writeEntry(ctx, tx, e, &lease, &lease)
+}
+
+// writeEntry writes an order; every write but a claim ends its lease (leased nil).
+func writeEntry(ctx context.Context, tx pgx.Tx, e *dispatch.Entry, next, leased *time.Time) error {
 	body, err := e.Order.MarshalBody()
 	if err != nil {
 		return err
@@ -406,10 +417,15 @@ func putEntry(ctx context.Context, tx pgx.Tx, e *dispatch.Entry, next *time.Time
 		at = e.Updated
 	}
 	open := e.Unconfirmed() && e.State != dispatch.StateExpired
-	_, err = tx.Exec(ctx, `INSERT INTO orders (truck, id, created, body, entry, open, next_attempt)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)
+	var lease *time.Time
+	if leased != nil {
+		l := leased.UTC()
+		lease = &l
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO orders (truck, id, created, body, entry, open, next_attempt, leased_until)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 		ON CONFLICT (truck, id) DO UPDATE SET body = excluded.body, entry = excluded.entry, open = excluded.open,
-			next_attempt = excluded.next_attempt`,
-		e.Order.Truck, e.Order.ID, e.Order.Created, body, raw, open, at.UTC())
+			next_attempt = excluded.next_attempt, leased_until = excluded.leased_until`,
+		e.Order.Truck, e.Order.ID, e.Order.Created, body, raw, open, at.UTC(), lease)
 	return err
 }

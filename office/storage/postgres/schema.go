@@ -83,6 +83,9 @@ var migrations = []string{
 	UPDATE statuses SET session_ms = t_ms;
 	ALTER TABLE statuses ALTER COLUMN session_ms SET NOT NULL, ALTER COLUMN offline SET NOT NULL,
 		ALTER COLUMN t_ms SET NOT NULL;`,
+	// 4: a claimed order's lease, apart from next_attempt, so that a truck coming online does not bring
+	// forward an order another process is publishing.
+	`ALTER TABLE orders ADD COLUMN leased_until timestamptz;`,
 }
 
 // migrate applies the migrations not applied yet, each in its own transaction, under an advisory lock so

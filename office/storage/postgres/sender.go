@@ -89,7 +89,7 @@ func (s *Store) round(ctx context.Context, pub dispatch.Publisher) (int, time.Ti
 				expired++
 				continue
 			}
-			if err := putEntry(ctx, tx, e, &lease); err != nil { // the lease: others skip it until then
+			if err := leaseEntry(ctx, tx, e, lease); err != nil { // the lease: others skip it until then
 				return err
 			}
 			send = append(send, e)
