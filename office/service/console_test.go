@@ -72,12 +72,14 @@ func keys(m map[string]any) string {
 // console; and the customer tracking page, which shows its order's state and, while the truck is on its
 // way, the truck's position and distance, and nothing else.
 func TestConsoleInChromium(t *testing.T) {
+	// One screen per engine: a laptop's, and a tablet's held upright.
+	screens := map[string][2]int{"embedded": {1366, 768}, "postgres": {768, 1024}}
 	for _, e := range engines(t) {
-		t.Run(e.name, func(t *testing.T) { consoleInChromium(t, e) })
+		t.Run(e.name, func(t *testing.T) { consoleInChromium(t, e, screens[e.name]) })
 	}
 }
 
-func consoleInChromium(t *testing.T, e engine) {
+func consoleInChromium(t *testing.T, e engine, screen [2]int) {
 	b := sdktest.StartMosquitto(t, sdktest.Options{Dispatch: []string{"office"}})
 	officeCl, trCl := b.ClientFiles("office"), b.Truck("truck-1")
 	st := e.open(t, officeCl)
@@ -102,7 +104,7 @@ func consoleInChromium(t *testing.T, e engine) {
 		t.Fatalf("the API without a token: %d", code)
 	}
 
-	bt := browsertest.New(t, 1024, 768) // a tablet's landscape screen
+	bt := browsertest.New(t, screen[0], screen[1])
 	bctx := bt.Ctx
 	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
@@ -120,6 +122,21 @@ func consoleInChromium(t *testing.T, e engine) {
 			t.Fatalf("evaluate %s: %v", expr, err)
 		}
 		return v
+	}
+	// fits checks that the view fits the screen's width: nothing to scroll sideways, no visible element
+	// past the right edge.
+	fits := func(view string) {
+		t.Helper()
+		if over := eval(`(() => {
+			const out = [...document.querySelectorAll('body *')].filter(e => {
+				const r = e.getBoundingClientRect();
+				return r.width > 0 && r.height > 0 && r.right > window.innerWidth + 1;
+			}).map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : ''));
+			if (document.documentElement.scrollWidth > window.innerWidth) out.unshift('the document');
+			return out.slice(0, 8).join(', ');
+		})()`); over != "" {
+			t.Errorf("at %dx%d %s do not fit the screen's width: %s", screen[0], screen[1], view, over)
+		}
 	}
 	css := func(sel string) chromedp.CSS { return chromedp.CSS(sel) }
 	// hash moves within the console (a fragment navigation fires no load event to wait for).
@@ -146,6 +163,7 @@ func consoleInChromium(t *testing.T, e engine) {
 	if u := eval(`location.href`); strings.Contains(u, "login") {
 		t.Fatalf("the address still says login: %s", u)
 	}
+	fits("the orders")
 
 	// Two orders created in the console reach the truck.
 	create := func(id, recipient, address, lat, lon string) {
@@ -220,6 +238,7 @@ func consoleInChromium(t *testing.T, e engine) {
 	}
 
 	// The truck page: online, its last fix, the delivery among its events, its track for a time range.
+	fits("the map")
 	step("the truck page", hash("#truck/truck-1"), chromedp.WaitVisible(css(`#tk-online.online`)),
 		chromedp.WaitVisible(css(`#tk-events tr[data-kind="delivered"]`)),
 		chromedp.Click(css(`#tk-track-show`)), chromedp.WaitVisible(css(`#tk-track-count[data-count="2"]`)))
@@ -231,6 +250,7 @@ func consoleInChromium(t *testing.T, e engine) {
 	}
 
 	// The proof of delivery.
+	fits("the truck page")
 	step("proofs", hash("#proofs"), chromedp.WaitVisible(css(`#proofs tr[data-order="o-1"]`)))
 	if p := eval(`document.querySelector('#proofs tr[data-order="o-1"]').innerText`); strings.Count(p, "✓ verified") != 2 ||
 		!strings.Contains(p, "inside radius") {
