@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -222,6 +223,22 @@ func runDispatch(ctx context.Context, s streams, args []string) error {
 	return runOffice(ctx, s, cfg)
 }
 
+// identity loads the office's dispatch certificate and key (refusing a key file others can read).
+func (c *dispatchConfig) identity() (*x509.Certificate, crypto.Signer, error) {
+	if err := pki.CheckKeyFile(c.Broker.Key); err != nil {
+		return nil, nil, err
+	}
+	cert, err := pki.LoadCertificate(c.Broker.Cert)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := pki.LoadPrivateKey(c.Broker.Key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cert, key, nil
+}
+
 // loadDispatchConfig reads and checks the office's configuration file.
 func loadDispatchConfig(path string) (*dispatchConfig, error) {
 	f, err := os.Open(path)
@@ -245,14 +262,7 @@ func runOffice(ctx context.Context, s streams, cfg *dispatchConfig) error {
 		return err
 	}
 	topics := sdk.Topics{Prefix: cfg.Broker.Prefix}
-	if err := pki.CheckKeyFile(cfg.Broker.Key); err != nil {
-		return err
-	}
-	cert, err := pki.LoadCertificate(cfg.Broker.Cert)
-	if err != nil {
-		return err
-	}
-	key, err := pki.LoadPrivateKey(cfg.Broker.Key)
+	cert, key, err := cfg.identity()
 	if err != nil {
 		return err
 	}

@@ -208,17 +208,7 @@ retry_delay = %q
 	delivered := map[string]bool{}
 	deliver := func() {
 		for id := range allIDs(12) {
-			if delivered[id] {
-				continue
-			}
-			if _, ok, _ := tr.Book().Get(id); !ok {
-				continue
-			}
-			if _, err := tr.Book().Act(context.Background(), truck.Action{OrderID: id, Kind: sdk.EventDelivered,
-				Via: sdk.ViaScreen}); err != nil {
-				t.Fatal(err)
-			}
-			delivered[id] = true
+			trucktest.Deliver(t, tr, delivered, id)
 		}
 	}
 	order := func(p *officeProc, i int) {

@@ -14,7 +14,6 @@ import (
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/dispatch"
 	"github.com/waybill-iot/waybill/sdk/dispatch/archive"
-	"github.com/waybill-iot/waybill/sdk/pki"
 )
 
 // migrateFixBatch is how many fixes go into PostgreSQL per transaction.
@@ -89,14 +88,7 @@ func runDispatchMigrate(ctx context.Context, s streams, args []string) error {
 	}
 	defer lock.release()
 
-	if err := pki.CheckKeyFile(cfg.Broker.Key); err != nil {
-		return err
-	}
-	cert, err := pki.LoadCertificate(cfg.Broker.Cert)
-	if err != nil {
-		return err
-	}
-	key, err := pki.LoadPrivateKey(cfg.Broker.Key)
+	cert, key, err := cfg.identity()
 	if err != nil {
 		return err
 	}

@@ -9,10 +9,8 @@ import (
 	"time"
 
 	"github.com/waybill-iot/waybill/office/storage/pgtest"
-	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"github.com/waybill-iot/waybill/sdk/sdktest/trucktest"
-	"github.com/waybill-iot/waybill/sdk/truck"
 )
 
 // Two office processes (separate identities, pools and MQTT connections) on one PostgreSQL database and
@@ -44,18 +42,7 @@ func TestTwoOfficesOneDatabase(t *testing.T) {
 	start := time.Now()
 	waitFor(t, "every order delivered on the truck", func() bool {
 		for i := range n {
-			id := fmt.Sprintf("o-%d", i)
-			if delivered[id] {
-				continue
-			}
-			if _, ok, _ := tr.Book().Get(id); !ok {
-				continue
-			}
-			if _, err := tr.Book().Act(context.Background(), truck.Action{OrderID: id, Kind: sdk.EventDelivered,
-				Via: sdk.ViaScreen}); err != nil {
-				t.Fatal(err)
-			}
-			delivered[id] = true
+			trucktest.Deliver(t, tr, delivered, fmt.Sprintf("o-%d", i))
 		}
 		if len(delivered) < n && time.Since(start) > 15*time.Second {
 			var list []struct {

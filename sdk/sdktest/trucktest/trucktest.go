@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"github.com/waybill-iot/waybill/sdk/transport"
 	"github.com/waybill-iot/waybill/sdk/truck"
@@ -53,4 +54,24 @@ func Run(t testing.TB, b *sdktest.Broker, cl sdktest.Client, o Options) (*truck.
 		st.Close()
 	})
 	return c, st
+}
+
+// Deliver plays the driver: each order of ids that the truck holds and done does not list yet is
+// delivered (via the screen) and marked in done. It returns how many done lists.
+func Deliver(t testing.TB, tr *truck.Client, done map[string]bool, ids ...string) int {
+	t.Helper()
+	for _, id := range ids {
+		if done[id] {
+			continue
+		}
+		if _, ok, _ := tr.Book().Get(id); !ok {
+			continue
+		}
+		if _, err := tr.Book().Act(context.Background(), truck.Action{OrderID: id, Kind: sdk.EventDelivered,
+			Via: sdk.ViaScreen}); err != nil {
+			t.Fatal(err)
+		}
+		done[id] = true
+	}
+	return len(done)
 }
