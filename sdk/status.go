@@ -85,8 +85,9 @@ func (s Status) Newer(old Status) bool {
 	return false
 }
 
-// OrderKey is Newer's order as three numbers compared in turn (for a database's row comparison): the
-// session (Time when not reported) and Time in Unix milliseconds, and 1 for offline, 0 for online, between.
+// OrderKey is Newer's order as three numbers compared in turn, for a database's row comparison: the
+// session in Unix milliseconds (Time when not reported), 1 for offline or 0 for online, and Time in Unix
+// milliseconds.
 func (s Status) OrderKey() (session int64, offline int64, t int64) {
 	k := s.orderKey()
 	return k[0], k[1], k[2]
