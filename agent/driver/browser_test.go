@@ -233,14 +233,7 @@ func TestPageInChromium(t *testing.T) {
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
-	eval := func(expr string) string {
-		t.Helper()
-		v, err := chromedp.Run(bctx, chromedp.Evaluate[string](expr))
-		if err != nil {
-			t.Fatalf("evaluate %s: %v", expr, err)
-		}
-		return v
-	}
+	eval := func(expr string) string { t.Helper(); return bt.Eval(t, expr) }
 	card := func(id string) string { return fmt.Sprintf(`.card[data-id=%q]`, id) }
 
 	// Open the page once with the token: the cookie keeps the page and its event stream authorised.

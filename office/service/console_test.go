@@ -115,14 +115,7 @@ func consoleInChromium(t *testing.T, e engine, screen [2]int) {
 			t.Fatalf("%s: %v\nscript errors: %v\nthe page:\n%s", what, err, bt.JSErrors(), page)
 		}
 	}
-	eval := func(expr string) string {
-		t.Helper()
-		v, err := chromedp.Run(bctx, chromedp.Evaluate[string](expr))
-		if err != nil {
-			t.Fatalf("evaluate %s: %v", expr, err)
-		}
-		return v
-	}
+	eval := func(expr string) string { t.Helper(); return bt.Eval(t, expr) }
 	// fits checks that the view fits the screen's width: nothing to scroll sideways, no visible element
 	// past the right edge.
 	fits := func(view string) {

@@ -74,3 +74,14 @@ func (b *Browser) JSErrors() []string {
 	defer b.mu.Unlock()
 	return append([]string(nil), b.jsErrs...)
 }
+
+// Eval evaluates a JavaScript expression whose value is a string in the page, failing the test when it
+// cannot.
+func (b *Browser) Eval(t testing.TB, expr string) string {
+	t.Helper()
+	v, err := chromedp.Run(b.Ctx, chromedp.Evaluate[string](expr))
+	if err != nil {
+		t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
