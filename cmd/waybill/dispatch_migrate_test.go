@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,16 +21,7 @@ import (
 	"github.com/waybill-iot/waybill/sdk/dispatch"
 	"github.com/waybill-iot/waybill/sdk/pki"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
-	"github.com/waybill-iot/waybill/sdk/transport"
 )
-
-type nullPub struct{ n atomic.Int32 }
-
-func (p *nullPub) Publish(context.Context, string, []byte, transport.PublishOptions) error {
-	p.n.Add(1)
-	return nil
-}
-func (p *nullPub) Wait(ctx context.Context) error { return ctx.Err() }
 
 // TestDispatchMigrate fills a real embedded office (orders in every state, tracking tokens, fixes, events,
 // statuses, store epochs), copies it into a throwaway PostgreSQL with `waybill dispatch migrate`, twice
@@ -100,10 +90,10 @@ func TestDispatchMigrate(t *testing.T) {
 	// Sent once (sends, the order sequence number), then: o-1 delivered, o-2 received, o-3 pending,
 	// o-4 cancelled.
 	sctx, scancel := context.WithCancel(ctx)
-	pub := &nullPub{}
+	pub := &sdktest.CountingPublisher{}
 	sdone := make(chan error, 1)
 	go func() { sdone <- src.RunSender(sctx, pub) }()
-	sdktest.WaitFor(t, 10*time.Second, "the orders sent", func() bool { return pub.n.Load() >= 4 })
+	sdktest.WaitFor(t, 10*time.Second, "the orders sent", func() bool { return pub.N.Load() >= 4 })
 	scancel()
 	if err := <-sdone; err != nil {
 		t.Fatal(err)

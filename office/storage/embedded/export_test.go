@@ -2,7 +2,6 @@ package embedded_test
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -10,16 +9,7 @@ import (
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/dispatch"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
-	"github.com/waybill-iot/waybill/sdk/transport"
 )
-
-type countingPub struct{ n atomic.Int32 }
-
-func (p *countingPub) Publish(context.Context, string, []byte, transport.PublishOptions) error {
-	p.n.Add(1)
-	return nil
-}
-func (p *countingPub) Wait(ctx context.Context) error { return ctx.Err() }
 
 // TestExport reads what the outbox keeps besides orders (the buckets sdk/dispatch does not export): the
 // trucks' store epochs and the last reserved order sequence number; and tokens without creating any.
@@ -45,10 +35,10 @@ func TestExport(t *testing.T) {
 		t.Fatal(err)
 	}
 	rctx, cancel := context.WithCancel(ctx)
-	pub := &countingPub{}
+	pub := &sdktest.CountingPublisher{}
 	done := make(chan error, 1)
 	go func() { done <- st.RunSender(rctx, pub) }()
-	sdktest.WaitFor(t, 10*time.Second, "the order sent", func() bool { return pub.n.Load() > 0 })
+	sdktest.WaitFor(t, 10*time.Second, "the order sent", func() bool { return pub.N.Load() > 0 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
