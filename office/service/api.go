@@ -25,7 +25,7 @@ func (s *Service) Handler() http.Handler {
 	// The console (its page and files are public; everything it shows comes from /api) and the customers'
 	// tracking pages (the token in the path is the only key).
 	mux.HandleFunc("GET /{$}", s.consolePage)
-	mux.HandleFunc("GET /console/{name}", s.asset)
+	mux.HandleFunc("GET /console/{name}", s.limited(s.asset))
 	mux.HandleFunc("POST /login", func(w http.ResponseWriter, r *http.Request) {
 		if s.cfg.Token == "" { // client certificates only: no token to sign in with (an empty one must not match)
 			http.Redirect(w, r, "/?login=failed", http.StatusSeeOther)
@@ -34,8 +34,8 @@ func (s *Service) Handler() http.Handler {
 		s.login(w, r)
 	})
 	mux.HandleFunc("POST /logout", s.logout)
-	mux.HandleFunc("GET /t/{token}", s.trackingPage)
-	mux.HandleFunc("GET /t/{token}/status", s.trackingStatus)
+	mux.HandleFunc("GET /t/{token}", s.limited(s.trackingPage))
+	mux.HandleFunc("GET /t/{token}/status", s.limited(s.trackingStatus))
 	auth := func(pattern string, h http.HandlerFunc) {
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			if ok, code, why := s.apiAuth(r); !ok {

@@ -55,6 +55,17 @@
 // distance. Nothing about its other orders, its route or its name. A token is 128 bits from crypto/rand,
 // stored with the order, looked up by its SHA-256 and compared in constant time; any other string is 404.
 //
+// The tracking pages and the /console/ files they load are rate-limited per client, so that a client
+// hammering them cannot cost the database: a token bucket of Config.TrackingBurst requests (30) refilled
+// at Config.TrackingRate (60/min), 429 with Retry-After beyond, wrong tokens counted too. A tracking page
+// costs 5 requests to open and 4 a minute while open. The client is the connection's address (IPv6: its
+// /64) or, from a proxy in Config.TrustedProxies, the nearest address in X-Forwarded-For that is not a
+// trusted proxy (what the client wrote itself, further left, is never believed). At most
+// Config.TrackingClients (10,000) clients are remembered, the least recently seen forgotten first.
+// Requests the API would accept (token, cookie, dispatch certificate) and the API are not limited.
+// /metrics: waybill_dispatch_public_limited_total, waybill_dispatch_public_clients and
+// waybill_dispatch_public_clients_evicted_total; the first refusal of a run is logged.
+//
 // # Caveats
 //
 //   - The server listens on loopback by default. Before opening it to the office network, serve HTTPS
@@ -63,6 +74,11 @@
 //   - With several processes on one PostgreSQL, a console sees the others' changes only through its
 //     30-second poll of the orders (the event stream carries this process's ingest and API).
 //   - /t/ is public: to give customers links, expose only /t/ and /console/ through a proxy (and set
-//     Config.PublicURL), never the API. There is no rate limit on /t/ here; the tokens' 128 bits are the
-//     protection.
+//     Config.PublicURL), never the API. Behind that proxy list it in Config.TrustedProxies, or every
+//     customer shares the proxy's rate limit (the first X-Forwarded-For from an untrusted address logs a
+//     warning); a proxy that does not set X-Forwarded-For must rate-limit itself. The tokens' 128 bits are
+//     what protects the orders; the limit protects the database.
+//   - The limit lives in each process's memory: N processes on one database allow N times the rate, and
+//     a client forgotten for room (a flood of more than TrackingClients addresses) starts with a full
+//     bucket again.
 package service

@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,6 +67,21 @@ type Config struct {
 	PublicURL string
 	// MaxStreams bounds the console's open event streams. Zero: DefaultMaxStreams.
 	MaxStreams int
+
+	// TrackingRate and TrackingBurst limit the public pages per client (the tracking pages /t/ and the
+	// /console/ files they load; wrong tokens count too): a token bucket of TrackingBurst requests refilled
+	// at TrackingRate, and 429 with Retry-After beyond. Requests the API would accept (cookie, token,
+	// dispatch certificate) and the API itself are not limited. Zero: DefaultTrackingRate (60/min) and
+	// DefaultTrackingBurst (30).
+	TrackingRate  Rate
+	TrackingBurst int
+	// TrackingClients bounds the clients the limit remembers (the least recently seen is forgotten first
+	// and comes back with a full bucket). Zero: DefaultTrackingClients (10,000, about 2 MB).
+	TrackingClients int
+	// TrustedProxies are proxies whose X-Forwarded-For is believed: a request from one of them counts
+	// against the nearest address in that header that is not a trusted proxy. Zero: the connection's
+	// address, so behind a proxy every customer shares the proxy's limit (list the proxy here).
+	TrustedProxies []netip.Prefix
 }
 
 // Service is one office process.
@@ -77,6 +93,9 @@ type Service struct {
 
 	statusErrors atomic.Uint64 // NoteStatus failures (messages left unacknowledged)
 	storeChanges atomic.Uint64
+
+	limit       *limiter    // the public pages' rate limit
+	proxyWarned atomic.Bool // the untrusted X-Forwarded-For warning was logged
 
 	hub         *hub
 	stopping    chan struct{} // closed when Run begins to stop: the event streams end
@@ -116,11 +135,15 @@ func New(cfg Config) (*Service, error) {
 	if cfg.MaxStreams == 0 {
 		cfg.MaxStreams = DefaultMaxStreams
 	}
+	if err := cfg.checkLimit(); err != nil {
+		return nil, err
+	}
 	tileOrigin, err := checkTileURL(cfg.TileURL)
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger, hub: newHub(cfg.MaxStreams), stopping: make(chan struct{}), tileOrigin: tileOrigin}
+	s := &Service{cfg: cfg, log: cfg.Logger, hub: newHub(cfg.MaxStreams), stopping: make(chan struct{}), tileOrigin: tileOrigin,
+		limit: newLimiter(cfg.TrackingRate, cfg.TrackingBurst, cfg.TrackingClients, cfg.Clock)}
 	s.consoleHTML, s.trackHTML = s.page("console.html"), s.page("track.html")
 	dc := cfg.Dispatch
 	dc.Record, dc.Outbox, dc.Handle = cfg.Store, nil, s.handle
