@@ -168,9 +168,10 @@ func (a *Agent) writeMetrics(w io.Writer) {
 	for _, d := range []struct {
 		reason string
 		n      uint64
-	}{{"bad_coordinates", gh.Stats.BadCoords}, {"backwards", gh.Stats.Backwards}, {"jump", gh.Stats.Jumps}} {
+	}{{"bad_coordinates", gh.Stats.BadCoords}, {"repeat", gh.Stats.Repeats}, {"jump", gh.Stats.Jumps}} {
 		p.sample("waybill_gps_fixes_rejected_total", float64(d.n), "reason", d.reason)
 	}
+	p.one("waybill_gps_time_steps_back_total", "counter", "Fixes timed before the previous one (the receiver's time stepped back), kept.", float64(gh.Stats.Backwards))
 	cc := a.clock.check()
 	p.family("waybill_clock_skew_seconds", "gauge", "GPS time minus the system clock at the latest fix (no sample before a fix or with an implausible system clock).")
 	if cc.Comparable {

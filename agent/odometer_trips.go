@@ -61,6 +61,13 @@ func (d *tripDetector) speed(f gps.Fix) float64 {
 }
 
 func (d *tripDetector) next(f gps.Fix, odo float64) []sdk.Event {
+	if d.started && f.Time.Before(d.last.Time) {
+		// The receiver's time stepped back: move what is timed on the old clock by the step, so standing
+		// and trip times go on as if no time had passed across it.
+		step := f.Time.Sub(d.last.Time)
+		d.tripStart, d.slowFix.Time = d.tripStart.Add(step), d.slowFix.Time.Add(step)
+		d.last.Time = f.Time
+	}
 	v := d.speed(f)
 	if !d.started {
 		d.started, d.parkOdo, d.last = true, odo, f

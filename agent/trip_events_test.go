@@ -103,3 +103,60 @@ func TestTripStandingNoTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestTripEventsTimeStepsBack: the receiver's time steps back an hour in the middle of the drive (gps
+// delivers such fixes, as gpsd does). The trip goes on: the same stops of about 35 s, one trip_end whose
+// idle time is their sum and whose duration is the drive's, not an hour off.
+func TestTripEventsTimeStepsBack(t *testing.T) {
+	fixes, truth := sdktest.SimDrive(t, 2, 1, 35*time.Second)
+	last := fixes[len(fixes)-1]
+	for i := 1; i <= 700; i++ { // parked at the depot past trip_end_after
+		f := last
+		f.Time = last.Time.Add(time.Duration(i) * time.Second)
+		f.Speed = 0
+		fixes = append(fixes, f)
+	}
+	drive := fixes[len(fixes)-1].Time.Sub(fixes[0].Time)
+	for i := len(fixes) / 3; i < len(fixes); i++ {
+		fixes[i].Time = fixes[i].Time.Add(-time.Hour)
+	}
+	st := openTestStore(t, t.TempDir())
+	defer st.Close()
+	m, err := openMileage(context.Background(), st, testOdoConfig(), time.Now(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stops time.Duration
+	var nStops int
+	var end *sdk.Event
+	var kinds []sdk.EventKind
+	for i, e := range feed(t, m, st, fixes, true) {
+		kinds = append(kinds, e.Kind)
+		switch e.Kind {
+		case sdk.EventStop:
+			nStops++
+			stops += e.Duration
+			if e.Duration < 33*time.Second || e.Duration > 37*time.Second {
+				t.Errorf("stop %d lasted %s, the route stops for 35 s", i, e.Duration)
+			}
+		case sdk.EventTripEnd:
+			if end != nil {
+				t.Errorf("a second trip_end: %v", kinds)
+			}
+			e := e
+			end = &e
+		}
+	}
+	if end == nil || nStops == 0 || kinds[0] != sdk.EventTripStart {
+		t.Fatalf("events %v: want trip_start, stops, trip_end", kinds)
+	}
+	if end.Idle != stops {
+		t.Errorf("trip_end idle %s, stops add up to %s", end.Idle, stops)
+	}
+	if d := end.Duration; d > drive || d < drive-20*time.Minute {
+		t.Errorf("trip_end duration %s for a drive of %s (the time stepped back an hour in it)", d, drive)
+	}
+	if d := float64(end.Distance); math.Abs(d-truth)/truth > 0.01 {
+		t.Errorf("trip_end distance %.0f m, route %.0f m: more than 1 %% off", d, truth)
+	}
+}

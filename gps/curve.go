@@ -200,9 +200,14 @@ func (f *Filter) pushCurve(fix Fix, dst []Logged) []Logged {
 	if !validFix(fix) || on(cfg.MaxHDOP) && fix.HasHDOP() && fix.HDOP > cfg.MaxHDOP {
 		return dst
 	}
-	// Time must go forward: interpolating in time needs it, and a Reader never delivers otherwise.
+	// Time must go forward: interpolating in time needs it. A repeat is dropped; when the receiver's time
+	// steps back, what is held is sent and the filter starts over from this fix.
 	if f.havePrev && !fix.Time.After(f.prev.Time) {
-		return dst
+		if fix.Time.Equal(f.prev.Time) {
+			return dst
+		}
+		dst = f.flushCurve(dst)
+		f.restart()
 	}
 	now := fix.Time
 	if cfg.Clock != nil {

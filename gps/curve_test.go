@@ -333,3 +333,43 @@ func FuzzCurve(f *testing.F) {
 		checkInvariant(t, "fuzz", unwrap(fixes), es, posErr, spdErr)
 	})
 }
+
+// A receiver whose time steps back (it corrected itself, or was reset) is followed, not ignored until its
+// time catches up: both modes send the fix after the step at once, as a first fix, and keep reporting
+// by their usual timings; curve mode first sends what it held from before the step.
+func TestFilterTimeStepsBack(t *testing.T) {
+	before := straight(150, 15, 0)
+	after := straight(300, 15, 0)
+	for i := range after {
+		after[i].Time = after[i].Time.Add(-time.Hour) // an hour before the drive above
+		after[i].Lat += 150 * 15 / 111195.0
+	}
+	for _, mode := range []gps.FilterMode{gps.FilterCurve, gps.FilterThresholds} {
+		es := runFilter(gps.FilterConfig{Mode: mode}, append(slices.Clone(before), after...))
+		var n int
+		var first *emitted
+		for i, e := range es {
+			if e.Fix.Time.Before(before[0].Time) { // after the step: an hour before the first drive
+				n++
+				if first == nil {
+					first = &es[i]
+				}
+			}
+		}
+		if first == nil || !first.Fix.Time.Equal(after[0].Time) || first.Reason != gps.ReasonFirst {
+			t.Errorf("%s: the fix after the step back was not sent at once as a first fix: %v", mode, first)
+		}
+		// 300 s of driving: at least one fix per 100 s timeout (curve) or 60 s period (thresholds).
+		if n < 4 {
+			t.Errorf("%s: %d fixes sent in the 300 s after the time stepped back, want at least 4", mode, n)
+		}
+		if mode == gps.FilterCurve {
+			checkInvariant(t, "after the step", after, es[len(es)-n:], 5, 5/3.6)
+			for _, e := range es[:len(es)-n] {
+				if e.Fix.Time.Before(before[0].Time) {
+					t.Errorf("%s: a fix from after the step was sent before the fixes held from before it", mode)
+				}
+			}
+		}
+	}
+}

@@ -30,14 +30,19 @@
 // found as gpsd finds it: the learned cycle-ender sentence, or any position or mode sentence until one is
 // known, or with marine instruments (DBT) every untimed data sentence. A cycle cut short before its ender,
 // and a fix reported before the first date, yield nothing, as in gpsd. On the 51 captures that matches
-// 1,072 of gpsd's 1,078 fix epochs with no fix gpsd did not report (TestParityWithGpsd); the six others
-// follow a receiver time that goes backwards, which the plausibility check below refuses.
+// 1,077 of gpsd's 1,078 fix epochs (TestParityWithGpsd). The other is an epoch of bt451, a spliced
+// recording whose time goes back 52 minutes: gpsd, with only the time of day in that GGA, dated it a
+// day late; we date it by the ZDA of the same epoch, at the same position and mode
+// (TestParityGpsdMisdatesSplice). We report no fix gpsd did not.
 //
 // Checks: a date before Config.RolloverFloor (default DefaultRolloverFloor, 2026-01-01) is the GPS
 // week-rollover bug and is moved forward by 1024 weeks, logged once; fixes out of range or at exactly
-// 0,0, not later than the previous fix, or further from it than Config.MaxSpeed allows are dropped and
-// counted in Stats (after five in a row the new position is believed, so one bad fix cannot block the
-// rest).
+// 0,0, at the very time of the previous fix (a repeat), or further from it than Config.MaxSpeed allows
+// over the time between them are dropped and counted in Stats (after five in a row the new position is
+// believed, so one bad fix cannot block the rest). A receiver's time may step back (a receiver that
+// corrects its clock, moves its epoch or restarts): the fix is delivered, as gpsd does, logged and counted
+// in Stats.Backwards; the Filter and the Odometer start their timings over from it instead of ignoring
+// every fix until the receiver's time catches up.
 //
 // # Reporting filter
 //

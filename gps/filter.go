@@ -192,6 +192,9 @@ func (f *Filter) Next(fix Fix) (bool, Reason) {
 	if on(c.MaxHDOP) && fix.HasHDOP() && fix.HDOP > c.MaxHDOP {
 		return false, ReasonBadHDOP
 	}
+	if f.havePrev && fix.Time.Before(f.prev.Time) {
+		f.restart()
+	}
 	speed := fix.Speed
 	if !fix.HasSpeed() {
 		speed = 0
@@ -259,6 +262,18 @@ func (f *Filter) Next(fix Fix) (bool, Reason) {
 func (f *Filter) report(fix Fix, now time.Time, why Reason) (bool, Reason) {
 	f.last, f.lastAt, f.have = fix, now, true
 	return true, why
+}
+
+// restart forgets everything measured from earlier fixes, keeping the configuration and the buffers. A
+// Reader delivers a fix timed before the previous one when the receiver's own time steps back (gpsd
+// reports those too); periods and stops timed on the later clock would otherwise hold every fix until
+// the receiver's time caught up again, for as long as it stepped back. The fix that stepped back is then
+// sent as the first one. Curve mode flushes what it held before.
+func (f *Filter) restart() {
+	c := f.curve
+	c.buf, c.ready, c.stack = c.buf[:0], c.ready[:0], c.stack[:0]
+	c.anchor, c.held, c.haveHeld, c.waitFrom = cpoint{}, cpoint{}, false, time.Time{}
+	*f = Filter{cfg: f.cfg, curve: c}
 }
 
 // angleDiff is the absolute difference of two courses in degrees, in [0, 180].

@@ -57,7 +57,7 @@ func (g *GPSD) Sky() Sky { return g.health.getSky() }
 func (g *GPSD) Run(ctx context.Context, out chan<- Fix) error {
 	defer close(out)
 	b := backoff{min: g.cfg.MinBackoff, max: g.cfg.MaxBackoff}
-	chk := newChecker(g.cfg.Decode) // one checker across reconnects: time must still move forward
+	chk := newChecker(g.cfg.Decode) // one checker across reconnects: a fix gpsd repeats after one is dropped
 	for first := true; ; first = false {
 		if !first {
 			g.health.reopened()

@@ -138,6 +138,7 @@ func addStats(a, b Stats) Stats {
 	a.Rejected += b.Rejected
 	a.BadCoords += b.BadCoords
 	a.Backwards += b.Backwards
+	a.Repeats += b.Repeats
 	a.Jumps += b.Jumps
 	a.Rollovers += b.Rollovers
 	return a

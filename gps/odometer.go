@@ -59,6 +59,7 @@ type OdometerStats struct {
 	BadHDOP   uint64  // fixes above MaxHDOP or below MinSats: ignored
 	Jumps     uint64  // fixes too far for MaxSpeed: ignored
 	Rebased   uint64  // times the position was believed after Believe jumps (nothing added)
+	TimeSteps uint64  // fixes timed before the previous one: counting started again from them
 	HeldSteps float64 // metres of fix-to-fix movement the noise gate kept out (what a naive sum would add)
 }
 
@@ -120,8 +121,15 @@ func (o *Odometer) Next(f Fix) float64 {
 		o.anchor, o.prev, o.have = f, f, true
 		return 0
 	}
-	if !f.Time.After(o.prev.Time) {
-		return 0 // not later than the last fix: a repeat
+	if f.Time.Equal(o.prev.Time) {
+		return 0 // a repeat
+	}
+	if f.Time.Before(o.prev.Time) {
+		// The receiver's time stepped back (a Reader delivers that, as gpsd does): speeds and the standing
+		// test cannot span the step, so counting starts again from here. At most one step is not counted.
+		o.stats.TimeSteps++
+		o.anchor, o.prev, o.jumps = f, f, 0
+		return 0
 	}
 	step := Distance(o.prev.Lat, o.prev.Lon, f.Lat, f.Lon)
 	speed := f.Speed

@@ -52,3 +52,24 @@ func TestOdometerCaptures(t *testing.T) {
 		t.Errorf("the odometer adds %.1f m over the standing captures, the naive sum %.1f m: the gate keeps too little out", gated, naive)
 	}
 }
+
+// When the receiver's time steps back, the odometer goes on counting from the fix after the step instead
+// of ignoring every fix until the receiver's time catches up; only the step itself is not counted.
+func TestOdometerTimeStepsBack(t *testing.T) {
+	start := time.Date(2026, 5, 4, 12, 0, 0, 0, time.UTC)
+	o := NewOdometer(OdometerConfig{}, 0)
+	lat := 48.0
+	for i := range 200 {
+		at := start.Add(time.Duration(i) * time.Second)
+		if i >= 100 {
+			at = at.Add(-time.Hour)
+		}
+		o.Next(Fix{Time: at, Lat: lat, Lon: 11, Speed: 10, Mode: Mode3D, HDOP: 1, Sats: 9, Alt: math.NaN(),
+			Course: 0, PDOP: math.NaN()})
+		lat += 10 / 111195.0
+	}
+	// 199 steps of 10 m; the one across the time step is not counted.
+	if got := o.Metres(); math.Abs(got-1980) > 2 || o.Stats().TimeSteps != 1 {
+		t.Errorf("odometer %.1f m, %d time steps; want 1980 m (198 steps of 10 m) and 1", got, o.Stats().TimeSteps)
+	}
+}

@@ -62,8 +62,9 @@ type Stats struct {
 	Fixes       uint64 // fixes delivered
 	Rejected    uint64 // implausible fixes dropped: the sum of the three below
 	BadCoords   uint64 // latitude or longitude out of range, or exactly 0,0
-	Backwards   uint64 // time not after the previous fix
-	Jumps       uint64 // moved faster than Config.MaxSpeed
+	Repeats     uint64 // the same time as the previous fix
+	Jumps       uint64 // moved faster than Config.MaxSpeed (over the time between the two, either way)
+	Backwards   uint64 // delivered although their time is before the previous fix's: the receiver stepped back
 	Rollovers   uint64 // fixes whose date was moved forward by 1024 weeks
 }
 
@@ -194,21 +195,32 @@ func (c *checker) check(f Fix, s *Stats) (Fix, bool) {
 		s.Rejected++
 		return Fix{}, false
 	}
+	back := false
 	if c.haveLast && c.rejectRun < reanchorAfter {
 		dt := f.Time.Sub(c.last.Time).Seconds()
-		if dt <= 0 {
-			s.Backwards++
+		if dt == 0 {
+			s.Repeats++
 			s.Rejected++
-			c.reject("time not after the previous fix", f)
+			c.reject("the same time as the previous fix", f)
 			return Fix{}, false
 		}
-		if d := Distance(c.last.Lat, c.last.Lon, f.Lat, f.Lon); d > c.maxSpeed*dt+50 {
+		// A receiver's time may step back (it corrected itself, moved its epoch, or was reset), and the fix
+		// is still a fix: gpsd reports it too. The speed bound holds whichever way time went.
+		if d := Distance(c.last.Lat, c.last.Lon, f.Lat, f.Lon); d > c.maxSpeed*math.Abs(dt)+50 {
 			// 50 m of slack: two honest fixes 0.1 s apart may differ by their own error.
 			s.Jumps++
 			s.Rejected++
 			c.reject("position jump faster than MaxSpeed", f)
 			return Fix{}, false
 		}
+		back = dt < 0
+	} else if c.haveLast && !f.Time.After(c.last.Time) {
+		back = true // re-anchoring on a time before the last accepted one
+	}
+	if back {
+		s.Backwards++
+		c.log.Warn("gps: the receiver's time went back; following it", "time", f.Time, "previous", c.last.Time,
+			"by", c.last.Time.Sub(f.Time))
 	}
 	c.last, c.haveLast, c.rejectRun = f, true, 0
 	return f, true

@@ -150,12 +150,31 @@ func TestPlausibility(t *testing.T) {
 	}
 	in := rmc("120000.00", "4807.000") +
 		rmc("120001.00", "4807.001") +
-		rmc("120000.50", "4807.002") + // backwards
+		rmc("120000.50", "4807.002") + // time steps back, the position is plausible: kept, as gpsd does
+		rmc("120000.40", "4808.000") + // back 0.1 s but 1.8 km away: a jump, whichever way time went
 		rmc("120002.00", "4907.000") + // 111 km in a second
 		rmc("120003.00", "4807.003") +
 		sentence("GPRMC,120004.00,A,0000.000,N,00000.000,E,0.0,0.0,040526,,,A") // null island
 	fixes, st := readAll(t, in, noRollover)
-	if len(fixes) != 3 || st.Backwards != 1 || st.Jumps != 1 || st.BadCoords != 1 || st.Rejected != 3 {
-		t.Errorf("got %d fixes, stats %+v; want 3 fixes, one of each rejection", len(fixes), st)
+	if len(fixes) != 4 || st.Backwards != 1 || st.Jumps != 2 || st.BadCoords != 1 || st.Rejected != 3 {
+		t.Errorf("got %d fixes, stats %+v; want 4 fixes (one after a step back), 2 jumps, null island",
+			len(fixes), st)
+	}
+	if len(fixes) == 4 && fixes[2].Time.Format("15:04:05.00") != "12:00:00.50" {
+		t.Errorf("third fix at %s, want the one after the step back (12:00:00.50)", fixes[2].Time)
+	}
+}
+
+// A fix at the very time of the previous one is a repeat (gpsd sends one again after a reconnect; an NMEA
+// epoch merges it), not news: dropped and counted.
+func TestPlausibilityRepeat(t *testing.T) {
+	c := newChecker(Config{})
+	var st Stats
+	f := Fix{Time: time.Date(2026, 5, 4, 12, 0, 0, 0, time.UTC), Lat: 48.1, Lon: 11.5, Mode: 3}
+	if _, ok := c.check(f, &st); !ok {
+		t.Fatal("the first fix was refused")
+	}
+	if _, ok := c.check(f, &st); ok || st.Repeats != 1 || st.Rejected != 1 {
+		t.Errorf("a repeat: delivered %v, stats %+v; want dropped as a repeat", ok, st)
 	}
 }
