@@ -61,7 +61,24 @@ func startBroker(ctx context.Context, p *pki.PKI, dir string, trucks int) (*brok
 	if err := b.start(ctx); err != nil {
 		return nil, err
 	}
+	// Mosquitto inherits this process's open-file limit (Run raised it to the hard one). It holds one file
+	// per connection: the fleet's, dispatch's, and room for its own.
+	need := uint64(brokerconf.FileLimit(trucks + 1))
+	if lim, err := fileLimit(b.pid()); err != nil {
+		b.stop()
+		return nil, fmt.Errorf("fleetsim: Mosquitto's open-file limit: %w", err)
+	} else if lim < need {
+		b.stop()
+		return nil, fmt.Errorf("fleetsim: Mosquitto may open %d files; %d trucks need about %d (one a connection, 1024 of its own): raise the hard limit (ulimit -Hn)",
+			lim, trucks, need)
+	}
 	return b, nil
+}
+
+func (b *broker) pid() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.cmd.Process.Pid
 }
 
 // URL is the broker's address for clients.

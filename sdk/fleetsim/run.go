@@ -3,6 +3,7 @@ package fleetsim
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,19 +15,29 @@ import (
 	"github.com/waybill-iot/waybill/sdk/dispatch"
 	"github.com/waybill-iot/waybill/sdk/dispatch/archive"
 	"github.com/waybill-iot/waybill/sdk/pki"
-	"github.com/waybill-iot/waybill/sdk/sdktest/faultproxy"
 	"github.com/waybill-iot/waybill/sdk/transport"
 )
 
-// sim is one run's state.
-type sim struct {
-	cfg    Config
-	pki    *pki.PKI
-	broker *broker
-	c      *counters
+// finishGrace is how long the trucks' side has, once ctx has ended, to report what it has before its
+// workers are killed.
+const finishGrace = 30 * time.Second
 
-	trucks   []*simTruck // appended by the starter; read after it is done or under mu
-	mu       sync.Mutex
+// sim is one run's state: the parent's side (broker, dispatch, the fault schedule) and its shares of the
+// fleet, each a worker process or the trucks in this process.
+type sim struct {
+	cfg     Config
+	pki     *pki.PKI
+	broker  *broker
+	c       *counters
+	workers int
+
+	shares  []*share
+	killCtx context.Context // the trucks' side's life: ends with the run, or finishGrace after ctx
+
+	failOnce sync.Once
+	failed   chan struct{} // closed at a share's first failure
+	failErr  error
+
 	stallEnd atomic.Int64 // Unix ns until which dispatch does not read; 0: reading
 	stalled  atomic.Int64 // ns dispatch spent stalled
 }
@@ -39,10 +50,26 @@ func (s *sim) run(ctx context.Context, names []string, began time.Time) (Summary
 			return Summary{}, fmt.Errorf("fleetsim: %w", err)
 		}
 	}
+	var wg sync.WaitGroup // every goroutine of the run: dispatch, faults, progress, the shares' readers
+	defer wg.Wait()
+	killCtx, kill := context.WithCancel(context.WithoutCancel(ctx))
+	s.killCtx = killCtx
+	defer kill() // the workers still running, and the in-process trucks
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup // every client, watcher and helper goroutine
-	defer wg.Wait()
+	wg.Add(1)
+	go func() { // the trucks' side outlives ctx by finishGrace, to report what it has
+		defer wg.Done()
+		select {
+		case <-killCtx.Done():
+		case <-ctx.Done():
+			select {
+			case <-killCtx.Done():
+			case <-time.After(finishGrace):
+				kill()
+			}
+		}
+	}()
 
 	var dc *dispatch.Client
 	if cfg.Dispatch {
@@ -62,62 +89,28 @@ func (s *sim) run(ctx context.Context, names []string, began time.Time) (Summary
 		}()
 	}
 
-	var proxy *faultproxy.Proxy
-	dropped := int(float64(len(names)) * cfg.DropLink)
-	if dropped > 0 {
-		var err error
-		if proxy, err = faultproxy.Start(faultproxy.Config{Target: s.broker.addr}); err != nil {
+	for k := range s.workers {
+		sh, err := s.startShare(k, &wg)
+		if err != nil {
 			return Summary{}, err
 		}
-		defer func() {
-			cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer ccancel()
-			proxy.Close(cctx)
-		}()
+		s.shares = append(s.shares, sh)
 	}
-
-	drive, stopDrive := context.WithTimeout(runCtx, cfg.Duration)
-	defer stopDrive()
-	driveStart := time.Now()
-	var drivers sync.WaitGroup // the trucks' drive loops: over when drive ends and their fixes are committed
-	var startErr error
-	drivers.Add(1)
-	go func() { // the starter: trucks switch on at Config.StartRate
-		defer drivers.Done()
-		for i, name := range names {
-			if cfg.StartRate > 0 {
-				at := driveStart.Add(time.Duration(i) * time.Second / time.Duration(cfg.StartRate))
-				select {
-				case <-drive.Done():
-					return
-				case <-time.After(time.Until(at)):
-				}
-			}
-			url := s.broker.URL()
-			if i < dropped {
-				url = "mqtts://" + proxy.Addr()
-			}
-			t, err := newSimTruck(&s.cfg, s.c, s.files, name, filepath.Join(cfg.Dir, "trucks", name), url, i)
-			if err != nil {
-				s.mu.Lock()
-				startErr = err
-				s.mu.Unlock()
-				stopDrive()
-				return
-			}
-			s.mu.Lock()
-			s.trucks = append(s.trucks, t)
-			s.mu.Unlock()
-			drivers.Add(1)
-			go func() {
-				defer drivers.Done()
-				t.run(runCtx, drive, &wg)
-			}()
+	for _, sh := range s.shares {
+		if err := s.await(sh.ready); err != nil {
+			return Summary{}, err
 		}
-	}()
-
-	var restartedAt time.Time
+	}
+	driveStart := time.Now()
+	s.tell(order{Start: driveStart.UnixNano()})
+	drive, stopDrive := context.WithDeadline(runCtx, driveStart.Add(cfg.Duration))
 	var faults sync.WaitGroup
+	defer func() {
+		stopDrive()
+		faults.Wait()
+	}()
+	var restartMu sync.Mutex
+	var restartedAt time.Time
 	at := func(d time.Duration, f func()) {
 		faults.Add(1)
 		go func() {
@@ -134,73 +127,86 @@ func (s *sim) run(ctx context.Context, names []string, began time.Time) (Summary
 	}
 	if cfg.RestartBrokerAt > 0 {
 		at(cfg.RestartBrokerAt, func() {
-			s.mu.Lock()
+			restartMu.Lock()
 			restartedAt = time.Now()
-			s.mu.Unlock()
+			restartMu.Unlock()
 			if err := s.broker.restart(runCtx); err != nil {
 				cfg.Logger.Error("fleetsim: broker restart", "err", err)
 			}
 		})
 	}
-	if proxy != nil {
-		at(cfg.DropLinkAt, func() {
-			proxy.SetBlackHole(true)
-			proxy.DropAll()
-			select {
-			case <-drive.Done():
-			case <-time.After(cfg.DropLinkFor):
-			}
-			proxy.Pass()
-		})
-	}
-	progressDone := make(chan struct{})
-	stopProgress := make(chan struct{})
-	go func() { // owned: closed progressDone is waited for below
-		defer close(progressDone)
-		s.progress(stopProgress, driveStart)
+	progressCtx, stopProgress := context.WithCancel(runCtx)
+	defer stopProgress()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.progress(progressCtx, driveStart)
 	}()
 
-	<-drive.Done()
-	connectedAtEnd := s.countConnected()
-	drivers.Wait()
+	select {
+	case <-drive.Done():
+	case <-s.failed:
+		return Summary{}, s.failErr
+	}
+	s.tell(order{EndDrive: true})
+	for _, sh := range s.shares {
+		if err := s.await(sh.driven); err != nil {
+			return Summary{}, err
+		}
+	}
+	stopDrive()
 	faults.Wait()
 	s.stallEnd.Store(0) // a stall still running ends with the drive: the drain is for what was sent
-	if startErr != nil {
-		close(stopProgress)
-		<-progressDone
-		return Summary{}, startErr
-	}
 	if cfg.Dispatch {
-		s.drain(runCtx)
+		if err := s.drain(runCtx); err != nil {
+			return Summary{}, err
+		}
 	}
-	close(stopProgress)
-	<-progressDone
+	stopProgress()
+	s.tell(order{Finish: true})
+	for _, sh := range s.shares {
+		sh.orders.Close()
+		if err := s.await(sh.done); err != nil {
+			return Summary{}, err
+		}
+	}
+	select {
+	case <-s.failed: // a worker that reported, then exited badly (a race report, say)
+		return Summary{}, s.failErr
+	default:
+	}
 
-	sum := Summary{Trucks: len(names), Connected: connectedAtEnd}
-	var firsts []time.Duration
-	s.mu.Lock()
+	sum := Summary{Trucks: len(names)}
+	restartMu.Lock()
 	restart := restartedAt
-	s.mu.Unlock()
-	sum.ReconnectAll = 0
+	restartMu.Unlock()
 	if !restart.IsZero() {
 		sum.ReconnectAll = -1
 	}
+	var firsts []time.Duration
 	var latest time.Time
 	allBack := true
-	for _, t := range s.trucks {
-		if d := t.firstConn.Load(); d > 0 {
-			firsts = append(firsts, time.Duration(d))
-		} else {
-			sum.NeverConnected++
-		}
-		sum.ConnectFailures += t.client.Conn().Stats().ConnectFailures
-		sum.StillQueued += t.queued()
-		if !restart.IsZero() {
-			last := time.Unix(0, t.lastConn.Load())
-			if last.Before(restart) {
-				allBack = false
-			} else if last.After(latest) {
-				latest = last
+	for _, sh := range s.shares {
+		f := sh.final // set before done was closed
+		sum.Connected += sh.connectedAtEnd
+		sum.FixesStored += f.FixesStored
+		sum.EventsConfirmed += f.EventsConfirmed
+		sum.SimRSS += f.RSS
+		for _, t := range f.Trucks {
+			if t.First > 0 {
+				firsts = append(firsts, time.Duration(t.First))
+			} else {
+				sum.NeverConnected++
+			}
+			sum.ConnectFailures += t.Failures
+			sum.StillQueued += t.Queued
+			if !restart.IsZero() {
+				last := time.Unix(0, t.Last)
+				if last.Before(restart) {
+					allBack = false
+				} else if last.After(latest) {
+					latest = last
+				}
 			}
 		}
 	}
@@ -208,7 +214,6 @@ func (s *sim) run(ctx context.Context, names []string, began time.Time) (Summary
 		sum.ReconnectAll = latest.Sub(restart).Seconds()
 	}
 	sum.ConnectP50, sum.ConnectP99 = percentile(firsts, 0.5), percentile(firsts, 0.99)
-	sum.FixesStored, sum.EventsConfirmed = s.c.fixesStored.Load(), s.c.eventsConfirmed.Load()
 	sum.FixesReceived, sum.EventsReceived = s.c.fixesReceived.Load(), s.c.eventsRecv.Load()
 	sum.Lost = int64(sum.FixesStored+sum.EventsConfirmed) - int64(sum.FixesReceived+sum.EventsReceived) - int64(sum.StillQueued)
 	if dc != nil {
@@ -217,63 +222,81 @@ func (s *sim) run(ctx context.Context, names []string, began time.Time) (Summary
 	}
 	sum.NewestFixLatencyP50, sum.NewestFixLatencyP99 = s.c.percentiles()
 	sum.DispatchStalled = time.Duration(s.stalled.Load()).Seconds()
-	sum.SimRSS, _ = procStatus(0, "VmHWM")
+	own, _ := procStatus(0, "VmHWM")
+	sum.SimRSS += own
 	sum.BrokerRSS = s.broker.peak()
-
-	cancel()
-	wg.Wait()
-	for _, t := range s.trucks {
-		t.st.Close()
-	}
 	sum.Elapsed = time.Since(began).Seconds()
 	return sum, nil
 }
 
-// files returns a truck's certificate, key and the fleet CA.
-func (s *sim) files(name string) (cert, key, ca string) {
-	return s.pki.CertPath(name), s.pki.KeyPath(name), s.pki.CAPath()
+// tell sends an order to every share. A share that cannot take it has ended: its reader reports why.
+func (s *sim) tell(o order) {
+	for _, sh := range s.shares {
+		json.NewEncoder(sh.orders).Encode(o)
+	}
 }
 
-func (s *sim) countConnected() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, t := range s.trucks {
-		if t.connected.Load() {
-			n++
-		}
+// await waits for ch; or returns a share's failure, or that the trucks' side was given up on.
+func (s *sim) await(ch <-chan struct{}) error {
+	select {
+	case <-ch:
+		return nil
+	default:
 	}
-	return n
+	select {
+	case <-ch:
+		return nil
+	case <-s.failed:
+		return s.failErr
+	case <-s.killCtx.Done():
+		return fmt.Errorf("fleetsim: the trucks did not report within %v of the end", finishGrace)
+	}
 }
 
-func (s *sim) queued() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var n uint64
-	for _, t := range s.trucks {
-		n += t.queued()
+// fail records the run's first failure and ends the waits for the trucks' side.
+func (s *sim) fail(err error) {
+	s.failOnce.Do(func() {
+		s.failErr = err
+		close(s.failed)
+	})
+}
+
+// totals adds up the shares' latest counts.
+func (s *sim) totals() report {
+	var t report
+	for _, sh := range s.shares {
+		sh.mu.Lock()
+		t.Started += sh.last.Started
+		t.Connected += sh.last.Connected
+		t.FixesStored += sh.last.FixesStored
+		t.EventsConfirmed += sh.last.EventsConfirmed
+		t.Queued += sh.last.Queued
+		sh.mu.Unlock()
 	}
-	return n
+	return t
 }
 
 // drain waits until every truck's store is empty (dispatch received and receipted everything), or
 // Config.Drain has passed.
-func (s *sim) drain(ctx context.Context) {
+func (s *sim) drain(ctx context.Context) error {
 	deadline := time.After(s.cfg.Drain)
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	for s.queued() > 0 {
+	for s.totals().Queued > 0 {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-deadline:
-			return
+			return nil
+		case <-s.failed:
+			return s.failErr
 		case <-tick.C:
 		}
 	}
+	return nil
 }
 
-func (s *sim) progress(stop <-chan struct{}, start time.Time) {
+func (s *sim) progress(ctx context.Context, start time.Time) {
 	if s.cfg.Progress == nil {
 		return
 	}
@@ -281,20 +304,17 @@ func (s *sim) progress(stop <-chan struct{}, start time.Time) {
 	defer tick.Stop()
 	for {
 		select {
-		case <-stop:
+		case <-ctx.Done():
 			return
 		case now := <-tick.C:
-			s.mu.Lock()
-			started := len(s.trucks)
-			s.mu.Unlock()
+			t := s.totals()
 			note := ""
 			if end := s.stallEnd.Load(); end != 0 && now.UnixNano() < end {
 				note = " [dispatch stalled]"
 			}
 			fmt.Fprintf(s.cfg.Progress, "%4.0fs trucks %d/%d connected %d stored %d received %d queued %d%s\n",
-				now.Sub(start).Seconds(), started, s.cfg.Trucks, s.countConnected(),
-				s.c.fixesStored.Load()+s.c.eventsConfirmed.Load(), s.c.fixesReceived.Load()+s.c.eventsRecv.Load(),
-				s.queued(), note)
+				now.Sub(start).Seconds(), t.Started, s.cfg.Trucks, t.Connected, t.FixesStored+t.EventsConfirmed,
+				s.c.fixesReceived.Load()+s.c.eventsRecv.Load(), t.Queued, note)
 		}
 	}
 }
@@ -354,9 +374,7 @@ func (s *sim) handle(ctx context.Context, u dispatch.Update) error {
 				newest = f
 			}
 		}
-		if at, ok := s.c.commits.LoadAndDelete(commitKey(newest.Truck, newest.Fix.Time)); ok {
-			s.c.sample(now.Sub(at.(time.Time)))
-		}
+		s.c.received(commitKey(newest.Truck, newest.Fix.Time), now)
 	}
 	if u.Event != nil && u.Event.Event.Kind == sdk.EventDelivered {
 		s.c.eventsRecv.Add(1)

@@ -55,6 +55,17 @@ type Config struct {
 	DropLinkAt, DropLinkFor time.Duration
 	// Seed varies the routes. Zero is a seed too.
 	Seed uint64
+	// Workers spreads the trucks over this many worker processes (this program started again, see
+	// WorkerArgs), each running every Workers-th truck; this process keeps the broker, dispatch and the
+	// fault schedule. One process cannot hold a fleet that needs more open files than its RLIMIT_NOFILE
+	// (each truck holds a socket and its store file). Zero: automatic, as few as keep each process under
+	// about half its limit (Run raises the soft limit to the hard one first): every truck in this process
+	// up to about 6,500 trucks at a 20,000 limit. One: every truck in this process.
+	Workers int
+	// WorkerArgs are the arguments that make this program (os.Executable) a worker, which then calls
+	// RunWorker: waybill passes its hidden `fleet sim-worker`. Nil: none, for a program that checks
+	// IsWorker first thing (this package's tests do, in TestMain).
+	WorkerArgs []string
 	// Progress receives a line a second while the simulation runs. Nil: none.
 	Progress io.Writer
 	// Logger receives the clients' logs. Nil: discard (10,000 trucks log a lot).
@@ -102,6 +113,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("fleetsim: drop-link share %v: want 0 to 1 (0.1 is 10 %% of the trucks)", c.DropLink)
 	case c.StallDispatch > 0 && !c.Dispatch:
 		return c, errors.New("fleetsim: a dispatch stall needs the dispatch side (Config.Dispatch, --dispatch)")
+	case c.Workers < 0 || c.Workers > c.Trucks:
+		return c, fmt.Errorf("fleetsim: %d workers for %d trucks: want 0 (automatic) to one per truck", c.Workers, c.Trucks)
 	}
 	return c, nil
 }
@@ -133,30 +146,71 @@ type Summary struct {
 	NewestFixLatencyP50 float64 `json:"newest_fix_latency_p50"`
 	NewestFixLatencyP99 float64 `json:"newest_fix_latency_p99"`
 	DispatchStalled     float64 `json:"dispatch_stalled"` // how long dispatch did not read
-	// DispatchRSS and SimRSS are this process's resident memory at its peak (the trucks and dispatch run
-	// in it: DispatchRSS is 0 when the trucks share the process, see SimRSS); BrokerRSS the broker's
-	// peak, when the simulation started it.
+	// SimRSS is the simulator's resident memory at its peak: this process's (dispatch, and the trucks
+	// when they run in it) plus each worker process's, a sum of peaks (the processes peak at about the
+	// same time, at the end of the drive, so it is close to the peak of the sum and never below it).
+	// BrokerRSS is the broker's peak, when the simulation started it.
 	SimRSS    uint64  `json:"sim_rss"`
 	BrokerRSS uint64  `json:"broker_rss"`
 	Elapsed   float64 `json:"elapsed"`
 }
 
-// counters are shared by the trucks and dispatch.
+// counters are dispatch's: what it received, and the newest-fix latency. The trucks' commits arrive with
+// their side's reports, so a commit and its receipt are matched in either order.
 type counters struct {
-	fixesStored, eventsConfirmed atomic.Uint64
-	fixesReceived, eventsRecv    atomic.Uint64
-	latMu                        sync.Mutex
-	latencies                    []time.Duration // newest-fix latency samples, bounded by maxSamples
-	latSeen                      uint64
-	commits                      sync.Map // truck + newest fix time -> commit time
+	fixesReceived, eventsRecv atomic.Uint64
+
+	latMu     sync.Mutex
+	latencies []time.Duration // newest-fix latency samples, bounded by maxSamples
+	latSeen   uint64
+	commits   map[string]time.Time // commit key -> when the truck committed, not yet received
+	early     map[string]time.Time // commit key -> when dispatch received it, the commit not yet reported
+	swept     time.Time
+}
+
+func newCounters() *counters {
+	return &counters{commits: map[string]time.Time{}, early: map[string]time.Time{}}
+}
+
+// committed notes a truck's commit whose newest fix is key.
+func (c *counters) committed(key string, at time.Time) {
+	c.latMu.Lock()
+	defer c.latMu.Unlock()
+	if got, ok := c.early[key]; ok {
+		delete(c.early, key)
+		c.sample(got.Sub(at))
+		return
+	}
+	c.commits[key] = at
+}
+
+// received notes dispatch's receipt of a message whose newest fix is key.
+func (c *counters) received(key string, now time.Time) {
+	c.latMu.Lock()
+	defer c.latMu.Unlock()
+	if at, ok := c.commits[key]; ok {
+		delete(c.commits, key)
+		c.sample(now.Sub(at))
+		return
+	}
+	c.early[key] = now
+	// A receipt whose commit is not reported within seconds never will be (a message that does not end
+	// where a commit did): forget those now and then.
+	if now.Sub(c.swept) > 10*time.Second {
+		c.swept = now
+		for k, t := range c.early {
+			if now.Sub(t) > 30*time.Second {
+				delete(c.early, k)
+			}
+		}
+	}
 }
 
 // maxSamples bounds the latency samples kept (reservoir sampling beyond).
 const maxSamples = 100_000
 
+// sample adds a latency; latMu is held.
 func (c *counters) sample(d time.Duration) {
-	c.latMu.Lock()
-	defer c.latMu.Unlock()
 	c.latSeen++
 	if len(c.latencies) < maxSamples {
 		c.latencies = append(c.latencies, d)
@@ -195,15 +249,24 @@ func commitKey(truck string, newest time.Time) string {
 	return truck + "\x00" + newest.UTC().Format(time.RFC3339Nano)
 }
 
-// Run sets the fleet up (reusing Dir's PKI and stores from an earlier run), drives it for
-// Config.Duration with the faults asked for, drains, stops everything it started and returns what it
-// measured. It returns early, with what it has, when ctx ends.
+// Run sets the fleet up (reusing Dir's PKI from an earlier run), drives it for Config.Duration with the
+// faults asked for, drains, stops everything it started and returns what it measured. It raises this
+// process's soft open-file limit to the hard one first, which Mosquitto and the workers inherit. It
+// returns early, with what it has, when ctx ends (the trucks' side gets finishGrace to report).
 func Run(ctx context.Context, cfg Config) (Summary, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return Summary{}, err
 	}
 	began := time.Now()
+	limit, err := raiseFileLimit()
+	if err != nil {
+		return Summary{}, err
+	}
+	workers, err := workersFor(cfg, limit)
+	if err != nil {
+		return Summary{}, err
+	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return Summary{}, fmt.Errorf("fleetsim: %w", err)
 	}
@@ -216,7 +279,8 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		return Summary{}, err
 	}
 	defer b.stop()
-	s := &sim{cfg: cfg, pki: p, broker: b, c: &counters{}}
+	cfg.Logger.Info("fleetsim: starting", "trucks", cfg.Trucks, "workers", workers, "open_files", limit)
+	s := &sim{cfg: cfg, pki: p, broker: b, c: newCounters(), workers: workers, failed: make(chan struct{})}
 	return s.run(ctx, names, began)
 }
 
@@ -254,7 +318,7 @@ func fleetPKI(dir string, trucks int) (*pki.PKI, []string, error) {
 	names := make([]string, trucks)
 	var missing []string
 	for i := range names {
-		names[i] = fmt.Sprintf("truck-%05d", i+1)
+		names[i] = truckName(i)
 		if !have[names[i]] {
 			missing = append(missing, names[i])
 		}
@@ -269,3 +333,6 @@ const (
 	brokerName   = "sim-broker"
 	dispatchName = "sim-dispatch"
 )
+
+// truckName is the name of the fleet's i-th truck (from 0).
+func truckName(i int) string { return fmt.Sprintf("truck-%05d", i+1) }

@@ -3,7 +3,6 @@ package fleetsim
 import (
 	"context"
 	"fmt"
-	"github.com/waybill-iot/waybill/sdk/gpsfix"
 	"math"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"github.com/waybill-iot/waybill/gps"
 	"github.com/waybill-iot/waybill/gps/gpssim"
 	"github.com/waybill-iot/waybill/sdk"
+	"github.com/waybill-iot/waybill/sdk/gpsfix"
 	"github.com/waybill-iot/waybill/sdk/transport"
 	"github.com/waybill-iot/waybill/sdk/truck"
 	"github.com/waybill-iot/waybill/store"
@@ -33,7 +33,7 @@ type simTruck struct {
 	client *truck.Client
 	route  *gpssim.Route
 	offset time.Duration // where on its loop the truck is at start
-	c      *counters
+	p      *part
 	cfg    *Config
 
 	started   time.Time
@@ -42,8 +42,10 @@ type simTruck struct {
 	connected atomic.Bool
 }
 
-// newSimTruck opens a fresh store for name under dir and prepares the client for brokerURL.
-func newSimTruck(cfg *Config, c *counters, pkiDir func(string) (cert, key, ca string), name, dir, brokerURL string, i int) (*simTruck, error) {
+// newSimTruck opens a fresh store for the fleet's i-th truck and prepares its client for brokerURL.
+func newSimTruck(p *part, i int, brokerURL string) (*simTruck, error) {
+	cfg, name := &p.cfg, truckName(i)
+	dir := filepath.Join(cfg.Dir, "trucks", name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("fleetsim: %w", err)
 	}
@@ -51,12 +53,11 @@ func newSimTruck(cfg *Config, c *counters, pkiDir func(string) (cert, key, ca st
 	if err != nil {
 		return nil, fmt.Errorf("fleetsim: %s: %w", name, err)
 	}
-	cert, key, ca := pkiDir(name)
 	client, err := truck.NewClient(truck.ClientConfig{
-		Transport: transport.Config{Brokers: []string{brokerURL}, CertFile: cert, KeyFile: key, CAFile: ca,
-			ReconnectWindow: cfg.ReconnectWindow},
+		Transport: transport.Config{Brokers: []string{brokerURL}, CertFile: p.pki.CertPath(name),
+			KeyFile: p.pki.KeyPath(name), CAFile: p.pki.CAPath(), ReconnectWindow: cfg.ReconnectWindow},
 		Store:  st,
-		Logger: cfg.Logger.With("truck", name),
+		Logger: p.log.With("truck", name),
 	})
 	if err != nil {
 		st.Close()
@@ -64,7 +65,7 @@ func newSimTruck(cfg *Config, c *counters, pkiDir func(string) (cert, key, ca st
 	}
 	route := gpssim.NewRoute(gpssim.RouteConfig{Seed: cfg.Seed*1_000_003 + uint64(i)})
 	offset := time.Duration(pseudoRand(cfg.Seed+uint64(i)) % uint64(route.Loop()))
-	return &simTruck{name: name, st: st, client: client, route: route, offset: offset, c: c, cfg: cfg}, nil
+	return &simTruck{name: name, st: st, client: client, route: route, offset: offset, p: p, cfg: cfg}, nil
 }
 
 // run starts the client (until ctx ends), watches its connection, and drives until drive ends; it
@@ -75,7 +76,7 @@ func (t *simTruck) run(ctx, drive context.Context, wg *sync.WaitGroup) {
 	go func() {
 		defer wg.Done()
 		if err := t.client.Run(ctx); err != nil {
-			t.cfg.Logger.Error("fleetsim: truck client stopped", "truck", t.name, "err", err)
+			t.p.log.Error("fleetsim: truck client stopped", "truck", t.name, "err", err)
 		}
 	}()
 	go func() {
@@ -118,10 +119,9 @@ func (t *simTruck) drive(ctx context.Context) {
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if _, err := t.st.Append(cctx, pending...); err != nil {
-			t.cfg.Logger.Error("fleetsim: store fixes", "truck", t.name, "err", err)
+			t.p.log.Error("fleetsim: store fixes", "truck", t.name, "err", err)
 		} else {
-			t.c.fixesStored.Add(uint64(len(pending)))
-			t.c.commits.Store(commitKey(t.name, newest), time.Now())
+			t.p.stored(len(pending), commitKey(t.name, newest))
 		}
 		pending = pending[:0]
 	}
@@ -169,16 +169,16 @@ func (t *simTruck) confirm(now time.Time, s gpssim.State, n int) {
 	e, err := truck.EncodeEvent(sdk.Event{Kind: sdk.EventDelivered, OrderID: fmt.Sprintf("sim-%s-%d", t.name, n),
 		Revision: 1, Time: now.UTC(), Via: sdk.ViaButton, Fix: &f})
 	if err != nil {
-		t.cfg.Logger.Error("fleetsim: encode event", "err", err)
+		t.p.log.Error("fleetsim: encode event", "err", err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := t.st.Append(ctx, e); err != nil {
-		t.cfg.Logger.Error("fleetsim: store event", "truck", t.name, "err", err)
+		t.p.log.Error("fleetsim: store event", "truck", t.name, "err", err)
 		return
 	}
-	t.c.eventsConfirmed.Add(1)
+	t.p.eventsConfirmed.Add(1)
 }
 
 // queued is what the truck's store holds.
