@@ -11,8 +11,8 @@
 //
 // # API
 //
-// Every /api path needs "Authorization: Bearer TOKEN" or, with Config.TLS and Config.ClientCAs, a client
-// certificate of the fleet CA with the dispatch role that is not revoked (Config.ClientCRL, by default the
+// Every /api path needs "Authorization: Bearer TOKEN" or, with HTTPS (Config.TLSCertFile or TLS) and
+// Config.ClientCAFile or ClientCAs, a client certificate of the fleet CA with the dispatch role that is not revoked (Config.ClientCRL, by default the
 // dispatch verifier's current fleet CRL); /healthz does not (it says only whether the broker link is up and
 // the storage answers). The TLS handshake asks for a certificate without requiring one, so token clients,
 // /healthz and the tracking pages work without; a certificate of another CA fails the handshake, a
@@ -47,6 +47,19 @@
 // SameSite=Strict cookie; requests it authorises that change something must carry X-Waybill-Console (a
 // cross-site form cannot). Live updates come over /api/events from this process's ingest and API.
 //
+// # HTTPS certificates
+//
+// Config.TLSCertFile, TLSKeyFile and ClientCAFile are read at start (a missing, mismatched or expired
+// pair, or a key file others can read, fails New) and again when one of them changes: its size,
+// modification time or mode, looked at during a handshake at most every Config.CertCheck (5 s). So a
+// renewal (certbot's, or `waybill pki issue` and a rename) is served to new connections within seconds,
+// without a restart; connections already open keep theirs. A change that does not load (the new
+// certificate before its key, garbage, an expired certificate, a key others can read) is logged as an
+// error once per change and the pair read before is served on; it is tried again at the next change.
+// /metrics: waybill_dispatch_tls_certificate_expiry_seconds (the served certificate's end, Unix time:
+// alert on it) and waybill_dispatch_tls_reload_errors_total. A CA added to ClientCAFile lets its dispatch
+// certificates in the same way (a CA rollover).
+//
 // # Tracking links
 //
 // GET /t/{token} is a customer's page and GET /t/{token}/status its JSON, without the bearer token:
@@ -69,8 +82,8 @@
 // # Caveats
 //
 //   - The server listens on loopback by default. Before opening it to the office network, serve HTTPS
-//     (Config.TLS) with client certificates (Config.ClientCAs), or put a TLS proxy in front of it. The
-//     server certificate is read once: restart to renew it.
+//     (Config.TLSCertFile) with client certificates (Config.ClientCAFile), or put a TLS proxy in front of
+//     it.
 //   - With several processes on one PostgreSQL, a console sees the others' changes only through its
 //     30-second poll of the orders (the event stream carries this process's ingest and API).
 //   - /t/ is public: to give customers links, expose only /t/ and /console/ through a proxy (and set

@@ -32,6 +32,12 @@ func (s *Service) metrics(w http.ResponseWriter, r *http.Request) {
 	c("waybill_dispatch_status_errors_total", "Online statuses the outbox could not note (left unacknowledged).", s.statusErrors.Load())
 	c("waybill_dispatch_truck_store_changes_total", "Trucks seen with a new store (their open orders reopened).", s.storeChanges.Load())
 	c("waybill_dispatch_connects_total", "Successful broker connections.", cs.Connects)
+	if s.cert != nil {
+		fmt.Fprintf(w, "# HELP waybill_dispatch_tls_certificate_expiry_seconds When the served HTTPS certificate expires (Unix time).\n"+
+			"# TYPE waybill_dispatch_tls_certificate_expiry_seconds gauge\nwaybill_dispatch_tls_certificate_expiry_seconds %d\n",
+			s.cert.get().Leaf.NotAfter.Unix())
+	}
+	c("waybill_dispatch_tls_reload_errors_total", "Changed certificate or client CA files that did not load (the old ones kept).", s.tlsReloadErrors.Load())
 	clients, limited, evicted := s.limit.stats()
 	c("waybill_dispatch_public_limited_total", "Public page requests (tracking pages and their files) refused with 429.", limited)
 	c("waybill_dispatch_public_clients_evicted_total", "Clients the public pages' rate limit forgot to make room.", evicted)

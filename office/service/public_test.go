@@ -39,6 +39,9 @@ func (c *testClock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
+// logger logs text to w.
+func logger(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+
 // officePKI makes a fleet PKI with a dispatch identity "office" (and a server certificate "office-api"
 // for HTTPS) and returns the PKI and the office's files.
 func officePKI(t *testing.T) (*pki.PKI, sdktest.Client) {
@@ -68,7 +71,7 @@ func openEmbedded(t *testing.T, cl sdktest.Client) storage.Store {
 }
 
 // startBareOffice runs a service on st whose broker is unreachable (the HTTP side does not need it) until
-// the test ends, and returns its base URL ("http://" or, with Config.TLS, "https://").
+// the test ends, and returns its base URL ("http://" or, with Config.TLS or TLSCertFile, "https://").
 func startBareOffice(t *testing.T, office sdktest.Client, st storage.Store, change func(*service.Config)) string {
 	t.Helper()
 	cfg := service.Config{Store: st, Token: token, Listen: "127.0.0.1:0",
@@ -95,7 +98,7 @@ func startBareOffice(t *testing.T, office sdktest.Client, st storage.Store, chan
 		}
 	})
 	scheme := "http://"
-	if cfg.TLS != nil {
+	if cfg.TLS != nil || cfg.TLSCertFile != "" {
 		scheme = "https://"
 	}
 	return scheme + svc.Addr()
@@ -129,7 +132,7 @@ func TestPublicRateLimit(t *testing.T) {
 	st := openEmbedded(t, officeCl)
 	base := startBareOffice(t, officeCl, st, func(c *service.Config) {
 		c.TrackingRate, c.TrackingBurst, c.Clock, c.Logger = service.Rate{N: 6, Per: time.Minute}, 4, clk.Now,
-			slog.New(slog.NewTextHandler(logs, nil))
+			logger(logs)
 	})
 	var created struct{ Tracking struct{ URL string } }
 	json.Unmarshal(sdktest.DoJSON(t, "POST", base+"/api/orders", token, map[string]any{"truck": "truck-1", "id": "o-1",

@@ -38,15 +38,28 @@ type Config struct {
 	// then: only client certificates authenticate.
 	Token string
 	// TLS, when not nil, makes the server speak HTTPS with it (it must carry the server's certificate:
-	// Certificates or GetCertificate). The service sets ClientAuth and ClientCAs from ClientCAs. Nil: plain
-	// HTTP.
+	// Certificates or GetCertificate, unless TLSCertFile is set). The service sets ClientAuth and ClientCAs
+	// from ClientCAs or ClientCAFile. Nil: plain HTTP, unless TLSCertFile is set.
 	TLS *tls.Config
+	// TLSCertFile and TLSKeyFile are the HTTPS server's certificate (PEM, the chain after it) and key (PEM,
+	// not readable by group or others): read by New (a missing, mismatched or expired pair fails it) and
+	// again when either file changes (size or modification time, looked at no more than every CertCheck,
+	// at a handshake), so a renewed certificate is served without a restart. A changed pair that does not
+	// load (half written, mismatched, expired) is logged and the one read before served on. They replace
+	// TLS's certificates; TLS zero: TLS 1.2 and later, Go's defaults. Zero: TLS's own certificates.
+	TLSCertFile, TLSKeyFile string
 	// ClientCAs, when set, lets a client certificate authenticate API requests instead of the token (which
 	// keeps working when set): a certificate of these CAs (the fleet CA) with the dispatch role, not
 	// revoked. A certificate of another CA fails the TLS handshake; one of another role (a truck's) or a
 	// revoked one gets 403. Requests without a certificate still reach the public pages (/t/, /healthz)
 	// and, with the token, the API. Requires TLS. Zero: the token only.
 	ClientCAs []*x509.Certificate
+	// ClientCAFile is ClientCAs from a PEM file, read by New and again when it changes, as TLSCertFile
+	// (a CA rollover: put both CAs in the file). Zero: ClientCAs.
+	ClientCAFile string
+	// CertCheck is how often at most TLSCertFile, TLSKeyFile and ClientCAFile are looked at. Zero:
+	// DefaultCertCheck (5 s).
+	CertCheck time.Duration
 	// ClientCRL returns the CRL client certificates are checked against, read at each request. Nil: the
 	// current CRL of Dispatch.Verifier (the broker section's file, then each newer one the broker
 	// delivers); no check without a verifier.
@@ -97,6 +110,11 @@ type Service struct {
 	limit       *limiter    // the public pages' rate limit
 	proxyWarned atomic.Bool // the untrusted X-Forwarded-For warning was logged
 
+	tls             *tls.Config                // the server's; nil: plain HTTP
+	cert            *watched[*tls.Certificate] // Config.TLSCertFile's; nil without
+	cas             *watched[clientCAs]        // Config.ClientCAFile's; nil without
+	tlsReloadErrors atomic.Uint64              // changed certificate files that did not load
+
 	hub         *hub
 	stopping    chan struct{} // closed when Run begins to stop: the event streams end
 	tileOrigin  string
@@ -110,14 +128,18 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("service: Config.Store is required")
 	}
-	if len(cfg.Token) < 16 && (cfg.Token != "" || len(cfg.ClientCAs) == 0) {
+	certsOn := len(cfg.ClientCAs) > 0 || cfg.ClientCAFile != ""
+	if len(cfg.Token) < 16 && (cfg.Token != "" || !certsOn) {
 		return nil, errors.New("service: Config.Token must be at least 16 characters (the API's bearer token), or " +
-			"empty with Config.ClientCAs (client certificates only)")
+			"empty with Config.ClientCAs or ClientCAFile (client certificates only)")
 	}
-	if len(cfg.ClientCAs) > 0 && cfg.TLS == nil {
-		return nil, errors.New("service: Config.ClientCAs needs Config.TLS (client certificates come with HTTPS)")
+	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
+		return nil, errors.New("service: Config.TLSCertFile and TLSKeyFile go together")
 	}
-	if cfg.TLS != nil && len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil {
+	if certsOn && cfg.TLS == nil && cfg.TLSCertFile == "" {
+		return nil, errors.New("service: Config.ClientCAs and ClientCAFile need HTTPS (Config.TLS or TLSCertFile)")
+	}
+	if cfg.TLS != nil && cfg.TLSCertFile == "" && len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil {
 		return nil, errors.New("service: Config.TLS has no server certificate (Certificates or GetCertificate)")
 	}
 	if cfg.ClientCRL == nil && cfg.Dispatch.Verifier != nil {
@@ -144,6 +166,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger, hub: newHub(cfg.MaxStreams), stopping: make(chan struct{}), tileOrigin: tileOrigin,
 		limit: newLimiter(cfg.TrackingRate, cfg.TrackingBurst, cfg.TrackingClients, cfg.Clock)}
+	if err := s.setupTLS(); err != nil {
+		return nil, err
+	}
 	s.consoleHTML, s.trackHTML = s.page("console.html"), s.page("track.html")
 	dc := cfg.Dispatch
 	dc.Record, dc.Outbox, dc.Handle = cfg.Store, nil, s.handle
@@ -188,7 +213,7 @@ func (s *Service) handle(ctx context.Context, u dispatch.Update) error {
 func (s *Service) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, TLSConfig: s.tlsConfig(),
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, TLSConfig: s.tls,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)} // TLS handshake refusals, among others
 	tlsOn := srv.TLSConfig != nil // read before Serve: serving changes srv.TLSConfig
 	errs := make(chan error, 3)
@@ -220,7 +245,7 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}()
 	s.log.Info("dispatch office: serving", "http", s.Addr(), "tls", tlsOn,
-		"client_certificates", len(s.cfg.ClientCAs) > 0, "token", s.cfg.Token != "")
+		"client_certificates", len(s.fleetCAs()) > 0, "token", s.cfg.Token != "")
 	<-ctx.Done()
 	close(s.stopping)
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -247,27 +272,6 @@ func (s *Service) authorized(r *http.Request) bool {
 	return subtle.ConstantTimeCompare([]byte(h[len(p):]), []byte(s.cfg.Token)) == 1
 }
 
-// tlsConfig is Config.TLS with the client certificate settings; nil without TLS. Certificates are asked
-// for, not required: the public pages and token clients need none. A certificate that is given must chain
-// to ClientCAs (else the handshake fails); its role and revocation are checked per request (clientAuth).
-func (s *Service) tlsConfig() *tls.Config {
-	if s.cfg.TLS == nil {
-		return nil
-	}
-	c := s.cfg.TLS.Clone()
-	if c.MinVersion < tls.VersionTLS12 {
-		c.MinVersion = tls.VersionTLS12
-	}
-	if len(s.cfg.ClientCAs) > 0 {
-		pool := x509.NewCertPool()
-		for _, ca := range s.cfg.ClientCAs {
-			pool.AddCert(ca)
-		}
-		c.ClientCAs, c.ClientAuth = pool, tls.VerifyClientCertIfGiven
-	}
-	return c
-}
-
 // errCertNeeded is the 401 of a request without credentials when only client certificates authenticate.
 var errCertNeeded = errors.New("this API needs a client certificate: a dispatch certificate of the fleet CA " +
 	"(waybill pki issue --role dispatch NAME; curl --cert NAME.crt --key NAME.key --cacert ca.crt)")
@@ -275,7 +279,7 @@ var errCertNeeded = errors.New("this API needs a client certificate: a dispatch 
 // apiAuth authorises an API request: a verified client certificate of the dispatch role, else the token
 // (bearer or the console's cookie). code is 401 or 403 when it is refused.
 func (s *Service) apiAuth(r *http.Request) (ok bool, code int, why error) {
-	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && len(s.cfg.ClientCAs) > 0 {
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && len(s.fleetCAs()) > 0 {
 		if err := s.clientAuth(r); err != nil {
 			return false, http.StatusForbidden, err
 		}
@@ -295,7 +299,7 @@ func (s *Service) apiAuth(r *http.Request) (ok bool, code int, why error) {
 // be JSON or carry the console's header: neither can a cross-site form send.
 func (s *Service) clientAuth(r *http.Request) error {
 	pool := x509.NewCertPool()
-	for _, ca := range s.cfg.ClientCAs {
+	for _, ca := range s.fleetCAs() {
 		pool.AddCert(ca)
 	}
 	v := pki.Verifier{Roots: pool, AllowStaleCRL: true} // a stale CRL is the broker's lock-out; its revocations still bite here
