@@ -123,6 +123,7 @@ func New(cfg Config) (*Client, error) {
 			return nil, err
 		}
 		ccfg.committed = c.receipts.add
+		ccfg.duplicateEvent = c.applyEvent
 	}
 	var err error
 	c.consumer, err = NewConsumer(ccfg)
@@ -259,6 +260,19 @@ func (c *Client) Run(ctx context.Context) error {
 	return errors.Join(all...)
 }
 
+// applyEvent applies an event to the outbox, if there is one. Apply is idempotent, so an event the
+// consumer's bounded duplicate memory takes for a repeat is applied again rather than receipted unseen.
+func (c *Client) applyEvent(ctx context.Context, u Update) error {
+	if c.cfg.Outbox == nil {
+		return nil
+	}
+	ev := u.Event.Event
+	if err := c.cfg.Outbox.Apply(ctx, TruckEvent{Truck: u.Event.Truck, Event: &ev}); err != nil {
+		return fmt.Errorf("dispatch: applying an event to the outbox: %w", err)
+	}
+	return nil
+}
+
 // handle passes updates to the outbox and to the caller. An event is applied to the outbox before the
 // message is acknowledged: with a Record the truck deletes a receipted event and never sends it again, so
 // an event applied only after the acknowledgement would be lost to the outbox by a crash in between. It
@@ -268,10 +282,9 @@ func (c *Client) Run(ctx context.Context) error {
 // per order).
 func (c *Client) handle(ctx context.Context, u Update) error {
 	switch {
-	case u.Event != nil && c.cfg.Outbox != nil:
-		ev := u.Event.Event
-		if err := c.cfg.Outbox.Apply(ctx, TruckEvent{Truck: u.Event.Truck, Event: &ev}); err != nil {
-			return fmt.Errorf("dispatch: applying an event to the outbox: %w", err)
+	case u.Event != nil:
+		if err := c.applyEvent(ctx, u); err != nil {
+			return err
 		}
 	case u.Status != nil && u.Status.Status.State == sdk.StateOnline:
 		if c.cfg.Outbox != nil {

@@ -87,6 +87,9 @@ type ConsumerConfig struct {
 
 	// committed, set by Client, learns the records that are committed and handled (receipts).
 	committed committedFunc
+	// duplicateEvent, set by Client, gets an event the duplicate memory took for one, when a Record is set:
+	// it is receipted, so the outbox must have seen it (Apply is idempotent).
+	duplicateEvent func(ctx context.Context, u Update) error
 }
 
 // ConsumerStats counts what a Consumer did.
@@ -221,6 +224,13 @@ func (c *Consumer) HandleMessage(ctx context.Context, m transport.Message) error
 		}
 		if c.events.seen(truck, ev.Epoch, ev.RecordSeq) {
 			c.stats.DuplicateEvents++
+			// The duplicate memory is bounded and may take a late re-send for a duplicate; the record is
+			// receipted all the same, so whatever must not miss it (the outbox) sees it again.
+			if c.cfg.Record != nil && c.cfg.duplicateEvent != nil {
+				if err := c.cfg.duplicateEvent(ctx, u); err != nil {
+					return err
+				}
+			}
 		} else {
 			if err := c.handle(ctx, u); err != nil {
 				return err

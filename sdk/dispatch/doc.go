@@ -161,8 +161,8 @@
 //   - Events are applied to the outbox one transaction per event, before the acknowledgement: about 1,000
 //     to 2,600 events/s (see Client.handle); events are a few per order, so that is far above need.
 //   - The receipt for a record goes out only after Commit, the outbox and Handle succeeded. A record that
-//     the bounded duplicate memory wrongly takes for a duplicate (see below) is still committed and
-//     receipted, but not handed to Handle or the outbox.
+//     the bounded duplicate memory wrongly takes for a duplicate (see below) is still committed, applied to
+//     the outbox (Apply is idempotent) and receipted, but not handed to Handle.
 //   - Entries are never pruned: a dispatch that creates many orders per day should archive old ones.
 //   - The verifier's replay state is in memory; after a restart the consumer hands over fixes and events the
 //     broker delivers again (its duplicate memory is in memory too): consumers that persist must be
