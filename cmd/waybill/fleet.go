@@ -20,6 +20,8 @@ func runFleet(ctx context.Context, s streams, args []string) error {
 	switch args[0] {
 	case "sim":
 		return runFleetSim(ctx, s, args[1:])
+	case workerCommand: // hidden: fleet sim starts this program again as its worker processes
+		return fleetsim.RunWorker(ctx)
 	case "-h", "--help", "help":
 		fleetUsage(s.out)
 		return nil
@@ -27,6 +29,9 @@ func runFleet(ctx context.Context, s streams, args []string) error {
 	fleetUsage(s.err)
 	return usageError{fmt.Sprintf("unknown subcommand %q", args[0])}
 }
+
+// workerCommand is the hidden subcommand of a fleet sim worker process (fleetsim.Config.WorkerArgs).
+const workerCommand = "sim-worker"
 
 func fleetUsage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: waybill fleet SUBCOMMAND [FLAGS]")
@@ -43,7 +48,10 @@ With --dispatch the dispatch side runs too and receipts what it committed. It en
 --duration of driving it waits (up to --drain) for the trucks' stores to empty, then prints a JSON summary
 on stdout (lost must be 0) and a progress line a second on stderr. --dir keeps the PKI between runs
 (issuing 10,000 certificates takes a while); stores, broker data and the archive are fresh each run.
-Many trucks need many open files: this process and Mosquitto each hold one per truck.
+Many trucks need many open files: a truck holds a socket and its store file, and Mosquitto one per truck.
+The soft limit is raised to the hard one (ulimit -Hn), and when one process cannot hold every truck
+within it, the trucks run in worker processes (this program again), --workers of them; this process
+keeps the broker, dispatch and the faults, and adds up the workers' counts.
 
 Example: waybill fleet sim --trucks 1000 --duration 5m --dispatch --confirm --stall-dispatch 1m --restart-broker-at 3m
 
@@ -64,6 +72,7 @@ Flags:`)
 	dropAt := fs.Duration("drop-link-at", 0, "when the links are cut (zero: half of --duration)")
 	dropFor := fs.Duration("drop-link-for", 0, "how long the links stay cut (zero: 1m)")
 	seed := fs.Uint64("seed", 0, "route seed")
+	workers := fs.Int("workers", 0, "worker processes for the trucks (zero: as many as the open-file limit needs; 1: all in this process)")
 	verbose := fs.Bool("v", false, "log the clients' warnings and errors to stderr")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -74,7 +83,7 @@ Flags:`)
 	cfg := fleetsim.Config{Dir: *dir, Trucks: *trucks, Duration: *duration, Drain: *drain, StartRate: *rate, ReconnectWindow: *window,
 		Dispatch: *disp, ReceiptDelay: *receiptDelay, Confirm: *confirm, StallDispatch: *stall, StallDispatchAt: *stallAt,
 		RestartBrokerAt: *restartAt, DropLink: *drop, DropLinkAt: *dropAt, DropLinkFor: *dropFor, Seed: *seed,
-		Progress: s.err}
+		Workers: *workers, WorkerArgs: []string{"fleet", workerCommand}, Progress: s.err}
 	if *verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(s.err, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}

@@ -91,6 +91,7 @@ func (b *broker) start(ctx context.Context) error {
 	}
 	cmd := exec.Command(b.bin, "-c", b.conf)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = brokerAttr()
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("fleetsim: start Mosquitto: %w", err)

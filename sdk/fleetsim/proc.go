@@ -9,3 +9,6 @@ import "syscall"
 func workerAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }
+
+// brokerAttr has Mosquitto stopped (saving its persistence) when this process dies without stopping it.
+func brokerAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM} }
