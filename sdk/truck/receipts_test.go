@@ -213,6 +213,51 @@ func TestSequencerSurvivesStoreLoss(t *testing.T) {
 	}
 }
 
+// An SD card swapped with both files gone, on a unit whose clock was plausible but months behind at the first
+// message (a fake-hwclock image): the sequence starts behind what dispatch has seen, and must catch up as soon
+// as the clock is set right (GPS time), not stay behind for ever. In steady running it is not re-seeded at
+// every message (that would cost a reservation, an fsync, each time).
+func TestSequencerCatchesUpWithACorrectedClock(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "queue.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	right := time.Now()
+	clock := right.Add(-90 * 24 * time.Hour) // plausible, three months behind
+	s, err := NewStoreSequencer(context.Background(), st, SequencerConfig{Clock: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	behind, err := s.Next(sdk.MsgStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if behind < uint64(clock.UnixMicro()) {
+		t.Fatalf("first number %d not seeded from the clock", behind)
+	}
+	clock = right // the clock is set from GPS
+	n, err := s.Next(sdk.MsgStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < uint64(right.UnixMicro()) {
+		t.Fatalf("after the clock was set right the sequence is %d, still behind the clock (%d)", n, right.UnixMicro())
+	}
+	// Steady running: the clock moves a second per message, the numbers one per message; no jump within the hour.
+	prev := n
+	for i := range 100 {
+		clock = right.Add(time.Duration(i+1) * time.Second)
+		if n, err = s.Next(sdk.MsgStatus); err != nil {
+			t.Fatal(err)
+		}
+		if n != prev+1 {
+			t.Fatalf("message %d: %d after %d; want one more (no re-seed within reseedBehind)", i, n, prev)
+		}
+		prev = n
+	}
+}
+
 // noLink is a Link that never connects: HandleReceipt needs none.
 type noLink struct{}
 

@@ -23,6 +23,9 @@ const sequencerBucket = "sdk-sequencer"
 // and signing costs one fsync per this many messages.
 const reserveBlock = 1000
 
+// reseedBehind is how far the clock may run ahead of the sequence before the sequence jumps to it.
+const reseedBehind = time.Hour
+
 // plausibleSince is the earliest clock reading used to seed sequence numbers: a unit without a real-time
 // clock boots in 1970 or 2000, and a seed from then would go backwards.
 var plausibleSince = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -103,12 +106,16 @@ func (s *StoreSequencer) Next(t sdk.MsgType) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := s.next[t] + 1
-	if !s.seeded[t] {
-		// Seeded lazily, at the first message of each type: by then a unit without a real-time clock has
-		// usually had its GPS time (a TLS handshake needed it).
-		if now := s.cfg.Clock(); !now.Before(plausibleSince) {
+	// Seeded lazily, at the first message of each type: by then a unit without a real-time clock has usually
+	// had its GPS time (a TLS handshake needed it). Seeded again whenever the clock is more than
+	// reseedBehind ahead of the numbers: a unit whose store and side file were both lost, and whose clock
+	// was plausible but months behind at the first message (a fake-hwclock image), catches up as soon as the
+	// clock is set right, instead of staying behind what dispatch has seen for ever. In steady running that
+	// costs one reservation per type and reseedBehind.
+	if now := s.cfg.Clock(); !now.Before(plausibleSince) {
+		if c := uint64(now.UnixMicro()); !s.seeded[t] || c > n+uint64(reseedBehind.Microseconds()) {
 			s.seeded[t] = true
-			n = max(n, uint64(now.UnixMicro()))
+			n = max(n, c)
 		}
 	}
 	if n > s.reserved[t] {
