@@ -29,5 +29,9 @@
 //     embedded engine reads the truck's status and keeps its last fix in memory after the first read.
 //   - From the embedded engine to PostgreSQL: `waybill dispatch migrate --config FILE --from DATA_DIR`
 //     (embedded.Store.Export and Archive read, the postgres Import methods write; idempotent).
-//   - Nothing is pruned yet: retention is future work.
+//   - PruneFixes deletes fixes older than a cutoff, a batch of at most limit per call (one short
+//     transaction), safe from several processes at once; `waybill dispatch run` calls it for [archive]
+//     keep_fixes. Only fixes: events and proofs of delivery, statuses (one per truck), orders and tracking
+//     tokens are kept for ever. The files do not shrink: bbolt and PostgreSQL reuse the freed space for new
+//     fixes, so the archive stops growing once a retention period of fixes is in it.
 package storage

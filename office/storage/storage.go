@@ -45,6 +45,15 @@ type Store interface {
 	// not an error.
 	Truck(ctx context.Context, name string) (Truck, error)
 
+	// PruneFixes deletes at most limit fixes whose GPS time is before `before`, in one short transaction
+	// (ingest waits for one batch at most), and returns how many it deleted: fewer than limit when the pass
+	// is done (on PostgreSQL, or when the rest is being deleted by another process at that moment). Call
+	// it again until it returns fewer. Safe from several processes at once. Only fixes: events (proofs of
+	// delivery among them), statuses, orders and tracking tokens are never deleted, nor PostgreSQL's last
+	// fix of each truck (the embedded engine keeps that in memory: after a restart Truck has none for a
+	// truck whose every fix was pruned). An error wrapping ErrNoPruning when the engine cannot.
+	PruneFixes(ctx context.Context, before time.Time, limit int) (int, error)
+
 	// NoteStatus tells the outbox about a verified online status: a new truck store reopens its open
 	// orders (dispatch.Outbox.NoteStore), and a truck that came online (st.Changed) gets its unconfirmed
 	// orders again after the online grace (dispatch.Outbox.Kick). It returns the store change, if any.
@@ -65,6 +74,9 @@ type Truck struct {
 	// LastFix is the newest fix by time; nil when none arrived.
 	LastFix *dispatch.Fix `json:"last_fix,omitempty"`
 }
+
+// ErrNoPruning is returned by PruneFixes of an engine that cannot delete fixes.
+var ErrNoPruning = errors.New("storage: this engine cannot prune fixes")
 
 // ErrBadRange is returned for a time range whose end is not after its start.
 var ErrBadRange = errors.New("storage: the range's end is not after its start")

@@ -26,6 +26,7 @@ func TestStorage(t *testing.T) {
 		{"bad input", testBadInput},
 		{"tracking tokens", testTracking},
 		{"one truck", testOneTruck},
+		{"prune fixes", testPrune},
 	}
 	id := newIdentity(t)
 	for _, e := range engines(t) {
@@ -339,5 +340,112 @@ func testOneTruck(t *testing.T, st storage.Store, c *clock) {
 	got, err = st.Truck(ctx, "truck-1")
 	if err != nil || got.LastFix == nil || got.LastFix.Seq != 3 || got.Status == nil || got.Status.Status.State != sdk.StateOffline {
 		t.Fatalf("truck-1 later: %v %+v", err, got)
+	}
+}
+
+// testPrune: PruneFixes deletes exactly the fixes older than the cutoff (by GPS time, whatever their
+// store epoch or record order), at most limit a call, until a call deletes fewer; events, statuses, orders
+// and the last fix stay; a fix that comes again after it was pruned (a redelivery) goes at the next pass.
+func testPrune(t *testing.T, st storage.Store, c *clock) {
+	ctx := context.Background()
+	// What must stay: an order delivered two months ago with its proof, and a status from then.
+	e, err := st.Create(ctx, testOrder("o-1", "truck-1", c.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	del := eventFor(e, sdk.EventDelivered, sdk.Epoch{1}, 100, c.Now().Add(time.Hour))
+	del.Event.Event.Fix = &sdk.Fix{Time: c.Now().Add(time.Hour), Lat: 51.5, Lon: -0.1, Mode: 3}
+	if err := st.Commit(ctx, del); err != nil {
+		t.Fatal(err)
+	}
+	status := dispatch.Status{Truck: "truck-1", Status: sdk.Status{State: sdk.StateOnline, Time: c.Now()}}
+	if err := st.Commit(ctx, dispatch.Update{Status: &status}); err != nil {
+		t.Fatal(err)
+	}
+	c.Add(60 * 24 * time.Hour)
+	now := c.Now()
+	before := now.Add(-30 * 24 * time.Hour)
+	commit := func(fs ...dispatch.Fix) {
+		t.Helper()
+		if err := st.Commit(ctx, dispatch.Update{Fixes: fs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var old1, young1 []dispatch.Fix
+	for i := range 50 {
+		old1 = append(old1, fixAt("truck-1", sdk.Epoch{1}, uint64(i+1), before.Add(time.Duration(i-50)*time.Minute)))
+	}
+	young1 = append(young1, fixAt("truck-1", sdk.Epoch{1}, 51, before)) // at the cutoff: kept
+	for i := range 20 {
+		young1 = append(young1, fixAt("truck-1", sdk.Epoch{1}, uint64(52+i), now.Add(time.Duration(i-20)*time.Minute)))
+	}
+	commit(old1...)
+	commit(young1...)
+	// truck-2: a new store whose epoch sorts before the old one's, and a GPS clock that jumped back.
+	var two []dispatch.Fix
+	for i := range 30 {
+		two = append(two, fixAt("truck-2", sdk.Epoch{9}, uint64(i+1), before.Add(-time.Duration(40-i)*24*time.Hour)))
+	}
+	two = append(two, fixAt("truck-2", sdk.Epoch{9}, 31, now.Add(-time.Hour)), fixAt("truck-2", sdk.Epoch{9}, 32, before.Add(-time.Second)))
+	commit(two...)
+	var young2 []dispatch.Fix
+	for i := range 10 {
+		young2 = append(young2, fixAt("truck-2", sdk.Epoch{2}, uint64(i+1), now.Add(-time.Duration(i)*time.Minute)))
+	}
+	commit(young2...)
+	const wantOld = 50 + 30 + 1
+	const limit = 7
+	pass := func() int {
+		t.Helper()
+		total := 0
+		for calls := 0; ; calls++ {
+			n, err := st.PruneFixes(ctx, before, limit)
+			if errors.Is(err, storage.ErrNoPruning) {
+				t.Skip(err) // the embedded engine until sdk/dispatch/archive can delete fixes
+			}
+			if err != nil || n > limit || calls > 100 {
+				t.Fatalf("PruneFixes: %d, %v after %d calls", n, err, calls)
+			}
+			total += n
+			if n < limit {
+				return total
+			}
+		}
+	}
+	if n := pass(); n != wantOld {
+		t.Fatalf("pruned %d fixes, want the %d older than the cutoff", n, wantOld)
+	}
+	if n := pass(); n != 0 {
+		t.Fatalf("a second pass pruned %d, want 0", n)
+	}
+	far := now.Add(24 * time.Hour)
+	for _, w := range []struct {
+		truck string
+		want  []dispatch.Fix
+	}{{"truck-1", young1}, {"truck-2", append(young2, two[30])}} {
+		got, err := st.Track(ctx, w.truck, time.Time{}.Add(time.Hour), far)
+		if err != nil || len(got) != len(w.want) {
+			t.Fatalf("%s after pruning: %v, %d fixes, want %d", w.truck, err, len(got), len(w.want))
+		}
+		for _, f := range got {
+			if f.Fix.Time.Before(before) {
+				t.Fatalf("%s kept a fix of %v, before the cutoff %v", w.truck, f.Fix.Time, before)
+			}
+		}
+	}
+	if got, err := st.Order(ctx, "truck-1", "o-1"); err != nil || got.State != dispatch.StateDelivered {
+		t.Fatalf("the order after pruning: %v %s", err, got.State)
+	}
+	evs, err := st.Events(ctx, "truck-1", time.Time{}.Add(time.Hour), far)
+	if err != nil || len(evs) != 1 || evs[0].Event.Fix == nil {
+		t.Fatalf("the proof of delivery after pruning: %v %+v", err, evs)
+	}
+	tr, err := st.Truck(ctx, "truck-1")
+	if err != nil || tr.Status == nil || tr.LastFix == nil || !tr.LastFix.Fix.Time.Equal(young1[20].Fix.Time) {
+		t.Fatalf("truck-1 after pruning: %v %+v", err, tr)
+	}
+	commit(old1[3]) // the broker delivers an old batch again
+	if n := pass(); n != 1 {
+		t.Fatalf("the pass after an old fix came again pruned %d, want 1", n)
 	}
 }
