@@ -65,6 +65,9 @@ type Config struct {
 	// CRLValidity is how far ahead of now a newly signed CRL's NextUpdate lies; zero means
 	// DefaultCRLValidity (90 days).
 	CRLValidity time.Duration
+	// LockTimeout bounds the wait for LockFile, which every change to the index and the CRL holds; zero
+	// means DefaultLockTimeout (30 s).
+	LockTimeout time.Duration
 }
 
 func (c Config) now() time.Time {
@@ -122,8 +125,8 @@ type index struct {
 	Entries   []Entry `json:"entries"`
 }
 
-// PKI is an open PKI directory. Its methods are not safe for concurrent use, nor for two processes
-// writing the same directory at once.
+// PKI is an open PKI directory. Processes and goroutines may change one directory at once: every
+// read-modify-write of the index and the CRL holds LockFile.
 type PKI struct {
 	cfg    Config
 	caCert *x509.Certificate
@@ -146,6 +149,15 @@ func Init(cfg Config, opts CAOptions) (*PKI, error) {
 		if err := os.MkdirAll(d.path, d.perm); err != nil {
 			return nil, fmt.Errorf("pki: %w", err)
 		}
+	}
+	p := &PKI{cfg: cfg}
+	unlock, err := p.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if _, err := os.Stat(filepath.Join(cfg.Dir, CAKeyFile)); err == nil { // again, under the lock
+		return nil, fmt.Errorf("%w in %s", ErrExists, cfg.Dir)
 	}
 	fleet := opts.Fleet
 	if fleet == "" {
@@ -194,7 +206,7 @@ func Init(cfg Config, opts CAOptions) (*PKI, error) {
 	if err := writeFileAtomic(filepath.Join(cfg.Dir, CACertFile), certPEM(der), 0o644); err != nil {
 		return nil, fmt.Errorf("pki: %w", err)
 	}
-	p := &PKI{cfg: cfg, caCert: caCert, caKey: key}
+	p.caCert, p.caKey = caCert, key
 	idx := &index{Entries: []Entry{}}
 	if err := p.writeCRL(idx); err != nil {
 		return nil, err
@@ -285,14 +297,12 @@ func (p *PKI) IssueMany(role Role, names []string, opts IssueOptions) ([]Entry, 
 		}
 		seen[name] = true
 	}
-	idx, err := p.readIndex()
+	idx, err := p.readIndex() // to refuse a conflict before any key is made; checked again under the lock
 	if err != nil {
 		return nil, err
 	}
-	for _, e := range idx.Entries {
-		if seen[e.Name] && e.Role != role {
-			return nil, fmt.Errorf("%w: %q is a %s; choose another name", ErrRoleConflict, e.Name, e.Role)
-		}
+	if err := roleConflict(idx, seen, role); err != nil {
+		return nil, err
 	}
 	notBefore := opts.NotBefore
 	if notBefore.IsZero() {
@@ -329,9 +339,18 @@ func (p *PKI) IssueMany(role Role, names []string, opts IssueOptions) ([]Entry, 
 				return out, err
 			}
 			made = append(made, c)
-			idx.Entries = append(idx.Entries, c.entry)
 		}
-		if err := p.writeIndex(idx); err != nil {
+		// Under the lock, on the index as it is now: another writer may have changed it meanwhile.
+		err := p.update(func(idx *index) error {
+			if err := roleConflict(idx, seen, role); err != nil {
+				return err
+			}
+			for _, c := range made {
+				idx.Entries = append(idx.Entries, c.entry)
+			}
+			return p.writeIndex(idx)
+		})
+		if err != nil {
 			return out, err
 		}
 		for _, c := range made {
@@ -350,6 +369,30 @@ func (p *PKI) IssueMany(role Role, names []string, opts IssueOptions) ([]Entry, 
 		}
 	}
 	return out, nil
+}
+
+// roleConflict refuses names (the keys of names) that idx holds with another role than role.
+func roleConflict(idx *index, names map[string]bool, role Role) error {
+	for _, e := range idx.Entries {
+		if names[e.Name] && e.Role != role {
+			return fmt.Errorf("%w: %q is a %s; choose another name", ErrRoleConflict, e.Name, e.Role)
+		}
+	}
+	return nil
+}
+
+// update runs change on the index under LockFile; change writes what it changed.
+func (p *PKI) update(change func(*index) error) error {
+	unlock, err := p.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	idx, err := p.readIndex()
+	if err != nil {
+		return err
+	}
+	return change(idx)
 }
 
 // issued is a certificate made in memory, not yet on disk.
@@ -423,26 +466,25 @@ func (p *PKI) leafTemplate(serial *big.Int, name string, role Role, notBefore, n
 // Revoke revokes every unrevoked certificate issued to name and rewrites the CRL. Brokers pick the new
 // CRL up on reload (Mosquitto: SIGHUP); an already-connected client keeps its session until it reconnects.
 func (p *PKI) Revoke(name string) ([]Entry, error) {
-	idx, err := p.readIndex()
-	if err != nil {
-		return nil, err
-	}
-	now := p.cfg.now().UTC()
 	var revoked []Entry
-	for i, e := range idx.Entries {
-		if e.Name == name && !e.Revoked() {
-			idx.Entries[i].RevokedAt = now
-			revoked = append(revoked, idx.Entries[i])
+	err := p.update(func(idx *index) error {
+		now := p.cfg.now().UTC()
+		for i, e := range idx.Entries {
+			if e.Name == name && !e.Revoked() {
+				idx.Entries[i].RevokedAt = now
+				revoked = append(revoked, idx.Entries[i])
+			}
 		}
-	}
-	if len(revoked) == 0 {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownName, name)
-	}
-	// CRL first: if writing the index fails afterwards, the certificate is still refused by brokers.
-	if err := p.writeCRL(idx); err != nil {
-		return nil, err
-	}
-	if err := p.writeIndex(idx); err != nil {
+		if len(revoked) == 0 {
+			return fmt.Errorf("%w: %q", ErrUnknownName, name)
+		}
+		// CRL first: if writing the index fails afterwards, the certificate is still refused by brokers.
+		if err := p.writeCRL(idx); err != nil {
+			return err
+		}
+		return p.writeIndex(idx)
+	})
+	if err != nil {
 		return nil, err
 	}
 	return revoked, nil
@@ -451,14 +493,12 @@ func (p *PKI) Revoke(name string) ([]Entry, error) {
 // RefreshCRL signs the CRL again with a NextUpdate of now plus Config.CRLValidity. Run it well before
 // CheckCRL starts warning (a monthly job is plenty with the defaults) and reload the broker.
 func (p *PKI) RefreshCRL() error {
-	idx, err := p.readIndex()
-	if err != nil {
-		return err
-	}
-	if err := p.writeCRL(idx); err != nil {
-		return err
-	}
-	return p.writeIndex(idx) // the CRL number moved
+	return p.update(func(idx *index) error {
+		if err := p.writeCRL(idx); err != nil {
+			return err
+		}
+		return p.writeIndex(idx) // the CRL number moved
+	})
 }
 
 // List returns every certificate ever issued, in issue order.

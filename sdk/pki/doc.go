@@ -21,6 +21,7 @@
 //	  ca.key              the CA private key (PKCS#8 PEM, 0600); keep this directory offline if you can
 //	  crl.pem             the certificate revocation list, signed by the CA; brokers need it
 //	  index.json          every certificate issued: name, role, serial, validity, revocation time
+//	  index.lock          the writers' lock (empty, or the pid and command of the writer holding it)
 //	  issued/NAME.crt     NAME's certificate (PEM, 0644)
 //	  private/NAME.key    NAME's private key (PKCS#8 PEM, 0600; directory 0700)
 //
@@ -40,7 +41,10 @@
 //     session until it reconnects: disconnect it (restart the broker) for an urgent revocation.
 //   - Issuing a name again with the same role renews it; the older certificate stays valid until it expires
 //     or is revoked (Revoke revokes every certificate of a name). A name is never reused for another role.
-//   - A PKI directory is not locked: do not run two writers (waybill pki issue/revoke) on it at once. Every
-//     file is replaced atomically, so a crash leaves the old or the new version.
+//   - Writers take turns: Init, Issue, IssueMany (per chunk of 512), Revoke and RefreshCRL hold an
+//     exclusive flock on DIR/index.lock around their read-modify-write of index.json and crl.pem, so
+//     concurrent `waybill pki issue` and `revoke` lose nothing. A writer waits Config.LockTimeout (30 s)
+//     and then fails with ErrLocked, naming the pid and command holding it. Readers take no lock: every
+//     file is replaced atomically, so a reader or a crash sees the old or the new version.
 //   - Serial numbers are random 127-bit integers, so no counter file is needed.
 package pki
