@@ -38,6 +38,12 @@ func (s *Service) metrics(w http.ResponseWriter, r *http.Request) {
 			s.cert.get().Leaf.NotAfter.Unix())
 	}
 	c("waybill_dispatch_tls_reload_errors_total", "Changed certificate or client CA files that did not load (the old ones kept).", s.tlsReloadErrors.Load())
+	c("waybill_dispatch_fixes_pruned_total", "Fixes deleted for being older than the retention period (keep_fixes).", s.fixesPruned.Load())
+	c("waybill_dispatch_prune_errors_total", "Pruning passes that failed (tried again at the next).", s.pruneErrors.Load())
+	if s.cfg.KeepFixes > 0 {
+		fmt.Fprintf(w, "# HELP waybill_dispatch_prune_last_pass_seconds When the last complete pruning pass ended (Unix time; 0: none yet).\n"+
+			"# TYPE waybill_dispatch_prune_last_pass_seconds gauge\nwaybill_dispatch_prune_last_pass_seconds %d\n", s.prunePass.Load())
+	}
 	clients, limited, evicted := s.limit.stats()
 	c("waybill_dispatch_public_limited_total", "Public page requests (tracking pages and their files) refused with 429.", limited)
 	c("waybill_dispatch_public_clients_evicted_total", "Clients the public pages' rate limit forgot to make room.", evicted)

@@ -95,6 +95,18 @@ type Config struct {
 	// against the nearest address in that header that is not a trusted proxy. Zero: the connection's
 	// address, so behind a proxy every customer shares the proxy's limit (list the proxy here).
 	TrustedProxies []netip.Prefix
+
+	// KeepFixes is how long fixes are kept, by their GPS time: every PruneEvery the older ones are deleted,
+	// PruneBatch per transaction (storage.Store.PruneFixes), counted in /metrics and logged. At least
+	// MinKeepFixes (7 days). Events and proofs of delivery, statuses, orders and tracking links are never
+	// deleted. Several processes on one database may all prune (give them the same value: the shortest
+	// wins). Zero: fixes are kept for ever.
+	KeepFixes time.Duration
+	// PruneEvery is the time between pruning passes; the first is a minute after Run starts (PruneEvery if
+	// shorter). Zero: DefaultPruneEvery (1 h).
+	PruneEvery time.Duration
+	// PruneBatch is the most fixes one transaction deletes. Zero: DefaultPruneBatch (5,000).
+	PruneBatch int
 }
 
 // Service is one office process.
@@ -114,6 +126,10 @@ type Service struct {
 	cert            *watched[*tls.Certificate] // Config.TLSCertFile's; nil without
 	cas             *watched[clientCAs]        // Config.ClientCAFile's; nil without
 	tlsReloadErrors atomic.Uint64              // changed certificate files that did not load
+
+	fixesPruned atomic.Uint64
+	pruneErrors atomic.Uint64
+	prunePass   atomic.Int64 // when the last complete pruning pass ended (Unix seconds); 0: none yet
 
 	hub         *hub
 	stopping    chan struct{} // closed when Run begins to stop: the event streams end
@@ -158,6 +174,9 @@ func New(cfg Config) (*Service, error) {
 		cfg.MaxStreams = DefaultMaxStreams
 	}
 	if err := cfg.checkLimit(); err != nil {
+		return nil, err
+	}
+	if err := cfg.checkRetention(); err != nil {
 		return nil, err
 	}
 	tileOrigin, err := checkTileURL(cfg.TileURL)
@@ -209,7 +228,8 @@ func (s *Service) handle(ctx context.Context, u dispatch.Update) error {
 }
 
 // Run serves until ctx ends, then stops front to back: the HTTP server (in-flight requests get 10 s), the
-// sender, the client (its last receipts). It returns once every goroutine it started has returned.
+// sender and the pruner, the client (its last receipts). It returns once every goroutine it started has
+// returned.
 func (s *Service) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -244,8 +264,11 @@ func (s *Service) Run(ctx context.Context) error {
 			cancel()
 		}
 	}()
+	if s.cfg.KeepFixes > 0 {
+		wg.Go(func() { s.runPruner(ctx) })
+	}
 	s.log.Info("dispatch office: serving", "http", s.Addr(), "tls", tlsOn,
-		"client_certificates", len(s.fleetCAs()) > 0, "token", s.cfg.Token != "")
+		"client_certificates", len(s.fleetCAs()) > 0, "token", s.cfg.Token != "", "keep_fixes", keepText(s.cfg.KeepFixes))
 	<-ctx.Done()
 	close(s.stopping)
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
