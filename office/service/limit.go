@@ -77,6 +77,23 @@ func (r Rate) String() string {
 	return fmt.Sprintf("%d/%v", r.N, r.Per)
 }
 
+// ParseTrustedProxies reads Config.TrustedProxies from addresses ("10.0.0.7") and prefixes ("10.0.0.0/8").
+func ParseTrustedProxies(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" {
+			return nil, fmt.Errorf("trusted proxy %q: want an address or a prefix like 10.0.0.0/8", s)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
+}
+
 // limiter is a token bucket per client for the public pages, remembering at most max clients (the least
 // recently seen is forgotten first: it comes back with a full bucket).
 type limiter struct {

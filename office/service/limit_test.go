@@ -1,6 +1,7 @@
 package service
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"net/netip"
@@ -118,6 +119,19 @@ func TestRemoteClient(t *testing.T) {
 		}
 		if got := s.remoteClient(r); got.String() != c.want {
 			t.Errorf("from %s with %q: %s, want %s", c.remote, c.xff, got, c.want)
+		}
+	}
+}
+
+func TestParseTrustedProxies(t *testing.T) {
+	got, err := ParseTrustedProxies([]string{"10.0.0.7", "10.1.2.3/8", "fd00::/8", "::ffff:192.0.2.1", "2001:db8::1"})
+	want := "[10.0.0.7/32 10.0.0.0/8 fd00::/8 192.0.2.1/32 2001:db8::1/128]"
+	if err != nil || fmt.Sprint(got) != want {
+		t.Fatalf("%v %v, want %s", got, err, want)
+	}
+	for _, bad := range []string{"proxy.example", "10.0.0.0/33", "", "fe80::1%eth0"} {
+		if _, err := ParseTrustedProxies([]string{bad}); err == nil {
+			t.Errorf("%q accepted", bad)
 		}
 	}
 }

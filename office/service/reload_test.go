@@ -73,6 +73,11 @@ func TestCertificateReload(t *testing.T) {
 	}
 	put("api-1")
 	install(t, caFile, readFile(t, p.CAPath()), 0o644)
+	// A pair that does not load at start fails New, naming the files.
+	if _, err := service.New(service.Config{Store: openEmbedded(t, officeCl), Token: token, Listen: "127.0.0.1:0",
+		TLSCertFile: crt, TLSKeyFile: filepath.Join(dir, "missing.key")}); err == nil || !strings.Contains(err.Error(), "missing.key") {
+		t.Fatalf("New with a missing key: %v", err)
+	}
 	logs := &sdktest.SyncBuffer{}
 	base := startBareOffice(t, officeCl, openEmbedded(t, officeCl), func(c *service.Config) {
 		c.TLSCertFile, c.TLSKeyFile, c.ClientCAFile, c.CertCheck = crt, key, caFile, 20*time.Millisecond
