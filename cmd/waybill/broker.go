@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -60,6 +61,8 @@ func brokerConfig(s streams, args []string) error {
 	name := brokerCertFlag(s, fs)
 	install := fs.String("install-dir", "", "where DIR will live on the broker host (default: DIR)")
 	user := fs.String("user", "", "user Mosquitto runs as after starting as root (default: Mosquitto's, \"mosquitto\")")
+	plugin := fs.String("dynsec-plugin", "", "absolute path of mosquitto_dynamic_security.so on the broker host (default: the one found\n"+
+		"on this host; for another machine say where it is there, e.g. Debian arm64: "+brokerconf.DynsecPluginPaths[1]+")")
 	inflight := fs.Int("max-inflight", brokerconf.DefaultMaxInflight, "max_inflight_messages: the receive maximum clients get")
 	fleet := fs.Int("fleet-size", brokerconf.DefaultFleetSize, "trucks in the fleet: sizes max_queued_messages")
 	outage := fs.Duration("dispatch-outage", brokerconf.DefaultDispatchOutage,
@@ -84,7 +87,7 @@ func brokerConfig(s streams, args []string) error {
 	res, err := brokerconf.Write(p, *out, brokerconf.Config{
 		Port: *port, Bind: *bind, ACL: brokerconf.ACL{Prefix: *prefix}, BrokerName: *name,
 		InstallDir: *install, User: *user, MaxInflight: *inflight, MaxQueued: *queued,
-		FleetSize: *fleet, DispatchOutage: *outage,
+		FleetSize: *fleet, DispatchOutage: *outage, DynsecPlugin: *plugin,
 	})
 	if err != nil {
 		return err
@@ -95,6 +98,14 @@ func brokerConfig(s streams, args []string) error {
 	}
 	fmt.Fprintf(s.out, "wrote %s and %s (broker certificate %s; %d trucks, %d dispatch identities and the administrator may connect)\n",
 		res.ConfPath, res.DynsecPath, res.Broker, roles[pki.RoleTruck], roles[pki.RoleDispatch])
+	switch _, err := os.Stat(res.Plugin); {
+	case *plugin != "":
+		fmt.Fprintf(s.out, "plugin %s (--dynsec-plugin)\n", res.Plugin)
+	case err == nil:
+		fmt.Fprintf(s.out, "plugin %s: found on this host; for a broker host where it lives elsewhere, give --dynsec-plugin PATH\n", res.Plugin)
+	default:
+		fmt.Fprintf(s.out, "plugin %s: not found on this host (Debian's amd64 path); give --dynsec-plugin PATH, its path on the broker host\n", res.Plugin)
+	}
 	owner := ""
 	if *user == "" {
 		owner = fmt.Sprintf("chown -R mosquitto: %s && ", filepath.Dir(res.ConfPath))

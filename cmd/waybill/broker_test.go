@@ -131,3 +131,34 @@ func TestBrokerConfigTwoCertificates(t *testing.T) {
 		t.Fatalf("--cert nope: exit %d: %s", code, errOut)
 	}
 }
+
+// TestBrokerConfigDynsecPlugin: --dynsec-plugin names the plugin on the broker host, which may be another
+// architecture than the host that runs `broker config` (an arm64 broker configured from an amd64 laptop).
+func TestBrokerConfigDynsecPlugin(t *testing.T) {
+	dir := newCmdPKI(t)
+	out := filepath.Join(t.TempDir(), "broker")
+	const arm = "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so"
+	code, stdout, errOut := runCmd(t, "broker", "config", "--dir", dir, "--out", out, "--dynsec-plugin", arm)
+	if code != 0 {
+		t.Fatalf("exit %d: %s%s", code, stdout, errOut)
+	}
+	conf, _ := os.ReadFile(filepath.Join(out, "mosquitto.conf"))
+	if !regexp.MustCompile(`(?m)^plugin ` + regexp.QuoteMeta(arm) + `$`).Match(conf) {
+		t.Errorf("mosquitto.conf does not load %s:\n%s", arm, conf)
+	}
+	if !strings.Contains(stdout, "plugin "+arm) {
+		t.Errorf("stdout does not name the plugin:\n%s", stdout)
+	}
+	if code, _, errOut := runCmd(t, "broker", "config", "--dir", dir, "--out", out, "--dynsec-plugin", "lib/x.so"); code == 0 ||
+		!strings.Contains(errOut, "absolute") {
+		t.Errorf("a relative plugin path: exit %d: %s", code, errOut)
+	}
+	// Without the flag: the path found on this host, and the output says how to choose another.
+	code, stdout, _ = runCmd(t, "broker", "config", "--dir", dir, "--out", out)
+	if code != 0 || !strings.Contains(stdout, "--dynsec-plugin") {
+		t.Errorf("exit %d: %s", code, stdout)
+	}
+	if code, stdout, _ := runCmd(t, "broker", "config", "--help"); code != 0 || !strings.Contains(stdout, "-dynsec-plugin") {
+		t.Errorf("help: %d %s", code, stdout)
+	}
+}

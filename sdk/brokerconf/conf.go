@@ -102,8 +102,10 @@ type Config struct {
 	MaxPacketSize  int
 	Autosave       time.Duration
 	SessionExpiry  time.Duration
-	// DynsecPlugin is the path of Mosquitto's dynamic security plugin on the broker host; "" means the
-	// first of DynsecPluginPaths that exists here, else Debian's amd64 path.
+	// DynsecPlugin is the absolute path of Mosquitto's dynamic security plugin on the broker host
+	// (`--dynsec-plugin`); "" means the first of DynsecPluginPaths that exists on the host that renders,
+	// else Debian's amd64 path. Set it when the broker host is another machine or architecture: Debian's
+	// arm64 package has it in /usr/lib/aarch64-linux-gnu/.
 	DynsecPlugin string
 	// User is the account Mosquitto runs as after start as root; "" leaves Mosquitto's default
 	// ("mosquitto"), which must be able to read certs/ and write data/.
@@ -182,6 +184,9 @@ func (c Config) validate() error {
 			return fmt.Errorf("brokerconf: bad value %q", s)
 		}
 	}
+	if c.DynsecPlugin != "" && !filepath.IsAbs(c.DynsecPlugin) {
+		return fmt.Errorf("brokerconf: dynamic security plugin %q is not an absolute path", c.DynsecPlugin)
+	}
 	return c.ACL.Validate()
 }
 
@@ -229,7 +234,7 @@ func Render(cfg Config) ([]byte, error) {
 	w("# It refuses subscriptions outside an identity's rights (Mosquitto's acl_file grants every")
 	w("# subscription), and its $CONTROL topic lets `waybill pki revoke` end a revoked identity's session.")
 	w("# It reads %s only at start and rewrites it after every change.", DynsecFile)
-	w("plugin %s", cfg.dynsecPlugin())
+	w("plugin %s", cfg.PluginPath())
 	w("plugin_opt_config_file %s", filepath.Join(dir, AccessDir, DynsecFile))
 	if cfg.User != "" {
 		w("user %s", cfg.User)
@@ -303,7 +308,9 @@ var DynsecPluginPaths = []string{
 	"/usr/lib64/mosquitto_dynamic_security.so",
 }
 
-func (c Config) dynsecPlugin() string {
+// PluginPath returns the dynamic security plugin mosquitto.conf loads: DynsecPlugin, else the first of
+// DynsecPluginPaths on this host, else the first of them.
+func (c Config) PluginPath() string {
 	if c.DynsecPlugin != "" {
 		return c.DynsecPlugin
 	}
@@ -330,6 +337,7 @@ type Result struct {
 	ConfPath   string         // OUT/mosquitto.conf
 	DynsecPath string         // OUT/access/dynamic-security.json
 	DropInPath string         // OUT/systemd/mosquitto.service.d/waybill.conf: LimitNOFILE for the unit
+	Plugin     string         // the dynamic security plugin mosquitto.conf loads (Config.PluginPath)
 	Broker     string         // the broker certificate's name
 	Identities []pki.Identity // the clients the broker knows: trucks, dispatch, the administrator
 }
@@ -397,7 +405,8 @@ func Write(p *pki.PKI, outDir string, cfg Config) (Result, error) {
 			return Result{}, err
 		}
 	}
-	res := Result{ConfPath: filepath.Join(abs, ConfFile), DynsecPath: filepath.Join(abs, AccessDir, DynsecFile), Broker: broker, Identities: ids}
+	res := Result{ConfPath: filepath.Join(abs, ConfFile), DynsecPath: filepath.Join(abs, AccessDir, DynsecFile), Broker: broker,
+		Identities: ids, Plugin: cfg.PluginPath()}
 	if err := writeFile(res.DynsecPath, dynsec, 0o600); err != nil {
 		return Result{}, err
 	}

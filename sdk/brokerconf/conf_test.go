@@ -80,11 +80,26 @@ func TestRender(t *testing.T) {
 		{InstallDir: "/x", FleetSize: -1},
 		{InstallDir: "/x", DispatchOutage: -time.Hour},
 		{InstallDir: "/x", MaxQueuedBytes: -1},
+		{InstallDir: "/x", DynsecPlugin: "mosquitto_dynamic_security.so"}, // Mosquitto would look in its working directory
 	}
 	for _, c := range bad {
 		if _, err := Render(c); err == nil {
 			t.Errorf("Render(%+v) accepted", c)
 		}
+	}
+}
+
+func TestRenderDynsecPlugin(t *testing.T) {
+	const arm = "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so"
+	out, err := Render(Config{InstallDir: "/x", DynsecPlugin: arm})
+	if err != nil || !strings.Contains(string(out), "\nplugin "+arm+"\n") {
+		t.Errorf("%v\n%s", err, out)
+	}
+	if got := (Config{DynsecPlugin: arm}).PluginPath(); got != arm {
+		t.Errorf("PluginPath() = %q", got)
+	}
+	if got := (Config{}).PluginPath(); !slices.Contains(DynsecPluginPaths, got) {
+		t.Errorf("default PluginPath() = %q, not one of DynsecPluginPaths", got)
 	}
 }
 

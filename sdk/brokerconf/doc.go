@@ -16,6 +16,10 @@
 //	OUT/certs/                           ca.crt, crl.pem, broker.crt, broker.key (0600): copies, never the CA key
 //	OUT/data/                            persistence_location
 //
+// mosquitto.conf loads the plugin from Config.DynsecPlugin (`--dynsec-plugin PATH`), else from the first
+// of DynsecPluginPaths found on the host that runs Write: set it when the broker is another machine (an
+// arm64 broker configured from an amd64 laptop needs /usr/lib/aarch64-linux-gnu/...).
+//
 // Start Mosquitto with `mosquitto -c OUT/mosquitto.conf`. Mosquitto started as root drops to the user
 // "mosquitto" unless Config.User says otherwise: that user must read certs/ and write data/ and access/
 // (`chown -R mosquitto: OUT`).
