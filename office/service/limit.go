@@ -20,7 +20,7 @@ var DefaultTrackingRate = Rate{N: 60, Per: time.Minute}
 
 const (
 	DefaultTrackingBurst   = 30
-	DefaultTrackingClients = 10000 // about 2 MB
+	DefaultTrackingClients = 10000 // 1.7 MB (173 bytes a client)
 )
 
 // Rate is a number of requests per period, written "60/min" (per s, min or h, or a duration: "5/10s").

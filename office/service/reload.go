@@ -113,7 +113,9 @@ type clientCAs struct {
 	conf  *tls.Config
 }
 
-// newClientCAs makes the handshake's configuration for certs from base.
+// newClientCAs makes the handshake's configuration for certs from base. Certificates are asked for, not
+// required: the public pages and token clients need none. One that is given must chain to certs (else the
+// handshake fails); its role and revocation are checked per request (clientAuth).
 func newClientCAs(base *tls.Config, certs []*x509.Certificate) clientCAs {
 	pool := x509.NewCertPool()
 	for _, ca := range certs {

@@ -43,8 +43,8 @@ type Config struct {
 	TLS *tls.Config
 	// TLSCertFile and TLSKeyFile are the HTTPS server's certificate (PEM, the chain after it) and key (PEM,
 	// not readable by group or others): read by New (a missing, mismatched or expired pair fails it) and
-	// again when either file changes (size or modification time, looked at no more than every CertCheck,
-	// at a handshake), so a renewed certificate is served without a restart. A changed pair that does not
+	// again when either file changes (size, modification time or mode, looked at no more than every
+	// CertCheck, at a handshake), so a renewed certificate is served without a restart. A changed pair that does not
 	// load (half written, mismatched, expired) is logged and the one read before served on. They replace
 	// TLS's certificates; TLS zero: TLS 1.2 and later, Go's defaults. Zero: TLS's own certificates.
 	TLSCertFile, TLSKeyFile string
@@ -89,7 +89,7 @@ type Config struct {
 	TrackingRate  Rate
 	TrackingBurst int
 	// TrackingClients bounds the clients the limit remembers (the least recently seen is forgotten first
-	// and comes back with a full bucket). Zero: DefaultTrackingClients (10,000, about 2 MB).
+	// and comes back with a full bucket). Zero: DefaultTrackingClients (10,000: 1.7 MB).
 	TrackingClients int
 	// TrustedProxies are proxies whose X-Forwarded-For is believed: a request from one of them counts
 	// against the nearest address in that header that is not a trusted proxy. Zero: the connection's
