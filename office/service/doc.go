@@ -77,7 +77,8 @@
 // Config.TrackingClients (10,000) clients are remembered, the least recently seen forgotten first.
 // Requests the API would accept (token, cookie, dispatch certificate) and the API are not limited.
 // /metrics: waybill_dispatch_public_limited_total, waybill_dispatch_public_clients and
-// waybill_dispatch_public_clients_evicted_total; the first refusal of a run is logged.
+// waybill_dispatch_public_clients_evicted_total; a client's first refusal is logged, again only once its
+// bucket has refilled.
 //
 // # Retention
 //

@@ -114,7 +114,7 @@ type bucket struct {
 	client  netip.Addr
 	tokens  float64
 	at      time.Time
-	refused bool // the last request was refused (one log line per run of refusals)
+	refused bool // refused since the bucket was last full (one log line until the client calms down)
 }
 
 func newLimiter(r Rate, burst, max int, clock func() time.Time) *limiter {
@@ -123,7 +123,7 @@ func newLimiter(r Rate, burst, max int, clock func() time.Time) *limiter {
 }
 
 // allow takes a token of client's bucket. Without one it returns the wait until there is one, and first
-// is true for the first refusal after an allowed request.
+// is true for the first refusal since the bucket was full.
 func (l *limiter) allow(client netip.Addr) (ok bool, wait time.Duration, first bool) {
 	now := l.clock()
 	l.mu.Lock()
@@ -134,6 +134,9 @@ func (l *limiter) allow(client netip.Addr) (ok bool, wait time.Duration, first b
 		b = el.Value.(*bucket)
 		if d := now.Sub(b.at).Seconds(); d > 0 {
 			b.tokens = min(l.burst, b.tokens+d*l.perSec)
+		}
+		if b.tokens == l.burst {
+			b.refused = false
 		}
 	} else {
 		if len(l.clients) >= l.max {
@@ -148,7 +151,6 @@ func (l *limiter) allow(client netip.Addr) (ok bool, wait time.Duration, first b
 	b.at = now
 	if b.tokens >= 1 {
 		b.tokens--
-		b.refused = false
 		return true, 0, false
 	}
 	l.limited++
@@ -184,9 +186,10 @@ func (c *Config) checkLimit() error {
 	return nil
 }
 
-// remoteClient is whom a request counts against: the connection's address or, when that is a trusted proxy, the
-// nearest address in X-Forwarded-For that is not one (proxies append the address they saw, so whatever a
-// client wrote itself is further left and never believed). IPv6 counts by /64, one subscriber's prefix.
+// remoteClient is whom a request counts against: the connection's address or, when that is a trusted
+// proxy, the nearest address in X-Forwarded-For that is not one (proxies append the address they saw, so
+// whatever a client wrote itself is further left and never believed). IPv6 counts by /64, one
+// subscriber's prefix.
 func (s *Service) remoteClient(r *http.Request) netip.Addr {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {

@@ -27,7 +27,7 @@ func TestParseRate(t *testing.T) {
 }
 
 // The bucket: burst requests at once, then one per 1/rate, the wait until the next token, and the first
-// refusal of a run flagged (for one log line).
+// refusal flagged (for one log line) until the client calms down (its bucket refills).
 func TestLimiterBucket(t *testing.T) {
 	now := time.Date(2026, 3, 2, 8, 0, 0, 0, time.UTC)
 	l := newLimiter(Rate{6, time.Minute}, 3, 10, func() time.Time { return now })
@@ -55,8 +55,18 @@ func TestLimiterBucket(t *testing.T) {
 	if ok, _, _ := l.allow(a); !ok {
 		t.Fatal("after 10 s the token is not there")
 	}
-	if _, limited, _ := l.stats(); limited != 3 {
-		t.Fatalf("limited %d, want 3", limited)
+	if ok, _, first := l.allow(a); ok || first {
+		t.Fatalf("hammering on after a token came back: ok %v first %v, want refused, not flagged again", ok, first)
+	}
+	now = now.Add(30 * time.Second) // full again: a new run
+	for range 3 {
+		l.allow(a)
+	}
+	if ok, _, first := l.allow(a); ok || !first {
+		t.Fatalf("over the burst after calming down: ok %v first %v, want refused and flagged", ok, first)
+	}
+	if _, limited, _ := l.stats(); limited != 5 {
+		t.Fatalf("limited %d, want 5", limited)
 	}
 }
 
