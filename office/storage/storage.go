@@ -46,7 +46,7 @@ type Store interface {
 	Truck(ctx context.Context, name string) (Truck, error)
 
 	// PruneFixes deletes at most limit fixes whose GPS time is before `before`, in one short transaction
-	// (ingest waits for one batch at most), and returns how many it deleted: fewer than limit when the pass
+	// (an embedded commit waits for one batch at most; PostgreSQL locks only the deleted rows), and returns how many it deleted: fewer than limit when the pass
 	// is done (on PostgreSQL, or when the rest is being deleted by another process at that moment). Call
 	// it again until it returns fewer. Safe from several processes at once. Only fixes: events (proofs of
 	// delivery among them), statuses, orders and tracking tokens are never deleted, nor PostgreSQL's last
