@@ -15,4 +15,31 @@
 // Run ends by itself: it drives for Config.Duration, then stops the trucks' GPS and waits (up to
 // Config.Drain) until every truck's store is empty, and returns a Summary. Lost is what a truck stored
 // that dispatch never received and no truck still holds: the promise is that it is zero.
+//
+// # Worker processes
+//
+// A truck holds two open files in its process (its socket and its store file; one behind the drop-link
+// proxy two more), so one process cannot hold a fleet larger than about half its RLIMIT_NOFILE: 10,000
+// trucks do not fit under this machine's 20,000 hard limit, which not even root can raise. Run raises the
+// soft limit to the hard one (Mosquitto and the workers inherit it; Run refuses to start a Mosquitto whose
+// limit is below the fleet plus 1,024) and, with Config.Workers zero, spreads the trucks over as many
+// worker processes as keep each under a third of the limit in trucks (filesPerTruck): every truck in
+// this process up to about 6,500 trucks, two workers for 10,000.
+//
+// A worker is this program started again (os.Executable, Config.WorkerArgs) with WorkerEnv set; it calls
+// RunWorker. It runs every Workers-th truck (its index modulo Workers), each started at its place in the
+// whole fleet's order, with its own stores, client, mutual-TLS connection and drop-link proxy; the
+// certificates are issued once, by the parent, and read from Dir/pki. The parent keeps the broker, the
+// dispatch side and the fault schedule (stall, broker restart) and talks to its workers in JSON lines: a
+// spec and the orders Start, EndDrive and Finish on the worker's stdin; Ready, counts every second (with
+// the commits made since, whose keys dispatch's receipts are matched to for the newest-fix latency),
+// Driven and Final (each truck's connection times, failed attempts and what its store holds, and the
+// worker's peak memory) on its stdout. With one process the same protocol runs over in-memory pipes.
+// Summary.SimRSS is a sum of peaks, the parent's and each worker's.
+//
+// A worker that dies, reports an error or exits badly after reporting ends the run with an error naming
+// it and quoting the end of its stderr (its logs, slog's JSON, are passed on to Config.Logger). The
+// workers run in their own process group, so a terminal's Ctrl-C reaches only the parent, which ends the
+// drive and still collects their counts (within finishGrace); they are killed when Run returns, and by
+// the kernel (Pdeathsig) when the parent dies; they also end when their stdin does.
 package fleetsim

@@ -186,8 +186,11 @@ func (s *sim) run(ctx context.Context, names []string, began time.Time) (Summary
 	var firsts []time.Duration
 	var latest time.Time
 	allBack := true
+	var slow uint64
+	var commitMax time.Duration
 	for _, sh := range s.shares {
 		f := sh.final // set before done was closed
+		slow, commitMax = slow+f.SlowCommits, max(commitMax, time.Duration(f.CommitMax))
 		sum.Connected += sh.connectedAtEnd
 		sum.FixesStored += f.FixesStored
 		sum.EventsConfirmed += f.EventsConfirmed
@@ -209,6 +212,10 @@ func (s *sim) run(ctx context.Context, names []string, began time.Time) (Summary
 				}
 			}
 		}
+	}
+	if slow > 0 {
+		cfg.Logger.Warn("fleetsim: store commits slower than "+slowCommit.String()+": the disk did not keep up",
+			"commits", slow, "slowest", commitMax)
 	}
 	if !restart.IsZero() && allBack {
 		sum.ReconnectAll = latest.Sub(restart).Seconds()

@@ -83,7 +83,7 @@ func (t *simTruck) run(ctx, drive context.Context, wg *sync.WaitGroup) {
 		defer wg.Done()
 		t.watch(ctx)
 	}()
-	t.drive(drive)
+	t.drive(ctx, drive)
 }
 
 func (t *simTruck) watch(ctx context.Context) {
@@ -106,9 +106,10 @@ func (t *simTruck) watch(ctx context.Context) {
 	}
 }
 
-// drive feeds the route's 1 Hz fixes through the reporting filter and commits the reported ones in
-// batches, and a delivered event at each stop with Config.Confirm.
-func (t *simTruck) drive(ctx context.Context) {
+// drive feeds the route's 1 Hz fixes through the reporting filter until drive ends and commits the
+// reported ones in batches, and a delivered event at each stop with Config.Confirm. Commits wait until
+// ctx (the client's life) ends.
+func (t *simTruck) drive(ctx, drive context.Context) {
 	filter := gps.NewFilter(gps.FilterConfig{})
 	var pending []store.Entry
 	var newest, oldest time.Time
@@ -116,9 +117,7 @@ func (t *simTruck) drive(ctx context.Context) {
 		if len(pending) == 0 {
 			return
 		}
-		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, err := t.st.Append(cctx, pending...); err != nil {
+		if err := t.append(ctx, pending...); err != nil {
 			t.p.log.Error("fleetsim: store fixes", "truck", t.name, "err", err)
 		} else {
 			t.p.stored(len(pending), commitKey(t.name, newest))
@@ -131,13 +130,13 @@ func (t *simTruck) drive(ctx context.Context) {
 	atStop, stops := false, 0
 	for {
 		select {
-		case <-ctx.Done():
+		case <-drive.Done():
 			return
 		case now := <-tick.C:
 			s := t.route.At(now.Sub(t.started) + t.offset)
 			if s.Stop && !atStop && t.cfg.Confirm {
 				stops++
-				t.confirm(now, s, stops)
+				t.confirm(ctx, now, s, stops)
 			}
 			atStop = s.Stop
 			if s.Tunnel {
@@ -164,7 +163,7 @@ func (t *simTruck) drive(ctx context.Context) {
 }
 
 // confirm stores a delivered event, as the driver's tap does: at once, in the critical lane.
-func (t *simTruck) confirm(now time.Time, s gpssim.State, n int) {
+func (t *simTruck) confirm(ctx context.Context, now time.Time, s gpssim.State, n int) {
 	f := sdk.Fix{Time: now.UTC().Truncate(time.Millisecond), Lat: s.Pos.Lat, Lon: s.Pos.Lon, Mode: 3}
 	e, err := truck.EncodeEvent(sdk.Event{Kind: sdk.EventDelivered, OrderID: fmt.Sprintf("sim-%s-%d", t.name, n),
 		Revision: 1, Time: now.UTC(), Via: sdk.ViaButton, Fix: &f})
@@ -172,13 +171,20 @@ func (t *simTruck) confirm(now time.Time, s gpssim.State, n int) {
 		t.p.log.Error("fleetsim: encode event", "err", err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := t.st.Append(ctx, e); err != nil {
+	if err := t.append(ctx, e); err != nil {
 		t.p.log.Error("fleetsim: store event", "truck", t.name, "err", err)
 		return
 	}
 	t.p.eventsConfirmed.Add(1)
+}
+
+// append commits entries to the truck's store, waiting as long as the store takes: an Append that gave
+// up waiting may still commit, and dispatch would receive records the counts do not have (lost < 0).
+func (t *simTruck) append(ctx context.Context, entries ...store.Entry) error {
+	t0 := time.Now()
+	_, err := t.st.Append(ctx, entries...)
+	t.p.commitTook(time.Since(t0))
+	return err
 }
 
 // queued is what the truck's store holds.

@@ -71,6 +71,10 @@ type report struct {
 	Err    string      `json:",omitempty"`
 	Trucks []truckStat `json:",omitempty"`
 	RSS    uint64      `json:",omitempty"` // the worker process's peak resident memory
+	// SlowCommits counts the trucks' store commits that took longer than slowCommit; CommitMax is the
+	// longest, in ns.
+	SlowCommits uint64 `json:",omitempty"`
+	CommitMax   int64  `json:",omitempty"`
 
 	Started, Connected           int
 	FixesStored, EventsConfirmed uint64
@@ -236,6 +240,7 @@ func work(ctx context.Context, in io.ReadCloser, out io.Writer, log *slog.Logger
 	return rep.send(func() report {
 		r := p.counts()
 		r.Final, r.Trucks = true, p.final()
+		r.SlowCommits, r.CommitMax = p.slowCommits.Load(), p.commitMax.Load()
 		if ownProcess {
 			r.RSS, _ = procStatus(0, "VmHWM")
 		}
@@ -269,6 +274,8 @@ type part struct {
 	proxy    *faultproxy.Proxy
 
 	fixesStored, eventsConfirmed atomic.Uint64
+	slowCommits                  atomic.Uint64
+	commitMax                    atomic.Int64 // ns
 	cmu                          sync.Mutex
 	commits                      []commit // not yet reported
 }
@@ -287,6 +294,22 @@ func (p *part) stored(n int, key string) {
 	p.cmu.Lock()
 	p.commits = append(p.commits, commit{key, time.Now().UnixNano()})
 	p.cmu.Unlock()
+}
+
+// slowCommit is a store commit worth a warning: the machine's disk is not keeping up.
+const slowCommit = 30 * time.Second
+
+// commitTook notes how long a truck's store commit took.
+func (p *part) commitTook(d time.Duration) {
+	if d > slowCommit {
+		p.slowCommits.Add(1)
+	}
+	for {
+		m := p.commitMax.Load()
+		if int64(d) <= m || p.commitMax.CompareAndSwap(m, int64(d)) {
+			return
+		}
+	}
 }
 
 // start switches the part's trucks on from the fleet's start at Config.StartRate, each at its place in
