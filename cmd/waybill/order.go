@@ -211,6 +211,7 @@ func onlineGrace(d time.Duration) time.Duration {
 // (the certificate's name) and take turns through the sender lock, so whichever runs next gets what the
 // broker queued meanwhile. Both commit everything to the archive (rec) before acknowledging it, and
 // receipt it to the trucks; both subscribe to the same topics, so the session's subscriptions stay the same.
+// Without rec (watch --passive) it records and receipts nothing, and its session ends with the connection.
 func (d *dispatchFlags) client(id *identity, ob *dispatch.Outbox, rec dispatch.Record, log *slog.Logger, share string,
 	handle func(context.Context, dispatch.Update) error) (*dispatch.Client, error) {
 	if err := d.checkBroker(); err != nil {
@@ -232,12 +233,17 @@ func (d *dispatchFlags) client(id *identity, ob *dispatch.Outbox, rec dispatch.R
 			_ = v.AddCertificate(c) // broker and expired certificates cannot sign messages
 		}
 	}
+	tc := transport.Config{
+		Brokers: brokerURLs(d.broker), AllowPlaintext: d.allowPlaintext, CertFile: id.certFile, KeyFile: id.keyFile, CAFile: id.caFile,
+		CRLFile: id.crlFile, BackoffMin: 500 * time.Millisecond, BackoffMax: 30 * time.Second, Logger: log,
+	}
+	if rec == nil {
+		// A passive view (watch --passive): nothing it misses is anyone's loss, so the broker keeps nothing for it.
+		tc.SessionExpiry, tc.CleanStart = -1, true
+	}
 	return dispatch.New(dispatch.Config{
-		Transport: transport.Config{
-			Brokers: brokerURLs(d.broker), AllowPlaintext: d.allowPlaintext, CertFile: id.certFile, KeyFile: id.keyFile, CAFile: id.caFile,
-			CRLFile: id.crlFile, BackoffMin: 500 * time.Millisecond, BackoffMax: 30 * time.Second, Logger: log,
-		},
-		Topics: id.topics, ShareGroup: share, Verifier: v, Outbox: ob, Record: rec, Handle: handle, Logger: log,
+		Transport: tc,
+		Topics:    id.topics, ShareGroup: share, Verifier: v, Outbox: ob, Record: rec, Handle: handle, Logger: log,
 	})
 }
 

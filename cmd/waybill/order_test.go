@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -317,6 +319,77 @@ func TestWatchKeepsSession(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("archive holds %+v, want 3 fixes and 1 event; watch printed:\n%s", c, out)
+		}
+	}
+}
+
+// TestWatchPassive: beside a recording process, a passive watch shows the fleet but stores, receipts and
+// re-sends nothing: the truck's records wait for the office's receipt, not the viewer's, and no archive
+// or outbox appears in its --data. It refuses to join a share group (it would take messages away from
+// the processes that record them).
+func TestWatchPassive(t *testing.T) {
+	b := sdktest.StartMosquitto(t, sdktest.Options{Dispatch: []string{"office", "viewer"}})
+	b.Truck("truck-1")
+	data := filepath.Join(t.TempDir(), "viewer")
+	viewer := b.ClientFiles("viewer")
+	common := []string{"watch", "--json", "--passive", "--data", data, "--cert", viewer.CertFile, "--key", viewer.KeyFile,
+		"--ca", b.PKI.CAPath(), "--broker", "mqtts://" + b.Addr}
+	if code, _, errOut := runCmd(t, append(common, "--share", "dispatch-0123456789abcdef01234567")...); code != 2 ||
+		!strings.Contains(errOut, "--passive with --share") {
+		t.Errorf("--passive --share: exit %d: %s", code, errOut)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	wout, werr := &sdktest.SyncBuffer{}, &sdktest.SyncBuffer{}
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, streams{strings.NewReader(""), wout, werr}, common) }()
+	sdktest.WaitFor(t, 30*time.Second, "the passive watch connected", func() bool {
+		return strings.Contains(wout.String(), `"connected":true`)
+	})
+
+	// The truck: its own connection, subscribed to its receipts.
+	cl := b.ClientFiles("truck-1")
+	var topics sdk.Topics
+	rtopic, _ := topics.Receipts("truck-1")
+	var receipts atomic.Int32
+	conn, err := transport.New(transport.Config{Brokers: []string{"mqtts://" + b.Addr}, ClientID: cl.Name,
+		CertFile: cl.CertFile, KeyFile: cl.KeyFile, CAFile: cl.CAFile, Subscriptions: []transport.Subscription{{Topic: rtopic, QoS: 1}},
+		OnPublish: func(context.Context, transport.Message) error { receipts.Add(1); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tctx, tcancel := context.WithCancel(context.Background())
+	tdone := make(chan struct{})
+	go func() { defer close(tdone); _ = conn.Run(tctx) }()
+	defer func() { tcancel(); <-tdone }()
+	if err := conn.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p, err := cl.Signer(t).SignEvent(&sdk.Event{Kind: sdk.EventDelivered, Epoch: sdk.Epoch{7}, RecordSeq: 1, Time: time.Now(),
+		OrderID: "o-1", Revision: 1, Via: sdk.ViaButton})
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, _ := topics.Events("truck-1")
+	if err := conn.Publish(ctx, topic, p, transport.PublishOptions{QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	sdktest.WaitFor(t, 30*time.Second, "the event shown", func() bool { return strings.Contains(wout.String(), `"type":"event"`) })
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("watch exit %d: %s", code, werr.String())
+	}
+	// A recording watch sends what it gathered as it stops; it would reach the truck by now.
+	time.Sleep(2 * time.Second)
+	if n := receipts.Load(); n != 0 {
+		t.Errorf("the truck got %d receipts from a passive watch", n)
+	}
+	if !strings.Contains(werr.String(), "nothing stored or receipted (passive)") {
+		t.Errorf("summary: %s", werr.String())
+	}
+	for _, f := range []string{archiveFile, outboxFile, senderLock} {
+		if _, err := os.Stat(filepath.Join(data, f)); err == nil {
+			t.Errorf("a passive watch made %s", f)
 		}
 	}
 }

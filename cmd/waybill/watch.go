@@ -23,10 +23,12 @@ func runWatch(ctx context.Context, s streams, args []string) error {
 	asJSON := fs.Bool("json", false, "one JSON object per line instead of readable lines")
 	allStatus := fs.Bool("all-status", false, "print every status message, not only those where something an operator cares about changed")
 	lockWait := fs.Duration("lock-wait", 15*time.Second, "how long to wait for another process sending for --data (an order command holds it for its --wait) before giving up")
-	share := fs.String("share", "", "shared subscription group: processes with the same group split telemetry and events; "+
-		"Mosquitto lets anyone who can name a group join it: use an unguessable name, e.g. dispatch-$(openssl rand -hex 12)")
+	share := fs.String("share", "", "shared subscription group: processes with the same group split telemetry and events "+
+		"(only dispatch identities may join one at a broker configured by waybill broker config)")
+	passive := fs.Bool("passive", false, "only look: no archive, no receipts, no order re-sending, no sender lock, and a session "+
+		"that ends with the connection; for a view beside the office or another recording watch, under an identity of its own")
 	fs.Usage = func() {
-		fmt.Fprintln(s.err, "Usage: waybill watch [--data DIR] [--json] [--all-status] [--share GROUP] --pki DIR|--cert/--key/--ca --broker URL")
+		fmt.Fprintln(s.err, "Usage: waybill watch [--data DIR] [--json] [--all-status] [--share GROUP | --passive] --pki DIR|--cert/--key/--ca --broker URL")
 		fmt.Fprintln(s.err)
 		fmt.Fprintln(s.err, "Live, verified view of the fleet: one line per fix and delivery event, a truck's status when")
 		fmt.Fprintln(s.err, "something changed (online/offline, store epoch or origin, queue depth crossing 100/1,000/10,000,")
@@ -41,8 +43,10 @@ func runWatch(ctx context.Context, s streams, args []string) error {
 		fmt.Fprintln(s.err, "One process sends for a data directory: a second watch on the same --data waits --lock-wait for")
 		fmt.Fprintln(s.err, "the lock (DATA/sender.lock), then says which process holds it.")
 		fmt.Fprintln(s.err)
-		fmt.Fprintln(s.err, "A passive view that must not receipt (trucks would delete what the office has not stored) needs")
-		fmt.Fprintln(s.err, "an identity of its own: with this one it would take over the office's session.")
+		fmt.Fprintln(s.err, "A recording watch receipts what it stores, and trucks delete what is receipted: beside the office")
+		fmt.Fprintln(s.err, "(or another watch with its own --data), use --passive, so that only one record of the fleet")
+		fmt.Fprintln(s.err, "receipts, and an identity of its own (--cert/--key: with the office's it would take over its")
+		fmt.Fprintln(s.err, "session). A passive watch sees only what arrives while it runs.")
 		fmt.Fprintln(s.err)
 		fs.PrintDefaults()
 	}
@@ -55,6 +59,13 @@ func runWatch(ctx context.Context, s streams, args []string) error {
 	// Everything the command line says is checked before waiting for anything.
 	if err := d.checkBroker(); err != nil {
 		return err
+	}
+	if *passive {
+		if *share != "" {
+			return usageError{"--passive with --share: a passive view in a share group would take its share of the " +
+				"fleet's messages away from the processes that record them; a passive watch sees everything without one"}
+		}
+		return watchPassive(ctx, s, &d, &printer{w: s.out, json: *asJSON, all: *allStatus})
 	}
 	id, log, ob, err := d.open(s.err)
 	if err != nil {
@@ -82,9 +93,19 @@ func runWatch(ctx context.Context, s streams, args []string) error {
 	p.line(fmt.Sprintf("watching as %s on %s; %d order(s) waiting for confirmation in %s; archive %s", id.name, d.broker,
 		pending, d.data, a.Path()), map[string]any{"type": "start", "identity": id.name, "broker": d.broker,
 		"pending_orders": pending, "archive": a.Path()})
-	wg := sync.WaitGroup{}
+	err = runShowingLink(ctx, c, p)
+	st := c.Consumer().Stats()
+	fmt.Fprintf(s.err, "waybill watch: %d fixes (%d duplicates dropped), %d events (%d duplicates), %d statuses, %d refused, "+
+		"%d receipts sent\n", st.Fixes, st.DuplicateFixes, st.Events, st.DuplicateEvents, st.Statuses, sum(st.Rejected),
+		c.ReceiptsSent())
+	return err
+}
+
+// runShowingLink runs c until ctx ends, printing the link's changes for people.
+func runShowingLink(ctx context.Context, c *dispatch.Client, p *printer) error {
+	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { // link states, for people
+	go func() {
 		defer wg.Done()
 		for {
 			select {
@@ -102,12 +123,29 @@ func runWatch(ctx context.Context, s streams, args []string) error {
 			}
 		}
 	}()
-	err = c.Run(ctx)
+	err := c.Run(ctx)
 	wg.Wait()
+	return err
+}
+
+// watchPassive shows the fleet without recording anything: no Record (so no receipts and no dispatch status),
+// no outbox, and a session that ends with the connection, so the broker queues nothing for it while it is away.
+func watchPassive(ctx context.Context, s streams, d *dispatchFlags, p *printer) error {
+	id, err := d.identity()
+	if err != nil {
+		return err
+	}
+	c, err := d.client(id, nil, nil, d.logger(s.err), "", p.update)
+	if err != nil {
+		return err
+	}
+	p.line(fmt.Sprintf("watching passively as %s on %s: nothing is stored or receipted", id.name, d.broker),
+		map[string]any{"type": "start", "identity": id.name, "broker": d.broker, "passive": true})
+	err = runShowingLink(ctx, c, p)
 	st := c.Consumer().Stats()
 	fmt.Fprintf(s.err, "waybill watch: %d fixes (%d duplicates dropped), %d events (%d duplicates), %d statuses, %d refused, "+
-		"%d receipts sent\n", st.Fixes, st.DuplicateFixes, st.Events, st.DuplicateEvents, st.Statuses, sum(st.Rejected),
-		c.ReceiptsSent())
+		"nothing stored or receipted (passive)\n", st.Fixes, st.DuplicateFixes, st.Events, st.DuplicateEvents, st.Statuses,
+		sum(st.Rejected))
 	return err
 }
 
