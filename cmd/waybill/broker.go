@@ -18,8 +18,9 @@ import (
 const brokerUsage = `Usage: waybill broker COMMAND [flags]
 
   config --out DIR      write mosquitto.conf, the access rules and the broker's certificates from the PKI
-  sync --broker URL     tell a running Mosquitto every identity of the PKI (new ones may connect,
-                        revoked ones are removed and their sessions closed) and publish the CRL
+  sync --broker URL     tell each running Mosquitto (URL,URL... for failover brokers) every identity of
+                        the PKI (new ones may connect, revoked ones are removed and their sessions
+                        closed) and publish the CRL
   run                   run the development broker (same mutual TLS and rules as the Mosquitto config)
 
 Each takes --dir DIR (the PKI; default $WAYBILL_PKI, else ./pki).
@@ -162,8 +163,8 @@ func brokerRun(ctx context.Context, s streams, args []string) error {
 }
 
 func brokerSync(ctx context.Context, s streams, args []string) error {
-	const usage = "Usage: waybill broker sync [--dir PKI] --broker URL [--prefix P]\n\n" +
-		"Tells the running Mosquitto, through its dynamic security plugin, every truck and dispatch identity\n" +
+	const usage = "Usage: waybill broker sync [--dir PKI] --broker URL[,URL...] [--prefix P]\n\n" +
+		"Tells each running Mosquitto, through its dynamic security plugin, every truck and dispatch identity\n" +
 		"with a valid certificate in the PKI: new ones may connect, revoked or unknown ones are removed (their\n" +
 		"sessions close). Publishes the CRL to the fleet, retained. Connects as the broker administrator with a\n" +
 		"certificate minted for the session from the CA key.\n\n"

@@ -24,9 +24,9 @@ const pkiUsage = `Usage: waybill pki COMMAND [flags] [NAME]
   list                  list issued certificates and the CRL's freshness
 
 Every command takes --dir DIR (default $WAYBILL_PKI, else ./pki). issue, revoke and crl take
---broker URL (default $WAYBILL_BROKER) and tell the running broker at once: a new identity may
-connect, a revoked one's session ends, the new CRL goes to the fleet. Without a broker, run
-"waybill broker sync --broker URL" later.
+--broker URL[,URL...] (default $WAYBILL_BROKER) and tell each running broker at once: a new identity
+may connect, a revoked one's session ends, the new CRL goes to the fleet. Without a broker, run
+"waybill broker sync --broker URL" later. Writers take turns through DIR/index.lock.
 `
 
 // pkiDirDefault is --dir's default: $WAYBILL_PKI, else ./pki.
@@ -236,13 +236,14 @@ func pkiRevoke(ctx context.Context, s streams, args []string) error {
 		fmt.Fprintf(s.out, "revoked %s %s (serial %s)\n", e.Role, e.Name, e.Serial)
 	}
 	fmt.Fprintf(s.out, "wrote %s\n", p.CRLPath())
+	var told error
 	if *broker == "" {
 		fmt.Fprintf(s.out, "%s's open session goes on until the broker is told: waybill broker sync --broker mqtts://HOST:PORT\n", pos[0])
 	} else if err := tellBroker(ctx, s, p, *broker, *prefix, true); err != nil {
-		return notTold("revoked "+pos[0], err)
+		told = notTold("revoked "+pos[0], err)
 	}
 	fmt.Fprintln(s.out, "then run `waybill broker config` again and send Mosquitto SIGHUP: its TLS listener refuses the certificate too")
-	return nil
+	return told
 }
 
 func pkiCRL(ctx context.Context, s streams, args []string) error {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -77,5 +78,82 @@ func TestTellBroker(t *testing.T) {
 	code, _, errOut = runCmd(t, "pki", "revoke", "--dir", dir, "--broker", "mqtts://127.0.0.1:1", "test-broker")
 	if code == 0 || !strings.Contains(errOut, "the broker was not told") || !strings.Contains(errOut, "waybill broker sync") {
 		t.Errorf("unreachable broker: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestTellEveryBroker: trucks fail over between brokers (broker.urls) and Mosquitto does not cluster, so
+// `--broker A,B` tells both: the identity may connect on each, and a revocation ends the truck's session on
+// each. A dead third broker is reported on its own line and makes the command fail, after the others were
+// told.
+func TestTellEveryBroker(t *testing.T) {
+	a := sdktest.StartMosquitto(t, sdktest.Options{})
+	b := sdktest.StartMosquitto(t, sdktest.Options{PKI: a.PKI})
+	dir := a.PKI.Dir()
+	urlA, urlB, dead := "mqtts://"+a.Addr, "mqtts://"+b.Addr, "mqtts://127.0.0.1:1"
+
+	code, stdout, errOut := runCmd(t, "pki", "issue", "--dir", dir, "--role", "truck", "--broker", urlA+", "+urlB, "truck-9")
+	if code != 0 {
+		t.Fatalf("issue --broker A,B: exit %d\n%s%s", code, stdout, errOut)
+	}
+	for _, u := range []string{urlA, urlB} {
+		if n := strings.Count(stdout, "broker "+u+": "); n != 1 || !strings.Contains(stdout, "broker "+u+": told: truck-9 may connect now") {
+			t.Errorf("issue: want one line saying %s lets truck-9 in, got %d:\n%s", u, n, stdout)
+		}
+	}
+
+	// truck-9 connected to both brokers, as two units of a failover pair would be.
+	type sub struct {
+		out    bytes.Buffer
+		exited chan struct{} // closed when it exits
+	}
+	var subs []*sub
+	for _, br := range []*sdktest.Broker{a, b} {
+		cmd := exec.Command(sdktest.ClientTool(t, "mosquitto_sub"), append(br.MosquittoArgs(br.ClientFiles("truck-9")),
+			"-d", "-t", "fleet/trucks/truck-9/orders/#")...)
+		s := &sub{exited: make(chan struct{})}
+		cmd.Stdout, cmd.Stderr = &s.out, &s.out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { cmd.Wait(); close(s.exited) }()
+		t.Cleanup(func() {
+			cmd.Process.Kill()
+			<-s.exited
+		})
+		subs = append(subs, s)
+		sdktest.WaitFor(t, 5*time.Second, "mosquitto_sub connected to "+br.Addr, func() bool {
+			return strings.Contains(br.Logs(), "u'truck-9'")
+		})
+	}
+	time.Sleep(200 * time.Millisecond) // its SUBSCRIBE follows the CONNACK
+
+	code, stdout, errOut = runCmd(t, "pki", "revoke", "--dir", dir, "--broker", urlA+","+dead+","+urlB, "truck-9")
+	if code == 0 {
+		t.Errorf("revoke with a dead broker succeeded:\n%s", stdout)
+	}
+	for _, u := range []string{urlA, urlB} {
+		if n := strings.Count(stdout, "broker "+u+": "); n != 1 || !regexp.MustCompile(`broker `+regexp.QuoteMeta(u)+
+			`: told: published CRL #\d+ \(1 revoked\)[^\n]*; removed truck-9`).MatchString(stdout) {
+			t.Errorf("revoke: want one line saying %s published the CRL and removed truck-9, got %d:\n%s", u, n, stdout)
+		}
+	}
+	if !strings.Contains(stdout, "broker "+dead+": not told: ") || !strings.Contains(errOut, "1 of 3 brokers was not told") ||
+		!strings.Contains(errOut, "waybill broker sync --broker "+dead+"`") {
+		t.Errorf("the dead broker is not reported:\nstdout: %s\nstderr: %s", stdout, errOut)
+	}
+	for i, s := range subs {
+		select {
+		case <-s.exited:
+			if !strings.Contains(s.out.String(), "DISCONNECT (152)") {
+				t.Errorf("broker %d: want DISCONNECT 152 (administrative action):\n%s", i, s.out.String())
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("broker %d: the revoked truck's session is still open", i)
+		}
+	}
+
+	code, stdout, _ = runCmd(t, "broker", "sync", "--dir", dir, "--broker", urlB+","+urlA)
+	if code != 0 || strings.Count(stdout, "already knows every identity") != 2 {
+		t.Errorf("broker sync A,B: exit %d\n%s", code, stdout)
 	}
 }
