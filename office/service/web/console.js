@@ -238,13 +238,22 @@ async function submitOrder(e) {
 }
 
 let current = null; // the order on the order page
+let opening = 0;     // the latest openOrder: an older answer arriving late is dropped
 
 async function openOrder(truck, id) {
-  current = null;
-  $('#od-cancel-form').hidden = true;
+  // Another order: nothing of the last one stays. The same one (a live update): it stays, with an open
+  // cancel form, until the new answer is in, so a click meanwhile acts on it.
+  if (!current || current.order.truck !== truck || current.order.id !== id) {
+    current = null;
+    $('#od-cancel-form').hidden = true;
+  }
+  const mine = ++opening;
+  let v;
   try {
-    current = await api('GET', '/api/orders/' + encodeURIComponent(truck) + '/' + encodeURIComponent(id));
+    v = await api('GET', '/api/orders/' + encodeURIComponent(truck) + '/' + encodeURIComponent(id));
   } catch (e) { flash(e.message, true); return; }
+  if (mine !== opening) return;
+  current = v;
   renderOrderPage(current);
 }
 
@@ -280,6 +289,7 @@ function renderOrderPage(v) {
 
 async function cancelCurrent(e) {
   e.preventDefault();
+  if (!current) return; // still loading
   const o = current.order;
   const reason = e.target.elements.reason.value;
   try {
@@ -456,7 +466,7 @@ document.addEventListener('DOMContentLoaded', () => {
   $('#order-form-close').addEventListener('click', () => { $('#order-form').hidden = true; });
   $('#order-form').addEventListener('submit', submitOrder);
   $('#show-closed').addEventListener('change', renderSoon);
-  $('#od-revise').addEventListener('click', () => openOrderForm(current));
+  $('#od-revise').addEventListener('click', () => { if (current) openOrderForm(current); });
   $('#od-cancel').addEventListener('click', () => { $('#od-cancel-form').hidden = false; });
   $('#od-cancel-back').addEventListener('click', () => { $('#od-cancel-form').hidden = true; });
   $('#od-cancel-form').addEventListener('submit', cancelCurrent);
