@@ -48,11 +48,13 @@ func runBroker(ctx context.Context, s streams, args []string) error {
 
 func brokerConfig(s streams, args []string) error {
 	const usage = "Usage: waybill broker config [--dir PKI] --out DIR [--port N] [flags]\n\n" +
-		"Writes DIR/mosquitto.conf, DIR/certs/ (CA, CRL, broker certificate and key) and DIR/data/ with\n" +
-		"dynamic-security.json: every truck and dispatch identity and its rights. Start Mosquitto with:\n" +
-		"mosquitto -c DIR/mosquitto.conf. While it runs, `waybill pki issue|revoke --broker URL` (or\n" +
-		"`waybill broker sync`) tell it about new and revoked identities; run this again and send SIGHUP\n" +
-		"after a revoke or `pki crl`, so its copy of the CRL is current.\n\n"
+		"Writes DIR/mosquitto.conf, DIR/certs/ (CA, CRL, broker certificate and key), DIR/access/\n" +
+		"dynamic-security.json (every truck and dispatch identity and its rights), DIR/data/ and DIR/systemd/.\n" +
+		"Start Mosquitto with: chown -R mosquitto: DIR && mosquitto -c DIR/mosquitto.conf. While it runs,\n" +
+		"`waybill pki issue|revoke --broker URL` (or `waybill broker sync`) tell it about new and revoked\n" +
+		"identities; after a revoke or `pki crl`, run this again and send SIGHUP, so its copy of the CRL is\n" +
+		"current. Run again, it keeps the owner, group and mode of every file it replaces (a new one gets its\n" +
+		"directory's), and leaves an existing dynamic-security.json to Mosquitto, which keeps it itself.\n\n"
 	fs := pkiFlagSet("config")
 	dir := fs.String("dir", pkiDirDefault(), "PKI directory")
 	out := fs.String("out", "", "output directory (required)")
@@ -68,6 +70,8 @@ func brokerConfig(s streams, args []string) error {
 	fleet := fs.Int("fleet-size", brokerconf.DefaultFleetSize, "trucks in the fleet: sizes max_queued_messages")
 	outage := fs.Duration("dispatch-outage", brokerconf.DefaultDispatchOutage,
 		"how long dispatch may be away without the broker dropping what trucks send: sizes max_queued_messages")
+	reset := fs.Bool("reset-access", false, "replace an existing access/dynamic-security.json with the PKI's identities (stop Mosquitto\n"+
+		"first: it reads the file only at start and writes its own state over it after every change)")
 	queued := fs.Int("max-queued", 0, "max_queued_messages per client (default: fleet size x 130 messages an hour x dispatch outage,\n"+
 		"between 10000 and 1000000; see the comments in mosquitto.conf)")
 	pos, err := parseSubcommandFlags(s, fs, usage, args)
@@ -88,7 +92,7 @@ func brokerConfig(s streams, args []string) error {
 	res, err := brokerconf.Write(p, *out, brokerconf.Config{
 		Port: *port, Bind: *bind, ACL: brokerconf.ACL{Prefix: *prefix}, BrokerName: *name,
 		InstallDir: *install, User: *user, MaxInflight: *inflight, MaxQueued: *queued,
-		FleetSize: *fleet, DispatchOutage: *outage, DynsecPlugin: *plugin,
+		FleetSize: *fleet, DispatchOutage: *outage, DynsecPlugin: *plugin, ResetAccess: *reset,
 	})
 	if err != nil {
 		return err
@@ -97,8 +101,16 @@ func brokerConfig(s streams, args []string) error {
 	for _, id := range res.Identities {
 		roles[id.Role]++
 	}
-	fmt.Fprintf(s.out, "wrote %s and %s (broker certificate %s; %d trucks, %d dispatch identities and the administrator may connect)\n",
-		res.ConfPath, res.DynsecPath, res.Broker, roles[pki.RoleTruck], roles[pki.RoleDispatch])
+	if res.DynsecKept {
+		fmt.Fprintf(s.out, "wrote %s, %s and %s (broker certificate %s)\n", res.ConfPath,
+			filepath.Join(filepath.Dir(res.ConfPath), brokerconf.CertsDir)+"/", res.DropInPath, res.Broker)
+		fmt.Fprintf(s.out, "kept %s: Mosquitto's own, with what `pki issue|revoke --broker` told it; `waybill broker sync "+
+			"--broker URL` tells it the PKI's %d trucks and %d dispatch identities (--reset-access rewrites it, Mosquitto stopped)\n",
+			res.DynsecPath, roles[pki.RoleTruck], roles[pki.RoleDispatch])
+	} else {
+		fmt.Fprintf(s.out, "wrote %s and %s (broker certificate %s; %d trucks, %d dispatch identities and the administrator may connect)\n",
+			res.ConfPath, res.DynsecPath, res.Broker, roles[pki.RoleTruck], roles[pki.RoleDispatch])
+	}
 	switch _, err := os.Stat(res.Plugin); {
 	case *plugin != "":
 		fmt.Fprintf(s.out, "plugin %s (--dynsec-plugin)\n", res.Plugin)
@@ -107,11 +119,22 @@ func brokerConfig(s streams, args []string) error {
 	default:
 		fmt.Fprintf(s.out, "plugin %s: not found on this host (Debian's amd64 path); give --dynsec-plugin PATH, its path on the broker host\n", res.Plugin)
 	}
-	owner := ""
-	if *user == "" {
-		owner = fmt.Sprintf("chown -R mosquitto: %s && ", filepath.Dir(res.ConfPath))
+	chown := ""
+	if res.Chown != "" {
+		chown = res.Chown + " && " // Mosquitto's user must read certs/ and write access/ and data/
 	}
-	fmt.Fprintf(s.out, "start: %smosquitto -c %s   (after `pki crl` or a revoke, run this again and: kill -HUP $(pidof mosquitto))\n", owner, res.ConfPath)
+	conf := res.ConfPath
+	if *install != "" {
+		conf = filepath.Join(*install, brokerconf.ConfFile)
+	}
+	if res.Replaced && res.DynsecKept {
+		// A running Mosquitto re-reads its certificates and the CRL on SIGHUP; the access file is its own.
+		fmt.Fprintf(s.out, "reload: %skill -HUP $(pidof mosquitto)   (if it is stopped: %smosquitto -c %s)\n", chown, chown, conf)
+	} else {
+		// The plugin reads the access file only at start.
+		fmt.Fprintf(s.out, "start: %smosquitto -c %s   (a running one must be restarted; after `pki crl` or a revoke, run this "+
+			"again: it keeps every file's owner and mode)\n", chown, conf)
+	}
 	return nil
 }
 

@@ -162,3 +162,31 @@ func TestBrokerConfigDynsecPlugin(t *testing.T) {
 		t.Errorf("help: %d %s", code, stdout)
 	}
 }
+
+// TestBrokerConfigAgain: run again, broker config leaves the access file to Mosquitto and says to reload;
+// --reset-access rewrites it from the PKI and says to start (the plugin reads it only at start).
+func TestBrokerConfigAgain(t *testing.T) {
+	dir := newCmdPKI(t)
+	out := filepath.Join(t.TempDir(), "broker")
+	access := filepath.Join(out, "access", "dynamic-security.json")
+	if code, stdout, errOut := runCmd(t, "broker", "config", "--dir", dir, "--out", out); code != 0 || !strings.Contains(stdout, "\nstart: ") {
+		t.Fatalf("exit %d: %s%s", code, stdout, errOut)
+	}
+	if code, _, errOut := runCmd(t, "pki", "revoke", "--dir", dir, "truck-1"); code != 0 {
+		t.Fatal(errOut)
+	}
+	code, stdout, errOut := runCmd(t, "broker", "config", "--dir", dir, "--out", out)
+	if code != 0 || !strings.Contains(stdout, "kept "+access) || !regexp.MustCompile(`\nreload: .*kill -HUP`).MatchString(stdout) {
+		t.Fatalf("again: exit %d: %s%s", code, stdout, errOut)
+	}
+	if b, _ := os.ReadFile(access); !strings.Contains(string(b), "truck-1") {
+		t.Errorf("the kept file changed:\n%s", b)
+	}
+	code, stdout, errOut = runCmd(t, "broker", "config", "--dir", dir, "--out", out, "--reset-access")
+	if code != 0 || !strings.Contains(stdout, "wrote ") || !strings.Contains(stdout, "\nstart: ") {
+		t.Fatalf("--reset-access: exit %d: %s%s", code, stdout, errOut)
+	}
+	if b, _ := os.ReadFile(access); strings.Contains(string(b), "truck-1") {
+		t.Errorf("--reset-access kept the revoked truck:\n%s", b)
+	}
+}

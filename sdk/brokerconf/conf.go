@@ -108,8 +108,12 @@ type Config struct {
 	// arm64 package has it in /usr/lib/aarch64-linux-gnu/.
 	DynsecPlugin string
 	// User is the account Mosquitto runs as after start as root; "" leaves Mosquitto's default
-	// ("mosquitto"), which must be able to read certs/ and write data/.
+	// (DefaultUser, "mosquitto"), which must be able to read certs/ and write data/ and access/.
 	User string
+	// ResetAccess makes Write replace an existing access/dynamic-security.json with the PKI's identities
+	// (`--reset-access`); Write otherwise leaves it to Mosquitto (see Write). Stop Mosquitto first: it
+	// reads the file only at start and writes its own state over it after every change.
+	ResetAccess bool
 	// MaxConnections caps the listener's connections; zero means ConnectionLimit(FleetSize). The file
 	// limit in the systemd drop-in (FileLimit) is sized above it.
 	MaxConnections int
@@ -339,7 +343,14 @@ type Result struct {
 	DropInPath string         // OUT/systemd/mosquitto.service.d/waybill.conf: LimitNOFILE for the unit
 	Plugin     string         // the dynamic security plugin mosquitto.conf loads (Config.PluginPath)
 	Broker     string         // the broker certificate's name
-	Identities []pki.Identity // the clients the broker knows: trucks, dispatch, the administrator
+	Identities []pki.Identity // the clients the PKI lets in: trucks, dispatch, the administrator
+	// Replaced: OUT held a mosquitto.conf already, so a Mosquitto may be running from it (reload it).
+	Replaced bool
+	// DynsecKept: DynsecPath existed and was left as it is (Write's doc says why).
+	DynsecKept bool
+	// Chown is the `chown -R USER: DIR` to run before Mosquitto starts or reloads, or "" when it would
+	// change nothing: Mosquitto stays root, or everything in OUT is its user's already.
+	Chown string
 }
 
 // Write renders the configuration and ACL from p into outDir, and copies there what the broker needs
@@ -347,6 +358,19 @@ type Result struct {
 // (0600). data/ is created for persistence, access/ for the dynamic security file (Dynsec) listing every
 // truck and dispatch identity with a valid certificate, and the administrator. A broker that loses its
 // persistence keeps its identities.
+//
+// Write is run again into the directory a Mosquitto runs from (after a revoke or `pki crl`, for the CRL
+// copy). Every file it replaces keeps the owner, group and mode of the one before, and a new file or
+// directory gets the owner and group of its directory: after `chown -R mosquitto: OUT` once, a root
+// `waybill broker config` leaves everything Mosquitto's.
+//
+// An existing access/dynamic-security.json is left alone unless cfg.ResetAccess: at run time it is
+// Mosquitto's. The plugin reads it only at start and writes its memory over it after every change, so it
+// holds what `pki issue|revoke --broker` and `broker sync` told the broker, and what an operator changed
+// with mosquitto_ctrl (a client disabled at once while its revocation waits). A rendering of the PKI
+// written under a running broker is either overwritten at its next change or, at its next start, undoes
+// what it was told meanwhile (an identity issued between the render and the rename drops out). The PKI
+// reaches a broker through `waybill broker sync`, which goes through Mosquitto and says what it changed.
 func Write(p *pki.PKI, outDir string, cfg Config) (Result, error) {
 	abs, err := filepath.Abs(outDir)
 	if err != nil {
@@ -374,12 +398,23 @@ func Write(p *pki.PKI, outDir string, cfg Config) (Result, error) {
 	if err := pki.CheckCRLFile(p.CRLPath(), time.Now(), time.Nanosecond); err != nil {
 		return Result{}, fmt.Errorf("brokerconf: refusing to install a stale CRL (run `waybill pki crl`): %w", err)
 	}
+	res := Result{ConfPath: filepath.Join(abs, ConfFile), DynsecPath: filepath.Join(abs, AccessDir, DynsecFile),
+		DropInPath: filepath.Join(abs, SystemdDir, DropInFile), Broker: broker, Identities: ids, Plugin: cfg.PluginPath()}
+	if _, err := os.Stat(res.ConfPath); err == nil {
+		res.Replaced = true
+	}
+	if _, err := os.Stat(res.DynsecPath); err == nil && !cfg.ResetAccess {
+		res.DynsecKept = true
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil { // the top keeps the creator's owner: chown -R gives it away
+		return Result{}, fmt.Errorf("brokerconf: %w", err)
+	}
 	for _, d := range []struct {
 		path string
 		perm os.FileMode
-	}{{abs, 0o755}, {filepath.Join(abs, CertsDir), 0o750}, {filepath.Join(abs, DataDir), 0o750}, {filepath.Join(abs, AccessDir), 0o750}} {
-		if err := os.MkdirAll(d.path, d.perm); err != nil {
-			return Result{}, fmt.Errorf("brokerconf: %w", err)
+	}{{CertsDir, 0o750}, {DataDir, 0o750}, {AccessDir, 0o750}, {SystemdDir, 0o755}, {filepath.Join(SystemdDir, filepath.Dir(DropInFile)), 0o755}} {
+		if err := ensureDir(filepath.Join(abs, d.path), d.perm); err != nil {
+			return Result{}, err
 		}
 	}
 	copies := []struct {
@@ -405,21 +440,18 @@ func Write(p *pki.PKI, outDir string, cfg Config) (Result, error) {
 			return Result{}, err
 		}
 	}
-	res := Result{ConfPath: filepath.Join(abs, ConfFile), DynsecPath: filepath.Join(abs, AccessDir, DynsecFile), Broker: broker,
-		Identities: ids, Plugin: cfg.PluginPath()}
-	if err := writeFile(res.DynsecPath, dynsec, 0o600); err != nil {
-		return Result{}, err
+	if !res.DynsecKept {
+		if err := writeFile(res.DynsecPath, dynsec, 0o600); err != nil {
+			return Result{}, err
+		}
 	}
 	if err := writeFile(res.ConfPath, conf, 0o644); err != nil {
 		return Result{}, err
 	}
-	res.DropInPath = filepath.Join(abs, SystemdDir, DropInFile)
-	if err := os.MkdirAll(filepath.Dir(res.DropInPath), 0o755); err != nil {
-		return Result{}, fmt.Errorf("brokerconf: %w", err)
-	}
 	if err := writeFile(res.DropInPath, RenderDropIn(cfg), 0o644); err != nil { // cfg.InstallDir is set above
 		return Result{}, err
 	}
+	res.Chown = chownCommand(abs, cfg)
 	return res, nil
 }
 
@@ -471,19 +503,4 @@ func pickBroker(p *pki.PKI, name string) (string, error) {
 	default:
 		return "", fmt.Errorf("brokerconf: several broker certificates in %s (%s): pick one by name", p.Dir(), strings.Join(brokers, ", "))
 	}
-}
-
-// writeFile replaces path atomically with mode perm.
-func writeFile(path string, data []byte, perm os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, perm); err != nil {
-		return fmt.Errorf("brokerconf: %w", err)
-	}
-	if err := os.Chmod(tmp, perm); err != nil { // WriteFile keeps the mode of an existing file
-		return fmt.Errorf("brokerconf: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("brokerconf: %w", err)
-	}
-	return nil
 }

@@ -22,7 +22,15 @@
 //
 // Start Mosquitto with `mosquitto -c OUT/mosquitto.conf`. Mosquitto started as root drops to the user
 // "mosquitto" unless Config.User says otherwise: that user must read certs/ and write data/ and access/
-// (`chown -R mosquitto: OUT`).
+// (`chown -R mosquitto: OUT`; Result.Chown is that command when something in OUT is not the user's yet).
+//
+// Write is run again into a directory a Mosquitto runs from, for the new CRL after a revoke or `pki
+// crl`. Every file it replaces keeps its owner, group and mode (a temporary file in the same directory,
+// fchown and fchmod to the old file's, fsync, rename), and a new file or directory takes its directory's
+// owner and group, so a directory given to mosquitto once stays its. Writing them root:root 0600 locked
+// the fleet out: at the SIGHUP Mosquitto, running as mosquitto, could not read its key ("Unable to load
+// server key file ... Permission denied") and refused every new TLS handshake, and the plugin could not
+// save its file any more ("File is not writable"), so identities told to it were lost at its restart.
 //
 // The configuration: require_certificate, use_identity_as_username and use_username_as_clientid (the
 // certificate CN is the username and the client id, so a client cannot take over another's session),
@@ -52,9 +60,13 @@
 // are configured, Mosquitto decides by the acl_file alone (measured: the plugin's refusals were ignored).
 //
 // The plugin reads its file only at start and rewrites it after every $CONTROL change, so the file is
-// kept in access/ (not data/: a broker that loses its persistence keeps its identities). Write
-// overwrites it with the PKI's truth; run it before a start, or use `waybill broker sync` on a running
-// broker (regenerating while the broker runs is harmless: both say the same).
+// kept in access/ (not data/: a broker that loses its persistence keeps its identities). Write creates
+// it from the PKI, and leaves an existing one alone (Config.ResetAccess, `--reset-access`, replaces it,
+// with Mosquitto stopped): once Mosquitto runs, the file is its state, which may hold more than the PKI
+// index knows (a client an operator disabled with mosquitto_ctrl) or something the PKI learnt after
+// Write read it (an identity issued with `--broker` meanwhile). A rendering written under it would be
+// overwritten at its next change, or else undo those at its next start, without a word. `waybill broker
+// sync` brings a running broker in line with the PKI through the plugin, and reports what it changed.
 //
 // # Queue sizing
 //
@@ -88,6 +100,8 @@
 //   - The CRL copy in certs/ is what the TLS listener checks at connect: after a revoke or `pki crl`, run
 //     `waybill broker config` again and send SIGHUP (the revoked identity is already deleted from the
 //     plugin, so a reconnect before that may connect but do nothing).
+//   - Mosquitto does not cluster: failover brokers (a truck's broker.urls) each have their own directory,
+//     sessions and access file, and `--broker A,B` tells each of them.
 //   - A broker cluster (EMQX, HiveMQ, VerneMQ) has its own access control: render the same rules from ACL
 //     for it; nothing here assumes one broker process, but only Mosquitto's plugin is generated.
 //   - A will message on a topic the client may not write is accepted at connect and dropped when it
