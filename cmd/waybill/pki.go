@@ -242,12 +242,14 @@ func pkiRevoke(ctx context.Context, s streams, args []string) error {
 	} else if err := tellBroker(ctx, s, p, *broker, *prefix, true); err != nil {
 		told = notTold("revoked "+pos[0], err)
 	}
-	fmt.Fprintln(s.out, "then run `waybill broker config` again and send Mosquitto SIGHUP: its TLS listener refuses the certificate too")
+	fmt.Fprintln(s.out, reloadHint("its TLS listener refuses the certificate too"))
 	return told
 }
 
 func pkiCRL(ctx context.Context, s streams, args []string) error {
-	const usage = "Usage: waybill pki crl [--dir DIR] [--days N]\n\nRe-signs crl.pem with a next update N days ahead. A CRL past its next update locks every client\nout of Mosquitto: run this monthly, then `waybill broker config` and SIGHUP.\n\n"
+	const usage = "Usage: waybill pki crl [--dir DIR] [--days N] [--broker URL[,URL...]]\n\n" +
+		"Re-signs crl.pem with a next update N days ahead. A CRL past its next update locks every client\n" +
+		"out of Mosquitto: run this monthly, then on each broker host `waybill broker config` and SIGHUP.\n\n"
 	fs := pkiFlagSet("crl")
 	dir := fs.String("dir", pkiDirDefault(), "PKI directory")
 	days := fs.Int("days", int(pki.DefaultCRLValidity/(24*time.Hour)), "days until the CRL's next update")
@@ -275,12 +277,21 @@ func pkiCRL(ctx context.Context, s streams, args []string) error {
 	}
 	fmt.Fprintf(s.out, "wrote %s: next update %s\n", p.CRLPath(), crl.NextUpdate.UTC().Format(time.RFC3339))
 	warnCRL(s, p)
+	var told error
 	if *broker != "" {
 		if err := tellBroker(ctx, s, p, *broker, *prefix, true); err != nil {
-			return notTold("re-signed the CRL", err)
+			told = notTold("re-signed the CRL", err)
 		}
 	}
-	return nil
+	fmt.Fprintln(s.out, reloadHint("Mosquitto checks every client against its copy of the CRL"))
+	return told
+}
+
+// reloadHint says how a broker host takes up a new CRL, and why. `broker config` keeps the owner of
+// every file it replaces, so the chown (which it prints when needed) is rarely needed again.
+func reloadHint(why string) string {
+	return "then on each broker host: `waybill broker config --out DIR` again (it keeps every file's owner and prints " +
+		"`chown -R mosquitto: DIR` first when one is needed) and `kill -HUP $(pidof mosquitto)`: " + why
 }
 
 func pkiList(s streams, args []string) error {

@@ -69,7 +69,8 @@ func CheckCRL(crl *x509.RevocationList, now time.Time, warnBefore time.Duration)
 	if warnBefore == 0 {
 		warnBefore = DefaultCRLWarnBefore
 	}
-	const fix = "refresh it with `waybill pki crl` on the PKI host, copy crl.pem to the broker and send Mosquitto SIGHUP"
+	const fix = "refresh it with `waybill pki crl` on the PKI host, then on the broker host run `waybill broker config` again " +
+		"and send Mosquitto SIGHUP"
 	if crl.NextUpdate.IsZero() {
 		return nil // a CRL without NextUpdate never goes stale
 	}

@@ -35,10 +35,11 @@
 // # Caveats
 //
 //   - The CRL has a NextUpdate (Config.CRLValidity, 90 days by default). Past it, Mosquitto refuses every
-//     client: the whole fleet is locked out. Run `waybill pki crl` (PKI.RefreshCRL) monthly, copy crl.pem to
-//     the broker and send it SIGHUP. CheckCRL warns 30 days ahead; the agent and waybill log that warning.
-//   - Revocation reaches a broker only when it reloads the CRL, and an already-connected client keeps its
-//     session until it reconnects: disconnect it (restart the broker) for an urgent revocation.
+//     client: the whole fleet is locked out. Run `waybill pki crl` (PKI.RefreshCRL) monthly, then
+//     `waybill broker config` again on the broker host (it keeps every file's owner) and send it SIGHUP.
+//     CheckCRL warns 30 days ahead; the agent and waybill log that warning.
+//   - Revocation reaches a broker's TLS listener only when it reloads the CRL; `waybill pki revoke
+//     --broker` ends the revoked client's session at once through the broker's access plugin.
 //   - Issuing a name again with the same role renews it; the older certificate stays valid until it expires
 //     or is revoked (Revoke revokes every certificate of a name). A name is never reused for another role.
 //   - Writers take turns: Init, Issue, IssueMany (per chunk of 512), Revoke and RefreshCRL hold an
