@@ -128,7 +128,7 @@ func Check(ctx context.Context, cfg Config, o CheckOptions) []CheckResult {
 			if errors.Is(err, pki.ErrCRLStale) {
 				sev = Fail
 			}
-			add("CRL", sev, err.Error(), "on the PKI host: waybill pki crl, then copy crl.pem to the broker and the truck")
+			add("CRL", sev, err.Error(), "on the PKI host: waybill pki crl --broker URL (trucks get it from the broker); on the broker host: waybill broker config --out DIR again and SIGHUP Mosquitto")
 		} else {
 			add("CRL", OK, cfg.Identity.CRL, "")
 		}

@@ -93,7 +93,7 @@ func StartMosquitto(t testing.TB, opts Options) *Broker {
 	t.Helper()
 	b := newBroker(t, Mosquitto, opts)
 	b.Dir = filepath.Join(t.TempDir(), "broker")
-	b.writeConfig()
+	b.writeConfig(false)
 	b.Start()
 	t.Cleanup(b.stop)
 	return b
@@ -165,9 +165,12 @@ func ClientTool(t testing.TB, name string) string {
 	return p
 }
 
-func (b *Broker) writeConfig() {
+// writeConfig writes the configuration; reset also rewrites the access file from the PKI (with Mosquitto
+// stopped: while it runs, the file is its own).
+func (b *Broker) writeConfig(reset bool) {
 	b.t.Helper()
 	cfg := b.opts.Config
+	cfg.ResetAccess = cfg.ResetAccess || reset
 	cfg.Port = b.port
 	cfg.Bind = "127.0.0.1"
 	cfg.InstallDir = ""
@@ -268,7 +271,7 @@ func (b *Broker) Reload() {
 	if b.Kind != Mosquitto {
 		return
 	}
-	b.writeConfig()
+	b.writeConfig(false)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.cmd == nil {
@@ -374,7 +377,7 @@ func (b *Broker) Sync() {
 	running := b.cmd != nil
 	b.mu.Unlock()
 	if !running {
-		b.writeConfig()
+		b.writeConfig(true)
 		return
 	}
 	ids, err := brokerconf.Identities(b.PKI)
