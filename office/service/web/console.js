@@ -241,11 +241,11 @@ let current = null; // the order on the order page
 let opening = 0;     // the latest openOrder: an older answer arriving late is dropped
 
 async function openOrder(truck, id) {
-  // Another order: nothing of the last one stays. The same one (a live update): it stays, with an open
-  // cancel form, until the new answer is in, so a click meanwhile acts on it.
+  // Another order: its actions stay hidden until it is shown (renderOrderPage). The same one (a live
+  // update): it stays, with an open cancel form, until the new answer is in, so a click acts on it.
   if (!current || current.order.truck !== truck || current.order.id !== id) {
     current = null;
-    $('#od-cancel-form').hidden = true;
+    $('#od-actions').hidden = $('#od-cancel-form').hidden = true;
   }
   const mine = ++opening;
   let v;
@@ -282,6 +282,7 @@ function renderOrderPage(v) {
   }
   const closed = CLOSED.has(v.state) || o.status === 'cancelled';
   $('#od-revise').disabled = $('#od-cancel').disabled = closed;
+  $('#od-actions').hidden = false;
   $('#od-history tbody').replaceChildren(...(v.history || []).map(ev => el('tr', {},
     el('td', {text: fmtTime(ev.event.time)}), el('td', {text: ev.event.kind}), el('td', {text: ev.event.revision}),
     el('td', {text: ev.event.via}), el('td', {class: 'wrap', text: ev.event.reason || ''}))));
