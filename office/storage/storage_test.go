@@ -249,6 +249,12 @@ func testSender(t *testing.T, st storage.Store, c *clock) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the first send", func() bool { return pub.count() == 1 })
+	// The send is recorded after the publish returned, its backoff counted from the clock then: move the
+	// clock only after that, or the next attempt moves along with it (a flake under load).
+	waitFor(t, "the first send recorded", func() bool {
+		got, err := st.Order(ctx, "truck-1", "o-1")
+		return err == nil && got.Sends == 1
+	})
 	// Not due again until the backoff has passed.
 	c.Add(10 * time.Minute)
 	waitFor(t, "the re-send after the backoff", func() bool { return pub.count() == 2 })
