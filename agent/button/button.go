@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/waybill-iot/waybill/agent/gpio"
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/truck"
 )
@@ -14,13 +15,8 @@ import (
 // LongPressReason is the reason of the problem a long press reports.
 const LongPressReason = "button: long press"
 
-// Line is the button's input. *GPIOLine implements it.
-type Line interface {
-	// Pressed reads the level now.
-	Pressed() (bool, error)
-	// Edges delivers every level change in time order; it is closed when the line is closed.
-	Edges() <-chan Edge
-}
+// Line is the button's input (Active: pressed). *GPIOLine implements it; tests inject a gpio.Fake.
+type Line = gpio.Line
 
 // LED is the lamp next to the button. *GPIOLED implements it.
 type LED interface {
@@ -117,7 +113,7 @@ func (b *Button) Notify(truck.Entry) {
 // it returns. A press's action is finished before Run returns.
 func (b *Button) Run(ctx context.Context) error {
 	c := b.cfg
-	pressed, err := c.Line.Pressed()
+	pressed, err := c.Line.Active()
 	if err != nil {
 		return fmt.Errorf("button: read the line: %w", err)
 	}

@@ -39,7 +39,8 @@
 // # Hardware
 //
 // OpenLine and OpenLED use the Linux GPIO character device through github.com/warthog618/go-gpiocdev
-// (uAPI v2 from Linux 5.10, v1 before): the button's line as an input with both edges, active-low with
+// (uAPI v2 from Linux 5.10, v1 before; the input line is agent/gpio's, shared with the ignition sense, and
+// tests inject its gpio.Fake): the button's line as an input with both edges, active-low with
 // the internal pull-up by default (a button between the pin and ground); the LED's line as an output. Edges
 // are stamped with the Button's clock when gpiocdev delivers them. Off Linux both return an error.
 //

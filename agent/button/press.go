@@ -1,12 +1,13 @@
 package button
 
-import "time"
+import (
+	"time"
 
-// Edge is one change of the button's level as the line reported it, bounces included.
-type Edge struct {
-	Time    time.Time // when it happened
-	Pressed bool      // the level after the edge: true = pressed (active)
-}
+	"github.com/waybill-iot/waybill/agent/gpio"
+)
+
+// Edge is one change of the button's level as the line reported it, bounces included; Active is pressed.
+type Edge = gpio.Edge
 
 // Press is what the driver did with the button.
 type Press int
@@ -48,7 +49,7 @@ func (p *presser) start(now time.Time, pressed bool) {
 
 // edge records a raw edge. Edges must come in time order.
 func (p *presser) edge(e Edge) {
-	p.raw, p.rawAt = e.Pressed, e.Time
+	p.raw, p.rawAt = e.Active, e.Time
 }
 
 // advance returns the press that became certain by now (if any), and when advance should next be called

@@ -50,7 +50,7 @@ func simulate(startPressed bool, edges []edgeAt, end int) []fired {
 			return out
 		}
 		if isEdge {
-			p.edge(Edge{Time: at, Pressed: edges[i].pressed})
+			p.edge(Edge{Time: at, Active: edges[i].pressed})
 			i++
 		}
 		next = step(at)
@@ -99,19 +99,19 @@ func TestPresserLateAdvance(t *testing.T) {
 	}{{500, ShortPress}, {2500, LongPress}} {
 		p := presser{debounce: 30 * time.Millisecond, long: 2 * time.Second}
 		p.start(t0, false)
-		p.edge(Edge{Time: ms(0), Pressed: true})
-		p.edge(Edge{Time: ms(c.release), Pressed: false})
+		p.edge(Edge{Time: ms(0), Active: true})
+		p.edge(Edge{Time: ms(c.release), Active: false})
 		// The press edge was overwritten before advance ran: nothing to see.
 		if got, _ := p.advance(ms(5000)); got != 0 {
 			t.Fatalf("press and release seen only after both: got %v", got)
 		}
 		p = presser{debounce: 30 * time.Millisecond, long: 2 * time.Second}
 		p.start(t0, false)
-		p.edge(Edge{Time: ms(0), Pressed: true})
+		p.edge(Edge{Time: ms(0), Active: true})
 		if got, _ := p.advance(ms(40)); got != 0 {
 			t.Fatalf("press: %v", got)
 		}
-		p.edge(Edge{Time: ms(c.release), Pressed: false})
+		p.edge(Edge{Time: ms(c.release), Active: false})
 		if got, next := p.advance(ms(9000)); got != c.want || !next.IsZero() {
 			t.Fatalf("release at %d ms seen at 9 s: %v (next %v), want %v", c.release, got, next, c.want)
 		}
