@@ -57,6 +57,9 @@ type Health struct {
 	// Odometer is the truck's mileage in metres, from GPS (set from the vehicle's odometer by the
 	// operator); zero: not reported.
 	Odometer uint64 `json:"odometer_m,omitempty"`
+	// Ignition is the ignition-sense input, debounced: true on, false off. Nil: the truck has no ignition
+	// input (trips follow movement), or its agent is older than this field.
+	Ignition *bool `json:"ignition,omitempty"`
 }
 
 // Status is what a truck publishes, retained, on its status topic.
@@ -121,7 +124,14 @@ type healthWire struct {
 	CRL          *crlWire `cbor:"13,keyasint,omitempty"`
 	ClockSkew    int64    `cbor:"14,keyasint,omitempty"` // milliseconds
 	Odometer     uint64   `cbor:"15,keyasint,omitempty"` // metres
+	Ignition     uint8    `cbor:"16,keyasint,omitempty"` // ignitionOn or ignitionOff; absent: no input
 }
+
+// Health.Ignition on the wire: a number, so "off" is not the zero value that omitempty leaves out.
+const (
+	ignitionOn  = 1
+	ignitionOff = 2
+)
 
 // crlWire is CRLInfo in a status: an empty map says "no CRL".
 type crlWire struct {
@@ -222,6 +232,12 @@ func (s *Status) MarshalBody() ([]byte, error) {
 		if h.CRL != nil {
 			w.Health.CRL = crlToWire(h.CRL)
 		}
+		if h.Ignition != nil {
+			w.Health.Ignition = ignitionOff
+			if *h.Ignition {
+				w.Health.Ignition = ignitionOn
+			}
+		}
 	}
 	return encMode.Marshal(w)
 }
@@ -242,7 +258,7 @@ func UnmarshalStatus(body []byte) (*Status, error) {
 			h.ClockSkew > maxMs || h.ClockSkew < -maxMs ||
 			h.Sats < 0 || h.Sats > 1000 || h.QueueDepth < 0 || h.QueueDepth > math.MaxInt32 ||
 			h.CertDaysLeft < -1<<20 || h.CertDaysLeft > 1<<20 || h.Unreceipted < 0 || h.Unreceipted > math.MaxInt32 ||
-			(len(h.StoreEpoch) != 0 && len(h.StoreEpoch) != len(Epoch{})) {
+			(len(h.StoreEpoch) != 0 && len(h.StoreEpoch) != len(Epoch{})) || h.Ignition > ignitionOff {
 			return nil, fmt.Errorf("sdk: status body: health values out of range")
 		}
 		s.Health = &Health{
@@ -253,6 +269,10 @@ func UnmarshalStatus(body []byte) (*Status, error) {
 			ClockSkew: time.Duration(h.ClockSkew) * time.Millisecond, Odometer: h.Odometer,
 		}
 		copy(s.Health.StoreEpoch[:], h.StoreEpoch)
+		if h.Ignition != 0 {
+			on := h.Ignition == ignitionOn
+			s.Health.Ignition = &on
+		}
 		if h.StoreSince != 0 {
 			s.Health.StoreSince = time.UnixMilli(h.StoreSince).UTC()
 		}

@@ -50,3 +50,57 @@ func TestStatusNewer(t *testing.T) {
 		t.Errorf("decoded %+v, want the session %v and the same order", back, refreshA.Session)
 	}
 }
+
+// Health.Ignition (CBOR key 16) travels as on, off or absent; a body without it is the body an older
+// agent sends, and a decoder older than the key (healthWire up to key 15) still decodes a body with it.
+func TestHealthIgnition(t *testing.T) {
+	t0 := time.Date(2026, 3, 2, 8, 0, 0, 0, time.UTC)
+	on, off := true, false
+	var bodies [][]byte
+	for _, ign := range []*bool{nil, &on, &off} {
+		s := Status{State: StateOnline, Time: t0, Health: &Health{Sats: 7, Odometer: 1234, Ignition: ign}}
+		body, err := s.MarshalBody()
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := UnmarshalStatus(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := back.Health.Ignition; (got == nil) != (ign == nil) || got != nil && *got != *ign {
+			t.Errorf("ignition %v decoded as %v", ign, got)
+		}
+		bodies = append(bodies, body)
+	}
+	without, err := (&Status{State: StateOnline, Time: t0, Health: &Health{Sats: 7, Odometer: 1234}}).MarshalBody()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(bodies[0]) != string(without) {
+		t.Errorf("a status without ignition input changed its bytes")
+	}
+	// An older decoder: the health map as it was before key 16.
+	type oldHealth struct {
+		Sats     int64  `cbor:"2,keyasint,omitempty"`
+		Odometer uint64 `cbor:"15,keyasint,omitempty"`
+	}
+	type oldStatus struct {
+		State  uint8      `cbor:"1,keyasint"`
+		Time   int64      `cbor:"2,keyasint"`
+		Health *oldHealth `cbor:"3,keyasint,omitempty"`
+	}
+	for _, body := range bodies[1:] {
+		var old oldStatus
+		if err := decMode.Unmarshal(body, &old); err != nil || old.Health == nil || old.Health.Sats != 7 || old.Health.Odometer != 1234 {
+			t.Errorf("an older decoder: %v %+v", err, old.Health)
+		}
+	}
+	// A value beyond off is refused, as other out-of-range health values are.
+	bad, err := encMode.Marshal(statusWire{State: uint8(StateOnline), Time: t0.UnixMilli(), Health: &healthWire{Ignition: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := UnmarshalStatus(bad); err == nil {
+		t.Error("ignition 3 decoded")
+	}
+}
