@@ -37,6 +37,7 @@ type Config struct {
 	Store    StoreConfig    `toml:"store"`
 	HTTP     HTTPConfig     `toml:"http"`
 	Button   ButtonConfig   `toml:"button"`
+	Ignition IgnitionConfig `toml:"ignition"` // see config_ignition.go
 	Status   StatusConfig   `toml:"status"`
 	Log      LogConfig      `toml:"log"`
 	Odometer OdometerConfig `toml:"odometer"` // see config_odometer.go
@@ -392,6 +393,12 @@ func (c *Config) Defaults() error {
 		if c.Button.LEDLine == nil {
 			c.Button.LEDLine = &p.LEDLine
 		}
+		if c.Ignition.Chip == "" {
+			c.Ignition.Chip = p.IgnitionChip
+		}
+		if c.Ignition.Line == nil {
+			c.Ignition.Line = &p.IgnitionLine
+		}
 	}
 	none := -1
 	if c.Button.Line == nil {
@@ -463,6 +470,7 @@ func (c *Config) Defaults() error {
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
+	c.Ignition.defaults()
 	c.Odometer.defaults()
 	return nil
 }
@@ -549,6 +557,7 @@ func (c *Config) Validate() error {
 	if *c.Button.LEDLine >= 0 && c.Button.LEDChip == "" {
 		add("button.led_line %d needs button.led_chip", *c.Button.LEDLine)
 	}
+	p = append(p, c.Ignition.validate()...)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

@@ -86,6 +86,9 @@ var limits = map[string]limit{
 	"button.long_press": {min: dur(500 * time.Millisecond), max: dur(10 * time.Second), def: dur(2 * time.Second),
 		why: "under half a second an ordinary press reports a problem; nobody holds a button 10 s"},
 
+	"ignition.debounce": {min: dur(100 * time.Millisecond), max: dur(30 * time.Second), def: dur(time.Second),
+		why: "under 100 ms the dips of a cranking engine end and start trips; over 30 s a trip_start is certain, and its position taken, that late"},
+
 	"status.interval": {min: dur(10 * time.Second), max: dur(day), def: dur(5 * time.Minute),
 		why: "each status is a signed message: more often than every 10 s floods the link; less than daily, dispatch cannot tell a parked truck from a dead one"},
 

@@ -27,6 +27,10 @@ type Profile struct {
 	ButtonLine   int    `toml:"button_line"`   // -1: no button
 	LEDChip      string `toml:"led_chip"`
 	LEDLine      int    `toml:"led_line"` // -1: no LED
+	// IgnitionChip and IgnitionLine are the ignition-sense input, a digital input the board documents;
+	// IgnitionLine -1: none (trips follow movement).
+	IgnitionChip string `toml:"ignition_chip"`
+	IgnitionLine int    `toml:"ignition_line"`
 	DataDir      string `toml:"data_dir"`
 	Service      string `toml:"service"` // "systemd" or "procd"
 }
@@ -94,9 +98,9 @@ func (p Profile) validate(dir string) error {
 	for _, l := range []struct {
 		what, chip string
 		line       int
-	}{{"button", p.ButtonChip, p.ButtonLine}, {"led", p.LEDChip, p.LEDLine}} {
+	}{{"button", p.ButtonChip, p.ButtonLine}, {"led", p.LEDChip, p.LEDLine}, {"ignition", p.IgnitionChip, p.IgnitionLine}} {
 		if l.line >= 0 && !strings.HasPrefix(l.chip, "gpiochip") {
-			problems = append(problems, fmt.Sprintf("%s_line %d needs a %s_chip like gpiochip0", l.what, l.line, l.what))
+			problems = append(problems, fmt.Sprintf("%s_line %d needs %s_chip, like gpiochip0", l.what, l.line, l.what))
 		}
 	}
 	if !path.IsAbs(p.DataDir) {

@@ -1,7 +1,8 @@
 // Package boards describes the units waybill-agent is flashed onto: for each board, the Go target
-// (GOARCH/GOARM), the GPS serial device and baud rate, the GPIO lines of the driver's button and LED, the
-// data directory and the service manager. Profiles are TOML files in boards/<name>/profile.toml, embedded in
-// the binary; Lookup reads one, and an unknown name says which boards exist (and the closest one).
+// (GOARCH/GOARM), the GPS serial device and baud rate, the GPIO lines of the driver's button and LED and of
+// the ignition-sense input (where the board documents one), the data directory and the service manager.
+// Profiles are TOML files in boards/<name>/profile.toml, embedded in the binary; Lookup reads one, and an
+// unknown name says which boards exist (and the closest one).
 //
 // Beside the profiles: agent.example.toml (every configuration key with its default and range), the
 // service files (waybill-agent.service for systemd, waybill-agent.init for OpenWrt's procd), the GPIO
