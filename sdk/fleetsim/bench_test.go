@@ -14,12 +14,12 @@ import (
 
 // BenchmarkFleet (in `make bench`): 1,000, 5,000 and 10,000 trucks on one Mosquitto on this machine, each
 // driving 6 minutes with the broker restarted after 1 minute and dispatch stalled for 5 minutes from the
-// second minute (at 5,000 trucks the stall the issue asks about). Reported: the whole-fleet reconnect
-// time after the restart, failed connection attempts, lost records (must be 0), still queued after the
-// drain, and broker and simulator memory per 1,000 trucks (the simulator's: this process and its
-// workers'). The trucks start at 500 a second and reconnect within the agent's default 30 s window. The
-// workers are automatic: 10,000 trucks do not fit one process under a 20,000 open-file limit, so they
-// run in two workers (this test binary again, see TestMain).
+// second minute (at 5,000 trucks the stall the issue asks about), then draining for up to 10 minutes.
+// Reported: the whole-fleet reconnect time after the restart, failed connection attempts, lost records
+// (must be 0), still queued after the drain, and broker and simulator memory per 1,000 trucks (the
+// simulator's: this process and its workers'). The trucks start at 500 a second and reconnect within the
+// agent's default 30 s window. The workers are automatic: 10,000 trucks do not fit one process under a
+// 20,000 open-file limit, so they run in two workers (this test binary again, see TestMain).
 func BenchmarkFleet(b *testing.B) {
 	sdktest.MosquittoPath(b)
 	for _, n := range []int{1000, 5000, 10000} {
@@ -27,7 +27,7 @@ func BenchmarkFleet(b *testing.B) {
 			for range b.N {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 				var progress, logs sdktest.SyncBuffer
-				sum, err := Run(ctx, Config{Dir: b.TempDir(), Trucks: n, Duration: 6 * time.Minute, Drain: 5 * time.Minute,
+				sum, err := Run(ctx, Config{Dir: b.TempDir(), Trucks: n, Duration: 6 * time.Minute, Drain: 10 * time.Minute,
 					Dispatch: true, Confirm: true, RestartBrokerAt: time.Minute,
 					StallDispatch: 5 * time.Minute, StallDispatchAt: 61 * time.Second, Progress: &progress,
 					Logger: slog.New(fleetsimOnly{slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})})})
@@ -38,7 +38,9 @@ func BenchmarkFleet(b *testing.B) {
 				js, _ := json.Marshal(sum)
 				b.Logf("summary: %s\nprogress (tail):\n%s\nlogs (tail):\n%s", js, progress.Tail(5), logs.Tail(10))
 				if sum.Lost != 0 {
-					b.Errorf("%d records lost", sum.Lost)
+					// Still queued after the drain may include records dispatch received whose receipt had
+					// not reached the truck yet: those count twice, and lost goes below zero.
+					b.Errorf("%d records lost (%d still queued after the drain)", sum.Lost, sum.StillQueued)
 				}
 				per := float64(n) / 1000
 				b.ReportMetric(sum.ReconnectAll, "reconnect-s")

@@ -79,10 +79,10 @@ func (s *sim) run(ctx context.Context, names []string, began time.Time) (Summary
 		if err != nil {
 			return Summary{}, err
 		}
-		defer arch.Close()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer arch.Close() // once dispatch has stopped committing to it
 			if err := dc.Run(runCtx); err != nil {
 				cfg.Logger.Error("fleetsim: dispatch stopped", "err", err)
 			}

@@ -195,10 +195,11 @@ func work(ctx context.Context, in io.ReadCloser, out io.Writer, log *slog.Logger
 			}
 		}
 	}()
-	defer func() {
+	stopReports := sync.OnceFunc(func() {
 		close(stopTicks)
 		ticks.Wait()
-	}()
+	})
+	defer stopReports()
 
 	finish := false
 	select {
@@ -237,6 +238,7 @@ func work(ctx context.Context, in io.ReadCloser, out io.Writer, log *slog.Logger
 			return ctx.Err()
 		}
 	}
+	stopReports() // the final report is the last
 	return rep.send(func() report {
 		r := p.counts()
 		r.Final, r.Trucks = true, p.final()
