@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"flag"
@@ -81,7 +80,24 @@ type dispatchConfig struct {
 		PublicURL string `toml:"public_url"`
 		// MaxStreams bounds the console's open live-update streams. Zero: 32.
 		MaxStreams int `toml:"max_streams"`
+		// TrackingRate and TrackingBurst limit the public pages (/t/ and the files they load) per client: a
+		// token bucket of tracking_burst requests refilled at tracking_rate ("60/min"; per s, min or h),
+		// 429 with Retry-After beyond. Zero: "60/min" and 30.
+		TrackingRate  service.Rate `toml:"tracking_rate"`
+		TrackingBurst int          `toml:"tracking_burst"`
+		// TrackingClients bounds the clients the limit remembers (the least recently seen forgotten
+		// first). Zero: 10000.
+		TrackingClients int `toml:"tracking_clients"`
+		// TrustedProxies are addresses or prefixes of proxies whose X-Forwarded-For names the client. Zero:
+		// none (behind a proxy, every customer then shares the proxy's limit).
+		TrustedProxies []string `toml:"trusted_proxies"`
 	} `toml:"http"`
+	Archive struct {
+		// KeepFixes is how long fixes are kept ("400d", or a duration like "720h"; at least "7d"): older
+		// ones are deleted hourly. Events, proofs of delivery, statuses and orders are never deleted.
+		// Zero: for ever.
+		KeepFixes retention `toml:"keep_fixes"`
+	} `toml:"archive"`
 	Orders struct {
 		// BackoffMin and BackoffMax bound the wait between sends of an unconfirmed order. Zero: 30s and 30m.
 		BackoffMin duration `toml:"backoff_min"`
@@ -115,6 +131,25 @@ func (d *duration) UnmarshalTOML(v any) error {
 	}
 	if x < 0 {
 		return fmt.Errorf("duration %q is negative", s)
+	}
+	d.Duration = x
+	return nil
+}
+
+// retention is a TOML string of whole days ("400d") or a duration with a unit; "0" keeps for ever.
+type retention struct{ time.Duration }
+
+func (d *retention) UnmarshalTOML(v any) error {
+	s, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("a retention period needs a unit, as a string: write \"%v d\" as \"%vd\"", v, v)
+	}
+	x, err := service.ParseRetention(s)
+	if err != nil {
+		return err
+	}
+	if x != 0 && x < service.MinKeepFixes {
+		return fmt.Errorf("retention %q: want \"0\" (for ever) or at least \"7d\"", s)
 	}
 	d.Duration = x
 	return nil
@@ -158,6 +193,12 @@ func parseDispatchConfig(r io.Reader) (*dispatchConfig, error) {
 	case c.HTTP.TokenFile == "" && os.Getenv("WAYBILL_DISPATCH_TOKEN") == "" && c.HTTP.ClientCA == "":
 		return nil, errors.New("[http] token_file is required (or env WAYBILL_DISPATCH_TOKEN, or client_ca for client " +
 			"certificates): the API's bearer token")
+	}
+	if _, err := service.ParseTrustedProxies(c.HTTP.TrustedProxies); err != nil {
+		return nil, fmt.Errorf("[http] trusted_proxies: %w", err)
+	}
+	if c.HTTP.TrackingBurst < 0 || c.HTTP.TrackingClients < 0 {
+		return nil, errors.New("[http] tracking_burst and tracking_clients cannot be negative")
 	}
 	switch c.LogLevel {
 	case "", "debug", "info", "warn", "error":
@@ -330,27 +371,13 @@ func runOffice(ctx context.Context, s streams, cfg *dispatchConfig) error {
 	if cfg.HTTP.MaxStreams < 0 {
 		return fmt.Errorf("dispatch: http.max_streams = %d: want 0 (the default, 32) or more", cfg.HTTP.MaxStreams)
 	}
-	var serverTLS *tls.Config
-	var clientCAs []*x509.Certificate
-	if cfg.HTTP.TLSCert != "" {
-		if err := pki.CheckKeyFile(cfg.HTTP.TLSKey); err != nil {
-			return err
-		}
-		pair, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey)
-		if err != nil {
-			return fmt.Errorf("[http] tls_cert, tls_key: %w", err)
-		}
-		serverTLS = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
-	}
-	if cfg.HTTP.ClientCA != "" {
-		if clientCAs, err = pki.LoadCertificates(cfg.HTTP.ClientCA); err != nil {
-			return fmt.Errorf("[http] client_ca: %w", err)
-		}
-	}
+	proxies, _ := service.ParseTrustedProxies(cfg.HTTP.TrustedProxies) // checked by parseDispatchConfig
+	// The certificate files are read by service.New and again when they change (renewals need no restart).
 	svc, err := service.New(service.Config{Store: st, Token: token, Listen: cfg.HTTP.Listen, Logger: log,
-		TLS: serverTLS, ClientCAs: clientCAs,
+		TLSCertFile: cfg.HTTP.TLSCert, TLSKeyFile: cfg.HTTP.TLSKey, ClientCAFile: cfg.HTTP.ClientCA,
 		TileURL: cfg.HTTP.TileURL, TileAttribution: cfg.HTTP.TileAttribution, PublicURL: cfg.HTTP.PublicURL,
-		MaxStreams: cfg.HTTP.MaxStreams,
+		MaxStreams: cfg.HTTP.MaxStreams, TrackingRate: cfg.HTTP.TrackingRate, TrackingBurst: cfg.HTTP.TrackingBurst,
+		TrackingClients: cfg.HTTP.TrackingClients, TrustedProxies: proxies, KeepFixes: cfg.Archive.KeepFixes.Duration,
 		Dispatch: dispatch.Config{Transport: transport.Config{Brokers: cfg.Broker.URLs, CertFile: cfg.Broker.Cert,
 			KeyFile: cfg.Broker.Key, CAFile: cfg.Broker.CA, CRLFile: cfg.Broker.CRL, Logger: log,
 			BackoffMin: 500 * time.Millisecond, BackoffMax: 30 * time.Second},
@@ -359,7 +386,7 @@ func runOffice(ctx context.Context, s streams, cfg *dispatchConfig) error {
 		return err
 	}
 	scheme := "http"
-	if serverTLS != nil {
+	if cfg.HTTP.TLSCert != "" {
 		scheme = "https"
 	}
 	fmt.Fprintf(s.out, "waybill dispatch: %s storage, API on %s://%s\n", cfg.Storage.Engine, scheme, svc.Addr())

@@ -4,6 +4,9 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/waybill-iot/waybill/office/service"
 )
 
 func TestDispatchConfig(t *testing.T) {
@@ -33,11 +36,22 @@ token_file = "tok"
 		{"log_level = \"loud\"\n", "log_level"},
 		{"tls_cert = \"a.crt\"\n", "tls_cert and tls_key go together"},
 		{"client_ca = \"ca.crt\"\n", "client_ca needs tls_cert"},
+		{"tracking_rate = \"lots\"\n", "rate \"lots\""},
+		{"tracking_rate = 60\n", "rate \"60\""},
+		{"trusted_proxies = [\"proxy.example\"]\n", "trusted_proxies"},
+		{"[archive]\nkeep_fixes = \"1s\"\n", "at least \"7d\""},
+		{"[archive]\nkeep_fixes = 400\n", "needs a unit"},
+		{"[archive]\nkeep_fixes = \"400 days\"\n", "retention \"400 days\""},
 	} {
 		_, err := parseDispatchConfig(strings.NewReader(base + tc.extra))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.extra, err, tc.want)
 		}
+	}
+	c, err = parseDispatchConfig(strings.NewReader(base + "tracking_rate = \"2/s\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n" +
+		"[archive]\nkeep_fixes = \"400d\"\n"))
+	if err != nil || c.HTTP.TrackingRate != (service.Rate{N: 2, Per: time.Second}) || c.Archive.KeepFixes.Duration != 400*24*time.Hour {
+		t.Errorf("tracking_rate, keep_fixes: %v %+v", err, c)
 	}
 	noToken := strings.Replace(base, "token_file = \"tok\"\n", "", 1)
 	if _, err := parseDispatchConfig(strings.NewReader(noToken)); err == nil || !strings.Contains(err.Error(), "token_file is required") {

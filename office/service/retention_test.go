@@ -3,14 +3,12 @@ package service_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/waybill-iot/waybill/office/service"
-	"github.com/waybill-iot/waybill/office/storage"
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/dispatch"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
@@ -25,9 +23,6 @@ func TestRetention(t *testing.T) {
 		t.Run(e.name, func(t *testing.T) {
 			st := e.open(t, officeCl)
 			ctx := context.Background()
-			if _, err := st.PruneFixes(ctx, time.Time{}, 1); errors.Is(err, storage.ErrNoPruning) {
-				t.Skip(err) // the embedded engine until sdk/dispatch/archive can delete fixes
-			}
 			now := time.Now().UTC().Truncate(time.Second)
 			keep := 30 * 24 * time.Hour
 			var fs []dispatch.Fix

@@ -406,9 +406,6 @@ func testPrune(t *testing.T, st storage.Store, c *clock) {
 		total := 0
 		for calls := 0; ; calls++ {
 			n, err := st.PruneFixes(ctx, before, limit)
-			if errors.Is(err, storage.ErrNoPruning) {
-				t.Skip(err) // the embedded engine until sdk/dispatch/archive can delete fixes
-			}
 			if err != nil || n > limit || calls > 100 {
 				t.Fatalf("PruneFixes: %d, %v after %d calls", n, err, calls)
 			}

@@ -21,6 +21,6 @@
 //     found once per truck and then kept in memory.
 //   - PruneFixes is the archive's (sdk/dispatch/archive Archive.PruneFixes): read transactions find old
 //     fixes, one write transaction per batch deletes them, each call going on where the last stopped.
-//     Until the archive has that method, PruneFixes returns storage.ErrNoPruning. After a restart, a truck
+//     After a restart, a truck
 //     whose every fix was pruned has no last fix (PostgreSQL keeps it in last_fixes).
 package embedded

@@ -2,11 +2,9 @@ package embedded_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
-	"github.com/waybill-iot/waybill/office/storage"
 	"github.com/waybill-iot/waybill/office/storage/embedded"
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/dispatch"
@@ -49,9 +47,6 @@ func TestPruneManyFixes(t *testing.T) {
 	total, calls := 0, 0
 	for {
 		n, err := st.PruneFixes(context.Background(), before, 5000)
-		if errors.Is(err, storage.ErrNoPruning) {
-			t.Skip(err)
-		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,9 +76,6 @@ func TestPruneManyFixes(t *testing.T) {
 // office/storage/postgres BenchmarkPrune). Run with -benchtime 200x.
 func BenchmarkPrune(b *testing.B) {
 	st := openStore(b)
-	if _, err := st.PruneFixes(context.Background(), time.Time{}, 1); errors.Is(err, storage.ErrNoPruning) {
-		b.Skip(err)
-	}
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	n := b.N * 1000 // make bench's 200x: 200,000 old fixes among 400,000
 	commitFixes(b, st, "truck-1", sdk.Epoch{1}, t0, 2*n)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -42,6 +43,9 @@ type Options struct {
 type Archive struct {
 	db   *bolt.DB
 	path string
+
+	pruneMu sync.Mutex // one PruneFixes at a time; guards pruneAt
+	pruneAt []byte     // where the pass of PruneFixes goes on: truck, 0, fix key; nil: from the start
 }
 
 var _ dispatch.Record = (*Archive)(nil)

@@ -24,8 +24,11 @@
 // Open waits at most Options.Timeout for bbolt's file lock (another process, e.g. a second `waybill
 // watch`, holds it), then fails with a message naming the file: an Open without a timeout blocks forever.
 //
-// # Not done yet
+// # Retention
 //
-// Retention and compaction: the archive only grows (fixes are about 150 bytes each as JSON). Pruning old
-// fixes and compacting the file are the office issue's work, together with reads by time range.
+// PruneFixes deletes fixes older than a cutoff (the office's [archive] keep_fixes), at most a batch per
+// write transaction, found in read transactions that do not hold up Commit; each call goes on where the
+// last stopped. Events and statuses are kept. The file is not compacted: its freed pages take new
+// records, so it stops growing (fixes are about 150 bytes each as JSON). Reads by time range are not
+// done yet.
 package archive
