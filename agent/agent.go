@@ -18,6 +18,7 @@ import (
 
 	"github.com/waybill-iot/waybill/agent/button"
 	"github.com/waybill-iot/waybill/agent/driver"
+	"github.com/waybill-iot/waybill/agent/gpio"
 	"github.com/waybill-iot/waybill/gps"
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/pki"
@@ -44,6 +45,8 @@ type Options struct {
 	ClockFloor time.Time
 	// Ready, if set, is called once everything runs (tests); systemd gets READY=1 either way.
 	Ready func(*Agent)
+	// openInput opens the ignition line; nil: gpio.OpenInput. Tests inject a gpio.Fake.
+	openInput func(gpio.InputConfig) (ignitionLine, error)
 }
 
 // Agent is the running daemon. Run creates and runs one.
@@ -60,9 +63,10 @@ type Agent struct {
 	addr   string       // the HTTP listener's address, once listening
 	conns  *connLimiter // the HTTP listener's connection cap, once listening
 
-	driver  *driver.Server // nil when the listener is off
-	button  *button.Button // nil without a button
-	closers []func() error // GPIO lines, closed at the end
+	driver   *driver.Server // nil when the listener is off
+	button   *button.Button // nil without a button
+	ignition *ignitionSense // nil without an ignition input: trips follow movement
+	closers  []func() error // GPIO lines, closed at the end
 
 	latest  atomic.Pointer[gps.Fix]
 	fixes   fixCounters
@@ -165,6 +169,7 @@ func newAgent(cfg Config, opts Options) (*Agent, error) {
 		a.OnOrder(drv.Notify)
 	}
 	a.button = a.openButton()
+	a.ignition = a.openIgnition()
 	return a, nil
 }
 
@@ -208,6 +213,30 @@ func (a *Agent) openButton() *button.Button {
 	}
 	a.OnOrder(b.Notify)
 	return b
+}
+
+// openIgnition opens the ignition-sense line and makes trips follow it. A line that cannot be opened (no
+// such chip or line, no permission, held by another program) is logged once and the agent runs on without
+// it: trips follow movement, as without an input.
+func (a *Agent) openIgnition() *ignitionSense {
+	c := a.cfg.Ignition
+	if c.Line == nil || *c.Line < 0 {
+		return nil
+	}
+	open := a.opts.openInput
+	if open == nil {
+		open = openGPIOInput
+	}
+	line, err := open(gpio.InputConfig{Chip: c.Chip, Line: *c.Line, ActiveHigh: c.ActiveHigh, Bias: gpio.Bias(c.Bias),
+		Consumer: "waybill-ignition", Clock: a.clock.Now})
+	if err != nil {
+		a.log.Error("ignition input unavailable; trips follow movement", "err", err,
+			"fix", "check ignition.chip and ignition.line (gpioinfo lists them) and that the agent may open /dev/gpiochip*")
+		return nil
+	}
+	a.closers = append(a.closers, line.Close)
+	a.mileage.followIgnition()
+	return &ignitionSense{line: line, debounce: c.Debounce, clock: a.clock.Now, log: a.log}
 }
 
 func newSource(c GPSConfig, log *slog.Logger) fixSource {
@@ -314,9 +343,15 @@ func (a *Agent) run(ctx context.Context) error {
 	fixes := make(chan gps.Fix, 16)
 	pipelineDone := make(chan struct{})
 	goRun("gps", func() error { return a.source.Run(gpsCtx, fixes) })
+	var ignition chan ignitionChange // nil without an input
+	if a.ignition != nil {
+		// Stopped with the GPS: a trip ended by the ignition going off reaches the store before it closes.
+		ignition = make(chan ignitionChange, 4)
+		goRun("ignition", func() error { return a.ignition.run(gpsCtx, ignition) })
+	}
 	go func() {
 		defer close(pipelineDone)
-		a.runFixes(fixes)
+		a.runFixes(fixes, ignition)
 	}()
 
 	_ = sdNotify("READY=1")
@@ -393,8 +428,10 @@ func (o Options) now() time.Time {
 
 // runFixes takes every fix from the source: it keeps the latest (driver page, status, clock), checks order
 // arrival, and passes the fixes the reporting filter wants to the store in groups (Store.FixBatch or
-// Store.FixDelay, whichever comes first). It returns when fixes is closed, after committing what it holds.
-func (a *Agent) runFixes(fixes <-chan gps.Fix) {
+// Store.FixDelay, whichever comes first). It takes the ignition's changes too (nil: no input), and commits
+// the trip events they complete at once: ignition off may cut the power. It returns when both are closed,
+// after committing what it holds.
+func (a *Agent) runFixes(fixes <-chan gps.Fix, ignition <-chan ignitionChange) {
 	filter := gps.NewFilter(a.filterConfig())
 	var pending []store.Entry
 	nFixes := 0 // how many of pending are fixes (the rest are movement events)
@@ -440,34 +477,49 @@ func (a *Agent) runFixes(fixes <-chan gps.Fix) {
 			flush()
 		}
 	}
+	// movement queues trip events with the next commit.
+	movement := func(evs []sdk.Event) {
+		for _, ev := range evs {
+			e, err := encodeTripEvent(ev)
+			if err != nil {
+				a.log.Warn("movement event cannot be encoded; skipped", "kind", ev.Kind, "err", err)
+				continue
+			}
+			a.log.Info("movement", "event", ev.Kind, "odometer_m", ev.Odometer, "distance_m", ev.Distance,
+				"duration", ev.Duration, "idle", ev.Idle)
+			if len(pending) == 0 {
+				timer.Reset(a.cfg.Store.FixDelay)
+			}
+			pending = append(pending, e)
+		}
+	}
 	var logged []gps.Logged
 	defer flush()
-	for {
+	for fixes != nil || ignition != nil {
 		select {
+		case c, ok := <-ignition:
+			if !ok {
+				ignition = nil
+				continue
+			}
+			if evs := a.mileage.ignite(c.on, c.at); len(evs) > 0 {
+				movement(evs)
+				flush()
+			}
 		case f, ok := <-fixes:
 			if !ok {
 				for _, l := range filter.Flush(nil) { // what the curve still holds goes with the last commit
 					keep(l)
 				}
-				return
+				fixes = nil
+				continue
 			}
 			a.fixes.seen.Add(1)
 			fix := f
 			a.latest.Store(&fix)
 			a.clock.observe(f.Time)
 			sf := gpsfix.From(f)
-			for _, ev := range a.mileage.next(f) {
-				e, err := encodeTripEvent(ev)
-				if err != nil {
-					a.log.Warn("movement event cannot be encoded; skipped", "kind", ev.Kind, "err", err)
-					continue
-				}
-				a.log.Info("movement", "event", ev.Kind, "odometer_m", ev.Odometer, "distance_m", ev.Distance, "duration", ev.Duration)
-				if len(pending) == 0 {
-					timer.Reset(a.cfg.Store.FixDelay)
-				}
-				pending = append(pending, e)
-			}
+			movement(a.mileage.next(f))
 			if a.mileage.mustSave() {
 				flush() // SaveDistance driven, or the truck stands: the reading goes to flash now
 			}

@@ -23,7 +23,8 @@ type IgnitionConfig struct {
 	// line). Zero: toward off (pull-up when active-low, pull-down when active-high), so a cut wire reads off.
 	Bias string `toml:"bias"`
 	// Debounce: a level counts once it has held this long (the line dips and bounces while the engine
-	// cranks); the change is dated at its first edge. Zero: 1 s. Range 100ms..30s.
+	// cranks; wire terminal 15, which stays on while cranking, not accessory power, which drops for
+	// seconds); the change is dated when the level began to hold. Zero: 1 s. Range 100ms..30s.
 	Debounce time.Duration `toml:"debounce"`
 }
 

@@ -19,6 +19,13 @@ import (
 // applied to the configuration, and returns it with its configuration and broker.
 func startAgentAt(t *testing.T, gpsStart time.Time, tweak func(*Config)) (*Agent, Config, *sdktest.Broker) {
 	t.Helper()
+	return startAgentWith(t, gpsStart, tweak, Options{})
+}
+
+// startAgentWith is startAgentAt with options (a logger, an injected ignition line); Version and Ready are
+// set here, and Logger when opts has none.
+func startAgentWith(t *testing.T, gpsStart time.Time, tweak func(*Config), opts Options) (*Agent, Config, *sdktest.Broker) {
+	t.Helper()
 	b := sdktest.StartDevBroker(t, sdktest.Options{Dispatch: []string{"office"}})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -46,7 +53,11 @@ func startAgentAt(t *testing.T, gpsStart time.Time, tweak func(*Config)) (*Agent
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		result <- Run(ctx, cfg, Options{Version: "test", Logger: testLogger(t), Ready: func(a *Agent) { ready <- a }})
+		opts.Version, opts.Ready = "test", func(a *Agent) { ready <- a }
+		if opts.Logger == nil {
+			opts.Logger = testLogger(t)
+		}
+		result <- Run(ctx, cfg, opts)
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -63,7 +63,10 @@ type Status struct {
 	Fix       *FixQuality `json:"fix,omitempty"`
 	Link      string      `json:"link"` // "connected to ..." or why not
 	Connected bool        `json:"connected"`
-	Queue     struct {
+	// Ignition is the ignition input, debounced: true on, false off; absent without an input (trips follow
+	// movement) or before it was first read.
+	Ignition *bool `json:"ignition,omitempty"`
+	Queue    struct {
 		Critical  int64   `json:"critical"`
 		Normal    int64   `json:"normal"`
 		OldestAge float64 `json:"oldest_age_s"`
@@ -122,6 +125,7 @@ func (a *Agent) Status() Status {
 		s.ClockSkew = cc.Skew.Seconds()
 		s.ClockWarning = cc.warning(gh.Stats.Rollovers, a.rolloverFloor())
 	}
+	s.Ignition = a.ignitionState()
 	st := a.client.Conn().Current()
 	s.Connected = st.Connected
 	switch {
@@ -196,7 +200,20 @@ func (a *Agent) health() sdk.Health {
 		h.ClockSkew = cc.Skew
 	}
 	h.Odometer = a.mileage.Metres()
+	h.Ignition = a.ignitionState()
 	return h
+}
+
+// ignitionState is the debounced ignition for the status: nil without an input or before it was read.
+func (a *Agent) ignitionState() *bool {
+	if a.ignition == nil {
+		return nil
+	}
+	on, known := a.ignition.State()
+	if !known {
+		return nil
+	}
+	return &on
 }
 
 func (a *Agent) certDaysLeft(now time.Time) int {

@@ -177,6 +177,10 @@ func (a *Agent) writeMetrics(w io.Writer) {
 	if cc.Comparable {
 		p.sample("waybill_clock_skew_seconds", cc.Skew.Seconds())
 	}
+	p.family("waybill_ignition_on", "gauge", "The ignition input is on (debounced); no sample without an ignition input.")
+	if on := a.ignitionState(); on != nil {
+		p.sample("waybill_ignition_on", b2f(*on))
+	}
 	st := a.client.Conn().Current()
 	p.one("waybill_link_up", "gauge", "Connected to a broker.", b2f(st.Connected))
 	ts := a.client.Conn().Stats()

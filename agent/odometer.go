@@ -99,11 +99,41 @@ func openMileage(ctx context.Context, st *store.Store, cfg OdometerConfig, now t
 // Metres is the odometer reading in whole metres.
 func (m *mileage) Metres() uint64 { return m.metres.Load() }
 
-// next takes a fix and returns the movement events it completes, as store entries.
+// next takes a fix and returns the movement events it completes.
 func (m *mileage) next(f gps.Fix) []sdk.Event {
 	m.odo.Next(f)
 	m.metres.Store(uint64(m.odo.Metres()))
-	return m.trips.next(f, m.odo.Metres())
+	towed := m.trips.towed
+	evs := m.trips.next(f, m.odo.Metres())
+	m.logTowed(towed)
+	return evs
+}
+
+// followIgnition makes trips follow the ignition input (ignite) instead of movement. Call it before the
+// first fix.
+func (m *mileage) followIgnition() { m.trips.followIgnition() }
+
+// ignite takes a debounced change of the ignition input at time at and returns the movement events it
+// completes.
+func (m *mileage) ignite(on bool, at time.Time) []sdk.Event {
+	towed := m.trips.towed
+	evs := m.trips.ignite(on, at, m.odo.Metres())
+	m.logTowed(towed)
+	return evs
+}
+
+// logTowed says when movement with the ignition off begins and ends: it is no trip, so the log is where
+// a towed truck (or an ignition input wired wrong) shows.
+func (m *mileage) logTowed(was bool) {
+	d := m.trips
+	switch {
+	case d.towed && !was:
+		m.log.Warn("moving with the ignition off: not a trip (towed, or check the [ignition] line and active_high)",
+			"odometer_m", uint64(m.odo.Metres()))
+	case !d.towed && was:
+		m.log.Info("movement with the ignition off ended", "distance_m", uint64(max(0, m.odo.Metres()-d.towOdo)),
+			"ignition_on", d.ignOn)
+	}
 }
 
 // unsaved is the distance not yet written.
