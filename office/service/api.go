@@ -279,6 +279,12 @@ type truckView struct {
 	QueueDepth   *int          `json:"queue_depth,omitempty"`
 	CertDaysLeft *int          `json:"cert_days_left,omitempty"`
 	OpenOrders   int           `json:"open_orders"`
+	// The truck's store, from its latest status: its epoch, how it began (created: a new or replaced SD
+	// card, or the first start; recreated: the old one was unreadable; salvaged: damaged, what could be
+	// read was kept) and since when. A unit whose store is not "created" at its first start lost data.
+	StoreEpoch  string     `json:"store_epoch,omitempty"`
+	StoreOrigin string     `json:"store_origin,omitempty"`
+	StoreSince  *time.Time `json:"store_since,omitempty"`
 }
 
 func (s *Service) trucks(w http.ResponseWriter, r *http.Request) {
@@ -311,6 +317,13 @@ func (s *Service) trucks(w http.ResponseWriter, r *http.Request) {
 			if h := st.Status.Health; h != nil {
 				q, d := h.QueueDepth, h.CertDaysLeft
 				v.QueueDepth, v.CertDaysLeft = &q, &d
+				if h.StoreEpoch != (sdk.Epoch{}) {
+					v.StoreEpoch, v.StoreOrigin = fmt.Sprintf("%x", h.StoreEpoch[:]), h.StoreOrigin
+					if !h.StoreSince.IsZero() {
+						since := h.StoreSince
+						v.StoreSince = &since
+					}
+				}
 			}
 		}
 		if t.LastFix != nil {

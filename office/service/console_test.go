@@ -84,7 +84,7 @@ func consoleInChromium(t *testing.T, e engine, screen [2]int) {
 	officeCl, trCl := b.ClientFiles("office"), b.Truck("truck-1")
 	st := e.open(t, officeCl)
 	o := startOfficeConfig(t, b, officeCl, st, "", func(c *service.Config) { c.MaxStreams = 2 }, trCl)
-	tr, tst := trucktest.Run(t, b, trCl, trucktest.Options{})
+	tr, tst := trucktest.Run(t, b, trCl, trucktest.Options{Health: true})
 	waitFor(t, "the truck online at the office", func() bool {
 		var ts []struct{ Online bool }
 		json.Unmarshal(o.do(t, "GET", "/api/trucks", nil, 200), &ts)
@@ -235,7 +235,8 @@ func consoleInChromium(t *testing.T, e engine, screen [2]int) {
 	step("the truck page", hash("#truck/truck-1"), chromedp.WaitVisible(css(`#tk-online.online`)),
 		chromedp.WaitVisible(css(`#tk-events tr[data-kind="delivered"]`)),
 		chromedp.Click(css(`#tk-track-show`)), chromedp.WaitVisible(css(`#tk-track-count[data-count="2"]`)))
-	if f := eval(`document.querySelector('#tk-fields').innerText`); !strings.Contains(f, "51.506500") || !strings.Contains(f, "Queue") {
+	if f := eval(`document.querySelector('#tk-fields').innerText`); !strings.Contains(f, "51.506500") || !strings.Contains(f, "Queue") ||
+		!strings.Contains(f, "created (first start or a new SD card)") || eval(`String(document.querySelector('#tk-store').hidden)`) != "true" {
 		t.Fatalf("truck fields: %q", f)
 	}
 	if o2 := eval(`document.querySelector('#tk-orders').innerText`); !strings.Contains(o2, "o-2") || strings.Contains(o2, "o-1") {

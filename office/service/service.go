@@ -25,6 +25,13 @@ import (
 // DefaultListen is the HTTP address when Config.Listen is empty: loopback only.
 const DefaultListen = "127.0.0.1:8470"
 
+// The HTTP server's timeouts when Config leaves them zero.
+const (
+	DefaultReadTimeout  = 30 * time.Second
+	DefaultIdleTimeout  = 60 * time.Second
+	DefaultWriteTimeout = 5 * time.Minute
+)
+
 // Config configures a Service.
 type Config struct {
 	// Store is the office storage. Required; the caller closes it after Run returned.
@@ -80,6 +87,11 @@ type Config struct {
 	PublicURL string
 	// MaxStreams bounds the console's open event streams. Zero: DefaultMaxStreams.
 	MaxStreams int
+	// ReadTimeout bounds reading one request with its body, IdleTimeout the wait for the next request on a
+	// kept-alive connection, WriteTimeout writing an answer (event streams set a deadline per event
+	// instead; a large track export must fit): a client that stalls cannot hold a connection. Zero:
+	// DefaultReadTimeout (30 s), DefaultIdleTimeout (60 s), DefaultWriteTimeout (5 min).
+	ReadTimeout, IdleTimeout, WriteTimeout time.Duration
 
 	// TrackingRate and TrackingBurst limit the public pages per client (the tracking pages /t/ and the
 	// /console/ files they load; wrong tokens count too): a token bucket of TrackingBurst requests refilled
@@ -233,7 +245,16 @@ func (s *Service) handle(ctx context.Context, u dispatch.Update) error {
 func (s *Service) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, TLSConfig: s.tls,
+	orDefault := func(d, def time.Duration) time.Duration {
+		if d <= 0 {
+			return def
+		}
+		return d
+	}
+	read := orDefault(s.cfg.ReadTimeout, DefaultReadTimeout)
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: min(10*time.Second, read), ReadTimeout: read,
+		IdleTimeout: orDefault(s.cfg.IdleTimeout, DefaultIdleTimeout), WriteTimeout: orDefault(s.cfg.WriteTimeout, DefaultWriteTimeout),
+		MaxHeaderBytes: 16 << 10, TLSConfig: s.tls,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)} // TLS handshake refusals, among others
 	tlsOn := srv.TLSConfig != nil // read before Serve: serving changes srv.TLSConfig
 	errs := make(chan error, 3)

@@ -164,7 +164,7 @@ func TestOrderRoundTrip(t *testing.T) {
 		t.Run(e.name, func(t *testing.T) {
 			st := e.open(t, officeCl)
 			o := startOffice(t, b, officeCl, st, "", trCl)
-			tr, tst := trucktest.Run(t, b, trCl, trucktest.Options{})
+			tr, tst := trucktest.Run(t, b, trCl, trucktest.Options{Health: true})
 			id := "o-" + e.name
 			o.do(t, "POST", "/api/orders", map[string]any{"truck": "truck-1", "id": id, "recipient": "A. Jones",
 				"address": "1 Quay St", "lat": 51.5, "lon": -0.1, "radius_m": 80}, http.StatusCreated)
@@ -254,13 +254,22 @@ func TestOrderRoundTrip(t *testing.T) {
 			}
 			o.do(t, "GET", "/api/trucks/truck-1/track?from=yesterday", nil, http.StatusBadRequest)
 			var trucks []struct {
-				Name       string
-				Online     bool
-				QueueDepth *int `json:"queue_depth"`
+				Name        string
+				Online      bool
+				QueueDepth  *int       `json:"queue_depth"`
+				StoreEpoch  string     `json:"store_epoch"`
+				StoreOrigin string     `json:"store_origin"`
+				StoreSince  *time.Time `json:"store_since"`
 			}
 			json.Unmarshal(o.do(t, "GET", "/api/trucks", nil, 200), &trucks)
 			if len(trucks) != 1 || !trucks[0].Online || trucks[0].Name != "truck-1" {
 				t.Fatalf("trucks: %+v", trucks)
+			}
+			// The truck's store: a new one (the test truck's first start), with its epoch and since when.
+			if tr := trucks[0]; tr.StoreOrigin != "created" || len(tr.StoreEpoch) != 16 || tr.StoreSince == nil ||
+				time.Since(*tr.StoreSince) > 10*time.Minute {
+				t.Errorf("truck's store: origin %q epoch %q since %v; want created, 8 bytes in hex, just now",
+					tr.StoreOrigin, tr.StoreEpoch, tr.StoreSince)
 			}
 			o.do(t, "DELETE", "/api/orders/truck-1/"+id, nil, http.StatusConflict) // delivered: cannot cancel
 			metrics := o.do(t, "GET", "/metrics", nil, 200)

@@ -359,7 +359,8 @@ function renderTrucks() {
     const online = f.online !== undefined ? f.online : t.online;
     const fix = fixOf(f) ? f : (t.last_fix ? {lat: t.last_fix.fix.lat, lon: t.last_fix.fix.lon, time: t.last_fix.fix.time} : null);
     return el('tr', {'data-truck': t.name, onclick: () => { location.hash = '#truck/' + t.name; }},
-      el('td', {text: t.name}), el('td', {text: online ? 'online' : 'offline'}),
+      el('td', {}, t.name, storeLost(t) ? el('span', {class: 'badge warn', title: storeText(t), text: 'store ' + t.store_origin}) : ''),
+      el('td', {text: online ? 'online' : 'offline'}),
       el('td', {text: fix ? fix.lat.toFixed(5) + ', ' + fix.lon.toFixed(5) : ''}),
       el('td', {text: fix ? fmtAge((Date.now() - new Date(fix.time)) / 1000) : ''}),
       el('td', {text: t.queue_depth ?? ''}), el('td', {text: t.cert_days_left ?? ''}), el('td', {text: t.open_orders}));
@@ -390,6 +391,20 @@ async function openTruck(name) {
   } catch (e) { flash(e.message, true); }
 }
 
+// storeText says how the truck's store began: created (first start, or a new SD card), recreated (the old
+// one was unreadable) or salvaged (damaged; what could be read was kept), and since when.
+function storeText(t) {
+  const why = {created: 'created (first start or a new SD card)', recreated: 'recreated (the old one was unreadable)',
+    salvaged: 'salvaged (damaged; what could be read was kept)'}[t.store_origin] || t.store_origin;
+  return why + (t.store_since ? ' ' + fmtTime(t.store_since) : '') + (t.store_epoch ? ', epoch ' + t.store_epoch.slice(0, 8) : '');
+}
+
+// storeLost: the truck's store was recreated or salvaged: the unit lost what it held and the office had not
+// received. (A swapped SD card looks like a first start, "created", to the truck: the truck page shows when.)
+function storeLost(t) {
+  return t.store_origin === 'recreated' || t.store_origin === 'salvaged';
+}
+
 function renderTruckLive() {
   const t = wb.trucks.find(x => x.name === truckName) || {name: truckName};
   const f = wb.fleet.get(truckName) || {};
@@ -403,7 +418,12 @@ function renderTruckLive() {
   } else rows.push(['Last fix', 'none yet']);
   rows.push(['Queue on the truck', t.queue_depth !== undefined ? t.queue_depth + ' records' : 'unknown'],
     ['Certificate', t.cert_days_left !== undefined ? t.cert_days_left + ' days left' : 'unknown']);
+  if (t.store_origin) rows.push(['Store', storeText(t)]);
   $('#tk-fields').replaceChildren(...rows.flatMap(([k, v]) => [el('dt', {text: k}), el('dd', {text: v})]));
+  const sb = $('#tk-store');
+  const lost = storeLost(t);
+  sb.hidden = !lost;
+  sb.textContent = lost ? 'store ' + t.store_origin + ' ' + fmtTime(t.store_since) + ': the unit lost data' : '';
   const open = [...wb.orders.values()].filter(v => v.order.truck === truckName && !CLOSED.has(v.state) && v.order.status !== 'cancelled');
   $('#tk-orders').replaceChildren(...(open.length ? open.map(v => el('li', {onclick: () => { location.hash = '#order/' + key(v.order.truck, v.order.id); }},
     el('strong', {text: v.order.id}), ' ', stateSpan(v.state, v.state_text), el('span', {class: 'sub', text: (v.order.recipient || '') + ' · ' + (v.order.address || '')})))

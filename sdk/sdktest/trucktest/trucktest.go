@@ -20,6 +20,9 @@ type Options struct {
 	Broker string
 	// StatusInterval is how often the truck refreshes its status. Zero: the client's default (5 minutes).
 	StatusInterval time.Duration
+	// Health makes the truck's online status carry a health summary as the agent's does: its store (epoch,
+	// origin, since) and queue depth. Zero: no summary.
+	Health bool
 }
 
 // Run starts the truck client until the test ends (then it is stopped, waited for, and its store
@@ -35,7 +38,16 @@ func Run(t testing.TB, b *sdktest.Broker, cl sdktest.Client, o Options) (*truck.
 	if addr == "" {
 		addr = b.Addr
 	}
-	c, err := truck.NewClient(truck.ClientConfig{Store: st, StatusInterval: o.StatusInterval,
+	var health func() sdk.Health
+	if o.Health {
+		health = func() sdk.Health {
+			or := st.Origin()
+			s := st.Stats()
+			return sdk.Health{StoreEpoch: sdk.EpochOf(st.Epoch()), StoreOrigin: or.Kind.String(), StoreSince: or.At,
+				QueueDepth: int(s.Critical.Records + s.Normal.Records)}
+		}
+	}
+	c, err := truck.NewClient(truck.ClientConfig{Store: st, StatusInterval: o.StatusInterval, Health: health,
 		Transport: transport.Config{Brokers: []string{"mqtts://" + addr}, CertFile: cl.CertFile, KeyFile: cl.KeyFile,
 			CAFile: cl.CAFile, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond},
 		Uploader: truck.UploaderConfig{RetryDelay: 100 * time.Millisecond, ReceiptTimeout: 2 * time.Second,
