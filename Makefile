@@ -37,7 +37,7 @@ fmt:
 
 test: deps lint vm-test test-native test-arm
 
-# ./vm boots the virtual truck; vm-test runs it (with its cycle count), so it is not run twice.
+# ./cmd/waybill/vm boots the virtual truck; vm-test runs it (with its cycle count), so it is not run twice.
 test-native:
 	$(GO) test -race -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v '/vm$$')
 
@@ -51,26 +51,26 @@ test-arm:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 WAYBILL_TEST_EXEC=qemu-arm-static \
 		$(GO) test -exec qemu-arm-static -timeout $(TEST_TIMEOUT) $(ARM_PKGS)
 
-# The virtual truck (vm/): the agent on Debian's arm64 kernel under qemu-system-aarch64, through real power
+# The virtual truck (cmd/waybill/vm/): the agent on Debian's arm64 kernel under qemu-system-aarch64, through real power
 # cuts (SIGKILL of QEMU) with the disk on cache=none and cache=writeback, then a drain and the tally. The
 # kernel and busybox are fetched once into /var/cache/waybill-vm (root) or ~/.cache/waybill-vm.
-# VM_CYCLES=n sets the number of power cuts (go test ./vm alone makes 2); make soak makes 1,000.
+# VM_CYCLES=n sets the number of power cuts (go test ./cmd/waybill/vm alone makes 2); make soak makes 1,000.
 VM_CYCLES ?= 5
 vm-test:
-	WAYBILL_VM_CYCLES=$(VM_CYCLES) $(GO) test -count=1 -timeout 20m -v ./vm
+	WAYBILL_VM_CYCLES=$(VM_CYCLES) $(GO) test -count=1 -timeout 20m -v ./cmd/waybill/vm
 
 # SOAK_TIMEOUT bounds the soak: near it the cycles stop, the queue drains and the tally still prints.
 SOAK_TIMEOUT ?= 48h
 soak:
-	WAYBILL_VM_CYCLES=1000 $(GO) test -count=1 -timeout $(SOAK_TIMEOUT) -run TestPowerCuts -v ./vm
+	WAYBILL_VM_CYCLES=1000 $(GO) test -count=1 -timeout $(SOAK_TIMEOUT) -run TestPowerCuts -v ./cmd/waybill/vm
 
 # The same virtual-truck tests on the 32-bit truck (Debian's armmp kernel, the agent GOARM=7), and the
 # agent's footprint on the 256 MB unit (5 minutes at 1 Hz in real time; WAYBILL_VM_FOOTPRINT=1h for longer).
 vm-test-arm32:
-	WAYBILL_VM_ARCH=armhf WAYBILL_VM_CYCLES=$(VM_CYCLES) $(GO) test -count=1 -timeout 30m -v ./vm
+	WAYBILL_VM_ARCH=armhf WAYBILL_VM_CYCLES=$(VM_CYCLES) $(GO) test -count=1 -timeout 30m -v ./cmd/waybill/vm
 
 vm-bench:
-	$(GO) test -run '^$$' -bench Footprint -timeout 30m ./vm
+	$(GO) test -run '^$$' -bench Footprint -timeout 30m ./cmd/waybill/vm
 
 # Static binaries for every architecture we ship to.
 cross:
@@ -89,7 +89,7 @@ cross:
 # amount of work once.
 MICRO_BENCH_PKGS := ./sdk ./gps
 # The office: ingest on both engines, the fleet map's p50/p99 (200 requests).
-OFFICE_BENCH_PKGS := ./office/storage/embedded ./office/storage/postgres ./office/service
+OFFICE_BENCH_PKGS := ./sdk/dispatch/storage/embedded ./sdk/dispatch/storage/postgres ./sdk/dispatch/office
 SYSTEM_BENCH_PKGS := ./store ./sdk/transport ./sdk/truck ./sdk/brokeradmin ./cmd/waybill-agent ./sdk/pki ./sdk/fleetsim
 bench:
 	@mkdir -p $(DIST)

@@ -47,7 +47,7 @@
 // # Caveats
 //
 //   - The press logic and the LED are tested here with an injected line and times (contact bounce
-//     included); the gpiocdev code runs against a real GPIO chip in vm/TestButton: QEMU's PL061 under
+//     included); the gpiocdev code runs against a real GPIO chip in cmd/waybill/vm TestButton: QEMU's PL061 under
 //     Debian's arm64 and armhf kernels, a short press, repeated presses and a held button. Real contact
 //     bounce on a GPIO chip is not shown there (QEMU's button pulse is at least 100 ms).
 //   - A short press acts on the nearest active order wherever the truck is; a delivery far from the

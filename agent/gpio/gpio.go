@@ -4,7 +4,7 @@
 // button press and an ignition change want different times). Tests inject a Fake instead.
 //
 // The gpiocdev code (github.com/warthog618/go-gpiocdev: uAPI v2 from Linux 5.10, v1 before) runs against a
-// real GPIO chip in vm/TestButton. Off Linux, OpenInput returns an error.
+// real GPIO chip in cmd/waybill/vm TestButton. Off Linux, OpenInput returns an error.
 package gpio
 
 import "time"

@@ -205,7 +205,7 @@ func (d *demo) run(ctx context.Context, wg *sync.WaitGroup, bin string, keep boo
 	}
 	defer d.stopAgents(trucks) // on errors and after --keep; the summary stops them first otherwise
 
-	// 4. Dispatch: the office process (office/service), connected to the broker directly.
+	// 4. Dispatch: the office process (sdk/dispatch/office), connected to the broker directly.
 	office, stopOffice, err := d.startOffice(ctx, p, brokerAddr, trucks)
 	if err != nil {
 		return err

@@ -18,15 +18,15 @@ import (
 	"sync"
 	"time"
 
-	"github.com/waybill-iot/waybill/office/service"
-	"github.com/waybill-iot/waybill/office/storage/embedded"
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/dispatch"
+	"github.com/waybill-iot/waybill/sdk/dispatch/office"
+	"github.com/waybill-iot/waybill/sdk/dispatch/storage/embedded"
 	"github.com/waybill-iot/waybill/sdk/pki"
 	"github.com/waybill-iot/waybill/sdk/transport"
 )
 
-// demoOffice is the demo's dispatch: the office process of `waybill dispatch run` (office/service on the
+// demoOffice is the demo's dispatch: the office process of `waybill dispatch run` (sdk/dispatch/office on the
 // embedded engine in DIR/dispatch), run inside the demo's process, and the demo's client for its API.
 type demoOffice struct {
 	base      string // http://127.0.0.1:PORT: the console, the API and the tracking pages
@@ -41,7 +41,7 @@ type demoOffice struct {
 }
 
 // startOffice starts the office on a free loopback port with a fresh random token. stop ends it (the HTTP
-// server, the order sender, the MQTT client: service.Run's order) and closes its files; call it once.
+// server, the order sender, the MQTT client: office.Run's order) and closes its files; call it once.
 func (d *demo) startOffice(ctx context.Context, p *pki.PKI, broker string, trucks []*demoTruck) (o *demoOffice, stop func(), err error) {
 	o = &demoOffice{dataDir: filepath.Join(d.dir, "dispatch"), tokenFile: filepath.Join(d.dir, "dispatch.token"),
 		logPath: filepath.Join(d.dir, "dispatch.log"), http: &http.Client{Timeout: 15 * time.Second}}
@@ -104,7 +104,7 @@ func (d *demo) startOffice(ctx context.Context, p *pki.PKI, broker string, truck
 		return nil, nil, err
 	}
 	undo = append(undo, func() { st.Close() })
-	svc, err := service.New(service.Config{Store: st, Token: o.token, Listen: "127.0.0.1:0", Logger: log,
+	svc, err := office.New(office.Config{Store: st, Token: o.token, Listen: "127.0.0.1:0", Logger: log,
 		Dispatch: dispatch.Config{
 			Transport: transport.Config{Brokers: []string{"mqtts://" + broker}, CertFile: p.CertPath("office"),
 				KeyFile: p.KeyPath("office"), CAFile: p.CAPath(), Logger: log},

@@ -16,12 +16,12 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/waybill-iot/waybill/office/service"
-	"github.com/waybill-iot/waybill/office/storage"
-	"github.com/waybill-iot/waybill/office/storage/embedded"
-	"github.com/waybill-iot/waybill/office/storage/postgres"
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/dispatch"
+	"github.com/waybill-iot/waybill/sdk/dispatch/office"
+	"github.com/waybill-iot/waybill/sdk/dispatch/storage"
+	"github.com/waybill-iot/waybill/sdk/dispatch/storage/embedded"
+	"github.com/waybill-iot/waybill/sdk/dispatch/storage/postgres"
 	"github.com/waybill-iot/waybill/sdk/pki"
 	"github.com/waybill-iot/waybill/sdk/transport"
 )
@@ -83,8 +83,8 @@ type dispatchConfig struct {
 		// TrackingRate and TrackingBurst limit the public pages (/t/ and the files they load) per client: a
 		// token bucket of tracking_burst requests refilled at tracking_rate ("60/min"; per s, min or h),
 		// 429 with Retry-After beyond. Zero: "60/min" and 30.
-		TrackingRate  service.Rate `toml:"tracking_rate"`
-		TrackingBurst int          `toml:"tracking_burst"`
+		TrackingRate  office.Rate `toml:"tracking_rate"`
+		TrackingBurst int         `toml:"tracking_burst"`
 		// TrackingClients bounds the clients the limit remembers (the least recently seen forgotten
 		// first). Zero: 10000.
 		TrackingClients int `toml:"tracking_clients"`
@@ -144,11 +144,11 @@ func (d *retention) UnmarshalTOML(v any) error {
 	if !ok {
 		return fmt.Errorf("a retention period needs a unit, as a string: write \"%v d\" as \"%vd\"", v, v)
 	}
-	x, err := service.ParseRetention(s)
+	x, err := office.ParseRetention(s)
 	if err != nil {
 		return err
 	}
-	if x != 0 && x < service.MinKeepFixes {
+	if x != 0 && x < office.MinKeepFixes {
 		return fmt.Errorf("retention %q: want \"0\" (for ever) or at least \"7d\"", s)
 	}
 	d.Duration = x
@@ -194,7 +194,7 @@ func parseDispatchConfig(r io.Reader) (*dispatchConfig, error) {
 		return nil, errors.New("[http] token_file is required (or env WAYBILL_DISPATCH_TOKEN, or client_ca for client " +
 			"certificates): the API's bearer token")
 	}
-	if _, err := service.ParseTrustedProxies(c.HTTP.TrustedProxies); err != nil {
+	if _, err := office.ParseTrustedProxies(c.HTTP.TrustedProxies); err != nil {
 		return nil, fmt.Errorf("[http] trusted_proxies: %w", err)
 	}
 	if c.HTTP.TrackingBurst < 0 || c.HTTP.TrackingClients < 0 {
@@ -239,7 +239,7 @@ func runDispatch(ctx context.Context, s streams, args []string) error {
 	}
 	fs := flag.NewFlagSet("dispatch run", flag.ContinueOnError)
 	fs.SetOutput(s.err)
-	cfgPath := fs.String("config", "", "the TOML configuration (see office/dispatch.example.toml)")
+	cfgPath := fs.String("config", "", "the TOML configuration (see sdk/dispatch/office/dispatch.example.toml)")
 	fs.Usage = func() {
 		fmt.Fprintln(s.err, "Usage: waybill dispatch run --config FILE")
 		fmt.Fprintln(s.err)
@@ -371,9 +371,9 @@ func runOffice(ctx context.Context, s streams, cfg *dispatchConfig) error {
 	if cfg.HTTP.MaxStreams < 0 {
 		return fmt.Errorf("dispatch: http.max_streams = %d: want 0 (the default, 32) or more", cfg.HTTP.MaxStreams)
 	}
-	proxies, _ := service.ParseTrustedProxies(cfg.HTTP.TrustedProxies) // checked by parseDispatchConfig
-	// The certificate files are read by service.New and again when they change (renewals need no restart).
-	svc, err := service.New(service.Config{Store: st, Token: token, Listen: cfg.HTTP.Listen, Logger: log,
+	proxies, _ := office.ParseTrustedProxies(cfg.HTTP.TrustedProxies) // checked by parseDispatchConfig
+	// The certificate files are read by office.New and again when they change (renewals need no restart).
+	svc, err := office.New(office.Config{Store: st, Token: token, Listen: cfg.HTTP.Listen, Logger: log,
 		TLSCertFile: cfg.HTTP.TLSCert, TLSKeyFile: cfg.HTTP.TLSKey, ClientCAFile: cfg.HTTP.ClientCA,
 		TileURL: cfg.HTTP.TileURL, TileAttribution: cfg.HTTP.TileAttribution, PublicURL: cfg.HTTP.PublicURL,
 		MaxStreams: cfg.HTTP.MaxStreams, TrackingRate: cfg.HTTP.TrackingRate, TrackingBurst: cfg.HTTP.TrackingBurst,

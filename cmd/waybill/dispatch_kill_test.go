@@ -20,8 +20,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/waybill-iot/waybill/office/storage/pgtest"
 	"github.com/waybill-iot/waybill/sdk"
+	"github.com/waybill-iot/waybill/sdk/dispatch/storage/pgtest"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
 	"github.com/waybill-iot/waybill/sdk/sdktest/faultproxy"
 	"github.com/waybill-iot/waybill/sdk/sdktest/trucktest"

@@ -9,11 +9,11 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/waybill-iot/waybill/office/storage/embedded"
-	"github.com/waybill-iot/waybill/office/storage/postgres"
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/dispatch"
 	"github.com/waybill-iot/waybill/sdk/dispatch/archive"
+	"github.com/waybill-iot/waybill/sdk/dispatch/storage/embedded"
+	"github.com/waybill-iot/waybill/sdk/dispatch/storage/postgres"
 )
 
 // migrateFixBatch is how many fixes go into PostgreSQL per transaction.

@@ -14,11 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/waybill-iot/waybill/office/storage/embedded"
-	"github.com/waybill-iot/waybill/office/storage/pgtest"
-	"github.com/waybill-iot/waybill/office/storage/postgres"
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/dispatch"
+	"github.com/waybill-iot/waybill/sdk/dispatch/storage/embedded"
+	"github.com/waybill-iot/waybill/sdk/dispatch/storage/pgtest"
+	"github.com/waybill-iot/waybill/sdk/dispatch/storage/postgres"
 	"github.com/waybill-iot/waybill/sdk/pki"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
 )

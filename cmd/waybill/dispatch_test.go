@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/waybill-iot/waybill/office/service"
+	"github.com/waybill-iot/waybill/sdk/dispatch/office"
 )
 
 func TestDispatchConfig(t *testing.T) {
@@ -50,7 +50,7 @@ token_file = "tok"
 	}
 	c, err = parseDispatchConfig(strings.NewReader(base + "tracking_rate = \"2/s\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n" +
 		"[archive]\nkeep_fixes = \"400d\"\n"))
-	if err != nil || c.HTTP.TrackingRate != (service.Rate{N: 2, Per: time.Second}) || c.Archive.KeepFixes.Duration != 400*24*time.Hour {
+	if err != nil || c.HTTP.TrackingRate != (office.Rate{N: 2, Per: time.Second}) || c.Archive.KeepFixes.Duration != 400*24*time.Hour {
 		t.Errorf("tracking_rate, keep_fixes: %v %+v", err, c)
 	}
 	noToken := strings.Replace(base, "token_file = \"tok\"\n", "", 1)

@@ -7,7 +7,7 @@ import (
 )
 
 // The two methods below let an outbox kept in another engine (the office's PostgreSQL storage,
-// office/storage/postgres) follow exactly the Outbox's rules for events and new truck stores, instead of a
+// sdk/dispatch/storage/postgres) follow exactly the Outbox's rules for events and new truck stores, instead of a
 // copy of them that would drift.
 
 // ApplyEvent applies one verified event from the order's truck to e, as Outbox.Apply does, and reports
