@@ -18,10 +18,12 @@ const (
 	EventDelivered           // the driver confirmed delivery
 	EventFailed              // the driver could not deliver; Reason says why
 	EventProblem             // the driver reports a problem; Reason says what
-	// EventTripStart: the truck started moving after standing long enough to end a trip. Fix is where,
-	// Odometer the reading there.
+	// EventTripStart: the truck started moving after standing long enough to end a trip (with an ignition
+	// input: the ignition was switched on; Time is that change, Fix the latest fix). Fix is where, Odometer
+	// the reading there.
 	EventTripStart
-	// EventTripEnd: the truck has stood still long enough to end its trip. Time and Fix are when and where
+	// EventTripEnd: the truck has stood still long enough to end its trip (with an ignition input: the
+	// ignition was switched off; Time is that change, Fix the latest fix). Time and Fix are when and where
 	// it stopped; Distance and Duration cover the trip from its start to that stop, Idle the stops inside it.
 	EventTripEnd
 	// EventStop: the truck moved again after a stop inside a trip (a delivery, a queue); Time and Fix are when
