@@ -90,7 +90,7 @@ cross:
 MICRO_BENCH_PKGS := ./sdk ./gps
 # The office: ingest on both engines, the fleet map's p50/p99 (200 requests).
 OFFICE_BENCH_PKGS := ./sdk/dispatch/storage/embedded ./sdk/dispatch/storage/postgres ./sdk/dispatch/office
-SYSTEM_BENCH_PKGS := ./store ./sdk/transport ./sdk/truck ./sdk/brokeradmin ./cmd/waybill-agent ./sdk/pki ./sdk/fleetsim
+SYSTEM_BENCH_PKGS := ./store ./sdk/transport ./sdk/truck ./sdk/brokeradmin ./cmd/waybill-agent ./sdk/pki ./cmd/waybill/fleetsim
 bench:
 	@mkdir -p $(DIST)
 	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -benchtime 1s -timeout 30m $(MICRO_BENCH_PKGS) | tee $(DIST)/bench.txt

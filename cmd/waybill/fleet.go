@@ -9,7 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/waybill-iot/waybill/sdk/fleetsim"
+	"github.com/waybill-iot/waybill/cmd/waybill/fleetsim"
 )
 
 func runFleet(ctx context.Context, s streams, args []string) error {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/waybill-iot/waybill/sdk/fleetsim"
+	"github.com/waybill-iot/waybill/cmd/waybill/fleetsim"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
 )
 
