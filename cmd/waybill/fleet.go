@@ -35,7 +35,7 @@ const workerCommand = "sim-worker"
 
 func fleetUsage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: waybill fleet SUBCOMMAND [FLAGS]")
-	fmt.Fprintln(w, "  sim   N simulated trucks (the real truck client each) on a Mosquitto it starts; a JSON summary")
+	fmt.Fprintln(w, "  sim   N simulated trucks (the real truck client each) on a Mosquitto it starts, or a running one; a JSON summary")
 }
 
 func runFleetSim(ctx context.Context, s streams, args []string) error {
@@ -53,7 +53,15 @@ The soft limit is raised to the hard one (ulimit -Hn), and when one process cann
 within it, the trucks run in worker processes (this program again), --workers of them; this process
 keeps the broker, dispatch and the faults, and adds up the workers' counts.
 
+With --broker mqtts://HOST:PORT it runs against that running broker instead, configured by waybill broker
+config from the PKI in --pki DIR: it issues its trucks (--name-prefix, sim-: sim-00001 ...) and, with
+--dispatch, sim-dispatch into that PKI, reuses them on later runs, and tells the broker as waybill broker
+sync does. It cannot restart that broker (--restart-broker-at is refused) and does not measure it
+(broker_rss and broker_cpu_s are absent). --dispatch is refused when the PKI holds trucks that are not
+the simulation's: its dispatch would receipt their records.
+
 Example: waybill fleet sim --trucks 1000 --duration 5m --dispatch --confirm --stall-dispatch 1m --restart-broker-at 3m
+         waybill fleet sim --broker mqtts://127.0.0.1:8883 --pki /etc/waybill/pki --trucks 200 --dispatch
 
 Flags:`)
 	trucks := fs.Int("trucks", 100, "number of trucks")
@@ -72,6 +80,10 @@ Flags:`)
 	dropAt := fs.Duration("drop-link-at", 0, "when the links are cut (zero: half of --duration)")
 	dropFor := fs.Duration("drop-link-for", 0, "how long the links stay cut (zero: 1m)")
 	seed := fs.Uint64("seed", 0, "route seed")
+	broker := fs.String("broker", "", "run against this running broker, mqtts://HOST:PORT, instead of starting one (needs --pki)")
+	pkiDir := fs.String("pki", "", "with --broker: the fleet PKI the broker was configured from; the simulation's identities are issued into it")
+	namePrefix := fs.String("name-prefix", "", "the simulation's identity names: PREFIX00001 ... and PREFIXdispatch (zero: sim-); pick one no real identity's name starts with")
+	topicPrefix := fs.String("prefix", "", "topic prefix of the broker's rules, as given to waybill broker config (zero: fleet)")
 	workers := fs.Int("workers", 0, "worker processes for the trucks (zero: as many as the open-file limit needs; 1: all in this process)")
 	verbose := fs.Bool("v", false, "log the clients' warnings and errors to stderr")
 	if err := parseFlags(fs, args); err != nil {
@@ -83,6 +95,7 @@ Flags:`)
 	cfg := fleetsim.Config{Dir: *dir, Trucks: *trucks, Duration: *duration, Drain: *drain, StartRate: *rate, ReconnectWindow: *window,
 		Dispatch: *disp, ReceiptDelay: *receiptDelay, Confirm: *confirm, StallDispatch: *stall, StallDispatchAt: *stallAt,
 		RestartBrokerAt: *restartAt, DropLink: *drop, DropLinkAt: *dropAt, DropLinkFor: *dropFor, Seed: *seed,
+		Broker: *broker, PKIDir: *pkiDir, NamePrefix: *namePrefix, Prefix: *topicPrefix,
 		Workers: *workers, WorkerArgs: []string{"fleet", workerCommand}, Progress: s.err}
 	if *verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(s.err, &slog.HandlerOptions{Level: slog.LevelWarn}))

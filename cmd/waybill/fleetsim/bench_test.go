@@ -16,8 +16,10 @@ import (
 // driving 6 minutes with the broker restarted after 1 minute and dispatch stalled for 5 minutes from the
 // second minute (at 5,000 trucks the stall the issue asks about), then draining for up to 10 minutes.
 // Reported: the whole-fleet reconnect time after the restart, failed connection attempts, lost records
-// (must be 0), still queued after the drain, and broker and simulator memory per 1,000 trucks (the
-// simulator's: this process and its workers'). The trucks start at 500 a second and reconnect within the
+// (must be 0), still queued after the drain, and per 1,000 trucks the memory (peak) and CPU time of the
+// broker, of dispatch (this process: with the trucks in it up to 5,000 trucks, then it equals the
+// simulator's memory and the trucks' CPU) and of the trucks (the simulator's memory: this process and its
+// workers'). The trucks start at 500 a second and reconnect within the
 // agent's default 30 s window. The workers are automatic: 10,000 trucks do not fit one process under a
 // 20,000 open-file limit, so they run in two workers (this test binary again, see TestMain).
 func BenchmarkFleet(b *testing.B) {
@@ -50,7 +52,11 @@ func BenchmarkFleet(b *testing.B) {
 				b.ReportMetric(sum.ConnectP99, "connect-p99-s")
 				b.ReportMetric(sum.NewestFixLatencyP99, "newest-fix-p99-s")
 				b.ReportMetric(float64(sum.BrokerRSS)/per/(1<<20), "broker-MB/1000trucks")
+				b.ReportMetric(float64(sum.DispatchRSS)/per/(1<<20), "dispatch-MB/1000trucks")
 				b.ReportMetric(float64(sum.SimRSS)/per/(1<<20), "sim-MB/1000trucks")
+				b.ReportMetric(sum.BrokerCPU/per, "broker-cpu-s/1000trucks")
+				b.ReportMetric(sum.DispatchCPU/per, "dispatch-cpu-s/1000trucks")
+				b.ReportMetric(sum.TrucksCPU/per, "trucks-cpu-s/1000trucks")
 			}
 		})
 	}

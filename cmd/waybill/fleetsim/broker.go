@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -23,18 +24,19 @@ type broker struct {
 	bin, conf, logPath string
 	addr               string
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	peakRSS uint64 // the largest VmHWM seen over every run of the process
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	peakRSS  uint64  // the largest VmHWM seen over every run of the process
+	cpuEnded float64 // CPU seconds of its runs that have ended
 }
 
 // mosquittoInstall is what to run when Mosquitto is missing.
 const mosquittoInstall = "apt-get install -y mosquitto"
 
-// startBroker writes a configuration for a fleet of trucks into dir and starts Mosquitto on a free
-// loopback port.
-func startBroker(ctx context.Context, p *pki.PKI, dir string, trucks int) (*broker, error) {
+// startBroker writes a configuration for the fleet into dir and starts Mosquitto on a free loopback port.
+func startBroker(ctx context.Context, p *pki.PKI, dir string, sim Config) (*broker, error) {
+	trucks := sim.Trucks
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
 		if _, serr := os.Stat("/usr/sbin/mosquitto"); serr != nil {
@@ -48,7 +50,8 @@ func startBroker(ctx context.Context, p *pki.PKI, dir string, trucks int) (*brok
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	cfg := brokerconf.Config{Port: port, Bind: "127.0.0.1", BrokerName: brokerName, FleetSize: trucks}
+	cfg := brokerconf.Config{Port: port, Bind: "127.0.0.1", BrokerName: brokerName, FleetSize: trucks,
+		ACL: brokerconf.ACL{Prefix: sim.Prefix}}
 	if os.Geteuid() == 0 {
 		cfg.User = "root" // Mosquitto would drop to "mosquitto", which may not read the simulation's directory
 	}
@@ -81,9 +84,6 @@ func (b *broker) pid() int {
 	return b.cmd.Process.Pid
 }
 
-// URL is the broker's address for clients.
-func (b *broker) URL() string { return "mqtts://" + b.addr }
-
 func (b *broker) start(ctx context.Context) error {
 	logf, err := os.OpenFile(b.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -100,6 +100,10 @@ func (b *broker) start(ctx context.Context) error {
 	go func() { // owned by stop, which waits for exited
 		cmd.Wait()
 		logf.Close()
+		// The ended run's CPU: wait's accounting of the same utime and stime /proc/PID/stat shows.
+		b.mu.Lock()
+		b.cpuEnded += (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
+		b.mu.Unlock()
 		close(exited)
 	}()
 	b.mu.Lock()
@@ -165,6 +169,19 @@ func (b *broker) peak() uint64 {
 	return b.peakRSS
 }
 
+// cpu returns the CPU seconds the broker used so far, over its restarts.
+func (b *broker) cpu() float64 {
+	b.mu.Lock()
+	cmd, ended := b.cmd, b.cpuEnded
+	b.mu.Unlock()
+	if cmd != nil {
+		if c, err := procCPU(cmd.Process.Pid); err == nil {
+			ended += c
+		}
+	}
+	return ended
+}
+
 func (b *broker) notePeak(pid int) {
 	if v, err := procStatus(pid, "VmHWM"); err == nil {
 		b.mu.Lock()
@@ -173,12 +190,17 @@ func (b *broker) notePeak(pid int) {
 	}
 }
 
-// procStatus reads a "kB" field of /proc/PID/status, in bytes ("self" for this process: pid 0).
-func procStatus(pid int, field string) (uint64, error) {
-	p := "/proc/self/status"
-	if pid != 0 {
-		p = "/proc/" + strconv.Itoa(pid) + "/status"
+// procFile is /proc/PID/name; pid 0 is this process ("self").
+func procFile(pid int, name string) string {
+	if pid == 0 {
+		return "/proc/self/" + name
 	}
+	return "/proc/" + strconv.Itoa(pid) + "/" + name
+}
+
+// procStatus reads a "kB" field of /proc/PID/status, in bytes (pid 0: this process).
+func procStatus(pid int, field string) (uint64, error) {
+	p := procFile(pid, "status")
 	data, err := os.ReadFile(p)
 	if err != nil {
 		return 0, err
@@ -191,3 +213,48 @@ func procStatus(pid int, field string) (uint64, error) {
 	}
 	return 0, errors.New("fleetsim: no " + field + " in " + p)
 }
+
+// clockTicks is USER_HZ, the unit of the times in /proc/PID/stat: 100 on every architecture Linux and Go
+// share (the kernel converts its internal HZ to it).
+const clockTicks = 100
+
+// procCPU reads the CPU time a process used so far, user plus system, in seconds, from /proc/PID/stat
+// (pid 0: this process).
+func procCPU(pid int) (float64, error) {
+	p := procFile(pid, "stat")
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return 0, err
+	}
+	cpu, err := parseStatCPU(string(data))
+	if err != nil {
+		return 0, fmt.Errorf("fleetsim: %s: %w", p, err)
+	}
+	return cpu, nil
+}
+
+// parseStatCPU returns utime+stime (fields 14 and 15) of a /proc/PID/stat line, in seconds.
+func parseStatCPU(stat string) (float64, error) {
+	// Field 2, the command name in parentheses, may hold spaces and ')': the fields after it follow the
+	// last ')', from field 3 on.
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("no command name")
+	}
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 13 {
+		return 0, errors.New("too few fields")
+	}
+	utime, err := strconv.ParseUint(f[14-3], 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	stime, err := strconv.ParseUint(f[15-3], 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	return float64(utime+stime) / clockTicks, nil
+}
+
+// roundCPU rounds CPU seconds to the clock tick, dropping a subtraction's float noise.
+func roundCPU(s float64) float64 { return math.Round(s*clockTicks) / clockTicks }

@@ -12,6 +12,25 @@
 // Config.RestartBrokerAt (a broker the simulation started is stopped and started again), Config.DropLink
 // (a share of the trucks reaches the broker through a proxy that cuts their links for a while).
 //
+// # The broker
+//
+// By default the simulation makes its own PKI in Dir/pki, configures a Mosquitto for the fleet's size
+// with sdk/brokerconf and starts it on a loopback port. With Config.Broker it runs against a broker that
+// is already running, configured by `waybill broker config` from the fleet PKI in Config.PKIDir: it
+// issues its identities into that PKI (Config.NamePrefix, "sim-": trucks sim-00001 ..., dispatch
+// sim-dispatch; a later run reuses them), then tells the broker as `waybill broker sync` does, through
+// its dynamic security plugin (sdk/brokeradmin). The plugin rewrites its whole file at every identity it
+// learns, so a first run of thousands of new trucks spends minutes there: issue them beforehand with
+// `waybill pki issue --role truck --count N --name-prefix sim-`, render the configuration with `waybill
+// broker config` and restart the broker, and the simulation finds every identity known. It cannot
+// restart a broker it did not start (RestartBrokerAt is refused) and does not measure it (BrokerRSS and
+// BrokerCPU are absent from the summary). The dispatch side is refused when the PKI holds trucks that
+// are not the simulation's: it subscribes to the whole fleet, would receipt the real trucks' events it
+// can verify (a receipt lets a truck delete a record: only the office's dispatch may give one) and they
+// re-send what they hold whenever it connects. A dispatch of the fleet's own on that broker receives the
+// simulated trucks like any other (their deliveries name orders sim-...). Their sessions and retained
+// statuses stay on the broker after the run, as any truck's do.
+//
 // Run ends by itself: it drives for Config.Duration, then stops the trucks' GPS and waits (up to
 // Config.Drain) until every truck's store is empty, and returns a Summary. Lost is what a truck stored
 // that dispatch never received and no truck still holds: the promise is that it is zero.
@@ -35,7 +54,9 @@
 // the commits made since, whose keys dispatch's receipts are matched to for the newest-fix latency),
 // Driven and Final (each truck's connection times, failed attempts and what its store holds, and the
 // worker's peak memory) on its stdout. With one process the same protocol runs over in-memory pipes.
-// Summary.SimRSS is a sum of peaks, the parent's and each worker's.
+// Summary.SimRSS is a sum of peaks, the parent's and each worker's; DispatchRSS is the parent's alone.
+// Summary's CPU times come from /proc/PID/stat: the broker's, the parent's (DispatchCPU) and the workers'
+// (each reports its own with its final counts; TrucksCPU is their sum).
 //
 // A worker that dies, reports an error or exits badly after reporting ends the run with an error naming
 // it and quoting the end of its stderr (its logs, slog's JSON, are passed on to Config.Logger). The

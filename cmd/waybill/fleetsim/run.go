@@ -25,11 +25,14 @@ const finishGrace = 30 * time.Second
 // sim is one run's state: the parent's side (broker, dispatch, the fault schedule) and its shares of the
 // fleet, each a worker process or the trucks in this process.
 type sim struct {
-	cfg     Config
-	pki     *pki.PKI
-	broker  *broker
-	c       *counters
-	workers int
+	cfg        Config
+	pki        *pki.PKI
+	broker     *broker // the Mosquitto the simulation started; nil with Config.Broker
+	brokerAddr string  // host:port the trucks and dispatch connect to
+	c          *counters
+	workers    int
+	began      time.Time
+	cpuAtStart float64 // this process's CPU seconds when the run began, its PKI and broker set up
 
 	shares  []*share
 	killCtx context.Context // the trucks' side's life: ends with the run, or finishGrace after ctx
@@ -42,8 +45,12 @@ type sim struct {
 	stalled  atomic.Int64 // ns dispatch spent stalled
 }
 
-func (s *sim) run(ctx context.Context, names []string, began time.Time) (Summary, error) {
+func (s *sim) run(ctx context.Context, names []string) (Summary, error) {
 	cfg := s.cfg
+	var err error
+	if s.cpuAtStart, err = procCPU(0); err != nil {
+		return Summary{}, err
+	}
 	// Fresh stores and archive each run: only the PKI is reused.
 	for _, d := range []string{"trucks", "dispatch"} {
 		if err := os.RemoveAll(filepath.Join(cfg.Dir, d)); err != nil {
@@ -195,6 +202,7 @@ func (s *sim) run(ctx context.Context, names []string, began time.Time) (Summary
 		sum.FixesStored += f.FixesStored
 		sum.EventsConfirmed += f.EventsConfirmed
 		sum.SimRSS += f.RSS
+		sum.TrucksCPU += f.CPU
 		for _, t := range f.Trucks {
 			if t.First > 0 {
 				firsts = append(firsts, time.Duration(t.First))
@@ -231,8 +239,18 @@ func (s *sim) run(ctx context.Context, names []string, began time.Time) (Summary
 	sum.DispatchStalled = time.Duration(s.stalled.Load()).Seconds()
 	own, _ := procStatus(0, "VmHWM")
 	sum.SimRSS += own
-	sum.BrokerRSS = s.broker.peak()
-	sum.Elapsed = time.Since(began).Seconds()
+	sum.DispatchRSS = own
+	if cpu, err := procCPU(0); err == nil {
+		sum.DispatchCPU = roundCPU(cpu - s.cpuAtStart)
+	}
+	if s.workers == 1 { // the trucks ran in this process
+		sum.TrucksCPU = sum.DispatchCPU
+	}
+	sum.TrucksCPU = roundCPU(sum.TrucksCPU)
+	if s.broker != nil {
+		sum.BrokerRSS, sum.BrokerCPU = s.broker.peak(), roundCPU(s.broker.cpu())
+	}
+	sum.Elapsed = time.Since(s.began).Seconds()
 	return sum, nil
 }
 
@@ -329,7 +347,7 @@ func (s *sim) progress(ctx context.Context, start time.Time) {
 // dispatchSide is the office: the verified consumer committing to an archive before it acknowledges and
 // receipts, and counting what it received.
 func (s *sim) dispatchSide(names []string) (*dispatch.Client, *archive.Archive, error) {
-	dir := filepath.Join(s.cfg.Dir, "dispatch")
+	dir, name := filepath.Join(s.cfg.Dir, "dispatch"), dispatchName(s.cfg.NamePrefix)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("fleetsim: %w", err)
 	}
@@ -347,9 +365,9 @@ func (s *sim) dispatchSide(names []string) (*dispatch.Client, *archive.Archive, 
 		certs = append(certs, c)
 	}
 	dc, err := dispatch.New(dispatch.Config{
-		Transport: transport.Config{Brokers: []string{s.broker.URL()}, CertFile: s.pki.CertPath(dispatchName),
-			KeyFile: s.pki.KeyPath(dispatchName), CAFile: s.pki.CAPath(), Logger: s.cfg.Logger},
-		CA: []*x509.Certificate{s.pki.CACert()}, Certificates: certs, Record: arch,
+		Transport: transport.Config{Brokers: []string{"mqtts://" + s.brokerAddr}, CertFile: s.pki.CertPath(name),
+			KeyFile: s.pki.KeyPath(name), CAFile: s.pki.CAPath(), Logger: s.cfg.Logger},
+		Topics: sdk.Topics{Prefix: s.cfg.Prefix}, CA: []*x509.Certificate{s.pki.CACert()}, Certificates: certs, Record: arch,
 		ReceiptDelay: s.cfg.ReceiptDelay, Handle: s.handle, Logger: s.cfg.Logger,
 	})
 	if err != nil {

@@ -41,7 +41,7 @@ func (s *sim) startShare(k int, wg *sync.WaitGroup) (*share, error) {
 	} else if err := s.startProcess(sh, k, wg); err != nil {
 		return nil, err
 	}
-	sp := spec{Config: s.cfg, Share: k, Shares: s.workers, BrokerAddr: s.broker.addr, LogLevel: lowestLevel(s.cfg.Logger)}
+	sp := spec{Config: s.cfg, Share: k, Shares: s.workers, BrokerAddr: s.brokerAddr, LogLevel: lowestLevel(s.cfg.Logger)}
 	sp.Config.Progress, sp.Config.Logger, sp.Config.WorkerArgs = nil, nil, nil
 	json.NewEncoder(sh.orders).Encode(sp) // a share that cannot take it has ended: its reader says why
 	return sh, nil

@@ -14,14 +14,32 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/pki"
 )
 
 // Config is one simulation. Zero values are documented per field; Dir is required.
 type Config struct {
 	// Dir holds everything the simulation makes: pki/ (a fleet CA and one certificate per truck, kept and
-	// reused by the next run), trucks/NAME/queue.db, broker/ and dispatch/. Required.
+	// reused by the next run; not with Broker), trucks/NAME/queue.db, broker/ (not with Broker) and
+	// dispatch/. Required.
 	Dir string
+	// Broker is an existing broker to run against, mqtts://HOST:PORT, configured by `waybill broker config`
+	// from the PKI in PKIDir. The simulation issues what it lacks into that PKI (trucks and, with Dispatch,
+	// a dispatch identity, named with NamePrefix; a later run reuses them) and tells the running broker
+	// about them as `waybill broker sync` does (its dynamic security plugin). Empty: the simulation
+	// configures and starts its own Mosquitto, with its own PKI in Dir/pki.
+	Broker string
+	// PKIDir is the fleet PKI the external Broker was configured from. Required with Broker, refused
+	// without it.
+	PKIDir string
+	// NamePrefix starts the simulation's identity names, as `waybill pki issue --name-prefix` does: trucks
+	// PREFIX00001, PREFIX00002 ..., dispatch PREFIXdispatch. In a real fleet's PKI (Broker) it keeps them
+	// apart from the real identities: pick one no real name starts with. Zero: "sim-".
+	NamePrefix string
+	// Prefix is the topic prefix of the broker's access rules (`waybill broker config --prefix`). Zero:
+	// "fleet", the default.
+	Prefix string
 	// Trucks is the fleet size. Zero: 10.
 	Trucks int
 	// Duration is how long the trucks drive. Zero: 1 minute.
@@ -46,7 +64,8 @@ type Config struct {
 	// Duration). Zero: no stall.
 	StallDispatch, StallDispatchAt time.Duration
 	// RestartBrokerAt stops the broker the simulation started at this point of the drive and starts it
-	// again (its persistence kept). Zero: no restart. Refused with an external broker.
+	// again (its persistence kept). Zero: no restart. Refused with Broker: the simulation cannot restart a
+	// broker it did not start.
 	RestartBrokerAt time.Duration
 	// DropLink is the share of trucks (0..1) whose link is cut at DropLinkAt (zero: half of Duration) for
 	// DropLinkFor (zero: 1 minute): they reach the broker through a proxy that resets their connections
@@ -103,6 +122,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.NamePrefix == "" {
+		c.NamePrefix = "sim-"
+	}
 	switch {
 	case c.Trucks < 1 || c.Trucks > 100_000:
 		return c, fmt.Errorf("fleetsim: %d trucks: want 1 to 100000", c.Trucks)
@@ -115,6 +137,25 @@ func (c Config) withDefaults() (Config, error) {
 		return c, errors.New("fleetsim: a dispatch stall needs the dispatch side (Config.Dispatch, --dispatch)")
 	case c.Workers < 0 || c.Workers > c.Trucks:
 		return c, fmt.Errorf("fleetsim: %d workers for %d trucks: want 0 (automatic) to one per truck", c.Workers, c.Trucks)
+	case c.Broker == "" && c.PKIDir != "":
+		return c, errors.New("fleetsim: a PKI directory (Config.PKIDir, --pki) is for an external broker (Config.Broker, --broker): without one the simulation makes its own in Dir/pki")
+	case c.Broker != "" && c.PKIDir == "":
+		return c, errors.New("fleetsim: an external broker (Config.Broker, --broker) needs the PKI it was configured from (Config.PKIDir, --pki DIR)")
+	case c.Broker != "" && c.RestartBrokerAt > 0:
+		return c, fmt.Errorf("fleetsim: a broker restart (Config.RestartBrokerAt, --restart-broker-at) needs a broker the simulation started; it cannot restart %s: restart it yourself during the run", c.Broker)
+	}
+	if c.Broker != "" {
+		if _, err := brokerAddr(c.Broker); err != nil {
+			return c, err
+		}
+	}
+	for _, n := range []string{truckName(c.NamePrefix, c.Trucks-1), dispatchName(c.NamePrefix)} {
+		if err := pki.ValidateName(n); err != nil {
+			return c, fmt.Errorf("fleetsim: name prefix %q: %w", c.NamePrefix, err)
+		}
+	}
+	if err := (sdk.Topics{Prefix: c.Prefix}).Validate(); err != nil {
+		return c, fmt.Errorf("fleetsim: %w", err)
 	}
 	return c, nil
 }
@@ -149,10 +190,23 @@ type Summary struct {
 	// SimRSS is the simulator's resident memory at its peak: this process's (dispatch, and the trucks
 	// when they run in it) plus each worker process's, a sum of peaks (the processes peak at about the
 	// same time, at the end of the drive, so it is close to the peak of the sum and never below it).
-	// BrokerRSS is the broker's peak, when the simulation started it.
-	SimRSS    uint64  `json:"sim_rss"`
-	BrokerRSS uint64  `json:"broker_rss"`
-	Elapsed   float64 `json:"elapsed"`
+	SimRSS uint64 `json:"sim_rss"`
+	// DispatchRSS is this process's peak: the dispatch side, the broker's supervision and the faults. With
+	// worker processes that is all it holds; with every truck in this process (Workers 1) it holds them
+	// too, and DispatchRSS equals SimRSS.
+	DispatchRSS uint64 `json:"dispatch_rss"`
+	// BrokerRSS is the peak of the Mosquitto the simulation started, over its restarts. Absent with an
+	// external broker (Config.Broker): the simulation does not measure it.
+	BrokerRSS uint64 `json:"broker_rss,omitempty"`
+	// CPU time, user plus system, in seconds (utime+stime of /proc/PID/stat): the broker's (every run of
+	// the Mosquitto the simulation started; absent with an external broker), this process's from the
+	// moment its PKI and broker were ready (the dispatch side, as for DispatchRSS; issuing certificates is
+	// not counted), and the trucks' (the worker processes', summed; with every truck in this process,
+	// Workers 1, this process's: TrucksCPU then equals DispatchCPU).
+	BrokerCPU   float64 `json:"broker_cpu_s,omitempty"`
+	DispatchCPU float64 `json:"dispatch_cpu_s"`
+	TrucksCPU   float64 `json:"trucks_cpu_s"`
+	Elapsed     float64 `json:"elapsed"`
 }
 
 // counters are dispatch's: what it received, and the newest-fix latency. The trucks' commits arrive with
@@ -249,8 +303,8 @@ func commitKey(truck string, newest time.Time) string {
 	return truck + "\x00" + newest.UTC().Format(time.RFC3339Nano)
 }
 
-// Run sets the fleet up (reusing Dir's PKI from an earlier run), drives it for Config.Duration with the
-// faults asked for, drains, stops everything it started and returns what it measured. It raises this
+// Run sets the fleet up (reusing the certificates of an earlier run), drives it for Config.Duration with
+// the faults asked for, drains, stops everything it started and returns what it measured. It raises this
 // process's soft open-file limit to the hard one first, which Mosquitto and the workers inherit. It
 // returns early, with what it has, when ctx ends (the trucks' side gets finishGrace to report).
 func Run(ctx context.Context, cfg Config) (Summary, error) {
@@ -258,81 +312,108 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
-	began := time.Now()
+	s := &sim{cfg: cfg, c: newCounters(), failed: make(chan struct{}), began: time.Now()}
 	limit, err := raiseFileLimit()
 	if err != nil {
 		return Summary{}, err
 	}
-	workers, err := workersFor(cfg, limit)
-	if err != nil {
+	if s.workers, err = workersFor(cfg, limit); err != nil {
 		return Summary{}, err
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return Summary{}, fmt.Errorf("fleetsim: %w", err)
 	}
-	p, names, err := fleetPKI(cfg.Dir, cfg.Trucks)
+	p, names, err := fleetPKI(cfg)
 	if err != nil {
 		return Summary{}, err
 	}
-	b, err := startBroker(ctx, p, filepath.Join(cfg.Dir, "broker"), cfg.Trucks)
-	if err != nil {
-		return Summary{}, err
+	s.pki = p
+	if cfg.Broker == "" {
+		b, err := startBroker(ctx, p, filepath.Join(cfg.Dir, "broker"), cfg)
+		if err != nil {
+			return Summary{}, err
+		}
+		defer b.stop()
+		s.broker, s.brokerAddr = b, b.addr
+	} else {
+		s.brokerAddr, _ = brokerAddr(cfg.Broker) // checked by withDefaults
+		if err := tellBroker(ctx, p, cfg); err != nil {
+			return Summary{}, err
+		}
 	}
-	defer b.stop()
-	cfg.Logger.Info("fleetsim: starting", "trucks", cfg.Trucks, "workers", workers, "open_files", limit)
-	s := &sim{cfg: cfg, pki: p, broker: b, c: newCounters(), workers: workers, failed: make(chan struct{})}
-	return s.run(ctx, names, began)
+	cfg.Logger.Info("fleetsim: starting", "trucks", cfg.Trucks, "workers", s.workers, "open_files", limit, "broker", s.brokerAddr)
+	return s.run(ctx, names)
 }
 
-// fleetPKI opens Dir/pki or creates it, and issues what the fleet lacks: a broker, a dispatch and one
-// certificate per truck (truck-00001 ...), in one batch.
-func fleetPKI(dir string, trucks int) (*pki.PKI, []string, error) {
-	pcfg := pki.Config{Dir: filepath.Join(dir, "pki")}
-	p, err := pki.Open(pcfg)
-	if errors.Is(err, os.ErrNotExist) {
-		p, err = pki.Init(pcfg, pki.CAOptions{Fleet: "fleetsim"})
+// pkiDir is where the fleet's PKI is: Config.PKIDir, or the simulation's own in Dir/pki.
+func (c Config) pkiDir() string {
+	if c.PKIDir != "" {
+		return c.PKIDir
+	}
+	return filepath.Join(c.Dir, "pki")
+}
+
+// fleetPKI opens the fleet's PKI (Config.PKIDir, or Dir/pki, created on the first run) and issues what
+// the simulation lacks, one batch per role: a certificate per truck (PREFIX00001 ...), a dispatch one
+// with Config.Dispatch, and a broker one for the Mosquitto it starts.
+func fleetPKI(cfg Config) (*pki.PKI, []string, error) {
+	p, err := pki.Open(pki.Config{Dir: cfg.pkiDir()})
+	if cfg.Broker == "" && errors.Is(err, os.ErrNotExist) {
+		p, err = pki.Init(pki.Config{Dir: cfg.pkiDir()}, pki.CAOptions{Fleet: "fleetsim"})
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("fleetsim: %w", err)
 	}
-	have := map[string]bool{}
-	for _, role := range []pki.Role{pki.RoleTruck, pki.RoleDispatch, pki.RoleBroker} {
+	roles := []pki.Role{pki.RoleTruck, pki.RoleDispatch, pki.RoleBroker}
+	have := map[pki.Identity]bool{} // valid ones: a revoked or expired name is issued again
+	for _, role := range roles {
 		ns, err := p.Names(role)
 		if err != nil {
 			return nil, nil, err
 		}
-		for _, n := range ns {
-			have[n] = true
-		}
-	}
-	for _, x := range []struct {
-		role pki.Role
-		name string
-	}{{pki.RoleBroker, brokerName}, {pki.RoleDispatch, dispatchName}} {
-		if !have[x.name] {
-			if _, err := p.Issue(x.role, x.name, pki.IssueOptions{}); err != nil {
+		if role == pki.RoleTruck && cfg.Broker != "" && cfg.Dispatch {
+			if err := onlySimulatedTrucks(p, ns, cfg.NamePrefix); err != nil {
 				return nil, nil, err
 			}
 		}
-	}
-	names := make([]string, trucks)
-	var missing []string
-	for i := range names {
-		names[i] = truckName(i)
-		if !have[names[i]] {
-			missing = append(missing, names[i])
+		for _, n := range ns {
+			have[pki.Identity{Name: n, Role: role}] = true
 		}
 	}
-	if _, err := p.IssueMany(pki.RoleTruck, missing, pki.IssueOptions{}); err != nil {
-		return nil, nil, err
+	names := make([]string, cfg.Trucks)
+	for i := range names {
+		names[i] = truckName(cfg.NamePrefix, i)
+	}
+	want := map[pki.Role][]string{pki.RoleTruck: names}
+	if cfg.Dispatch {
+		want[pki.RoleDispatch] = []string{dispatchName(cfg.NamePrefix)}
+	}
+	if cfg.Broker == "" {
+		want[pki.RoleBroker] = []string{brokerName}
+	}
+	for _, role := range roles {
+		var missing []string
+		for _, n := range want[role] {
+			if !have[pki.Identity{Name: n, Role: role}] {
+				missing = append(missing, n)
+			}
+		}
+		if len(missing) == 0 {
+			continue
+		}
+		if _, err := p.IssueMany(role, missing, pki.IssueOptions{}); err != nil {
+			return nil, nil, fmt.Errorf("fleetsim: %w", err)
+		}
 	}
 	return p, names, nil
 }
 
-const (
-	brokerName   = "sim-broker"
-	dispatchName = "sim-dispatch"
-)
+// brokerName is the certificate of the Mosquitto the simulation starts, in its own PKI.
+const brokerName = "sim-broker"
 
-// truckName is the name of the fleet's i-th truck (from 0).
-func truckName(i int) string { return fmt.Sprintf("truck-%05d", i+1) }
+// truckName is the name of the fleet's i-th truck (from 0): PREFIX00001 ..., as `waybill pki issue
+// --count N --name-prefix PREFIX` names them.
+func truckName(prefix string, i int) string { return fmt.Sprintf("%s%05d", prefix, i+1) }
+
+// dispatchName is the simulation's dispatch identity.
+func dispatchName(prefix string) string { return prefix + "dispatch" }

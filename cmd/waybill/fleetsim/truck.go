@@ -44,7 +44,8 @@ type simTruck struct {
 
 // newSimTruck opens a fresh store for the fleet's i-th truck and prepares its client for brokerURL.
 func newSimTruck(p *part, i int, brokerURL string) (*simTruck, error) {
-	cfg, name := &p.cfg, truckName(i)
+	cfg := &p.cfg
+	name := truckName(cfg.NamePrefix, i)
 	dir := filepath.Join(cfg.Dir, "trucks", name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("fleetsim: %w", err)
@@ -56,6 +57,7 @@ func newSimTruck(p *part, i int, brokerURL string) (*simTruck, error) {
 	client, err := truck.NewClient(truck.ClientConfig{
 		Transport: transport.Config{Brokers: []string{brokerURL}, CertFile: p.pki.CertPath(name),
 			KeyFile: p.pki.KeyPath(name), CAFile: p.pki.CAPath(), ReconnectWindow: cfg.ReconnectWindow},
+		Topics: sdk.Topics{Prefix: cfg.Prefix},
 		Store:  st,
 		Logger: p.log.With("truck", name),
 	})

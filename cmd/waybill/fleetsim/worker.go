@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -71,6 +70,7 @@ type report struct {
 	Err    string      `json:",omitempty"`
 	Trucks []truckStat `json:",omitempty"`
 	RSS    uint64      `json:",omitempty"` // the worker process's peak resident memory
+	CPU    float64     `json:",omitempty"` // the CPU seconds the worker process used, user and system
 	// SlowCommits counts the trucks' store commits that took longer than slowCommit; CommitMax is the
 	// longest, in ns.
 	SlowCommits uint64 `json:",omitempty"`
@@ -245,6 +245,7 @@ func work(ctx context.Context, in io.ReadCloser, out io.Writer, log *slog.Logger
 		r.SlowCommits, r.CommitMax = p.slowCommits.Load(), p.commitMax.Load()
 		if ownProcess {
 			r.RSS, _ = procStatus(0, "VmHWM")
+			r.CPU, _ = procCPU(0)
 		}
 		return r
 	})
@@ -283,7 +284,7 @@ type part struct {
 }
 
 func newPart(sp spec, log *slog.Logger) (*part, error) {
-	p, err := pki.Open(pki.Config{Dir: filepath.Join(sp.Config.Dir, "pki")})
+	p, err := pki.Open(pki.Config{Dir: sp.Config.pkiDir()})
 	if err != nil {
 		return nil, fmt.Errorf("fleetsim worker: %w", err)
 	}
