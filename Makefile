@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 DIST := dist
 # Packages whose tests also run as linux/arm (GOARM=7) binaries under qemu-user: the code that ships to trucks.
 # Every sdk package but the fleet simulator (an office load tool with hundreds of clients, not truck code).
-ARM_PKGS := ./store/... ./gps/... ./sdk ./sdk/brokeradmin/... ./sdk/brokerconf/... ./sdk/devbroker/... ./sdk/dispatch/... \
+ARM_PKGS := ./store/... ./gps/... ./sdk ./sdk/brokeradmin/... ./sdk/brokerconf/... ./sdk/devbroker/... ./sdk/dispatch ./sdk/dispatch/archive \
 	./sdk/pki/... ./sdk/sdktest/... ./sdk/transport/... ./sdk/truck/... ./agent/button/...
 # Debian package:command pairs the tests and the demo need (.ci/ensure-deps installs what is missing).
 TEST_DEPS := mosquitto:mosquitto mosquitto-clients:mosquitto_pub qemu-user-static:qemu-arm-static \

@@ -43,7 +43,11 @@ func TestConcurrentProcesses(t *testing.T) {
 	var wg sync.WaitGroup
 	for w := range writers {
 		wg.Go(func() {
-			cmd := exec.Command(os.Args[0], "-test.run=^TestWriterProcess$")
+			args := []string{os.Args[0], "-test.run=^TestWriterProcess$"}
+			if emu := os.Getenv("WAYBILL_TEST_EXEC"); emu != "" { // the tests run under an emulator (make test-arm)
+				args = append([]string{emu}, args...)
+			}
+			cmd := exec.Command(args[0], args[1:]...)
 			cmd.Env = append(os.Environ(), "PKI_TEST_WRITER="+dir+","+strconv.Itoa(w)+","+strconv.Itoa(each))
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Errorf("writer %d: %v\n%s", w, err, out)
