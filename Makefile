@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 DIST := dist
 # Packages whose tests also run as linux/arm (GOARM=7) binaries under qemu-user: the code that ships to trucks.
-# Every sdk package but the fleet simulator (an office load tool with hundreds of clients, not truck code).
+# Every sdk package but the office and its storage engines (sdk/dispatch/office, sdk/dispatch/storage).
 ARM_PKGS := ./store/... ./gps/... ./sdk ./sdk/brokeradmin/... ./sdk/brokerconf/... ./sdk/devbroker/... ./sdk/dispatch ./sdk/dispatch/archive \
 	./sdk/pki/... ./sdk/sdktest/... ./sdk/transport/... ./sdk/truck/... ./agent/button/...
 # Debian package:command pairs the tests and the demo need (.ci/ensure-deps installs what is missing).
