@@ -100,10 +100,11 @@ func (b *broker) start(ctx context.Context) error {
 	go func() { // owned by stop, which waits for exited
 		cmd.Wait()
 		logf.Close()
-		// The ended run's CPU: wait's accounting of the same utime and stime /proc/PID/stat shows.
-		b.mu.Lock()
-		b.cpuEnded += (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
-		b.mu.Unlock()
+		if ps := cmd.ProcessState; ps != nil { // the ended run's CPU: wait's count of what /proc/PID/stat showed
+			b.mu.Lock()
+			b.cpuEnded += (ps.UserTime() + ps.SystemTime()).Seconds()
+			b.mu.Unlock()
+		}
 		close(exited)
 	}()
 	b.mu.Lock()
