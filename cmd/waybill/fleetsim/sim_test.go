@@ -292,7 +292,7 @@ func TestFleetOnExternalBroker(t *testing.T) {
 		return sum, progress.String()
 	}
 
-	_, progress := run(1, 6*time.Second)
+	_, progress := run(1, 4*time.Second)
 	if !strings.Contains(progress, fmt.Sprintf("%d created", n+1)) {
 		t.Errorf("the broker was not told %d trucks and a dispatch:\n%s", n, progress)
 	}
@@ -308,7 +308,7 @@ func TestFleetOnExternalBroker(t *testing.T) {
 		t.Errorf("the PKI holds trucks %v, dispatch %v, brokers %v", trucks, dispatch, brokers)
 	}
 
-	_, progress = run(2, 3*time.Second)
+	_, progress = run(2, 2*time.Second)
 	if again, _ := p.List(); len(again) != len(issued) {
 		t.Errorf("the second run issued %d certificates more: want the first run's reused", len(again)-len(issued))
 	}
