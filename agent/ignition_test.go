@@ -1,13 +1,11 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"math"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -108,7 +106,7 @@ func kindsOf(evs []sdk.Event) []sdk.EventKind {
 func TestIgnitionTrip(t *testing.T) {
 	st := openTestStore(t, t.TempDir())
 	defer st.Close()
-	var logBuf syncBuffer
+	var logBuf sdktest.SyncBuffer
 	m, err := openMileage(context.Background(), st, testOdoConfig(), time.Now(), slog.New(slog.NewTextHandler(&logBuf, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -301,30 +299,12 @@ func TestIgnitionSenseInjectedLine(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination safe for the agent's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestAgentIgnition: an agent with an injected ignition line on a driving truck. With the ignition off the
 // movement is logged, not a trip; ignition on (bouncing while cranking) is one trip_start; off is its
 // trip_end. /healthz, the status message's health and /metrics carry the state.
 func TestAgentIgnition(t *testing.T) {
 	line := gpio.NewFake(false)
-	var logBuf syncBuffer
+	var logBuf sdktest.SyncBuffer
 	var opened gpio.InputConfig
 	opts := Options{
 		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(&logBuf, testWriter{t}), nil)),
@@ -383,7 +363,7 @@ func TestAgentIgnition(t *testing.T) {
 // TestIgnitionUnavailable: a chip that does not exist is one error naming the key to check; the agent
 // runs on without the input (trips follow movement, no ignition in the status or metrics).
 func TestIgnitionUnavailable(t *testing.T) {
-	var logBuf syncBuffer
+	var logBuf sdktest.SyncBuffer
 	a, _, _ := startAgentWith(t, time.Time{}, func(c *Config) {
 		three := 3
 		c.Ignition.Chip, c.Ignition.Line = "gpiochip99", &three
