@@ -37,7 +37,7 @@ func TestBrokerConfigAgainUnderMosquitto(t *testing.T) {
 		}
 	}
 	dir, out := filepath.Join(base, "pki"), filepath.Join(base, "broker")
-	port := strconv.Itoa(freeTCPPort(t))
+	port := strconv.Itoa(sdktest.FreePort(t))
 	url := "mqtts://127.0.0.1:" + port
 	must := func(args ...string) string {
 		t.Helper()
@@ -185,14 +185,4 @@ func (m *mosquittoProc) stop(t *testing.T) {
 		m.cmd.Process.Kill()
 		<-m.exited
 	}
-}
-
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -126,7 +126,7 @@ func newBroker(t testing.TB, kind Kind, opts Options) *Broker {
 			t.Fatal(err)
 		}
 	}
-	port := freePort(t)
+	port := FreePort(t)
 	return &Broker{Kind: kind, PKI: p, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t: t, opts: opts, port: port}
 }
 
@@ -491,7 +491,8 @@ func RootsOf(t testing.TB, p *pki.PKI) *x509.CertPool {
 	return pool
 }
 
-func freePort(t testing.TB) int {
+// FreePort returns a TCP port on loopback that was free a moment ago.
+func FreePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
