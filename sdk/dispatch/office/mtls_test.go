@@ -2,7 +2,6 @@ package office_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
@@ -16,12 +15,11 @@ import (
 	"github.com/waybill-iot/waybill/sdk/dispatch/storage/embedded"
 	"github.com/waybill-iot/waybill/sdk/pki"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
-	"github.com/waybill-iot/waybill/sdk/transport"
 )
 
 // startTLSOffice runs a service with HTTPS and the fleet CA as ClientCAs (the broker is unreachable: the
 // API does not need it). token may be empty.
-func startTLSOffice(t *testing.T, p *pki.PKI, token string, crl func() *x509.RevocationList) string {
+func startTLSOffice(t *testing.T, p *pki.PKI, tok string, crl func() *x509.RevocationList) string {
 	t.Helper()
 	office := sdktest.Client{Name: "office", CAFile: p.CAPath(), CertFile: p.CertPath("office"), KeyFile: p.KeyPath("office")}
 	cert, key := keyOf(t, office)
@@ -29,29 +27,15 @@ func startTLSOffice(t *testing.T, p *pki.PKI, token string, crl func() *x509.Rev
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { st.Close() }) // after the service stopped: cleanups run last in, first out
 	server, err := pki.LoadKeyPair(p.CertPath("office-api"), p.KeyPath("office-api"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := service.New(service.Config{Store: st, Token: token, Listen: "127.0.0.1:0",
-		TLS: &tls.Config{Certificates: []tls.Certificate{server}}, ClientCAs: []*x509.Certificate{p.CACert()}, ClientCRL: crl,
-		Dispatch: dispatch.Config{CA: []*x509.Certificate{p.CACert()}, Transport: transport.Config{
-			Brokers: []string{"mqtts://127.0.0.1:1"}, CertFile: office.CertFile, KeyFile: office.KeyFile, CAFile: office.CAFile,
-			BackoffMin: time.Second, BackoffMax: time.Second}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("service Run: %v", err)
-		}
-		st.Close()
+	return startBareOffice(t, office, st, func(c *service.Config) {
+		c.Token, c.ClientCAs, c.ClientCRL = tok, []*x509.Certificate{p.CACert()}, crl
+		c.TLS = &tls.Config{Certificates: []tls.Certificate{server}}
 	})
-	return "https://" + svc.Addr()
 }
 
 // client is an HTTPS client trusting the fleet CA, presenting the named certificate of pk ("" none).
