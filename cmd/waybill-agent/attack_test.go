@@ -171,7 +171,7 @@ func (f *fleet) waitDispatchEvent(t *testing.T, what string, match func(sdk.Even
 // dispatchEvents are the events of truck in dispatch's archive now.
 func (f *fleet) dispatchEvents(t *testing.T, truck string) []sdk.Event {
 	t.Helper()
-	evs, err := f.office.arch.Events(truck)
+	evs, err := f.office.Archive.Events(truck)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +259,7 @@ func TestAttackForgedOrder(t *testing.T) {
 		f.refused(t, orderTopic(t, truckA, id), signOrder(t, forger, forged), sdk.ReasonUntrustedCert)
 		forgedHashes = append(forgedHashes, hashOf(t, forged))
 		ctx := context.Background()
-		e, err := f.office.ob.Create(ctx, newOrder(truckA, id))
+		e, err := f.office.Outbox.Create(ctx, newOrder(truckA, id))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -267,7 +267,7 @@ func TestAttackForgedOrder(t *testing.T) {
 			t.Errorf("the driver's page shows %+v, want dispatch's order at %q", v, e.Order.Address)
 		}
 		waitFor(t, 20*time.Second, "dispatch's outbox to see the order received", func() bool {
-			e, err = f.office.ob.Get(ctx, truckA, id)
+			e, err = f.office.Outbox.Get(ctx, truckA, id)
 			return err == nil && e.State == dispatch.StateReceived
 		}, func() string { return fmt.Sprintf("outbox entry %+v (%v)", e, err) })
 		if e.Confirmed != 1 || e.Note != "" {
@@ -570,11 +570,11 @@ func TestAttackCrossTruck(t *testing.T) {
 		}, func() string { return f.archiveSummary() })
 		// Dispatch itself, handed the message as if the broker had delivered it on truck-a's topic.
 		aEvents, _ := topics.Events(truckA)
-		if err := f.office.c.Consumer().HandleMessage(context.Background(), transport.Message{Topic: aEvents,
+		if err := f.office.Client.Consumer().HandleMessage(context.Background(), transport.Message{Topic: aEvents,
 			Payload: signEvent(t, b.Signer(t), "cross-write-2"), QoS: 1}); err != nil {
 			t.Fatal(err)
 		}
-		if n := f.office.c.Consumer().Stats().Rejected[sdk.ReasonWrongSender]; n != 1 {
+		if n := f.office.Client.Consumer().Stats().Rejected[sdk.ReasonWrongSender]; n != 1 {
 			t.Errorf("dispatch refused %d messages as wrong sender, want 1", n)
 		}
 		o := newOrder(truckA, "cross-write-3")

@@ -7,7 +7,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -31,6 +30,7 @@ import (
 	"github.com/waybill-iot/waybill/sdk/dispatch/archive"
 	"github.com/waybill-iot/waybill/sdk/pki"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
+	"github.com/waybill-iot/waybill/sdk/sdktest/officetest"
 	"github.com/waybill-iot/waybill/sdk/transport"
 	"github.com/waybill-iot/waybill/store"
 )
@@ -158,12 +158,9 @@ func newRig(t *testing.T, opts sdktest.Options) *rig {
 	r.archive = filepath.Join(r.dir, "office", archive.File)
 	r.outbox = filepath.Join(r.dir, "office", "outbox.db")
 	r.ctx, r.cancel = context.WithCancel(context.Background())
-	t.Cleanup(func() {
+	t.Cleanup(func() { // a running office is stopped by its own cleanup, registered later: before this
 		r.cancel()
 		r.wg.Wait()
-		if r.office != nil {
-			r.office.stop()
-		}
 	})
 	return r
 }
@@ -208,16 +205,10 @@ func (s *stallRecord) release() {
 	}
 }
 
-// office is a running dispatch process: dispatch.Client with the archive as its Record and an outbox.
+// office is a running dispatch process (officetest) with the rig's archive and outbox.
 type office struct {
-	t      *testing.T
-	c      *dispatch.Client
-	ob     *dispatch.Outbox
-	arch   *archive.Archive
-	stall  *stallRecord
-	cancel context.CancelFunc
-	done   chan error
-	once   sync.Once
+	*officetest.Office
+	stall *stallRecord // with officeOptions.Stall
 }
 
 type officeOptions struct {
@@ -226,87 +217,39 @@ type officeOptions struct {
 }
 
 // startOffice starts dispatch with the office identity, the rig's archive and outbox, and every truck
-// certificate issued so far (telemetry carries none after a connection's first message).
+// certificate issued so far (telemetry carries none after a connection's first message). It is stopped
+// when the test ends if the test does not stop it.
 func (r *rig) startOffice(o officeOptions) *office {
 	t := r.t
 	t.Helper()
 	if r.office != nil {
 		t.Fatal("an office is running already")
 	}
-	cl := r.b.ClientFiles(officeName)
-	arch, err := archive.Open(r.archive, archive.Options{Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := pki.LoadCertificate(cl.CertFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := pki.LoadPrivateKey(cl.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ob, err := dispatch.NewOutbox(dispatch.OutboxConfig{Path: r.outbox, Certificate: cert, Key: key,
-		BackoffMin: time.Second, BackoffMax: 4 * time.Second, OnlineGrace: 500 * time.Millisecond,
-		Poll: 100 * time.Millisecond, RetryDelay: 500 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := pki.LoadCertificates(cl.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var certs []*x509.Certificate
-	names, _ := r.b.PKI.Names(pki.RoleTruck)
-	for _, n := range names {
-		if c, err := pki.LoadCertificate(r.b.PKI.CertPath(n)); err == nil {
-			certs = append(certs, c)
+	of := &office{}
+	opts := officetest.Options{Name: officeName, ArchivePath: r.archive, OutboxPath: r.outbox, ShareGroup: o.ShareGroup,
+		Handle: r.handled.handle}
+	if o.Stall {
+		opts.Wrap = func(rec dispatch.Record) dispatch.Record {
+			of.stall = &stallRecord{rec: rec}
+			return of.stall
 		}
 	}
-	of := &office{t: t, ob: ob, arch: arch, done: make(chan error, 1)}
-	var rec dispatch.Record = arch
-	if o.Stall {
-		of.stall = &stallRecord{rec: arch}
-		rec = of.stall
+	of.Office = officetest.Start(t, r.b, opts)
+	if of.stall != nil {
+		// Runs before officetest's Stop at the test's end: a held commit then ends with its data, not with
+		// the cancel.
+		t.Cleanup(of.stall.release)
 	}
-	c, err := dispatch.New(dispatch.Config{
-		Transport: transport.Config{Brokers: []string{"mqtts://" + r.b.Addr}, CertFile: cl.CertFile, KeyFile: cl.KeyFile,
-			CAFile: cl.CAFile, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond},
-		CA: ca, Certificates: certs, ShareGroup: o.ShareGroup, Outbox: ob, Record: rec,
-		Handle: r.handled.handle, ReceiptDelay: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	of.c = c
-	ctx, cancel := context.WithCancel(context.Background())
-	of.cancel = cancel
-	go func() { of.done <- c.Run(ctx) }()
 	r.office = of
-	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
-	defer wcancel()
-	if err := c.Conn().Wait(wctx); err != nil {
-		t.Fatalf("dispatch never connected: %v", err)
-	}
 	return of
 }
 
 // stop ends the dispatch process (a clean DISCONNECT; its session stays) and closes its archive.
 func (o *office) stop() {
-	o.once.Do(func() {
-		if o.stall != nil {
-			o.stall.release()
-		}
-		o.cancel()
-		select {
-		case err := <-o.done:
-			if err != nil {
-				o.t.Errorf("dispatch Run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			o.t.Errorf("dispatch did not stop within 30 s")
-		}
-		o.arch.Close()
-	})
+	if o.stall != nil {
+		o.stall.release()
+	}
+	o.Stop()
 }
 
 func (r *rig) stopOffice() {
@@ -321,7 +264,7 @@ func (r *rig) stopOffice() {
 func (r *rig) createOrders(truck string, ids ...string) {
 	r.t.Helper()
 	for _, id := range ids {
-		_, err := r.office.ob.Create(context.Background(), sdk.Order{ID: id, Truck: truck, Expires: time.Now().Add(time.Hour),
+		_, err := r.office.Outbox.Create(context.Background(), sdk.Order{ID: id, Truck: truck, Expires: time.Now().Add(time.Hour),
 			Recipient: "R. " + id, Address: "1 Quay St", Lat: 52.5, Lon: 13.4, RadiusM: 50})
 		if err != nil {
 			r.t.Fatal(err)
@@ -848,13 +791,13 @@ func (r *rig) archiveSummary() string {
 	if r.office == nil {
 		return "(dispatch not running)"
 	}
-	trucks, err := r.office.arch.Trucks()
+	trucks, err := r.office.Archive.Trucks()
 	if err != nil {
 		return err.Error()
 	}
 	var parts []string
 	for _, tr := range trucks {
-		c, _ := r.office.arch.Counts(tr)
+		c, _ := r.office.Archive.Counts(tr)
 		parts = append(parts, fmt.Sprintf("%s: %d fixes, %d events", tr, c.Fixes, c.Events))
 	}
 	return strings.Join(parts, "; ")
@@ -862,7 +805,7 @@ func (r *rig) archiveSummary() string {
 
 // archiveCount is the number of fixes and events the running office's archive holds for truck.
 func (r *rig) archiveCount(truck string) int {
-	c, err := r.office.arch.Counts(truck)
+	c, err := r.office.Archive.Counts(truck)
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -145,7 +145,7 @@ func sdSwap(t *testing.T, noSeq bool) {
 	a.act("o-4", "failed", "refused")
 	time.Sleep(2 * time.Second)
 	h = a.finish(60 * time.Second)
-	stats := r.office.c.Consumer().Stats()
+	stats := r.office.Client.Consumer().Stats()
 	r.stopOffice()
 	res := r.verify([]*agentProc{a}, nil)[name]
 	if n := r.handled.rejected[sdk.ReasonReplayed] + int(stats.Rejected[sdk.ReasonReplayed]); n > 0 {
@@ -186,10 +186,10 @@ func TestStatusRefreshesThenKill9(t *testing.T) {
 		return st.Status.State == sdk.StateOffline
 	}, func() string {
 		st, n := r.handled.lastStatus(name)
-		return fmt.Sprintf("%d statuses, last %+v; %s; consumer %+v", n, st, r.handled.summary(), r.office.c.Consumer().Stats())
+		return fmt.Sprintf("%d statuses, last %+v; %s; consumer %+v", n, st, r.handled.summary(), r.office.Client.Consumer().Stats())
 	})
 	_, n := r.handled.lastStatus(name)
-	stats := r.office.c.Consumer().Stats()
+	stats := r.office.Client.Consumer().Stats()
 	if stats.Rejected[sdk.ReasonReplayed] > 0 {
 		t.Errorf("dispatch refused %d messages as replayed: %v", stats.Rejected[sdk.ReasonReplayed], stats.Rejected)
 	}
@@ -249,7 +249,7 @@ func TestForeignMemberOfDispatchShareGroup(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 	}
 	h := a.finish(60 * time.Second)
-	cs := r.office.c.Consumer().Stats()
+	cs := r.office.Client.Consumer().Stats()
 	r.stopOffice()
 	res := r.verify([]*agentProc{a}, nil)[name]
 	received := cs.Fixes + cs.DuplicateFixes + cs.Events + cs.DuplicateEvents
@@ -415,7 +415,7 @@ func TestDispatchStalledBrokerDrops(t *testing.T) {
 	of.stall.release()
 	stall := time.Since(stalled)
 	h := a.finish(90 * time.Second)
-	cs := r.office.c.Consumer().Stats()
+	cs := r.office.Client.Consumer().Stats()
 	r.stopOffice()
 	res := r.verify([]*agentProc{a}, nil)[name]
 	t.Logf("dispatch stalled %.1f s with %d problem reports sent: Mosquitto dropped messages (%d NOTICE lines); archive: %v; "+

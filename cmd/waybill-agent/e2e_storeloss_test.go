@@ -63,7 +63,7 @@ func storeLoss(t *testing.T, noSeq bool) {
 	ctx := context.Background()
 	entry := func(id string) dispatch.Entry {
 		t.Helper()
-		e, err := of.ob.Get(ctx, name, id)
+		e, err := of.Outbox.Get(ctx, name, id)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -200,7 +200,7 @@ func TestPowerCuts(t *testing.T) {
 		t.Errorf("the store after the drain holds records: %+v", stats)
 	}
 
-	f.stopOffice()
+	f.office.Stop()
 	arch, err := archive.Open(f.archive, archive.Options{ReadOnly: true, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)

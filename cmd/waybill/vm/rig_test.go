@@ -6,7 +6,6 @@ package vm
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -27,7 +26,7 @@ import (
 	"github.com/waybill-iot/waybill/sdk/dispatch/archive"
 	"github.com/waybill-iot/waybill/sdk/pki"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
-	"github.com/waybill-iot/waybill/sdk/transport"
+	"github.com/waybill-iot/waybill/sdk/sdktest/officetest"
 )
 
 const (
@@ -128,13 +127,7 @@ type fleet struct {
 	mu      sync.Mutex // guards handled
 	handled map[recKey]int
 
-	office struct {
-		c      *dispatch.Client
-		ob     *dispatch.Outbox
-		arch   *archive.Archive
-		cancel context.CancelFunc
-		done   chan error
-	}
+	office *officetest.Office
 
 	assets   Assets
 	initrd   string
@@ -183,8 +176,9 @@ func newFleet(t testing.TB, o fleetOptions) *fleet {
 	f := &fleet{t: t, dir: dir, assets: a, handled: map[recKey]int{}, archive: filepath.Join(dir, "office", archive.File),
 		relay: []string{exe, relayArg}}
 	f.b = sdktest.StartMosquitto(t, sdktest.Options{PKI: p, Dispatch: []string{officeName}})
-	f.startOffice()
-	t.Cleanup(f.stopOffice)
+	// Stopped when the test ends, or by f.office.Stop before the archive file is read.
+	f.office = officetest.Start(t, f.b, officetest.Options{Name: officeName, ArchivePath: f.archive,
+		OutboxPath: filepath.Join(dir, "office", "outbox.db"), Handle: f.handle, Trucks: []string{truckName}})
 
 	f.initrd = filepath.Join(dir, "initrd")
 	if err := WriteInitramfs(f.initrd, a, agent); err != nil {
@@ -276,70 +270,10 @@ func (f *fleet) handle(_ context.Context, u dispatch.Update) error {
 	return nil
 }
 
-func (f *fleet) startOffice() {
-	t := f.t
-	t.Helper()
-	cl := f.b.ClientFiles(officeName)
-	arch, err := archive.Open(f.archive, archive.Options{Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := pki.LoadCertificate(cl.CertFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := pki.LoadPrivateKey(cl.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ob, err := dispatch.NewOutbox(dispatch.OutboxConfig{Path: filepath.Join(f.dir, "office", "outbox.db"), Certificate: cert,
-		Key: key, BackoffMin: time.Second, BackoffMax: 4 * time.Second, OnlineGrace: 500 * time.Millisecond,
-		Poll: 100 * time.Millisecond, RetryDelay: 500 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := pki.LoadCertificates(cl.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	truckCert, err := pki.LoadCertificate(f.b.PKI.CertPath(truckName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := dispatch.New(dispatch.Config{
-		Transport: transport.Config{Brokers: []string{"mqtts://" + f.b.Addr}, CertFile: cl.CertFile, KeyFile: cl.KeyFile,
-			CAFile: cl.CAFile, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond},
-		CA: ca, Certificates: []*x509.Certificate{truckCert}, Outbox: ob, Record: arch, Handle: f.handle,
-		ReceiptDelay: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	f.office.c, f.office.ob, f.office.arch, f.office.cancel, f.office.done = c, ob, arch, cancel, make(chan error, 1)
-	go func() { f.office.done <- c.Run(ctx) }() // owned: stopOffice waits on done
-	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
-	defer wcancel()
-	if err := c.Conn().Wait(wctx); err != nil {
-		t.Fatalf("dispatch never connected: %v", err)
-	}
-}
-
-func (f *fleet) stopOffice() {
-	if f.office.cancel == nil {
-		return
-	}
-	f.office.cancel()
-	if err := <-f.office.done; err != nil {
-		f.t.Errorf("dispatch Run: %v", err)
-	}
-	f.office.arch.Close()
-	f.office.cancel = nil
-}
-
 func (f *fleet) createOrders(ids ...string) {
 	f.t.Helper()
 	for _, id := range ids {
-		_, err := f.office.ob.Create(context.Background(), sdk.Order{ID: id, Truck: truckName, Expires: time.Now().Add(time.Hour),
+		_, err := f.office.Outbox.Create(context.Background(), sdk.Order{ID: id, Truck: truckName, Expires: time.Now().Add(time.Hour),
 			Recipient: "R. " + id, Address: "1 Quay St", Lat: 52.5, Lon: 13.4, RadiusM: 50})
 		if err != nil {
 			f.t.Fatal(err)
