@@ -36,12 +36,12 @@ func checkTileURL(t string) (string, error) {
 	}
 	for _, p := range []string{"{z}", "{x}", "{y}"} {
 		if !strings.Contains(t, p) {
-			return "", fmt.Errorf("service: Config.TileURL %q lacks %s (want like https://tile.example.org/{z}/{x}/{y}.png)", t, p)
+			return "", fmt.Errorf("office: Config.TileURL %q lacks %s (want like https://tile.example.org/{z}/{x}/{y}.png)", t, p)
 		}
 	}
 	u, err := url.Parse(strings.NewReplacer("{z}", "0", "{x}", "0", "{y}", "0").Replace(t))
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return "", fmt.Errorf("service: Config.TileURL %q: want an http(s) URL template", t)
+		return "", fmt.Errorf("office: Config.TileURL %q: want an http(s) URL template", t)
 	}
 	return u.Scheme + "://" + u.Host, nil
 }

@@ -172,10 +172,10 @@ func (c *Config) checkLimit() error {
 	case c.TrackingRate == Rate{}:
 		c.TrackingRate = DefaultTrackingRate
 	case c.TrackingRate.N <= 0 || c.TrackingRate.Per <= 0:
-		return fmt.Errorf("service: Config.TrackingRate %v: want a positive rate like 60/min", c.TrackingRate)
+		return fmt.Errorf("office: Config.TrackingRate %v: want a positive rate like 60/min", c.TrackingRate)
 	}
 	if c.TrackingBurst < 0 || c.TrackingClients < 0 {
-		return errors.New("service: Config.TrackingBurst and TrackingClients cannot be negative")
+		return errors.New("office: Config.TrackingBurst and TrackingClients cannot be negative")
 	}
 	if c.TrackingBurst == 0 {
 		c.TrackingBurst = DefaultTrackingBurst

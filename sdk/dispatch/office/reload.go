@@ -159,7 +159,7 @@ func (s *Service) setupTLS() error {
 			read:  func() (*tls.Certificate, error) { return readServerCert(cfg.TLSCertFile, cfg.TLSKeyFile) },
 			attrs: certAttrs, every: every, log: s.log, errors: &s.tlsReloadErrors})
 		if err != nil {
-			return fmt.Errorf("service: HTTPS certificate %s, key %s: %w", cfg.TLSCertFile, cfg.TLSKeyFile, err)
+			return fmt.Errorf("office: HTTPS certificate %s, key %s: %w", cfg.TLSCertFile, cfg.TLSKeyFile, err)
 		}
 		s.cert = w
 		c.Certificates, c.GetCertificate = nil, func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return w.get(), nil }
@@ -177,7 +177,7 @@ func (s *Service) setupTLS() error {
 			},
 			attrs: caAttrs, every: every, log: s.log, errors: &s.tlsReloadErrors})
 		if err != nil {
-			return fmt.Errorf("service: client CA %s: %w", cfg.ClientCAFile, err)
+			return fmt.Errorf("office: client CA %s: %w", cfg.ClientCAFile, err)
 		}
 		s.cas = w
 		c.ClientAuth = tls.VerifyClientCertIfGiven

@@ -47,11 +47,11 @@ func ParseRetention(s string) (time.Duration, error) {
 // checkRetention validates the retention settings and fills in their defaults.
 func (c *Config) checkRetention() error {
 	if c.KeepFixes != 0 && c.KeepFixes < MinKeepFixes {
-		return fmt.Errorf("service: Config.KeepFixes %v: want 0 (keep for ever) or at least %v (%d days)",
+		return fmt.Errorf("office: Config.KeepFixes %v: want 0 (keep for ever) or at least %v (%d days)",
 			c.KeepFixes, MinKeepFixes, MinKeepFixes/(24*time.Hour))
 	}
 	if c.PruneEvery < 0 || c.PruneBatch < 0 {
-		return errors.New("service: Config.PruneEvery and PruneBatch cannot be negative")
+		return errors.New("office: Config.PruneEvery and PruneBatch cannot be negative")
 	}
 	if c.PruneEvery == 0 {
 		c.PruneEvery = DefaultPruneEvery

@@ -154,21 +154,21 @@ type Service struct {
 // start); it does not touch the broker.
 func New(cfg Config) (*Service, error) {
 	if cfg.Store == nil {
-		return nil, errors.New("service: Config.Store is required")
+		return nil, errors.New("office: Config.Store is required")
 	}
 	certsOn := len(cfg.ClientCAs) > 0 || cfg.ClientCAFile != ""
 	if len(cfg.Token) < 16 && (cfg.Token != "" || !certsOn) {
-		return nil, errors.New("service: Config.Token must be at least 16 characters (the API's bearer token), or " +
+		return nil, errors.New("office: Config.Token must be at least 16 characters (the API's bearer token), or " +
 			"empty with Config.ClientCAs or ClientCAFile (client certificates only)")
 	}
 	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
-		return nil, errors.New("service: Config.TLSCertFile and TLSKeyFile go together")
+		return nil, errors.New("office: Config.TLSCertFile and TLSKeyFile go together")
 	}
 	if certsOn && cfg.TLS == nil && cfg.TLSCertFile == "" {
-		return nil, errors.New("service: Config.ClientCAs and ClientCAFile need HTTPS (Config.TLS or TLSCertFile)")
+		return nil, errors.New("office: Config.ClientCAs and ClientCAFile need HTTPS (Config.TLS or TLSCertFile)")
 	}
 	if cfg.TLS != nil && cfg.TLSCertFile == "" && len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil {
-		return nil, errors.New("service: Config.TLS has no server certificate (Certificates or GetCertificate)")
+		return nil, errors.New("office: Config.TLS has no server certificate (Certificates or GetCertificate)")
 	}
 	if cfg.ClientCRL == nil && cfg.Dispatch.Verifier != nil {
 		cfg.ClientCRL = cfg.Dispatch.Verifier.CRL
@@ -207,10 +207,10 @@ func New(cfg Config) (*Service, error) {
 		dc.Logger = cfg.Logger
 	}
 	if s.client, err = dispatch.New(dc); err != nil {
-		return nil, fmt.Errorf("service: %w", err)
+		return nil, fmt.Errorf("office: %w", err)
 	}
 	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
-		return nil, fmt.Errorf("service: listen: %w", err)
+		return nil, fmt.Errorf("office: listen: %w", err)
 	}
 	return s, nil
 }
@@ -267,7 +267,7 @@ func (s *Service) Run(ctx context.Context) error {
 			serve = func(ln net.Listener) error { return srv.ServeTLS(ln, "", "") }
 		}
 		if err := serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
-			errs <- fmt.Errorf("service: http: %w", err)
+			errs <- fmt.Errorf("office: http: %w", err)
 			cancel()
 		}
 	}()
