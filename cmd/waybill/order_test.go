@@ -45,11 +45,7 @@ func (tt *testTruck) deliver(id string, rev uint32) {
 
 func startTestTruck(t *testing.T, b *sdktest.Broker, cl sdktest.Client) *testTruck {
 	t.Helper()
-	cert, _ := pki.LoadCertificate(cl.CertFile)
-	key, err := pki.LoadPrivateKey(cl.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert, key := cl.CertKey(t)
 	signer, err := sdk.NewSigner(sdk.SignerConfig{Certificate: cert, Key: key})
 	if err != nil {
 		t.Fatal(err)

@@ -23,10 +23,7 @@ const fast = 50 * time.Millisecond
 
 func identity(t *testing.T, cl sdktest.Client) (*sdk.Signer, crypto.Signer) {
 	t.Helper()
-	key, err := pki.LoadPrivateKey(cl.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, key := cl.CertKey(t)
 	return cl.Signer(t), key
 }
 

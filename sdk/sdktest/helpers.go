@@ -29,6 +29,20 @@ func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
+// CertKey loads the client's certificate and private key: what an outbox or a hand-made signer needs.
+func (c Client) CertKey(t testing.TB) (*x509.Certificate, crypto.Signer) {
+	t.Helper()
+	cert, err := pki.LoadCertificate(c.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := pki.LoadPrivateKey(c.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, key
+}
+
 // Signer returns a signer for the client's identity, its sequence numbers in memory (seeded from the clock):
 // enough for a dispatch tool or a test truck that does not restart.
 func (c Client) Signer(t testing.TB) *sdk.Signer {

@@ -43,8 +43,7 @@ func TestOfflineTruckGetsEveryOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { obStore.Close() })
-	cert, _ := pki.LoadCertificate(officeCl.CertFile)
-	key, _ := pki.LoadPrivateKey(officeCl.KeyFile)
+	cert, key := officeCl.CertKey(t)
 	ob, err := dispatch.NewOutbox(dispatch.OutboxConfig{Store: obStore, Certificate: cert, Key: key, OnlineGrace: time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -107,11 +107,7 @@ func startTruck(t *testing.T, b *sdktest.Broker) *truck {
 	t.Helper()
 	cl := b.Truck("truck-1")
 	v := cl.Verifier(t, sdk.VerifierConfig{})
-	cert, _ := pki.LoadCertificate(cl.CertFile)
-	key, err := pki.LoadPrivateKey(cl.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert, key := cl.CertKey(t)
 	s, err := sdk.NewSigner(sdk.SignerConfig{Certificate: cert, Key: key})
 	if err != nil {
 		t.Fatal(err)

@@ -22,7 +22,7 @@ import (
 func startTLSOffice(t *testing.T, p *pki.PKI, tok string, crl func() *x509.RevocationList) string {
 	t.Helper()
 	office := sdktest.Client{Name: "office", CAFile: p.CAPath(), CertFile: p.CertPath("office"), KeyFile: p.KeyPath("office")}
-	cert, key := keyOf(t, office)
+	cert, key := office.CertKey(t)
 	st, err := embedded.Open(embedded.Options{Dir: t.TempDir(), Outbox: dispatch.OutboxConfig{Certificate: cert, Key: key}})
 	if err != nil {
 		t.Fatal(err)

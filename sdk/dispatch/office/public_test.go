@@ -61,7 +61,7 @@ func officePKI(t *testing.T) (*pki.PKI, sdktest.Client) {
 // openEmbedded opens an embedded store in a temporary directory, closed when the test ends.
 func openEmbedded(t *testing.T, cl sdktest.Client) storage.Store {
 	t.Helper()
-	cert, key := keyOf(t, cl)
+	cert, key := cl.CertKey(t)
 	st, err := embedded.Open(embedded.Options{Dir: t.TempDir(), Outbox: dispatch.OutboxConfig{Certificate: cert, Key: key}})
 	if err != nil {
 		t.Fatal(err)

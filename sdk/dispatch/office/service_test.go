@@ -3,7 +3,6 @@ package office_test
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/xml"
@@ -38,18 +37,6 @@ func transportConfig(b *sdktest.Broker, cl sdktest.Client) transport.Config {
 		KeyFile: cl.KeyFile, CAFile: cl.CAFile, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond}
 }
 
-func keyOf(t testing.TB, cl sdktest.Client) (*x509.Certificate, crypto.Signer) {
-	cert, err := pki.LoadCertificate(cl.CertFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := pki.LoadPrivateKey(cl.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, key
-}
-
 // office runs a Service until the test ends.
 type office struct {
 	svc  *service.Service
@@ -71,7 +58,7 @@ func startOfficeConfig(t *testing.T, b *sdktest.Broker, cl sdktest.Client, st st
 	}
 	var certs []*x509.Certificate
 	for _, tr := range trucks {
-		c, _ := keyOf(t, tr)
+		c, _ := tr.CertKey(t)
 		certs = append(certs, c)
 	}
 	cfg := service.Config{Store: st, Token: token, Listen: "127.0.0.1:0",
@@ -120,7 +107,7 @@ func engines(parent *testing.T) []engine {
 	var cluster *pgtest.Cluster
 	return []engine{
 		{"embedded", func(t *testing.T, cl sdktest.Client) storage.Store {
-			cert, key := keyOf(t, cl)
+			cert, key := cl.CertKey(t)
 			st, err := embedded.Open(embedded.Options{Dir: t.TempDir(), Outbox: dispatch.OutboxConfig{
 				Certificate: cert, Key: key, Poll: 50 * time.Millisecond}})
 			if err != nil {
@@ -137,7 +124,7 @@ func engines(parent *testing.T) []engine {
 }
 
 func openPG(t *testing.T, dsn string, cl sdktest.Client) *postgres.Store {
-	cert, key := keyOf(t, cl)
+	cert, key := cl.CertKey(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	st, err := postgres.Open(ctx, postgres.Options{DSN: dsn, Certificate: cert, Key: key,

@@ -87,14 +87,7 @@ func Start(t testing.TB, b *sdktest.Broker, o Options) *Office {
 	def(&o.ReceiptDelay, 200*time.Millisecond)
 
 	cl := b.ClientFiles(o.Name)
-	cert, err := pki.LoadCertificate(cl.CertFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := pki.LoadPrivateKey(cl.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert, key := cl.CertKey(t)
 	ca, err := pki.LoadCertificates(cl.CAFile)
 	if err != nil {
 		t.Fatal(err)
