@@ -84,8 +84,24 @@ type fixSource interface {
 }
 
 type fixCounters struct {
-	seen, reported, stored, storeErrors, pending atomic.Uint64
+	seen, reported, stored, storeErrors atomic.Uint64
+	// pending counts the fixes and movement events waiting for the next commit; held the fixes the
+	// curve filter holds undecided. Both live in memory only: a power cut loses them.
+	pending, held atomic.Uint64
 }
+
+// inMemory is what waits in memory for the store, as /healthz reports it. held is read first: fixes move
+// from held to pending to the store, so no fix is between two reads unseen (the caller reads the store
+// after this).
+func (c *fixCounters) inMemory() uint64 {
+	h := c.held.Load()
+	return h + c.pending.Load()
+}
+
+// receiverQuiet is how long the receiver may stay silent before the curve filter's undecided fixes are
+// logged (MaxDelay, if shorter): a tunnel or a dead receiver would otherwise keep them in memory until the
+// next fix, away from dispatch and at the mercy of a power cut.
+const receiverQuiet = 10 * time.Second
 
 // Run runs the agent until ctx ends, then stops within StopTimeout. It returns an error when it cannot
 // start (bad key permissions, unusable store, port in use) or when a component fails for good.
@@ -437,6 +453,12 @@ func (a *Agent) runFixes(fixes <-chan gps.Fix, ignition <-chan ignitionChange) {
 	nFixes := 0 // how many of pending are fixes (the rest are movement events)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	quietAfter := receiverQuiet
+	if d := a.filterConfig().MaxDelay; d > 0 && d < quietAfter {
+		quietAfter = d
+	}
+	quiet := time.NewTimer(time.Hour) // runs while the filter holds fixes: reset by every fix
+	quiet.Stop()
 	// flush commits the pending fixes and movement events, and the odometer with them in the same
 	// transaction (one fsync, no extra flash write); with nothing pending it saves the odometer alone.
 	flush := func() {
@@ -472,7 +494,7 @@ func (a *Agent) runFixes(fixes <-chan gps.Fix, ignition <-chan ignitionChange) {
 		}
 		pending = append(pending, e)
 		nFixes++
-		a.fixes.pending.Store(uint64(nFixes))
+		a.fixes.pending.Store(uint64(len(pending)))
 		if len(pending) >= a.cfg.Store.FixBatch {
 			flush()
 		}
@@ -491,7 +513,15 @@ func (a *Agent) runFixes(fixes <-chan gps.Fix, ignition <-chan ignitionChange) {
 				timer.Reset(a.cfg.Store.FixDelay)
 			}
 			pending = append(pending, e)
+			a.fixes.pending.Store(uint64(len(pending)))
 		}
+	}
+	// release logs what the filter still holds (input ended, or the receiver went quiet).
+	release := func() {
+		for _, l := range filter.Flush(nil) {
+			keep(l)
+		}
+		a.fixes.held.Store(0)
 	}
 	var logged []gps.Logged
 	defer flush()
@@ -508,9 +538,8 @@ func (a *Agent) runFixes(fixes <-chan gps.Fix, ignition <-chan ignitionChange) {
 			}
 		case f, ok := <-fixes:
 			if !ok {
-				for _, l := range filter.Flush(nil) { // what the curve still holds goes with the last commit
-					keep(l)
-				}
+				release() // what the curve still holds goes with the last commit
+				quiet.Stop()
 				fixes = nil
 				continue
 			}
@@ -533,6 +562,19 @@ func (a *Agent) runFixes(fixes <-chan gps.Fix, ignition <-chan ignitionChange) {
 			logged = filter.Push(f, logged[:0])
 			for _, l := range logged {
 				keep(l)
+			}
+			held := filter.Pending()
+			a.fixes.held.Store(uint64(held))
+			if held > 0 {
+				quiet.Reset(quietAfter)
+			} else {
+				quiet.Stop()
+			}
+		case <-quiet.C:
+			if filter.Pending() > 0 {
+				a.log.Debug("gps: the receiver went quiet; the fixes the curve filter held are logged",
+					"fixes", filter.Pending(), "after", quietAfter)
+				release()
 			}
 		case <-timer.C:
 			flush()

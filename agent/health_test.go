@@ -26,8 +26,17 @@ func startAgentAt(t *testing.T, gpsStart time.Time, tweak func(*Config)) (*Agent
 // set here, and Logger when opts has none.
 func startAgentWith(t *testing.T, gpsStart time.Time, tweak func(*Config), opts Options) (*Agent, Config, *sdktest.Broker) {
 	t.Helper()
+	return startAgentGPS(t, nil, gpsStart, tweak, opts)
+}
+
+// startAgentGPS is startAgentWith whose receiver stops when gpsCtx ends (nil: with the agent).
+func startAgentGPS(t *testing.T, gpsCtx context.Context, gpsStart time.Time, tweak func(*Config), opts Options) (*Agent, Config, *sdktest.Broker) {
+	t.Helper()
 	b := sdktest.StartDevBroker(t, sdktest.Options{Dispatch: []string{"office"}})
 	ctx, cancel := context.WithCancel(context.Background())
+	if gpsCtx == nil {
+		gpsCtx = ctx
+	}
 	var wg sync.WaitGroup
 	p, err := gpssim.OpenPTY()
 	if err != nil {
@@ -38,7 +47,7 @@ func startAgentWith(t *testing.T, gpsStart time.Time, tweak func(*Config), opts 
 	go func() {
 		defer wg.Done()
 		defer p.Close()
-		sim.Run(ctx, p.Master)
+		sim.Run(gpsCtx, p.Master)
 	}()
 	dir := t.TempDir()
 	cfg, err := LoadConfig(writeConfig(t, dir, b, b.Truck("truck-0001"), p.Path, ""), func(string) string { return "" })

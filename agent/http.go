@@ -72,6 +72,10 @@ type Status struct {
 		OldestAge float64 `json:"oldest_age_s"`
 		Thinned   uint64  `json:"thinned"`
 		Dropped   uint64  `json:"dropped"`
+		// InMemory counts the fixes and trip events not yet in the store: waiting for the next commit
+		// (store.fix_batch, store.fix_delay) or undecided in the curve filter (gps.filter.max_delay). A
+		// power cut loses these, and only these.
+		InMemory uint64 `json:"in_memory"`
 		// Unreceipted counts records sent and waiting for dispatch's signed receipt (they stay queued).
 		Unreceipted int    `json:"unreceipted"`
 		Receipted   uint64 `json:"receipted"` // records removed on a receipt since start
@@ -136,6 +140,7 @@ func (a *Agent) Status() Status {
 	default:
 		s.Link = "connecting"
 	}
+	s.Queue.InMemory = a.fixes.inMemory() // before the store: records move from memory to it
 	qs := a.store.Stats()
 	s.Queue.Critical, s.Queue.Normal = qs.Critical.Records, qs.Normal.Records
 	s.Queue.OldestAge = max(qs.Critical.OldestAge(now), qs.Normal.OldestAge(now)).Seconds()

@@ -122,6 +122,7 @@ func (a *Agent) writeMetrics(w io.Writer) {
 	p.one("waybill_gps_fixes_total", "counter", "Fixes from the receiver.", float64(a.fixes.seen.Load()))
 	p.one("waybill_gps_fixes_reported_total", "counter", "Fixes the reporting filter kept.", float64(a.fixes.reported.Load()))
 	p.one("waybill_gps_fixes_stored_total", "counter", "Fixes committed to the store.", float64(a.fixes.stored.Load()))
+	p.one("waybill_gps_fixes_in_memory", "gauge", "Fixes and trip events not yet in the store (batched or undecided).", float64(a.fixes.inMemory()))
 	p.one("waybill_gps_fixes_store_errors_total", "counter", "Fixes that could not be stored.", float64(a.fixes.storeErrors.Load()))
 	age := -1.0
 	f := a.latest.Load()

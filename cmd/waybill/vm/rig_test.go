@@ -360,6 +360,7 @@ type health struct {
 		Critical    int64 `json:"critical"`
 		Normal      int64 `json:"normal"`
 		Unreceipted int   `json:"unreceipted"`
+		InMemory    int   `json:"in_memory"`
 	} `json:"queue"`
 	Store struct {
 		Epoch  sdk.Epoch `json:"epoch"`
