@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"sync"
@@ -89,11 +90,66 @@ func (a *Archive) Path() string { return a.path }
 func (a *Archive) Close() error { return a.db.Close() }
 
 func recordKey(e sdk.Epoch, seq uint64) []byte {
-	return binary.BigEndian.AppendUint64(append(make([]byte, 0, 16), e[:]...), seq)
+	return binary.BigEndian.AppendUint64(append(make([]byte, 0, reusedKeyLen), e[:]...), seq)
+}
+
+// A record is stored under its identity, (epoch, seq): 16 bytes. A record that comes with an identity the
+// archive already holds with other content is not a duplicate: the truck's store went back to an older copy
+// of itself (an SD image restored from a backup) and numbered new records again. Dropping it would lose it
+// for good (it is receipted, and the truck deletes it), so it is stored too, under its identity followed by
+// 8 bytes of its content's hash: reusedKeyLen bytes.
+const (
+	identityKeyLen = 16
+	reusedKeyLen   = identityKeyLen + 8
+)
+
+// reusedKey is the key of a record whose identity the archive holds with other content.
+func reusedKey(key, same []byte) []byte {
+	h := fnv.New64a()
+	h.Write(same)
+	return h.Sum(append(make([]byte, 0, reusedKeyLen), key[:identityKeyLen]...))
 }
 
 type item struct {
 	key, val []byte
+	// same is what makes two records with one identity the same record: the fix, or the event without
+	// its envelope's id and time (a re-send is signed again).
+	same []byte
+}
+
+// storedAs returns the key under which b holds it, or nil if b holds it under none (b may be nil).
+func (it item) storedAs(b *bolt.Bucket, sub []byte) ([]byte, error) {
+	if b == nil {
+		return nil, nil
+	}
+	v := b.Get(it.key)
+	if v == nil {
+		return nil, nil
+	}
+	same, err := sameOf(sub, v)
+	if err != nil {
+		return nil, err
+	}
+	if bytes.Equal(same, it.same) {
+		return it.key, nil
+	}
+	k := reusedKey(it.key, it.same)
+	if b.Get(k) != nil {
+		return k, nil
+	}
+	return nil, nil
+}
+
+// sameOf is a stored value's identity content (item.same).
+func sameOf(sub, v []byte) ([]byte, error) {
+	if !bytes.Equal(sub, bucketEvents) {
+		return v, nil
+	}
+	var w eventWire
+	if err := json.Unmarshal(v, &w); err != nil {
+		return nil, err
+	}
+	return json.Marshal(w.Event)
 }
 
 // Commit stores u durably (one fsync'd transaction) and returns nil once it is on disk. Fixes and events
@@ -116,7 +172,7 @@ func (a *Archive) Commit(ctx context.Context, u dispatch.Update) error {
 			if err != nil {
 				return fmt.Errorf("archive: %w", err)
 			}
-			items = append(items, item{recordKey(f.Epoch, f.Seq), v})
+			items = append(items, item{key: recordKey(f.Epoch, f.Seq), val: v, same: v})
 		}
 	case u.Event != nil:
 		truck, sub = u.Event.Truck, bucketEvents
@@ -124,7 +180,11 @@ func (a *Archive) Commit(ctx context.Context, u dispatch.Update) error {
 		if err != nil {
 			return fmt.Errorf("archive: %w", err)
 		}
-		items = append(items, item{recordKey(u.Event.Event.Epoch, u.Event.Event.RecordSeq), v})
+		same, err := json.Marshal(u.Event.Event)
+		if err != nil {
+			return fmt.Errorf("archive: %w", err)
+		}
+		items = append(items, item{key: recordKey(u.Event.Event.Epoch, u.Event.Event.RecordSeq), val: v, same: same})
 	case u.Status != nil:
 		return a.commitStatus(u.Status)
 	default:
@@ -138,7 +198,11 @@ func (a *Archive) Commit(ctx context.Context, u dispatch.Update) error {
 	if err := a.db.View(func(tx *bolt.Tx) error {
 		b := records(tx, truck, sub)
 		for _, it := range items {
-			if b == nil || b.Get(it.key) == nil {
+			k, err := it.storedAs(b, sub)
+			if err != nil {
+				return err
+			}
+			if k == nil {
 				missing = append(missing, it)
 			}
 		}
@@ -159,10 +223,17 @@ func (a *Archive) Commit(ctx context.Context, u dispatch.Update) error {
 			return err
 		}
 		for _, it := range missing {
-			if b.Get(it.key) != nil {
-				continue
+			k, err := it.storedAs(b, sub)
+			if err != nil {
+				return err
 			}
-			if err := b.Put(it.key, it.val); err != nil {
+			if k != nil {
+				continue // stored since the read
+			}
+			if k = it.key; b.Get(k) != nil {
+				k = reusedKey(it.key, it.same)
+			}
+			if err := b.Put(k, it.val); err != nil {
 				return err
 			}
 		}
@@ -284,7 +355,8 @@ func (a *Archive) Counts(truck string) (Counts, error) {
 	return c, err
 }
 
-// each calls fn for every record of truck in sub, in (epoch, seq) order.
+// each calls fn for every record of truck in sub, in (epoch, seq) order; records stored under a reused
+// identity follow the one first stored under it.
 func (a *Archive) each(truck string, sub []byte, fn func(e sdk.Epoch, seq uint64, v []byte) error) error {
 	return a.db.View(func(tx *bolt.Tx) error {
 		b := records(tx, truck, sub)
@@ -292,7 +364,7 @@ func (a *Archive) each(truck string, sub []byte, fn func(e sdk.Epoch, seq uint64
 			return nil
 		}
 		return b.ForEach(func(k, v []byte) error {
-			if len(k) != 16 {
+			if len(k) != identityKeyLen && len(k) != reusedKeyLen {
 				return fmt.Errorf("archive: %s: bad key of %d bytes", truck, len(k))
 			}
 			return fn(sdk.Epoch(k[:8]), binary.BigEndian.Uint64(k[8:]), v)

@@ -20,6 +20,7 @@ func TestStorage(t *testing.T) {
 		{"orders", testOrders},
 		{"fixes and track", testTrack},
 		{"events apply once", testEvents},
+		{"reused record identities are kept", testReusedIdentities},
 		{"status and trucks", testTrucks},
 		{"new truck store reopens orders", testNewStore},
 		{"sender sends until confirmed", testSender},
@@ -450,5 +451,45 @@ func testPrune(t *testing.T, st storage.Store, c *clock) {
 	commit(old1[3]) // the broker delivers an old batch again
 	if n := pass(); n != 1 {
 		t.Fatalf("the pass after an old fix came again pruned %d, want 1", n)
+	}
+}
+
+// testReusedIdentities: a truck whose store went back to an older copy of itself (an SD image restored from
+// a backup) numbers new records with identities the store already holds. Those records have other content
+// and are kept, and the delivery among them is applied to the outbox; re-sends of either stay duplicates.
+func testReusedIdentities(t *testing.T, st storage.Store, c *clock) {
+	ctx := context.Background()
+	e, err := st.Create(ctx, testOrder("o-1", "truck-1", c.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := sdk.Epoch{5}
+	t0 := c.Now()
+	commit := func(u dispatch.Update) {
+		t.Helper()
+		if err := st.Commit(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Before the backup was restored: fixes 1 and 2, received as 3.
+	commit(dispatch.Update{Fixes: []dispatch.Fix{fixAt("truck-1", ep, 1, t0), fixAt("truck-1", ep, 2, t0.Add(time.Second))}})
+	commit(eventFor(e, sdk.EventReceived, ep, 3, t0.Add(2*time.Second)))
+	// After: 2 and 3 again, for a new fix and the delivery; each twice (a lost receipt).
+	c.Add(time.Hour)
+	for range 2 {
+		commit(dispatch.Update{Fixes: []dispatch.Fix{fixAt("truck-1", ep, 2, c.Now())}})
+		commit(eventFor(e, sdk.EventDelivered, ep, 3, c.Now().Add(time.Second)))
+	}
+	got, _ := st.Order(ctx, "truck-1", "o-1")
+	if got.State != dispatch.StateDelivered {
+		t.Errorf("the delivery under a reused identity: order %s, want delivered", got.State)
+	}
+	fixes, err := st.Track(ctx, "truck-1", t0.Add(-time.Minute), c.Now().Add(time.Minute))
+	if err != nil || len(fixes) != 3 {
+		t.Errorf("track: %v, %d fixes; want 3 (2 before the restore, 1 after)", err, len(fixes))
+	}
+	evs, err := st.Events(ctx, "truck-1", time.Time{}, c.Now().Add(time.Minute))
+	if err != nil || len(evs) != 2 || evs[0].Event.Kind != sdk.EventReceived || evs[1].Event.Kind != sdk.EventDelivered {
+		t.Errorf("events: %v %+v; want received and delivered", err, evs)
 	}
 }

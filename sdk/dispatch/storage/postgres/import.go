@@ -106,7 +106,7 @@ func (s *Store) ImportEvent(ctx context.Context, ev dispatch.Event) (bool, error
 			return err
 		}
 		tag, err := tx.Exec(ctx, `INSERT INTO events (store_id, seq, t, truck, order_id, body) VALUES ($1, $2, $3, $4, $5, $6)
-			ON CONFLICT (store_id, seq) DO NOTHING`,
+			ON CONFLICT (store_id, seq, t) DO NOTHING`,
 			id, int64(ev.Event.RecordSeq), ev.Event.Time.UTC(), ev.Truck, ev.Event.OrderID, body)
 		added = err == nil && tag.RowsAffected() == 1
 		return err

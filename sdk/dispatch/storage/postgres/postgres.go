@@ -284,7 +284,7 @@ func (s *Store) commitEvent(ctx context.Context, ev *dispatch.Event) error {
 			return err
 		}
 		tag, err := tx.Exec(ctx, `INSERT INTO events (store_id, seq, t, truck, order_id, body) VALUES ($1, $2, $3, $4, $5, $6)
-			ON CONFLICT (store_id, seq) DO NOTHING`,
+			ON CONFLICT (store_id, seq, t) DO NOTHING`,
 			id, int64(ev.Event.RecordSeq), ev.Event.Time.UTC(), ev.Truck, ev.Event.OrderID, body)
 		if err != nil || tag.RowsAffected() == 0 || ev.Event.Kind.IsTrip() {
 			return err // stored before (applied then), or a movement event: it names no order

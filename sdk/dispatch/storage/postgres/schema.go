@@ -86,6 +86,11 @@ var migrations = []string{
 	// 4: a claimed order's lease, apart from next_attempt, so that a truck coming online does not bring
 	// forward an order another process is publishing.
 	`ALTER TABLE orders ADD COLUMN leased_until timestamptz;`,
+	// 5: an event is known by its time as well as its identity, as a fix is: a truck whose store went back
+	// to an older copy of itself (an SD image restored from a backup) numbers new records again, and such
+	// an event must be kept beside the first, not dropped as a duplicate (the truck deletes it once
+	// receipted). A re-sent event carries the same time, so duplicates still conflict.
+	`ALTER TABLE events DROP CONSTRAINT events_pkey, ADD PRIMARY KEY (store_id, seq, t);`,
 }
 
 // migrate applies the migrations not applied yet, each in its own transaction, under an advisory lock so

@@ -1,0 +1,85 @@
+package archive_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/waybill-iot/waybill/sdk"
+	"github.com/waybill-iot/waybill/sdk/dispatch"
+	"github.com/waybill-iot/waybill/sdk/dispatch/archive"
+)
+
+// TestArchiveKeepsReusedIdentities: a truck whose store went back to an older copy of itself (an SD image
+// restored from a backup) numbers new records again with (epoch, seq) the archive already holds. Such a
+// record has other content: it is kept beside the first, not dropped as a duplicate (it is receipted, and
+// the truck deletes it). Re-sends of either, an event signed again included, stay duplicates; the
+// records survive a reopen and are read in identity order.
+func TestArchiveKeepsReusedIdentities(t *testing.T) {
+	path := filepath.Join(t.TempDir(), archive.File)
+	a := openArchive(t, path)
+	ctx := context.Background()
+	e := sdk.Epoch{7}
+	fix := func(q uint64, at int64) dispatch.Fix {
+		return dispatch.Fix{Truck: "truck-1", Epoch: e, Seq: q, Fix: sdk.Fix{Time: time.Unix(1700000000+at, 0).UTC(),
+			Lat: 51.5, Lon: -0.1, Mode: 3, Sats: 9, Has: sdk.FixSats}}
+	}
+	event := func(q uint64, at int64, kind sdk.EventKind) *dispatch.Event {
+		return &dispatch.Event{Truck: "truck-1", ID: sdk.MsgID{byte(at % 256)}, Sent: time.Unix(1700000000+at, 0).UTC(),
+			Event: sdk.Event{Kind: kind, Epoch: e, RecordSeq: q, Time: time.Unix(1700000000+at, 0).UTC(),
+				OrderID: "o-1", Revision: 1, Via: sdk.ViaButton}}
+	}
+	commit := func(u dispatch.Update) {
+		t.Helper()
+		if err := a.Commit(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Before the backup was restored: fixes 1 and 2, event 3.
+	commit(dispatch.Update{Fixes: []dispatch.Fix{fix(1, 10), fix(2, 11)}})
+	commit(dispatch.Update{Event: event(3, 12, sdk.EventReceived)})
+	// After: the store hands out 2 and 3 again, for a new fix and the delivery.
+	for range 2 {
+		commit(dispatch.Update{Fixes: []dispatch.Fix{fix(2, 500), fix(1, 10)}}) // 1 is a true re-send
+		delivered := event(3, 501, sdk.EventDelivered)
+		commit(dispatch.Update{Event: delivered})
+		again := *delivered
+		again.ID, again.Sent = sdk.MsgID{99}, again.Sent.Add(time.Minute) // signed again, the same record
+		commit(dispatch.Update{Event: &again})
+		commit(dispatch.Update{Event: event(3, 12, sdk.EventReceived)}) // the first one, late
+	}
+	check := func(when string) {
+		t.Helper()
+		c, err := a.Counts("truck-1")
+		if err != nil || c.Fixes != 3 || c.Events != 2 {
+			t.Fatalf("%s: counts %+v, %v; want 3 fixes and 2 events", when, c, err)
+		}
+		fixes, err := a.Fixes("truck-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []int64
+		for _, f := range fixes {
+			got = append(got, f.Fix.Time.Unix()-1700000000)
+		}
+		if len(fixes) != 3 || fixes[0].Seq != 1 || fixes[1].Seq != 2 || fixes[2].Seq != 2 || got[1] != 11 || got[2] != 500 {
+			t.Errorf("%s: fixes (seq, time) %v %v; want seq 1, 2, 2 at 10, 11, 500", when, fixes, got)
+		}
+		events, err := a.Events("truck-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(events) != 2 || events[0].Event.Kind != sdk.EventReceived || events[1].Event.Kind != sdk.EventDelivered ||
+			events[1].ID != (sdk.MsgID{byte(501 % 256)}) {
+			t.Errorf("%s: events %+v; want received, then the first copy of delivered", when, events)
+		}
+	}
+	check("after the commits")
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a = openArchive(t, path)
+	defer a.Close()
+	check("after a reopen")
+}
