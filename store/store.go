@@ -37,6 +37,8 @@ type Store struct {
 	epoch  uint64
 	origin Origin // how the epoch began
 	born   Origin // during Open: why a new epoch begins, if one must
+	// openSeq is the last record seq handed out before this Open (see SeqAtOpen).
+	openSeq uint64
 
 	ops  chan *op      // to the committer
 	quit chan struct{} // closed by Close: the committer finishes what is queued and exits
@@ -571,6 +573,7 @@ func (s *Store) init(scan scanResult) error {
 			c.quarantined++
 		}
 		s.counters = c
+		s.openSeq = m.Sequence()
 		return writeCounters(m, c)
 	})
 	if err != nil {
@@ -629,6 +632,11 @@ func writeCounters(m *bolt.Bucket, c persistentCounters) error {
 // re-created or salvaged after corruption) and kept across restarts. Receivers identify a record by its
 // Record.Epoch and Seq; records appended to this store carry this Epoch.
 func (s *Store) Epoch() uint64 { return s.epoch }
+
+// SeqAtOpen is the last record seq this store had handed out when Open returned. Records numbered above
+// it were appended since: no earlier process can have sent them, so a receipt that names one while
+// nobody here sent it is not for it (a receipt for an older copy of the store, restored from a backup).
+func (s *Store) SeqAtOpen() uint64 { return s.openSeq }
 
 // Path is the database file's path.
 func (s *Store) Path() string { return s.path }

@@ -89,17 +89,20 @@ const maxBlindAck = 50_000
 // HandleReceipt applies a verified receipt from dispatch: the records it names are removed from the store
 // for good. Those this uploader waits for are matched by their origin epoch. Records of the store's own
 // epoch that it does not wait for (sent before a restart: their receipts come while they wait to be sent
-// again) are removed too, up to maxBlindAck numbers per receipt; records of older epochs (salvaged) only
-// when they wait. Whatever is not removed is sent again and receipted again: bytes, never data. It returns
-// the number of records removed.
+// again) are removed too, up to maxBlindAck numbers per receipt, if they were in the store when it was
+// opened (store.SeqAtOpen): a record appended since was sent by nobody else, and a receipt for its number
+// is for a record of an older copy of the store (restored from a backup) that dispatch has. Records of
+// older epochs (salvaged) are removed only when they wait. Whatever is not removed is sent again and
+// receipted again: bytes, never data. It returns the number of records removed.
 func (u *Uploader) HandleReceipt(ctx context.Context, r *sdk.Receipt) (int, error) {
 	var seqs, blind []uint64
 	own := sdk.EpochOf(u.cfg.Store.Epoch())
+	opened := u.cfg.Store.SeqAtOpen()
 	u.rmu.Lock()
 	for _, e := range r.Epochs {
 		if e.Epoch == own && e.Count() <= maxBlindAck {
 			for _, rg := range e.Ranges {
-				for seq := rg.First; ; seq++ {
+				for seq := rg.First; seq <= opened; seq++ {
 					if u.awaiting[seq] == nil {
 						blind = append(blind, seq)
 					}
