@@ -10,8 +10,9 @@ import (
 func (c *Conn) backoff(attempt int) time.Duration {
 	lo, hi := c.cfg.BackoffMin, c.cfg.BackoffMax
 	if attempt == 0 {
-		if p := c.penalty.Load(); p > 0 {
-			// The handler failed and we dropped the link to get the message again: back off by failures.
+		if p := max(c.penalty.Load(), c.refusals.Load()); p > 0 {
+			// The handler failed and we dropped the link to get the message again, or the broker refused a
+			// required subscription: back off by failures.
 			return jitter(expo(lo, hi, int(p)))
 		}
 		if !c.everConnected.Load() {

@@ -155,6 +155,13 @@ type Will struct {
 type Subscription struct {
 	Topic string // filter; "$share/<group>/<filter>" for a shared subscription
 	QoS   byte   // maximum QoS; zero: QoS 0 (use 1 for orders)
+	// Required drops a connection on which the broker refused this subscription, and tries again with
+	// backoff (growing while it goes on refusing): a client that cannot receive what it exists to receive
+	// is not connected in any useful sense. A revoked identity that reconnects before the broker reloads
+	// its CRL is let in by the TLS listener and refused every topic by the access rules; without this it
+	// would stay there, reported as connected. Zero: the refusal is logged and reported in
+	// ConnectInfo.SubscribeErr, and the connection stays up.
+	Required bool
 }
 
 // Message is a PUBLISH received from the broker.
@@ -186,7 +193,8 @@ type ConnectInfo struct {
 	// CertSerial is the serial number of the client certificate presented in this handshake ("" if none).
 	CertSerial string
 	// SubscribeErr is why a Config.Subscriptions entry was refused (a SUBACK reason code >= 128, or the
-	// SUBSCRIBE failed); nil when all were granted. The connection stays up either way.
+	// SUBSCRIBE failed); nil when all were granted. The connection stays up either way, unless
+	// the subscription is Required (then it is the reason the connection was dropped).
 	SubscribeErr error
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,8 +66,11 @@ type Conn struct {
 	wireRead, wireWritten                 atomic.Uint64
 	connects, connectFailures, resumed    atomic.Uint64
 	handlerErrors, statesDropped, penalty atomic.Uint64
-	maxPacket                             atomic.Uint32 // broker's Maximum Packet Size, 0: no limit
-	everConnected, running                atomic.Bool
+	// refusals counts the connections in a row dropped because a required subscription was refused
+	// (Config.RequireSubscriptions); it backs off the next attempt as penalty does.
+	refusals               atomic.Uint64
+	maxPacket              atomic.Uint32 // broker's Maximum Packet Size, 0: no limit
+	everConnected, running atomic.Bool
 
 	wg sync.WaitGroup // OnConnect goroutines
 
@@ -306,18 +310,38 @@ func (c *Conn) afterConnect(l *link, cm *autopaho.ConnectionManager, info Connec
 		suback, err := cm.Subscribe(ctx, s)
 		cancel()
 		if err != nil {
+			// Without a SUBACK (a timeout, a lost link) nothing says which was refused: all count.
+			required := suback == nil && slices.ContainsFunc(c.cfg.Subscriptions, func(s Subscription) bool { return s.Required })
 			if suback != nil {
+				var first error
 				for i, code := range suback.Reasons {
-					if code >= 0x80 && i < len(s.Subscriptions) {
-						err = fmt.Errorf("transport: subscription to %q refused: reason code %d (%s)",
-							s.Subscriptions[i].Topic, code, ReasonName(code))
-						break
+					if code < 0x80 || i >= len(s.Subscriptions) {
+						continue
+					}
+					e := fmt.Errorf("transport: subscription to %q refused: reason code %d (%s)",
+						s.Subscriptions[i].Topic, code, ReasonName(code))
+					if first == nil {
+						first = e
+					}
+					if c.cfg.Subscriptions[i].Required && !required {
+						required, err = true, e
 					}
 				}
+				if !required && first != nil {
+					err = first
+				}
+			}
+			info.SubscribeErr = err
+			if required {
+				n := c.refusals.Add(1)
+				c.cfg.Logger.Error("subscribe failed; dropping the connection: this client cannot work without it "+
+					"(a revoked identity, or access rules not updated for it yet)", "err", err, "refusals_in_a_row", n)
+				_ = l.closeWith(err)
+				return
 			}
 			c.cfg.Logger.Error("subscribe failed", "err", err)
-			info.SubscribeErr = err
 		}
+		c.refusals.Store(0) // what is required was granted
 	}
 	c.mu.Lock()
 	if l.ctx.Err() != nil { // already gone again: onConnectionDown has reported it

@@ -139,7 +139,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if tc.ReceiveMaximum == 0 {
 		tc.ReceiveMaximum = DefaultReceiveMaximum
 	}
-	tc.Subscriptions = []transport.Subscription{{Topic: orders, QoS: 1}, {Topic: receipts, QoS: 1},
+	// Orders are what a truck connects for: a connection on which the broker refuses them (a revoked
+	// truck let in before the broker reloaded its CRL) is dropped and tried again with backoff.
+	tc.Subscriptions = []transport.Subscription{{Topic: orders, QoS: 1, Required: true}, {Topic: receipts, QoS: 1},
 		{Topic: cfg.Topics.DispatchStatusFilter(), QoS: 1}, {Topic: c.crlTopic, QoS: 1}}
 	tc.OnPublish = c.onPublish
 	tc.OnConnect = c.onConnect

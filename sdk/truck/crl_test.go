@@ -382,3 +382,39 @@ func TestTruckClientHandlesCRLMessages(t *testing.T) {
 		t.Fatalf("cache holds %d bytes (%v), want CRL #2", len(cached), err)
 	}
 }
+
+// TestRevokedTruckLetInIsDropped: truck-0001 is revoked and deleted from the broker's access rules (its
+// session ends), but the broker has not reloaded its CRL yet: the TLS listener still lets the truck in, and
+// the access rules refuse its orders subscription. The client must not sit on that connection reported as
+// connected: it drops it and tries again with growing backoff, its state saying why.
+func TestRevokedTruckLetInIsDropped(t *testing.T) {
+	b := sdktest.StartMosquitto(t, sdktest.Options{Dispatch: []string{"office"}})
+	truckCl := b.Truck("truck-0001")
+	cfg := ClientConfig{
+		Transport: transport.Config{Brokers: []string{"mqtts://" + b.Addr}, CertFile: truckCl.CertFile,
+			KeyFile: truckCl.KeyFile, CAFile: truckCl.CAFile, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond},
+		Store:  openStore(t),
+		Logger: slog.New(slog.NewTextHandler(testLog{t}, nil)),
+	}
+	cl, _ := runClient(t, cfg)
+	if _, err := b.PKI.Revoke("truck-0001"); err != nil {
+		t.Fatal(err)
+	}
+	b.Sync() // deleted from the access rules; no SIGHUP: the broker's CRL is the old one
+	sdktest.WaitFor(t, 20*time.Second, "a reconnect refused its orders subscription", func() bool {
+		st := cl.Conn().Current()
+		return st.Err != nil && strings.Contains(st.Err.Error(), "reason code 135")
+	})
+	connects := cl.Conn().Stats().Connects
+	for range 30 { // 3 s: still let in by TLS, never connected
+		if st := cl.Conn().Current(); st.Connected {
+			t.Fatalf("the revoked truck is reported connected: %+v", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	again := cl.Conn().Stats().Connects - connects
+	if again == 0 || again > 20 { // at BackoffMin (50 ms) without backing off: about 50
+		t.Errorf("%d more connections in 3 s; want some, backed off to BackoffMax (500 ms)", again)
+	}
+	t.Logf("revoked, CRL not reloaded: %d connections in 3 s, each dropped: %v", again, cl.Conn().Current().Err)
+}
