@@ -229,13 +229,16 @@ func TestOfflineTruckGets2000Orders(t *testing.T) {
 	}
 }
 
+// telemetryBase is the time of record 0 in telemetryPayload's batches: one for the whole run, so that a
+// record sent again has the same content (as a truck's does), and is a duplicate, not a reused identity.
+var telemetryBase = time.Now().UTC().Truncate(time.Second).Add(-time.Hour)
+
 // telemetryPayload signs a telemetry batch of the given record seqs.
 func telemetryPayload(t *testing.T, s *sdk.Signer, epoch sdk.Epoch, seqs ...uint64) []byte {
 	t.Helper()
 	tel := &sdk.Telemetry{Epoch: epoch}
-	base := time.Now().UTC().Truncate(time.Second).Add(-time.Hour)
 	for _, q := range seqs {
-		tel.Fixes = append(tel.Fixes, sdk.TelemetryFix{Seq: q, Fix: sdk.Fix{Time: base.Add(time.Duration(q) * time.Second),
+		tel.Fixes = append(tel.Fixes, sdk.TelemetryFix{Seq: q, Fix: sdk.Fix{Time: telemetryBase.Add(time.Duration(q) * time.Second),
 			Lat: 52.5 + float64(q)*1e-4, Lon: 13.4, Mode: 3}})
 	}
 	p, err := s.SignTelemetry(tel)

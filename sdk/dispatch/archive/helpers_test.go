@@ -94,6 +94,7 @@ type truck struct {
 	signer   *sdk.Signer
 	verifier *sdk.Verifier
 	epoch    sdk.Epoch
+	base     time.Time // record q is of base + q seconds: a record sent again has the same content
 
 	mu       sync.Mutex
 	receipts []*sdk.Message // verified, in arrival order
@@ -112,7 +113,8 @@ func startTruck(t *testing.T, b *sdktest.Broker) *truck {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := &truck{t: t, signer: s, verifier: v, epoch: sdk.Epoch{1, 2, 3, 4, 5, 6, 7, 8}, statuses: map[string]*sdk.Message{}}
+	tr := &truck{t: t, signer: s, verifier: v, epoch: sdk.Epoch{1, 2, 3, 4, 5, 6, 7, 8}, statuses: map[string]*sdk.Message{},
+		base: time.Now().UTC().Truncate(time.Second).Add(-time.Hour)}
 	var topics sdk.Topics
 	rt, _ := topics.Receipts(cl.Name)
 	tc := transportConfig(b.Addr, cl)
@@ -161,9 +163,8 @@ func (tr *truck) publish(kind sdk.Kind, payload []byte) {
 func (tr *truck) fixes(a, b uint64) {
 	tr.t.Helper()
 	tel := &sdk.Telemetry{Epoch: tr.epoch}
-	base := time.Now().UTC().Truncate(time.Second).Add(-time.Hour)
 	for q := a; q <= b; q++ {
-		tel.Fixes = append(tel.Fixes, sdk.TelemetryFix{Seq: q, Fix: sdk.Fix{Time: base.Add(time.Duration(q) * time.Second),
+		tel.Fixes = append(tel.Fixes, sdk.TelemetryFix{Seq: q, Fix: sdk.Fix{Time: tr.base.Add(time.Duration(q) * time.Second),
 			Lat: 52.5 + float64(q)*1e-4, Lon: 13.4, Mode: 3}})
 	}
 	p, err := tr.signer.SignTelemetry(tel)
@@ -176,8 +177,8 @@ func (tr *truck) fixes(a, b uint64) {
 // event publishes a delivered event with record seq q.
 func (tr *truck) event(q uint64) {
 	tr.t.Helper()
-	p, err := tr.signer.SignEvent(&sdk.Event{Kind: sdk.EventDelivered, Epoch: tr.epoch, RecordSeq: q, Time: time.Now(),
-		OrderID: "o-1", Revision: 1, Via: sdk.ViaButton})
+	p, err := tr.signer.SignEvent(&sdk.Event{Kind: sdk.EventDelivered, Epoch: tr.epoch, RecordSeq: q,
+		Time: tr.base.Add(time.Duration(q) * time.Second), OrderID: "o-1", Revision: 1, Via: sdk.ViaButton})
 	if err != nil {
 		tr.t.Fatal(err)
 	}
