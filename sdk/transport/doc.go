@@ -63,7 +63,10 @@
 // subscriptions and queue QoS 1 messages while we are offline, and CleanStart is false on every connection,
 // also the first after a restart (unless Config.CleanStart), so orders queued while the agent was stopped are
 // delivered. The broker's queue is a help, not the guarantee: Mosquitto bounds it and loses it on a crash.
-// Subscriptions are made again after every connection anyway, in case the broker lost the session.
+// Subscriptions are made again after every connection anyway, in case the broker lost the session. A
+// refused subscription is reported in ConnectInfo.SubscribeErr; a refused Required one ends the connection,
+// and the next attempt backs off as after a failed round (a revoked identity let in by a broker that has not
+// reloaded its CRL is refused every topic: it must not look connected).
 //
 // Brokers are tried in order on every attempt, so the first is preferred and the next are fall-backs. Between
 // failed rounds the wait grows exponentially from BackoffMin to BackoffMax, each wait random in [d/2, d]; after
