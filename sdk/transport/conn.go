@@ -324,6 +324,10 @@ func (c *Conn) afterConnect(l *link, cm *autopaho.ConnectionManager, info Connec
 						first = e
 					}
 					if c.cfg.Subscriptions[i].Required && !required {
+						if code == 0x87 {
+							e = fmt.Errorf("%w: the broker's access rules refuse this identity its own topics: it was "+
+								"revoked, or the broker does not know it yet (on the PKI host: waybill broker sync --broker URL)", e)
+						}
 						required, err = true, e
 					}
 				}

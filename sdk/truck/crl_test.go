@@ -405,6 +405,9 @@ func TestRevokedTruckLetInIsDropped(t *testing.T) {
 		st := cl.Conn().Current()
 		return st.Err != nil && strings.Contains(st.Err.Error(), "reason code 135")
 	})
+	if err := cl.Conn().Current().Err; err == nil || !strings.Contains(err.Error(), "waybill broker sync") {
+		t.Errorf("the state's error %v does not say what to do", err)
+	}
 	connects := cl.Conn().Stats().Connects
 	for range 30 { // 3 s: still let in by TLS, never connected
 		if st := cl.Conn().Current(); st.Connected {
