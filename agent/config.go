@@ -111,7 +111,7 @@ type FilterConfig struct {
 	PositionError  float64       `toml:"position_error_m"`     // [5] 1..100: no dropped fix further from the logged track
 	SpeedError     float64       `toml:"speed_error_mps"`      // [1.39] 0.1..20: nor its speed further from the track's
 	Timeout        time.Duration `toml:"timeout"`              // [100s] 10s..1h: a fix at least this often while moving
-	MaxDelay       time.Duration `toml:"max_delay"`            // [60s] 5s..10m: no fix waits longer to be sent
+	MaxDelay       time.Duration `toml:"max_delay"`            // [60s] 5s..10m: no fix waits longer to be sent (nor past 10 s of receiver silence)
 	Buffer         int           `toml:"buffer"`               // [128] 8..4096: most fixes held undecided (memory)
 	Period         time.Duration `toml:"period"`               // [60s] 5s..1h while moving
 	StoppedPeriod  time.Duration `toml:"stopped_period"`       // [15m] 1m..24h while stopped
