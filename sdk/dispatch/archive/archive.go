@@ -118,32 +118,34 @@ type item struct {
 }
 
 // storedAs returns the key under which b holds it, or nil if b holds it under none (b may be nil).
-func (it item) storedAs(b *bolt.Bucket, sub []byte) ([]byte, error) {
+func (it item) storedAs(b *bolt.Bucket, sub []byte) []byte {
 	if b == nil {
-		return nil, nil
+		return nil
 	}
 	v := b.Get(it.key)
 	if v == nil {
-		return nil, nil
+		return nil
 	}
-	same, err := sameOf(sub, v)
-	if err != nil {
-		return nil, err
-	}
-	if bytes.Equal(same, it.same) {
-		return it.key, nil
+	// A stored value that cannot be read (damaged) is not this record: it is stored beside it.
+	if same, err := sameOf(sub, v); err == nil && bytes.Equal(same, it.same) {
+		return it.key
 	}
 	k := reusedKey(it.key, it.same)
 	if b.Get(k) != nil {
-		return k, nil
+		return k
 	}
-	return nil, nil
+	return nil
 }
 
-// sameOf is a stored value's identity content (item.same).
+// sameOf is a stored value's identity content (item.same), decoded and encoded again, so that a value
+// stored by an older version (a field it did not write) still matches its re-send.
 func sameOf(sub, v []byte) ([]byte, error) {
 	if !bytes.Equal(sub, bucketEvents) {
-		return v, nil
+		var f sdk.Fix
+		if err := json.Unmarshal(v, &f); err != nil {
+			return nil, err
+		}
+		return json.Marshal(f)
 	}
 	var w eventWire
 	if err := json.Unmarshal(v, &w); err != nil {
@@ -198,11 +200,7 @@ func (a *Archive) Commit(ctx context.Context, u dispatch.Update) error {
 	if err := a.db.View(func(tx *bolt.Tx) error {
 		b := records(tx, truck, sub)
 		for _, it := range items {
-			k, err := it.storedAs(b, sub)
-			if err != nil {
-				return err
-			}
-			if k == nil {
+			if it.storedAs(b, sub) == nil {
 				missing = append(missing, it)
 			}
 		}
@@ -223,14 +221,11 @@ func (a *Archive) Commit(ctx context.Context, u dispatch.Update) error {
 			return err
 		}
 		for _, it := range missing {
-			k, err := it.storedAs(b, sub)
-			if err != nil {
-				return err
-			}
-			if k != nil {
+			if it.storedAs(b, sub) != nil {
 				continue // stored since the read
 			}
-			if k = it.key; b.Get(k) != nil {
+			k := it.key
+			if b.Get(k) != nil {
 				k = reusedKey(it.key, it.same)
 			}
 			if err := b.Put(k, it.val); err != nil {

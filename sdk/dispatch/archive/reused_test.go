@@ -1,10 +1,14 @@
 package archive_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/dispatch"
@@ -82,4 +86,43 @@ func TestArchiveKeepsReusedIdentities(t *testing.T) {
 	a = openArchive(t, path)
 	defer a.Close()
 	check("after a reopen")
+}
+
+// TestArchiveDuplicateOfAnOlderEncoding: a fix stored in another encoding of the same content (an older
+// version's, here re-indented JSON) is still the same record when it is sent again: no second copy.
+func TestArchiveDuplicateOfAnOlderEncoding(t *testing.T) {
+	path := filepath.Join(t.TempDir(), archive.File)
+	a := openArchive(t, path)
+	ctx := context.Background()
+	f := dispatch.Fix{Truck: "truck-1", Epoch: sdk.Epoch{3}, Seq: 9, Fix: sdk.Fix{Time: time.Unix(1700000000, 0).UTC(),
+		Lat: 51.5, Lon: -0.1, Mode: 3, Sats: 9, Has: sdk.FixSats}}
+	if err := a.Commit(ctx, dispatch.Update{Fixes: []dispatch.Fix{f}}); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("trucks")).Bucket([]byte("truck-1")).Bucket([]byte("fixes"))
+		k, v := b.Cursor().First()
+		var out bytes.Buffer
+		if err := json.Indent(&out, v, "", "  "); err != nil {
+			return err
+		}
+		return b.Put(bytes.Clone(k), out.Bytes())
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a = openArchive(t, path)
+	defer a.Close()
+	if err := a.Commit(ctx, dispatch.Update{Fixes: []dispatch.Fix{f}}); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := a.Counts("truck-1"); err != nil || c.Fixes != 1 {
+		t.Fatalf("counts %+v, %v; want the one fix", c, err)
+	}
 }
