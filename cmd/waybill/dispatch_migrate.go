@@ -148,19 +148,24 @@ func migrate(ctx context.Context, src *embedded.Store, dst *postgres.Store) (mig
 			}
 			count(added, &c.statuses, &c.statusesThere)
 		}
-		// One truck's archive in memory at a time (archive.Fixes reads it whole).
-		fixes, err := arc.Fixes(tr)
-		if err != nil {
-			return c, err
-		}
-		for i := 0; i < len(fixes); i += migrateFixBatch {
-			batch := fixes[i:min(i+migrateFixBatch, len(fixes))]
-			n, err := dst.ImportFixes(ctx, batch)
+		// A page of fixes in memory at a time: a truck's year is millions of them.
+		for after := []byte(nil); ; {
+			batch, next, err := arc.FixPage(tr, after, migrateFixBatch)
 			if err != nil {
 				return c, err
 			}
-			c.fixes += n
-			c.fixesThere += len(batch) - n
+			if len(batch) > 0 {
+				n, err := dst.ImportFixes(ctx, batch)
+				if err != nil {
+					return c, err
+				}
+				c.fixes += n
+				c.fixesThere += len(batch) - n
+			}
+			if next == nil {
+				break
+			}
+			after = next
 		}
 		events, err := arc.Events(tr)
 		if err != nil {

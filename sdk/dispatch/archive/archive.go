@@ -367,7 +367,49 @@ func (a *Archive) each(truck string, sub []byte, fn func(e sdk.Epoch, seq uint64
 	})
 }
 
-// Fixes returns every fix of truck, ordered by epoch (bytes) and record seq.
+// FixPage returns up to limit fixes of truck in the order of Fixes, starting after the position after (nil:
+// from the first), and the position to pass for the next page: nil when there are no more. Each page is
+// one short read, so a truck's whole history can be read in bounded memory while Commit goes on.
+func (a *Archive) FixPage(truck string, after []byte, limit int) ([]dispatch.Fix, []byte, error) {
+	if limit <= 0 {
+		return nil, nil, fmt.Errorf("archive: page limit %d: want at least 1", limit)
+	}
+	var out []dispatch.Fix
+	var next []byte
+	err := a.db.View(func(tx *bolt.Tx) error {
+		b := records(tx, truck, bucketFixes)
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		k, v := c.First()
+		if after != nil {
+			if k, v = c.Seek(after); k != nil && bytes.Equal(k, after) {
+				k, v = c.Next()
+			}
+		}
+		var last []byte
+		for ; k != nil; k, v = c.Next() {
+			if len(out) == limit {
+				next = bytes.Clone(last)
+				return nil
+			}
+			if len(k) != identityKeyLen && len(k) != reusedKeyLen {
+				return fmt.Errorf("archive: %s: bad key of %d bytes", truck, len(k))
+			}
+			f := dispatch.Fix{Truck: truck, Epoch: sdk.Epoch(k[:8]), Seq: binary.BigEndian.Uint64(k[8:])}
+			if err := json.Unmarshal(v, &f.Fix); err != nil {
+				return fmt.Errorf("archive: fix %s/%d: %w", truck, f.Seq, err)
+			}
+			out = append(out, f)
+			last = k
+		}
+		return nil
+	})
+	return out, next, err
+}
+
+// Fixes returns every fix of truck, ordered by epoch (bytes) and record seq. FixPage reads it in pages.
 func (a *Archive) Fixes(truck string) ([]dispatch.Fix, error) {
 	var out []dispatch.Fix
 	err := a.each(truck, bucketFixes, func(e sdk.Epoch, seq uint64, v []byte) error {

@@ -126,3 +126,60 @@ func TestArchiveDuplicateOfAnOlderEncoding(t *testing.T) {
 		t.Fatalf("counts %+v, %v; want the one fix", c, err)
 	}
 }
+
+// TestFixPages: FixPage reads a truck's fixes in pages that together are Fixes, reused identities
+// included, whatever the page size; an unknown truck has none, and a page size below 1 is an error.
+func TestFixPages(t *testing.T) {
+	a := openArchive(t, filepath.Join(t.TempDir(), archive.File))
+	defer a.Close()
+	ctx := context.Background()
+	var batch []dispatch.Fix
+	for q := range uint64(25) {
+		batch = append(batch, dispatch.Fix{Truck: "truck-1", Epoch: sdk.Epoch{byte(1 + q%2)}, Seq: q, Fix: sdk.Fix{
+			Time: time.Unix(1700000000+int64(q), 0).UTC(), Lat: 51.5, Lon: -0.1, Mode: 3}})
+	}
+	reused := batch[3]
+	reused.Fix.Time = reused.Fix.Time.Add(time.Hour)
+	for _, u := range [][]dispatch.Fix{batch, {reused}} {
+		if err := a.Commit(ctx, dispatch.Update{Fixes: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := a.Fixes("truck-1")
+	if err != nil || len(all) != 26 {
+		t.Fatalf("Fixes: %d, %v; want 26", len(all), err)
+	}
+	for _, size := range []int{1, 7, 13, 26, 27, 1000} {
+		var got []dispatch.Fix
+		var after []byte
+		pages := 0
+		for {
+			page, next, err := a.FixPage("truck-1", after, size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) > size {
+				t.Fatalf("page of %d for a limit of %d", len(page), size)
+			}
+			got, pages = append(got, page...), pages+1
+			if next == nil {
+				break
+			}
+			after = next
+		}
+		if len(got) != len(all) {
+			t.Fatalf("pages of %d: %d fixes in %d pages, want %d", size, len(got), pages, len(all))
+		}
+		for i := range got {
+			if got[i] != all[i] {
+				t.Fatalf("pages of %d: fix %d is %+v, Fixes has %+v", size, i, got[i], all[i])
+			}
+		}
+	}
+	if page, next, err := a.FixPage("truck-2", nil, 10); err != nil || len(page) != 0 || next != nil {
+		t.Errorf("unknown truck: %v %v %v", page, next, err)
+	}
+	if _, _, err := a.FixPage("truck-1", nil, 0); err == nil {
+		t.Error("a page limit of 0 was accepted")
+	}
+}
