@@ -12,6 +12,7 @@ import (
 
 	"github.com/waybill-iot/waybill/sdk"
 	"github.com/waybill-iot/waybill/sdk/dispatch"
+	"github.com/waybill-iot/waybill/sdk/dispatch/storage"
 )
 
 // DefaultMaxStreams bounds the console's open event streams when Config.MaxStreams is zero.
@@ -142,6 +143,23 @@ func (s *Service) notify(ctx context.Context, u dispatch.Update) {
 	case u.Status != nil:
 		s.hub.publish("status", map[string]any{"truck": u.Status.Truck, "online": u.Status.Status.State == sdk.StateOnline,
 			"time": u.Status.Status.Time})
+	}
+}
+
+// notifyChange tells the console what another process committed (storage.Watcher).
+func (s *Service) notifyChange(ctx context.Context, c storage.Change) {
+	if s.hub.count() == 0 {
+		return
+	}
+	switch c.Kind {
+	case storage.ChangeFix:
+		if c.Fix != nil {
+			s.hub.publish("fix", fixItem(c.Truck, *c.Fix))
+		}
+	case storage.ChangeOrder:
+		s.notifyOrder(ctx, c.Truck, c.Order)
+	case storage.ChangeStatus:
+		s.hub.publish("status", map[string]any{"truck": c.Truck, "online": c.Online, "time": c.Time})
 	}
 }
 

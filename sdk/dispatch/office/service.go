@@ -288,6 +288,10 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.cfg.KeepFixes > 0 {
 		wg.Go(func() { s.runPruner(ctx) })
 	}
+	if w, ok := s.cfg.Store.(storage.Watcher); ok {
+		// The other processes on the same database: their commits reach this process's consoles too.
+		wg.Go(func() { _ = w.Watch(ctx, func(c storage.Change) { s.notifyChange(ctx, c) }) })
+	}
 	s.log.Info("dispatch office: serving", "http", s.Addr(), "tls", tlsOn,
 		"client_certificates", len(s.fleetCAs()) > 0, "token", s.cfg.Token != "", "keep_fixes", keepText(s.cfg.KeepFixes))
 	<-ctx.Done()

@@ -88,3 +88,35 @@ func CheckRange(from, to time.Time) error {
 	}
 	return nil
 }
+
+// Change is something one office process committed to a store several processes share, as the others'
+// consoles show it live: a truck's newest fix, an order that changed, a truck's status.
+type Change struct {
+	Kind  ChangeKind `json:"k"`
+	Truck string     `json:"t"`
+	Order string     `json:"o,omitempty"` // ChangeOrder: the order's id
+	Fix   *sdk.Fix   `json:"f,omitempty"` // ChangeFix: the newest fix committed
+	// ChangeStatus: whether the truck is online, and the status's time.
+	Online bool      `json:"on,omitempty"`
+	Time   time.Time `json:"at,omitzero"`
+}
+
+// ChangeKind says what a Change is about.
+type ChangeKind string
+
+// The kinds of Change.
+const (
+	ChangeFix    ChangeKind = "fix"
+	ChangeOrder  ChangeKind = "order"
+	ChangeStatus ChangeKind = "status"
+)
+
+// Watcher is a Store several processes share (PostgreSQL), which can tell each what the others commit.
+// An engine only one process may open (embedded) is not one: that process sees everything itself.
+type Watcher interface {
+	// Watch calls fn with each change another process committed, in the order they were announced, until
+	// ctx ends; then it returns nil. A lost database connection is logged and listened on again with
+	// backoff; what was committed meanwhile is not reported (the console's periodic refresh shows it).
+	// fn runs on Watch's goroutine: a slow fn delays the next change.
+	Watch(ctx context.Context, fn func(Change)) error
+}

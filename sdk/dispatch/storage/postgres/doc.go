@@ -46,6 +46,16 @@
 // 1,000 trucks at one fix per 10 s (3.15e9 fixes) is about 380 GB, one ordinary 1 TB disk. Packing a telemetry batch into one
 // row (delta-coded, as the wire does) would cut that several times; not done.
 //
+// # Changes between processes
+//
+// After each commit that changes what a console shows (new fixes, an event or order change, a status),
+// the process announces it with pg_notify on channel waybill_changes: a small JSON object with its own
+// process id, the kind, the truck, and the newest fix, the order id or the online state. Watch (storage.
+// Watcher) listens on a connection of its own and hands the other processes' changes to fn, so each
+// office's console sees the whole fleet live. The announcement is best effort, after the commit: a change
+// missed while a listener reconnects shows at the console's next refresh. A re-sent record that changes
+// nothing announces nothing.
+//
 // # Caveats
 //
 //   - Other processes learn of a new order within Poll (1 s); the process that created it sends at once.

@@ -51,6 +51,7 @@ func (s *Store) Create(ctx context.Context, ord sdk.Order) (dispatch.Entry, erro
 		return dispatch.Entry{}, err
 	}
 	s.nudge()
+	s.announce(ctx, storage.Change{Kind: storage.ChangeOrder, Truck: out.Order.Truck, Order: out.Order.ID})
 	return out, nil
 }
 
@@ -125,6 +126,7 @@ func (s *Store) newRevision(ctx context.Context, truck, id string, change func(c
 		return dispatch.Entry{}, err
 	}
 	s.nudge()
+	s.announce(ctx, storage.Change{Kind: storage.ChangeOrder, Truck: out.Order.Truck, Order: out.Order.ID})
 	return out, nil
 }
 

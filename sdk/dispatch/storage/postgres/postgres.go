@@ -97,6 +97,7 @@ type Store struct {
 	signer *sdk.Signer
 	seq    *reservedSeq
 	log    *slog.Logger
+	id     string // this process, in the changes it announces (watch.go)
 
 	// mu guards the fields below.
 	mu      sync.Mutex
@@ -138,7 +139,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	return &Store{o: o, pool: pool, signer: signer, seq: seq, log: o.Logger, stores: map[storeKey]int32{},
+	return &Store{o: o, pool: pool, signer: signer, seq: seq, log: o.Logger, id: newProcessID(), stores: map[storeKey]int32{},
 		wake: make(chan struct{})}, nil
 }
 
@@ -184,16 +185,35 @@ func (s *Store) cacheStore(truck string, e sdk.Epoch, id int32) {
 // Commit stores u in one transaction (durable at commit: synchronous_commit is PostgreSQL's default).
 func (s *Store) Commit(ctx context.Context, u dispatch.Update) error {
 	var err error
+	var c *storage.Change // what the other processes' consoles are told
 	switch {
 	case len(u.Fixes) > 0:
-		_, err = s.commitFixes(ctx, u.Fixes)
+		var added int64
+		if added, err = s.commitFixes(ctx, u.Fixes); added > 0 {
+			newest := u.Fixes[0]
+			for _, f := range u.Fixes[1:] {
+				if f.Fix.Time.After(newest.Fix.Time) {
+					newest = f
+				}
+			}
+			c = &storage.Change{Kind: storage.ChangeFix, Truck: newest.Truck, Fix: &newest.Fix}
+		}
 	case u.Event != nil:
-		err = s.commitEvent(ctx, u.Event)
+		if err = s.commitEvent(ctx, u.Event); u.Event.Event.OrderID != "" {
+			c = &storage.Change{Kind: storage.ChangeOrder, Truck: u.Event.Truck, Order: u.Event.Event.OrderID}
+		}
 	case u.Status != nil:
-		err = s.commitStatus(ctx, u.Status)
+		var written bool
+		if written, err = s.upsertStatus(ctx, u.Status, true); written {
+			c = &storage.Change{Kind: storage.ChangeStatus, Truck: u.Status.Truck,
+				Online: u.Status.Status.State == sdk.StateOnline, Time: u.Status.Status.Time}
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("postgres: commit: %w", err)
+	}
+	if c != nil {
+		s.announce(ctx, *c)
 	}
 	return nil
 }
@@ -347,11 +367,6 @@ func (s *Store) upsertStatus(ctx context.Context, st *dispatch.Status, orEqual b
 		return false, err
 	}
 	return tag.RowsAffected() == 1, nil
-}
-
-func (s *Store) commitStatus(ctx context.Context, st *dispatch.Status) error {
-	_, err := s.upsertStatus(ctx, st, true)
-	return err
 }
 
 // entryWire is dispatch.Entry as stored in orders.entry; the order itself is orders.body.
