@@ -6,20 +6,13 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/waybill-iot/waybill/sdk/dispatch/storage/pgtest"
-	"github.com/waybill-iot/waybill/sdk/sdktest"
 )
 
 // TestConsoleSeesTheOtherOffice: two office processes on one PostgreSQL database. A console's event stream
 // on office A gets the order that office B created, at once, not at the console's next refresh.
 func TestConsoleSeesTheOtherOffice(t *testing.T) {
-	b := sdktest.StartMosquitto(t, sdktest.Options{Dispatch: []string{"office-a", "office-b"}})
-	clA, clB := b.ClientFiles("office-a"), b.ClientFiles("office-b")
-	dsn := pgtest.Start(t).Database(t)
-	group := "dispatch-test-0123456789abcdef"
-	a := startOffice(t, b, clA, openPG(t, dsn, clA), group)
-	bo := startOffice(t, b, clB, openPG(t, dsn, clB), group)
+	r := startTwoOffices(t)
+	a, bo := r.a, r.bo
 
 	req, _ := http.NewRequest("GET", a.base+"/api/events", nil)
 	req.Header.Set("Authorization", "Bearer "+token)

@@ -13,17 +13,36 @@ import (
 	"github.com/waybill-iot/waybill/sdk/sdktest/trucktest"
 )
 
+// twoOffices is two office processes, "office-a" and "office-b" (separate identities, pools and MQTT
+// connections), on one PostgreSQL database and one share group, with real Mosquitto.
+type twoOffices struct {
+	b      *sdktest.Broker
+	dsn    string
+	a, bo  *office
+	trucks []sdktest.Client // issued, and known to both offices
+}
+
+func startTwoOffices(t *testing.T, trucks ...string) twoOffices {
+	t.Helper()
+	r := twoOffices{b: sdktest.StartMosquitto(t, sdktest.Options{Dispatch: []string{"office-a", "office-b"}})}
+	for _, name := range trucks {
+		r.trucks = append(r.trucks, r.b.Truck(name))
+	}
+	r.dsn = pgtest.Start(t).Database(t)
+	const group = "dispatch-test-0123456789abcdef"
+	clA, clB := r.b.ClientFiles("office-a"), r.b.ClientFiles("office-b")
+	r.a = startOffice(t, r.b, clA, openPG(t, r.dsn, clA), group, r.trucks...)
+	r.bo = startOffice(t, r.b, clB, openPG(t, r.dsn, clB), group, r.trucks...)
+	return r
+}
+
 // Two office processes (separate identities, pools and MQTT connections) on one PostgreSQL database and
 // one share group; one is stopped in the middle. Every order still reaches the truck and is delivered, and
 // every event is in the database exactly once.
 func TestTwoOfficesOneDatabase(t *testing.T) {
-	b := sdktest.StartMosquitto(t, sdktest.Options{Dispatch: []string{"office-a", "office-b"}})
-	clA, clB, trCl := b.ClientFiles("office-a"), b.ClientFiles("office-b"), b.Truck("truck-1")
-	c := pgtest.Start(t)
-	dsn := c.Database(t)
-	group := "dispatch-test-0123456789abcdef"
-	a := startOffice(t, b, clA, openPG(t, dsn, clA), group, trCl)
-	bo := startOffice(t, b, clB, openPG(t, dsn, clB), group, trCl)
+	r := startTwoOffices(t, "truck-1")
+	b, a, bo, trCl := r.b, r.a, r.bo, r.trucks[0]
+	dsn, clA := r.dsn, r.b.ClientFiles("office-a")
 	tr, _ := trucktest.Run(t, b, trCl, trucktest.Options{})
 
 	const n = 12
