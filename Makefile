@@ -1,6 +1,7 @@
 # Waybill. `make test` and `make demo` are the two commands a newcomer needs; see README.md.
 SHELL := /bin/bash
-export PATH := $(PATH):/usr/local/go/bin
+# Debian installs mosquitto, gpsd and mkfs.ext4 in the sbin directories, which a user's PATH lacks.
+export PATH := $(PATH):/usr/local/go/bin:/usr/local/sbin:/usr/sbin:/sbin
 GO ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
