@@ -151,9 +151,12 @@ func Subscriptions(t sdk.Topics, group string) []transport.Subscription {
 	if group != "" {
 		share = "$share/" + group + "/"
 	}
+	// Telemetry and events are what dispatch connects for: a connection on which the broker refuses them
+	// (an identity it does not know yet, or a revoked one) is dropped and tried again with backoff, so the
+	// office is not "up" while it receives nothing, and picks up `waybill broker sync` at its next attempt.
 	return []transport.Subscription{
-		{Topic: share + t.FleetFilter(sdk.KindTelemetry), QoS: 1},
-		{Topic: share + t.FleetFilter(sdk.KindEvents), QoS: 1},
+		{Topic: share + t.FleetFilter(sdk.KindTelemetry), QoS: 1, Required: true},
+		{Topic: share + t.FleetFilter(sdk.KindEvents), QoS: 1, Required: true},
 		{Topic: t.FleetFilter(sdk.KindStatus), QoS: 1},
 		{Topic: t.CRL(), QoS: 1},
 	}
