@@ -337,7 +337,7 @@ func runOrderCreate(ctx context.Context, s streams, args []string) error {
 	address := fs.String("address", "", "delivery address")
 	lat := fs.Float64("lat", 0, "destination latitude, degrees (required)")
 	lon := fs.Float64("lon", 0, "destination longitude, degrees (required)")
-	radius := fs.Int("radius", 100, "arrival radius, metres")
+	radius := fs.Int("radius", dispatch.DefaultRadiusM, "arrival radius, metres")
 	notes := fs.String("notes", "", "notes for the driver")
 	expires := fs.Duration("expires", 24*time.Hour, "how long the order is valid")
 	wait := fs.Duration("wait", 10*time.Second, "how long to wait for the truck's confirmation (0: store only, do not send now)")

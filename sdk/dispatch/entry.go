@@ -133,6 +133,10 @@ func decodeEntry(b []byte) (*Entry, error) {
 	return e, nil
 }
 
+// DefaultRadiusM is the arrival radius, in metres, of an order created without one (the office API and
+// `waybill order create`): with 0 the truck would never see itself arrive, and every proof would be off site.
+const DefaultRadiusM = 100
+
 // NormalizeOrder returns the order exactly as the truck will decode it (times in UTC milliseconds,
 // coordinates at 1e-7 degree), so an outbox (this package's or another engine's) shows what was signed.
 func NormalizeOrder(o sdk.Order) (sdk.Order, error) {

@@ -110,16 +110,18 @@ func (s *Service) healthz(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, "ok")
 }
 
-// orderRequest is the body of create and revise. Expires is RFC 3339; on create zero means 48 hours.
+// orderRequest is the body of create and revise. Expires is RFC 3339; on create zero means 48 hours. On
+// create lat and lon are required and a radius left out is dispatch.DefaultRadiusM; on revise every field
+// left out keeps the order's current value (an empty string clears a text field).
 type orderRequest struct {
 	Truck     string    `json:"truck"`
 	ID        string    `json:"id"`
-	Recipient string    `json:"recipient"`
-	Address   string    `json:"address"`
+	Recipient *string   `json:"recipient"`
+	Address   *string   `json:"address"`
 	Lat       *float64  `json:"lat"`
 	Lon       *float64  `json:"lon"`
-	RadiusM   int       `json:"radius_m"`
-	Notes     string    `json:"notes"`
+	RadiusM   *int      `json:"radius_m"`
+	Notes     *string   `json:"notes"`
 	Expires   time.Time `json:"expires"`
 }
 
@@ -130,15 +132,33 @@ func decodeOrder(r *http.Request) (orderRequest, error) {
 	if err := dec.Decode(&o); err != nil {
 		return o, badInput{"bad order JSON: " + err.Error()}
 	}
-	if o.Lat == nil || o.Lon == nil {
-		return o, badInput{"lat and lon (the destination, degrees WGS84) are required"}
-	}
 	return o, nil
 }
 
-func (o orderRequest) order() sdk.Order {
-	return sdk.Order{ID: o.ID, Truck: o.Truck, Recipient: o.Recipient, Address: o.Address, Lat: *o.Lat, Lon: *o.Lon,
-		RadiusM: o.RadiusM, Notes: o.Notes, Expires: o.Expires}
+// over returns base with the fields the request names replaced.
+func (o orderRequest) over(base sdk.Order) sdk.Order {
+	base.ID, base.Truck = o.ID, o.Truck
+	set := func(dst *string, v *string) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	set(&base.Recipient, o.Recipient)
+	set(&base.Address, o.Address)
+	set(&base.Notes, o.Notes)
+	if o.Lat != nil {
+		base.Lat = *o.Lat
+	}
+	if o.Lon != nil {
+		base.Lon = *o.Lon
+	}
+	if o.RadiusM != nil {
+		base.RadiusM = *o.RadiusM
+	}
+	if !o.Expires.IsZero() {
+		base.Expires = o.Expires
+	}
+	return base
 }
 
 // orderView is an order as the API shows it.
@@ -186,7 +206,11 @@ func (s *Service) createOrder(w http.ResponseWriter, r *http.Request) {
 		storeErr(w, err)
 		return
 	}
-	ord := o.order()
+	if o.Lat == nil || o.Lon == nil {
+		storeErr(w, badInput{"lat and lon (the destination, degrees WGS84) are required"})
+		return
+	}
+	ord := o.over(sdk.Order{RadiusM: dispatch.DefaultRadiusM})
 	if ord.Expires.IsZero() {
 		ord.Expires = s.cfg.Clock().Add(48 * time.Hour)
 	}
@@ -250,7 +274,14 @@ func (s *Service) reviseOrder(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	o.Truck, o.ID = truck, id
-	e, err := s.cfg.Store.Revise(r.Context(), o.order())
+	cur, err := s.cfg.Store.Order(r.Context(), truck, id)
+	if err != nil {
+		storeErr(w, err)
+		return
+	}
+	// The revision is the current order with what the request names: the new revision's time and status
+	// are the store's (Revise).
+	e, err := s.cfg.Store.Revise(r.Context(), o.over(cur.Order))
 	if err != nil {
 		s.orderErr(w, err)
 		return
