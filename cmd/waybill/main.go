@@ -34,7 +34,7 @@ func commands() []command {
 		{"watch", "live, verified view of the fleet", runWatch},
 		{"dispatch", "the dispatch office: run --config FILE (consumer, order sender, HTTP API, console); migrate --config FILE --from DIR", runDispatch},
 		{"decode", "show any Waybill message as JSON", runDecode},
-		{"gps", "GPS tools: decode, sim", runGPS},
+		{"gps", "GPS tools: decode, sim, sky", runGPS},
 		{"store", "inspect a store: inspect DIR", runStore},
 		{"fleet", "fleet simulator: sim (N real truck clients, faults, a JSON summary)", runFleet},
 		{"demo", "run the whole system on this machine (make demo)", runDemo},
