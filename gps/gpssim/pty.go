@@ -38,7 +38,22 @@ func OpenPTY() (*PTY, error) {
 		s.Close()
 		return nil, fmt.Errorf("gpssim: raw mode on %s: %w", s.Name(), err)
 	}
-	return &PTY{Master: m, Path: s.Name(), slave: s}, nil
+	// pty.Open hands the master back in blocking mode (it used Fd): a write then blocks for good while
+	// nobody reads, and neither a deadline nor Close can end it. A non-blocking copy goes through Go's
+	// poller, where both work.
+	fd, err := unix.Dup(int(m.Fd()))
+	if err == nil {
+		if err = unix.SetNonblock(fd, true); err != nil {
+			unix.Close(fd)
+		}
+	}
+	if err != nil {
+		m.Close()
+		s.Close()
+		return nil, fmt.Errorf("gpssim: pty master: %w", err)
+	}
+	m.Close()
+	return &PTY{Master: os.NewFile(uintptr(fd), "/dev/ptmx"), Path: s.Name(), slave: s}, nil
 }
 
 // Close closes both sides.

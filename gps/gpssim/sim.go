@@ -131,6 +131,12 @@ func (s *Sim) Run(ctx context.Context, w io.Writer) error {
 	}
 	wall := s.cfg.Now()
 	step := time.Duration(float64(s.Interval()) / s.cfg.Speedup)
+	// A write blocks while nobody reads a pseudo-terminal whose buffer is full: when ctx ends, a writer that
+	// has deadlines (a pty master, a network connection) is woken, so Run returns (SIGTERM, Ctrl-C).
+	if d, ok := w.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		stop := context.AfterFunc(ctx, func() { _ = d.SetWriteDeadline(time.Now()) })
+		defer stop()
+	}
 	for i := 0; ; i++ {
 		if _, err := w.Write(s.Epoch(start, i)); err != nil {
 			if ctx.Err() != nil {
