@@ -189,8 +189,9 @@ func TestWrite(t *testing.T) {
 		t.Errorf("result %+v", res)
 	}
 	dropIn, err := os.ReadFile(res.DropInPath)
-	if err != nil || !strings.Contains(string(dropIn), "\n[Service]\nLimitNOFILE=3124\n") {
-		t.Errorf("systemd drop-in (want LimitNOFILE=3124 for 2100 connections): %v\n%s", err, dropIn)
+	wantUnit := "\n[Service]\nExecStart=\nExecStart=/usr/sbin/mosquitto -c " + res.ConfPath + "\nLimitNOFILE=3124\n"
+	if err != nil || !strings.Contains(string(dropIn), wantUnit) {
+		t.Errorf("systemd drop-in (want this configuration started, LimitNOFILE=3124 for 2100 connections): %v\n%s", err, dropIn)
 	}
 	dynsec, _ := os.ReadFile(res.DynsecPath)
 	if !strings.Contains(string(dynsec), `"username": "office-1"`) || strings.Contains(string(dynsec), "office-2") {

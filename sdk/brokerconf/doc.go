@@ -114,8 +114,9 @@
 // Each connection is a file descriptor, and a stock systemd unit allows 1,024: Mosquitto stops accepting
 // near 1,000 trucks. The listener's max_connections is ConnectionLimit(FleetSize) = 2 x fleet + 100 (room
 // for growth and for sockets a broker restart leaves half-closed) unless Config.MaxConnections sets it,
-// and Write puts systemd/mosquitto.service.d/waybill.conf beside the configuration: LimitNOFILE =
-// max_connections + 1024 (FileLimit). Mosquitto 2.0's listen backlog is fixed at 100 connections; what
+// and Write puts systemd/mosquitto.service.d/waybill.conf beside the configuration: a drop-in for Debian's
+// mosquitto.service that starts this configuration (the stock unit starts /etc/mosquitto/mosquitto.conf)
+// with LimitNOFILE = max_connections + 1024 (FileLimit). Mosquitto 2.0's listen backlog is fixed at 100 connections; what
 // keeps a fleet-wide reconnect from overflowing it is the trucks' randomised reconnect delay, not the
 // broker.
 package brokerconf
