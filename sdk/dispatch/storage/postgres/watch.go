@@ -69,7 +69,12 @@ func (s *Store) listen(ctx context.Context, fn func(storage.Change)) (listened b
 	if err != nil {
 		return false, err
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer func() {
+		// A clean close sends a message: bounded, the server may be gone.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		conn.Close(cctx)
+	}()
 	if _, err := conn.Exec(ctx, "LISTEN "+changeChannel); err != nil {
 		return false, err
 	}
