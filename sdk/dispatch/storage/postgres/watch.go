@@ -34,7 +34,10 @@ func newProcessID() string {
 func (s *Store) announce(ctx context.Context, c storage.Change) {
 	payload, err := json.Marshal(announced{From: s.id, Change: c})
 	if err == nil {
-		_, err = s.pool.Exec(context.WithoutCancel(ctx), "SELECT pg_notify($1, $2)", changeChannel, string(payload))
+		// Bounded: the ingest waits for it, and the commit it follows is already durable.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		_, err = s.pool.Exec(actx, "SELECT pg_notify($1, $2)", changeChannel, string(payload))
+		cancel()
 	}
 	if err != nil {
 		s.log.Debug("postgres: change not announced to the other processes", "kind", c.Kind, "truck", c.Truck, "err", err)
