@@ -166,8 +166,16 @@ func testUploaderLinkDrops(t *testing.T, kind sdktest.Kind) {
 	}
 	cons.mu.Lock()
 	defer cons.mu.Unlock()
+	// Every record arrived (above). A copy the broker delivers again from before its restart may by then be
+	// behind the consumer's replay window: the 2 s receipt timeout re-signs what waits, and under emulation
+	// (make test-arm) it waits long enough to be re-sent many times. Its records came in later copies, so a
+	// replay refusal is no loss; any other refusal fails the test.
+	stats := v.Stats()
+	if other := uint64(cons.rejected) - stats.ByReason[sdk.ReasonReplayed]; other != 0 {
+		t.Fatalf("consumer rejected %d messages: %+v", cons.rejected, stats)
+	}
 	if cons.rejected != 0 {
-		t.Fatalf("consumer rejected %d messages", cons.rejected)
+		t.Logf("consumer refused %d late copies as replayed; every record arrived: %+v", cons.rejected, stats)
 	}
 	for k, e := range cons.events {
 		if e.Kind != sdk.EventDelivered || e.Fix == nil {
