@@ -52,7 +52,23 @@ func newOutbox(t *testing.T, cl sdktest.Client, cfg OutboxConfig) *Outbox {
 // startClient runs a dispatch Client until the test ends.
 func startClient(t *testing.T, b *sdktest.Broker, cl sdktest.Client, cfg Config) *Client {
 	t.Helper()
+	c := runClient(t, b, cl, cfg, nil)
+	wctx, wcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer wcancel()
+	if err := c.Conn().Wait(wctx); err != nil {
+		t.Fatalf("dispatch client never connected: %v", err)
+	}
+	return c
+}
+
+// runClient runs a dispatch client as cl (the fleet CA as its CA, tc applied to its transport) until the
+// test ends, without waiting for it to connect.
+func runClient(t *testing.T, b *sdktest.Broker, cl sdktest.Client, cfg Config, tc func(*transport.Config)) *Client {
+	t.Helper()
 	cfg.Transport = transportConfig(b.Addr, cl)
+	if tc != nil {
+		tc(&cfg.Transport)
+	}
 	ca, err := pki.LoadCertificates(cl.CAFile)
 	if err != nil {
 		t.Fatal(err)
@@ -71,11 +87,6 @@ func startClient(t *testing.T, b *sdktest.Broker, cl sdktest.Client, cfg Config)
 			t.Errorf("client Run: %v", err)
 		}
 	})
-	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
-	defer wcancel()
-	if err := c.Conn().Wait(wctx); err != nil {
-		t.Fatalf("dispatch client never connected: %v", err)
-	}
 	return c
 }
 

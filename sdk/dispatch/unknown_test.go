@@ -8,6 +8,7 @@ import (
 
 	"github.com/waybill-iot/waybill/sdk/pki"
 	"github.com/waybill-iot/waybill/sdk/sdktest"
+	"github.com/waybill-iot/waybill/sdk/transport"
 )
 
 // TestIdentityUnknownToTheBroker: a dispatch identity issued but not yet told to the broker (`pki issue`
@@ -21,26 +22,7 @@ func TestIdentityUnknownToTheBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl := b.ClientFiles("office-new") // no b.Sync: the broker does not know it
-	cfg := Config{Transport: transportConfig(b.Addr, cl)}
-	ca, err := pki.LoadCertificates(cl.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.CA = ca
-	cfg.Transport.BackoffMax = 300 * time.Millisecond
-	c, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("client Run: %v", err)
-		}
-	}()
+	c := runClient(t, b, cl, Config{}, func(tc *transport.Config) { tc.BackoffMax = 300 * time.Millisecond })
 	sdktest.WaitFor(t, 20*time.Second, "a connection refused its subscriptions", func() bool {
 		st := c.Conn().Current()
 		return st.Err != nil && strings.Contains(st.Err.Error(), "waybill broker sync")
@@ -52,7 +34,7 @@ func TestIdentityUnknownToTheBroker(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	b.Sync()
-	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	wctx, wcancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer wcancel()
 	if err := c.Conn().Wait(wctx); err != nil {
 		t.Fatalf("not connected after the broker learned the identity: %v (%v)", err, c.Conn().Current().Err)
