@@ -310,31 +310,8 @@ func (c *Conn) afterConnect(l *link, cm *autopaho.ConnectionManager, info Connec
 		suback, err := cm.Subscribe(ctx, s)
 		cancel()
 		if err != nil {
-			// Without a SUBACK (a timeout, a lost link) nothing says which was refused: all count.
-			required := suback == nil && slices.ContainsFunc(c.cfg.Subscriptions, func(s Subscription) bool { return s.Required })
-			if suback != nil {
-				var first error
-				for i, code := range suback.Reasons {
-					if code < 0x80 || i >= len(s.Subscriptions) {
-						continue
-					}
-					e := fmt.Errorf("transport: subscription to %q refused: reason code %d (%s)",
-						s.Subscriptions[i].Topic, code, ReasonName(code))
-					if first == nil {
-						first = e
-					}
-					if c.cfg.Subscriptions[i].Required && !required {
-						if code == 0x87 {
-							e = fmt.Errorf("%w: the broker's access rules refuse this identity its own topics: it was "+
-								"revoked, or the broker does not know it yet (on the PKI host: waybill broker sync --broker URL)", e)
-						}
-						required, err = true, e
-					}
-				}
-				if !required && first != nil {
-					err = first
-				}
-			}
+			var required bool
+			required, err = c.refused(suback, err)
 			info.SubscribeErr = err
 			if required {
 				n := c.refusals.Add(1)
@@ -654,6 +631,36 @@ func (c *Conn) callHandler(ctx context.Context, m Message) (err error) {
 		}
 	}()
 	return c.cfg.OnPublish(ctx, m)
+}
+
+// refused names the refused subscription, a Required one first, and says whether a Required one was
+// refused. Without a SUBACK (a timeout, a lost link) nothing says which: it counts as Required if any is.
+func (c *Conn) refused(suback *paho.Suback, err error) (required bool, _ error) {
+	if suback == nil {
+		return slices.ContainsFunc(c.cfg.Subscriptions, func(s Subscription) bool { return s.Required }), err
+	}
+	var first error
+	for i, code := range suback.Reasons {
+		if code < 0x80 || i >= len(c.cfg.Subscriptions) {
+			continue
+		}
+		sub := c.cfg.Subscriptions[i]
+		e := fmt.Errorf("transport: subscription to %q refused: reason code %d (%s)", sub.Topic, code, ReasonName(code))
+		if sub.Required {
+			if code == 0x87 {
+				e = fmt.Errorf("%w: the broker's access rules refuse this identity its own topics: it was revoked, "+
+					"or the broker does not know it yet (on the PKI host: waybill broker sync --broker URL)", e)
+			}
+			return true, e
+		}
+		if first == nil {
+			first = e
+		}
+	}
+	if first == nil {
+		return false, err
+	}
+	return false, first
 }
 
 // sessionState is paho's in-memory session state with a hook on CONNACK.
