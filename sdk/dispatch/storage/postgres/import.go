@@ -81,7 +81,7 @@ func (s *Store) ImportFixes(ctx context.Context, fs []dispatch.Fix) (int, error)
 	if len(fs) == 0 {
 		return 0, nil
 	}
-	n, err := s.commitFixes(ctx, fs)
+	n, _, err := s.commitFixes(ctx, fs)
 	if err != nil {
 		return 0, fmt.Errorf("postgres: import fixes: %w", err)
 	}

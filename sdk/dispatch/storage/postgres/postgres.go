@@ -189,14 +189,10 @@ func (s *Store) Commit(ctx context.Context, u dispatch.Update) error {
 	switch {
 	case len(u.Fixes) > 0:
 		var added int64
-		if added, err = s.commitFixes(ctx, u.Fixes); added > 0 {
-			newest := u.Fixes[0]
-			for _, f := range u.Fixes[1:] {
-				if f.Fix.Time.After(newest.Fix.Time) {
-					newest = f
-				}
-			}
-			c = &storage.Change{Kind: storage.ChangeFix, Truck: newest.Truck, Fix: &newest.Fix}
+		var newest int
+		if added, newest, err = s.commitFixes(ctx, u.Fixes); added > 0 {
+			f := u.Fixes[newest]
+			c = &storage.Change{Kind: storage.ChangeFix, Truck: f.Truck, Fix: &f.Fix}
 		}
 	case u.Event != nil:
 		if err = s.commitEvent(ctx, u.Event); u.Event.Event.OrderID != "" {
@@ -220,13 +216,12 @@ func (s *Store) Commit(ctx context.Context, u dispatch.Update) error {
 
 func q(v, scale float64) int64 { return int64(math.Round(v * scale)) }
 
-// commitFixes stores fs (one truck's) and returns how many were new.
-func (s *Store) commitFixes(ctx context.Context, fs []dispatch.Fix) (int64, error) {
+// commitFixes stores fs (one truck's) and returns how many were new, and the index of the newest by time.
+func (s *Store) commitFixes(ctx context.Context, fs []dispatch.Fix) (added int64, newest int, _ error) {
 	truck := fs[0].Truck
 	if truck == "" {
-		return 0, errors.New("an update without a truck")
+		return 0, 0, errors.New("an update without a truck")
 	}
-	var added int64
 	type key = storeKey
 	var ids = map[key]int32{}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -235,7 +230,7 @@ func (s *Store) commitFixes(ctx context.Context, fs []dispatch.Fix) (int64, erro
 		ts := make([]time.Time, n)
 		lat, lon, alt, speed := make([]int32, n), make([]int32, n), make([]int32, n), make([]int32, n)
 		course, hdop, sats, flags := make([]int16, n), make([]int16, n), make([]int16, n), make([]int16, n)
-		newest := 0
+		newest = 0
 		for i, f := range fs {
 			if f.Truck != truck {
 				return fmt.Errorf("one update with fixes of %q and %q", truck, f.Truck)
@@ -283,7 +278,7 @@ func (s *Store) commitFixes(ctx context.Context, fs []dispatch.Fix) (int64, erro
 			s.cacheStore(k.truck, k.epoch, id)
 		}
 	}
-	return added, err
+	return added, newest, err
 }
 
 func (s *Store) commitEvent(ctx context.Context, ev *dispatch.Event) error {
